@@ -1,0 +1,122 @@
+"""Time the hot path of distribution matching: embedding 10 × 256 real images with a fresh ConvNet.
+
+Each repeat re-initialises the network in place (as DM does every iteration) and embeds 2560
+Fashion-MNIST-sized images without grad, in several numeric modes. Prints the median per mode.
+
+    python benchmarks/bench_convnet_embed.py --repeats 5 --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from contextlib import nullcontext
+from typing import Callable
+
+import torch
+from tabulate import tabulate
+from torch import Tensor
+
+from ddbench_plugins.evaluators.convnet import ConvNet
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_embed(
+    net: ConvNet, images: Tensor, repeats: int, autocast: torch.dtype | None, device: torch.device
+) -> list[float]:
+    """Seconds per embed of ``images``, one reset of the weights before each timed call."""
+    ctx: Callable[[], object] = (
+        (lambda: torch.autocast(device.type, dtype=autocast)) if autocast is not None else nullcontext
+    )
+    times = []
+    with torch.no_grad():
+        with ctx():
+            net.embed(images)  # warm-up (allocator, kernels)
+        for _ in range(repeats):
+            net.reset_parameters()
+            _sync(device)
+            start = time.perf_counter()
+            with ctx():
+                net.embed(images)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=256, help="real images per class")
+    parser.add_argument("--resolution", type=int, default=28)
+    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--train-step", action="store_true", help="also time forward+backward of a batch of 256")
+    parser.add_argument("--chunks", type=int, nargs="*", default=[16, 64], help="ConvNet.cpu_chunk sizes to time (CPU)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    torch.manual_seed(0)
+    n = args.classes * args.batch
+    images = torch.randn(n, args.channels, args.resolution, args.resolution, device=device)
+    net = ConvNet(args.channels, args.classes, args.resolution).to(device).train()
+    modes = [
+        ("fp32", False, None, None),
+        ("fp32 channels_last", True, None, None),
+        ("bf16 autocast", False, torch.bfloat16, None),
+        ("bf16 autocast channels_last", True, torch.bfloat16, None),
+    ]
+    if device.type == "cpu":  # chunking only applies on CPU
+        modes += [(f"fp32 chunks of {c}", False, None, c) for c in args.chunks]
+        modes += [(f"fp32 channels_last chunks of {c}", True, None, c) for c in args.chunks]
+    rows = []
+    baseline = None
+    for name, channels_last, autocast, chunk in modes:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        net = net.to(memory_format=fmt)
+        net.cpu_chunk = chunk
+        x = images.contiguous(memory_format=fmt)
+        median = statistics.median(time_embed(net, x, args.repeats, autocast, device))
+        baseline = baseline or median
+        rows.append([name, f"{median * 1000:.1f}", f"{n / median:.0f}", f"{baseline / median:.2f}×"])
+    print(
+        f"ConvNet-{net.depth} embed of {n} images {args.channels}×{args.resolution}×{args.resolution} "
+        f"on {device} ({torch.get_num_threads()} threads), median of {args.repeats}"
+    )
+    print(tabulate(rows, headers=["mode", "ms", "images/s", "speed-up"], tablefmt="github"))
+    if args.train_step:
+        print_train_step(args, device)
+
+
+def print_train_step(args: argparse.Namespace, device: torch.device) -> None:
+    """Forward + backward of one training batch of 256 (the evaluation loop's step), fp32."""
+    torch.manual_seed(0)
+    x = torch.randn(256, args.channels, args.resolution, args.resolution, device=device)
+    net = ConvNet(args.channels, args.classes, args.resolution).to(device).train()
+    rows = []
+    for chunk in [None] + (args.chunks if device.type == "cpu" else []):
+        net.cpu_chunk = chunk
+        times = []
+        for i in range(args.repeats + 1):
+            _sync(device)
+            start = time.perf_counter()
+            net(x).sum().backward()
+            _sync(device)
+            if i:  # the first is a warm-up
+                times.append(time.perf_counter() - start)
+        rows.append([f"chunks of {chunk}" if chunk else "whole batch", f"{statistics.median(times) * 1000:.1f}"])
+    print(f"Training step (forward + backward, batch 256) on {device}")
+    print(tabulate(rows, headers=["mode", "ms"], tablefmt="github"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""The distillation engine: generate → matcher loss → backward into the prior's latents → step.
+
+It owns what every method shares: seeding, the split backward, checkpoints and resume, the NaN
+guard, progress and timing. Plugins only see their own inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ddbench import registry
+from ddbench.errors import CorruptFileError, NonFiniteLossError
+from ddbench.fileio import write_atomic
+from ddbench.interfaces import LatentState, MatchContext, Matcher, Prior, RealData, RealSampler, chunked, class_labels
+from ddbench.memory import PeakMemory
+from ddbench.progress import make_progress
+from ddbench.seeding import derive_seed, generator, seed_everything
+from ddbench.spec import RunSpec
+from ddbench.synthetic import SyntheticSet
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+SYNTHETIC_MOMENTUM = 0.5  # SGD momentum on synthetic parameters in DC, DM and MTT alike
+
+
+@dataclasses.dataclass
+class DistillResult:
+    synthetic: SyntheticSet
+    seconds: float  # wall time of this process's iterations (excludes set-up)
+    seconds_per_iteration: float | None
+    peak_memory_bytes: int
+    losses: list[float]
+    resumed_from: int  # iteration the run resumed at (0 = fresh)
+
+
+def generate_all(prior: Prior, state: LatentState, n: int, chunk_size: int, device: torch.device) -> Tensor:
+    """Every synthetic image, generated chunk by chunk without a graph."""
+    with torch.no_grad():
+        return torch.cat([prior.generate(state, idx) for idx in chunked(torch.arange(n, device=device), chunk_size)])
+
+
+def split_backward_step(
+    prior: Prior,
+    matcher: Matcher,
+    state: LatentState,
+    labels: Tensor,
+    real: RealSampler,
+    chunk_size: int,
+) -> tuple[float, Tensor]:
+    """One loss evaluation with the GLaD/LD3M split backward; returns (loss, detached images).
+
+    The images are generated once without a graph, the matcher's loss gives dL/dS on them, and each
+    chunk is then regenerated with a graph and dL/dS pushed through it — so the generator's
+    activations are held for one chunk at a time, never for the whole synthetic set.
+    """
+    device = labels.device
+    images = generate_all(prior, state, len(labels), chunk_size, device).requires_grad_(True)
+    loss = matcher.loss(images, labels, real)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        return value, images.detach()
+    loss.backward()
+    grad = images.grad
+    if grad is not None:
+        for idx in chunked(torch.arange(len(labels), device=device), chunk_size):
+            prior.generate(state, idx).backward(grad[idx])
+    return value, images.detach()
+
+
+class Distiller:
+    """Runs one RunSpec's distillation on loaded data, checkpointing into ``run_dir``."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        data: RealData,
+        run_dir: Path,
+        device: torch.device | str = "cpu",
+        dsa: Any = None,
+        checkpoint_every: int = 50,
+        chunk_size: int = 10,
+        progress: bool = True,
+        cache_dir: str | None = None,
+        prior: Prior | None = None,
+        matcher: Matcher | None = None,
+    ) -> None:
+        """``prior``/``matcher`` instances may be passed directly (programmatic use, tests);
+        by default they are created from the spec through the registry."""
+        self.spec = spec
+        self.data = data
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(device)
+        self.dsa = dsa
+        self.checkpoint_every = max(1, checkpoint_every)
+        self.chunk_size = max(1, chunk_size)
+        self.progress = progress
+        self.cache_dir = cache_dir
+        self.prior: Prior = prior or registry.create("prior", spec.prior, **spec.prior_options)
+        self.matcher: Matcher = matcher or registry.create("matcher", spec.matcher, **spec.matcher_options)
+        self.labels = class_labels(data.num_classes, spec.ipc).to(self.device)
+
+    # ------------------------------------------------------------------ set-up and checkpoints
+
+    def _init_state(self) -> LatentState:
+        seed_everything(derive_seed(self.spec.seed, "init"))
+        gen = generator(self.spec.seed, "real-init")
+        real = torch.cat([self.data.sample_class(c, self.spec.ipc, gen) for c in range(self.data.num_classes)])
+        self.prior.setup(self.data, self.device)
+        state = self.prior.init_state(real.to(self.device), self.labels, gen)
+        for tensor in state.params.values():
+            tensor.requires_grad_(True)
+        return state
+
+    def _optimizer(self, state: LatentState) -> torch.optim.Optimizer:
+        lrs = self.prior.learning_rates(self.spec.matcher, self.spec.lrs)
+        missing = sorted(set(state.params) - set(lrs))
+        if missing:
+            raise KeyError(f"Prior '{self.spec.prior}' gives no learning rate for {missing}")
+        groups: list[dict[str, Any]] = [
+            {"params": [state.params[k]], "lr": lrs[k], "name": f"prior.{k}"} for k in sorted(state.params)
+        ]
+        groups += [dict(g, name=g.get("name", f"matcher.{i}")) for i, g in enumerate(self.matcher.parameters())]
+        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=SYNTHETIC_MOMENTUM)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_FILE
+
+    def _matcher_tensors(self) -> list[Tensor]:
+        return [p for g in self.matcher.parameters() for p in g["params"]]
+
+    def _save_checkpoint(self, iteration: int, state: LatentState, opt: torch.optim.Optimizer, losses: list[float]) -> None:
+        tensors = list(state.params.values()) + self._matcher_tensors()
+        if not all(torch.isfinite(t).all() for t in tensors):
+            log.warning("not checkpointing iteration %d: parameters are not finite", iteration)
+            return
+        payload = {
+            "run_id": self.spec.run_id,
+            "iteration": iteration,
+            "params": {k: v.detach().cpu() for k, v in state.params.items()},
+            "buffers": {k: v.detach().cpu() for k, v in state.buffers.items()},
+            "matcher_params": [t.detach().cpu() for t in self._matcher_tensors()],
+            "matcher_state": self.matcher.state_dict(),
+            "optimizer": opt.state_dict(),
+            "losses": losses,
+        }
+        write_atomic(self.checkpoint_path, lambda tmp: torch.save(payload, tmp))
+
+    def _load_checkpoint(self, state: LatentState, opt: torch.optim.Optimizer) -> tuple[int, list[float]]:
+        path = self.checkpoint_path
+        if not path.exists():
+            return 0, []
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            if payload["run_id"] != self.spec.run_id:
+                raise ValueError(f"it belongs to run {payload['run_id']}, not {self.spec.run_id}")
+            with torch.no_grad():
+                for k, v in payload["params"].items():
+                    state.params[k].copy_(v)
+                for k, v in payload["buffers"].items():
+                    state.buffers[k].copy_(v)
+                for t, v in zip(self._matcher_tensors(), payload["matcher_params"], strict=True):
+                    t.copy_(v)
+            self.matcher.load_state_dict(payload["matcher_state"])
+            opt.load_state_dict(payload["optimizer"])
+        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is handled the same way
+            corrupt = path.with_suffix(".pt.corrupt")
+            path.replace(corrupt)
+            log.warning("checkpoint %s is unreadable (%s); moved to %s and restarting from iteration 0", path, err, corrupt)
+            raise CorruptFileError(f"Checkpoint {path} is unreadable ({err}); moved aside to {corrupt}") from err
+        return int(payload["iteration"]), list(payload["losses"])
+
+    # ----------------------------------------------------------------------------------- loop
+
+    def run(self, resume: bool = True, on_iteration: Callable[[int, float], None] | None = None) -> DistillResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = self._init_state()
+        self.matcher.setup(
+            MatchContext(data=self.data, ipc=self.spec.ipc, device=self.device, dsa=self.dsa, cache_dir=self.cache_dir)
+        )
+        opt = self._optimizer(state)
+        start, losses = 0, []
+        if resume:
+            try:
+                start, losses = self._load_checkpoint(state, opt)
+            except CorruptFileError:
+                state = self._init_state()
+                opt = self._optimizer(state)
+        iterations = self.spec.iterations if self.matcher.distils else 0
+        steps = self.matcher.steps_per_iteration
+        t0 = time.perf_counter()
+        with PeakMemory(self.device) as mem, make_progress(self.progress) as bar:
+            task = bar.add_task(self.spec.label, total=iterations, completed=start, loss=float("nan"))
+            for it in range(start, iterations):
+                seed_everything(derive_seed(self.spec.seed, "iteration", it))
+                real = RealSampler(self.data, generator(self.spec.seed, "real", it), self.device)
+                self.matcher.begin_iteration(it)
+                for step in range(steps):
+                    opt.zero_grad(set_to_none=True)
+                    value, images = split_backward_step(self.prior, self.matcher, state, self.labels, real, self.chunk_size)
+                    if not math.isfinite(value):
+                        raise NonFiniteLossError(
+                            f"{self.spec.label}: the loss became {value} at iteration {it} (step {step}). "
+                            f"The last good checkpoint is kept in {self.checkpoint_path}. Lower the learning "
+                            "rates (--lr NAME=VALUE) and run again; --resume continues from the checkpoint."
+                        )
+                    opt.step()
+                    self.matcher.after_step(images, self.labels, real)
+                losses.append(value)
+                bar.update(task, advance=1, loss=value)
+                if on_iteration is not None:
+                    on_iteration(it, value)
+                if (it + 1) % self.checkpoint_every == 0 or it + 1 == iterations:
+                    self._save_checkpoint(it + 1, state, opt, losses)
+        seconds = time.perf_counter() - t0
+        done = iterations - start
+        images = generate_all(self.prior, state, len(self.labels), self.chunk_size, self.device)
+        synthetic = SyntheticSet(
+            images=images.detach().cpu(),
+            labels=self.labels.cpu(),
+            latents={k: v.detach().cpu() for k, v in state.tensors().items()},
+            metadata={
+                "spec": self.spec.to_dict(),
+                "run_id": self.spec.run_id,
+                "dataset": self.data.name,
+                "class_names": self.data.class_names,
+                "mean": list(self.data.mean),
+                "std": list(self.data.std),
+                "channels": self.data.channels,
+                "resolution": self.data.resolution,
+                "matcher": self.matcher.synthetic_metadata(),
+                "final_loss": losses[-1] if losses else None,
+            },
+        )
+        return DistillResult(
+            synthetic=synthetic,
+            seconds=seconds,
+            seconds_per_iteration=seconds / done if done else None,
+            peak_memory_bytes=mem.peak_bytes,
+            losses=losses,
+            resumed_from=start,
+        )

@@ -1,0 +1,334 @@
+"""The four plugin families as small abstract base classes, and the data that flows between them.
+
+A plugin is a class registered under an entry-point group (see `ddbench.registry`). Its options are
+the keyword arguments of its ``__init__`` (unknown keys are errors), so a spec can record them as
+plain JSON. The engine, not the plugin, owns loops, memory, checkpoints and randomness.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class RealData:
+    """A real classification dataset held in memory.
+
+    Images are stored as uint8 ``(N, C, H, W)`` so that 256-px ImageNet subsets fit; ``normalise``
+    turns them into the float tensors every network sees (the dataset's own mean/std, used for real
+    and generated images alike).
+    """
+
+    name: str
+    train_images: Tensor  # uint8 (N, C, H, W)
+    train_labels: Tensor  # int64 (N,)
+    test_images: Tensor  # uint8 (M, C, H, W)
+    test_labels: Tensor  # int64 (M,)
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        for split, images, labels in (
+            ("train", self.train_images, self.train_labels),
+            ("test", self.test_images, self.test_labels),
+        ):
+            if images.dtype != torch.uint8 or images.dim() != 4:
+                raise ValueError(
+                    f"Expected {split} images as uint8 (N, C, H, W) but got {images.dtype} {tuple(images.shape)}"
+                )
+            if labels.shape != (images.shape[0],):
+                raise ValueError(
+                    f"Expected {images.shape[0]} {split} labels but got shape {tuple(labels.shape)}"
+                )
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"Expected mean/std with {self.channels} entries, got {self.mean} / {self.std}")
+        self._class_index = [
+            torch.nonzero(self.train_labels == c, as_tuple=True)[0] for c in range(self.num_classes)
+        ]
+        empty = [self.class_names[c] for c, idx in enumerate(self._class_index) if len(idx) == 0]
+        if empty:
+            raise ValueError(f"Classes with no training images: {empty}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_images.shape[1])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.train_images.shape[-1])
+
+    def normalise(self, images_uint8: Tensor) -> Tensor:
+        """uint8 images → float images standardised with the dataset's mean/std."""
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (images_uint8.float() / 255.0 - mean) / std
+
+    def denormalise(self, images: Tensor) -> Tensor:
+        """Float (standardised) images → [0, 1] for saving as PNG."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images * std + mean).clamp(0, 1)
+
+    def class_indices(self, label: int) -> Tensor:
+        return self._class_index[label]
+
+    def sample_class(self, label: int, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` normalised training images of one class, drawn without replacement when possible."""
+        idx = self._class_index[label]
+        if n <= len(idx):
+            pick = idx[torch.randperm(len(idx), generator=generator)[:n]]
+        else:
+            pick = idx[torch.randint(len(idx), (n,), generator=generator)]
+        return self.normalise(self.train_images[pick])
+
+    def subset(self, train_per_class: int | None = None, test_size: int | None = None) -> "RealData":
+        """A smaller copy (first images of each class / first test images), for smoke runs and tests."""
+        train_idx = torch.cat(
+            [idx[:train_per_class] if train_per_class else idx for idx in self._class_index]
+        )
+        test_n = test_size or len(self.test_labels)
+        return dataclasses.replace(
+            self,
+            train_images=self.train_images[train_idx],
+            train_labels=self.train_labels[train_idx],
+            test_images=self.test_images[:test_n],
+            test_labels=self.test_labels[:test_n],
+        )
+
+
+@dataclasses.dataclass
+class LatentState:
+    """What a prior optimises: learnable tensors and fixed per-sample buffers.
+
+    Every tensor has the synthetic sample index as its first dimension, so the engine can
+    regenerate any chunk of samples (the split backward) by indexing.
+    """
+
+    params: dict[str, Tensor]
+    buffers: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {**{f"param.{k}": v for k, v in self.params.items()}, **{f"buffer.{k}": v for k, v in self.buffers.items()}}
+
+
+# ------------------------------------------------------------------------------------ plugins
+
+
+class Plugin(abc.ABC):
+    """Common base: a registered name and a one-line description shown by `ddbench plugins`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def options(self) -> dict[str, Any]:
+        """The constructor arguments that define this plugin instance (recorded in every spec)."""
+        return dict(getattr(self, "_options", {}))
+
+
+class DatasetPlugin(Plugin):
+    """Loads a real dataset. Raise `ddbench.errors.DataNotFoundError` saying where it looked and how to get the data."""
+
+    #: resolutions the dataset can be loaded at; the first is the default
+    resolutions: ClassVar[tuple[int, ...]] = ()
+
+    @abc.abstractmethod
+    def load(self, root: str | None = None, res: int | None = None, download: bool = False) -> RealData:
+        """Read the train and test splits into memory."""
+
+    def available(self, root: str | None = None) -> tuple[bool, str]:
+        """Whether the data is on disk, and if not, why (for `ddbench run` without `--dataset`)."""
+        try:
+            self.locate(root)
+        except Exception as err:  # noqa: BLE001 - any failure means "not available", with its reason
+            return False, str(err)
+        return True, ""
+
+    def locate(self, root: str | None = None) -> str:
+        """Return the directory the data would be read from, or raise DataNotFoundError."""
+        raise NotImplementedError
+
+
+class Prior(Plugin):
+    """Parameterises synthetic images (pixels, GAN latents, diffusion latents).
+
+    The engine calls `setup` once, then `init_state` with real images of each class, then
+    `generate` many times. A prior never sees the matcher's loss, only gradients on its tensors.
+    """
+
+    #: default learning rate of each learnable tensor, per matcher name ("*" is the fallback)
+    default_lrs: ClassVar[dict[str, dict[str, float]]] = {}
+
+    def setup(self, data: RealData, device: torch.device) -> None:
+        """Load or build the generative model for this dataset (channels, resolution, classes)."""
+
+    @abc.abstractmethod
+    def init_state(self, real_images: Tensor, labels: Tensor, generator: torch.Generator) -> LatentState:
+        """Learnable state initialised from normalised real images ``(N, C, H, W)`` and their labels."""
+
+    @abc.abstractmethod
+    def generate(self, state: LatentState, indices: Tensor) -> Tensor:
+        """Normalised images ``(len(indices), C, H, W)`` for the given synthetic sample indices."""
+
+    def learning_rates(self, matcher: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
+        """Learning rate per learnable tensor for this matcher, with user overrides applied."""
+        table = self.default_lrs.get(matcher) or self.default_lrs.get("*") or {}
+        lrs = dict(table)
+        for key, value in (overrides or {}).items():
+            if key not in lrs:
+                from ddbench.errors import InvalidOptionError
+
+                raise InvalidOptionError(
+                    f"Prior '{self.name}' has no learnable tensor '{key}'; expected one of {sorted(lrs)}"
+                )
+            lrs[key] = float(value)
+        return lrs
+
+
+class RealSampler:
+    """Draws class-balanced real batches for a matcher, from the engine's seeded generator."""
+
+    def __init__(self, data: RealData, generator: torch.Generator, device: torch.device) -> None:
+        self.data = data
+        self.generator = generator
+        self.device = device
+
+    def class_batch(self, label: int, n: int) -> Tensor:
+        return self.data.sample_class(label, n, self.generator).to(self.device)
+
+    def balanced_batch(self, n: int) -> tuple[Tensor, Tensor]:
+        """``n`` images drawn uniformly from the training set, with labels."""
+        pick = torch.randint(len(self.data.train_labels), (n,), generator=self.generator)
+        return (
+            self.data.normalise(self.data.train_images[pick]).to(self.device),
+            self.data.train_labels[pick].to(self.device),
+        )
+
+
+@dataclasses.dataclass
+class MatchContext:
+    """What a matcher may know about the run (never which prior made the images)."""
+
+    data: RealData
+    ipc: int
+    device: torch.device
+    dsa: Any  # ddbench.dsa.DSA, or None when augmentation is off
+    cache_dir: str | None = None  # where a matcher may keep derived data (e.g. MTT expert buffers)
+
+    def build_network(self, name: str = "convnet") -> nn.Module:
+        """A freshly initialised evaluator network for this dataset, on the run's device."""
+        from ddbench import registry
+
+        evaluator = registry.create("evaluator", name)
+        evaluator.check_input(self.data.channels, self.data.resolution)
+        return evaluator.build(self.data.channels, self.data.num_classes, self.data.resolution).to(self.device)
+
+
+class Matcher(Plugin):
+    """A distillation objective: a scalar loss on synthetic images, differentiable in them.
+
+    One engine iteration runs `begin_iteration` and then `steps_per_iteration` optimiser steps; after
+    each step `after_step` sees the (detached) synthetic set, e.g. to train DC's inner network.
+    """
+
+    #: False for baselines that keep the initial images (the engine then runs no iterations)
+    distils: ClassVar[bool] = True
+
+    def setup(self, context: MatchContext) -> None:
+        self.context = context
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return 1
+
+    def begin_iteration(self, iteration: int) -> None:
+        """Called once per iteration, after the engine seeded the RNGs for it."""
+
+    @abc.abstractmethod
+    def loss(self, images: Tensor, labels: Tensor, real: RealSampler) -> Tensor:
+        """Scalar loss on the full synthetic set ``images`` (requires grad) with class ``labels``."""
+
+    def after_step(self, images: Tensor, labels: Tensor, real: RealSampler) -> None:
+        """Hook after each optimiser step; ``images`` are detached."""
+
+    def parameters(self) -> list[dict[str, Any]]:
+        """Extra learnable parameters as optimiser groups (e.g. MTT's learnable lr)."""
+        return []
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors to checkpoint (besides `parameters`, which the engine saves)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        pass
+
+    def synthetic_metadata(self) -> dict[str, Any]:
+        """Anything evaluation needs from distillation (e.g. MTT's learned lr), saved with the set."""
+        return {}
+
+
+class Evaluator(Plugin):
+    """An architecture trained from scratch on the synthetic set.
+
+    ``protocol_lrs`` maps protocol names to this architecture's learning rate where it differs from
+    the protocol's default (GLaD: VGG11 uses 1e-4).
+    """
+
+    protocol_lrs: ClassVar[dict[str, float]] = {}
+    #: smallest input resolution the architecture supports
+    min_resolution: ClassVar[int] = 1
+
+    @abc.abstractmethod
+    def build(self, channels: int, num_classes: int, resolution: int) -> nn.Module:
+        """A freshly initialised network (seeded by the caller).
+
+        The module's ``forward`` returns logits; it should also have ``embed(x)`` returning the
+        features before the final linear layer, which distribution matching uses.
+        """
+
+    def check_input(self, channels: int, resolution: int) -> None:
+        """Raise InvalidOptionError before any training if the architecture cannot take this input."""
+        if resolution < self.min_resolution:
+            from ddbench.errors import InvalidOptionError
+
+            raise InvalidOptionError(
+                f"Evaluator '{self.name}' needs images of at least {self.min_resolution} px, got {resolution} px"
+            )
+
+
+def chunked(indices: Tensor, size: int) -> Iterator[Tensor]:
+    """Split a 1-D index tensor into consecutive chunks of at most ``size``."""
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]
+
+
+def class_labels(num_classes: int, ipc: int) -> Tensor:
+    """Labels of a class-balanced synthetic set, ``ipc`` consecutive samples per class."""
+    return torch.arange(num_classes).repeat_interleave(ipc)
+
+
+__all__: Sequence[str] = [
+    "RealData",
+    "LatentState",
+    "Plugin",
+    "DatasetPlugin",
+    "Prior",
+    "RealSampler",
+    "MatchContext",
+    "Matcher",
+    "Evaluator",
+    "chunked",
+    "class_labels",
+]

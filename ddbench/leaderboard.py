@@ -1,0 +1,423 @@
+"""Leaderboard tables from the results store, in the shapes of the LD3M paper's tables.
+
+`leaderboard_table` turns `ResultsStore.scores_frame()` into plain data, ``(columns, rows)``; the
+formatters (`to_rich`, `to_markdown`, `to_latex`, `to_csv`, and `render` to print any of them) turn
+that data into text, as cliff separates a command from its output format::
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"dataset": ["cifar10"] * 2, "prior": ["pixel"] * 2, "matcher": ["dm"] * 2,
+    ...                       "evaluator": ["convnet"] * 2, "seed": [0, 1], "accuracy": [0.25, 0.27]})
+    >>> columns, rows = leaderboard_table(frame)
+    >>> columns
+    ('prior', 'matcher', 'cifar10')
+    >>> rows[0][2].text()
+    '26.0 ± 1.0'
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import io
+import re
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from tabulate import tabulate
+
+from ddbench.errors import InvalidOptionError
+
+#: row and column orders of the paper's tables; names not listed follow, alphabetically
+PRIOR_ORDER = ("pixel", "glad", "ld3m")
+MATCHER_ORDER = ("dc", "dm", "mtt")
+DATASET_ORDER = (
+    "fashion-mnist", "cifar10", "imagenet-a", "imagenet-b", "imagenet-c", "imagenet-d", "imagenet-e",
+    "imagenette", "imagewoof", "imagenet-birds", "imagenet-fruits", "imagenet-cats",
+)  # fmt: skip
+EVALUATOR_ORDER = ("convnet", "alexnet", "vgg11", "resnet18", "vit")
+ORDERS: dict[str, tuple[str, ...]] = {
+    "prior": PRIOR_ORDER,
+    "matcher": MATCHER_ORDER,
+    "dataset": DATASET_ORDER,
+    "evaluator": EVALUATOR_ORDER,
+}
+
+AVG_COLUMN = "avg"
+VALUES = ("accuracy", "accuracy_max")
+FORMATS = ("rich", "markdown", "latex", "csv")
+MISSING = "—"
+
+#: columns that may tell apart scores that land in the same cell, named when that happens
+_IDENTITY_HINTS = ("dataset", "prior", "matcher", "ipc", "res", "protocol", "report", "evaluator", "run_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One aggregated cell; ``mean`` and ``std`` are fractions (0..1), ``n`` counts the scores."""
+
+    mean: float
+    std: float
+    n: int
+    best: bool = False
+
+    def text(self) -> str:
+        """``mean ± std`` in percent with one decimal, the papers' notation."""
+        return f"{100 * self.mean:.1f} ± {100 * self.std:.1f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderboardTable:
+    """Column names, then one tuple per row: its ``n_keys`` key values, then a `Cell` or ``None`` per
+    value column. Unpacks as ``columns, rows = table`` (cliff's ``(columns, rows)``)."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    n_keys: int
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.columns, self.rows))
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        return self.columns[self.n_keys :]
+
+
+# ------------------------------------------------------------------------------ aggregation
+
+
+def _order_key(field: str, value: Any) -> tuple[Any, ...]:
+    """Known names first in the paper's order (variants such as ``glad-random`` after their base),
+    then other names alphabetically, numbers numerically, missing values last."""
+    if value is None:
+        return (3,)
+    if isinstance(value, (int, float)):
+        return (1, value, "")
+    text = str(value)
+    order = ORDERS.get(field, ())
+    for rank, known in enumerate(order):
+        if text == known or text.startswith(known + "-"):
+            return (0, rank, text)
+    return (2, 0, text)
+
+
+def _plain(value: Any) -> Any:
+    """numpy/pandas scalars → Python values, NA → None (the table is plain data)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _coerce(values: Iterable[Any], column: pd.Series) -> list[Any]:
+    # Filters typed on a command line arrive as strings; compare them with numbers as numbers.
+    out = []
+    for value in values:
+        if isinstance(value, str) and pd.api.types.is_numeric_dtype(column.dtype):
+            try:
+                value = int(value) if re.fullmatch(r"[+-]?\d+", value.strip()) else float(value)
+            except ValueError:
+                raise InvalidOptionError(f"Expected a number to filter '{column.name}' but got '{value}'") from None
+        out.append(value)
+    return out
+
+
+def apply_filters(frame: pd.DataFrame, filters: Mapping[str, Any] | None) -> pd.DataFrame:
+    """Keep the rows whose column equals the filter value (or one of a list of values; ``None`` = NULL)."""
+    for name, wanted in (filters or {}).items():
+        if name not in frame.columns:
+            close = difflib.get_close_matches(name, list(frame.columns), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise InvalidOptionError(f"Cannot filter on unknown column '{name}'.{hint} Columns: {', '.join(frame.columns)}")
+        column = frame[name]
+        values = _coerce(list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted], column)
+        mask = column.isin([v for v in values if v is not None])
+        if any(v is None for v in values):
+            mask |= column.isna()
+        if not mask.any() and len(frame):
+            recorded = sorted({str(_plain(v)) for v in column.unique()})
+            raise InvalidOptionError(
+                f"No scores with {name}={', '.join(map(str, values))}; recorded values: {', '.join(recorded)}"
+            )
+        frame = frame[mask]
+    return frame
+
+
+def _check_unambiguous(data: pd.DataFrame, identity: list[str]) -> None:
+    """Two scores of the same evaluator and seed in one cell would average different experiments."""
+    duplicated = data[data.duplicated(identity, keep=False)]
+    if duplicated.empty:
+        return
+    grouped = duplicated.groupby(identity, dropna=False)
+    varying = {
+        column: sorted({str(_plain(v)) for v in duplicated[column].unique()})
+        for column in _IDENTITY_HINTS
+        if column in duplicated.columns
+        and column not in identity
+        and bool(grouped[column].nunique(dropna=False).gt(1).any())
+    }
+    detail = "; ".join(f"{c} in {{{', '.join(v)}}}" for c, v in varying.items()) or "identical keys"
+    example = next(iter(varying), "ipc")
+    raise InvalidOptionError(
+        f"Scores of the same {'/'.join(identity)} differ in {detail}, so a cell would mix different "
+        f"experiments. Filter them, e.g. filters={{'{example}': {varying.get(example, ['...'])[0]!r}}} "
+        f"(ddbench leaderboard --filter {example}=...)."
+    )
+
+
+def aggregate(
+    frame: pd.DataFrame,
+    rows: Sequence[str] = ("prior", "matcher"),
+    columns: str = "dataset",
+    filters: Mapping[str, Any] | None = None,
+    value: str = "accuracy",
+) -> pd.DataFrame:
+    """Mean, std and count of ``value`` per (rows…, columns) cell, one line per cell.
+
+    Per evaluator, mean ± std are taken over seeds with ``ddof=0`` (the population std, as the
+    papers' tables report). A cell that spans several evaluators (columns other than
+    ``evaluator``, e.g. Table 1's average over unseen architectures) is the mean of the evaluators'
+    means ± the mean of their stds, the convention of the paper's average columns (Table 4, pixel
+    DC: stds 0.2, 0.5, 0.5, 0.3 → 0.4); ``n`` then counts all scores in the cell.
+    """
+    if value not in VALUES:
+        raise InvalidOptionError(f"Expected value one of {VALUES} but got '{value}'")
+    keys = [*rows, columns]
+    if len(set(keys)) != len(keys):
+        raise InvalidOptionError(f"Expected distinct row and column fields but got rows={tuple(rows)}, columns='{columns}'")
+    needed = [*keys, "evaluator", "seed", value]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise InvalidOptionError(
+            f"The scores frame lacks columns {missing}; expected ResultsStore.scores_frame() with columns {list(frame.columns)}"
+        )
+    data = apply_filters(frame, filters)
+    data = data[data[value].notna()]
+    per_arch_keys = keys if "evaluator" in keys else [*keys, "evaluator"]
+    _check_unambiguous(data, [*per_arch_keys, "seed"])
+    if data.empty:
+        return pd.DataFrame({**{k: [] for k in keys}, "mean": [], "std": [], "n": []})
+    by_arch = data.groupby(per_arch_keys, dropna=False, sort=False)[value]
+    per_arch = pd.DataFrame({"mean": by_arch.mean(), "std": by_arch.std(ddof=0), "n": by_arch.count()})
+    cells = per_arch.groupby(level=keys, dropna=False, sort=False).agg(
+        mean=("mean", "mean"), std=("std", "mean"), n=("n", "sum")
+    )
+    return cells.reset_index()
+
+
+def leaderboard_table(
+    frame: pd.DataFrame,
+    rows: Sequence[str] | str = ("prior", "matcher"),
+    columns: str = "dataset",
+    filters: Mapping[str, Any] | None = None,
+    value: str = "accuracy",
+    average: bool | None = None,
+) -> LeaderboardTable:
+    """A table of mean ± std cells: one row per combination of ``rows``, one column per ``columns`` value.
+
+    ``columns="evaluator"`` gives one column per architecture plus an ``avg`` column (Table 4's
+    shape); ``average`` adds or removes that column for any ``columns``. The average is the mean of
+    the row's column means ± the mean of their stds, and is missing (—) unless the row has every
+    column, so that rows are compared over the same columns. The best mean of each column (at the
+    displayed precision, so visible ties are all marked) has ``best=True``.
+    See `aggregate` for how seeds and evaluators are combined.
+    """
+    row_keys = [rows] if isinstance(rows, str) else list(rows)
+    cells = aggregate(frame, row_keys, columns, filters, value)
+    with_average = (columns == "evaluator") if average is None else average
+
+    found: dict[tuple[Any, ...], dict[Any, Cell]] = {}
+    for record in cells.to_dict("records"):
+        row_id = tuple(_plain(record[k]) for k in row_keys)
+        found.setdefault(row_id, {})[_plain(record[columns])] = Cell(
+            float(record["mean"]), float(record["std"]), int(record["n"])
+        )
+    column_values = sorted({c for row in found.values() for c in row}, key=lambda v: _order_key(columns, v))
+    row_ids = sorted(found, key=lambda r: tuple(_order_key(k, v) for k, v in zip(row_keys, r)))
+
+    grid: list[list[Cell | None]] = [[found[r].get(c) for c in column_values] for r in row_ids]
+    header = [str(c) for c in column_values]
+    if with_average and column_values:
+        header.append(AVG_COLUMN)
+        for line in grid:
+            present = [cell for cell in line if cell is not None]
+            complete = len(present) == len(line)
+            line.append(
+                Cell(
+                    sum(c.mean for c in present) / len(present),
+                    sum(c.std for c in present) / len(present),
+                    sum(c.n for c in present),
+                )
+                if complete
+                else None
+            )
+    _mark_best(grid)
+    return LeaderboardTable(
+        columns=(*row_keys, *header),
+        rows=[(*row_id, *line) for row_id, line in zip(row_ids, grid)],
+        n_keys=len(row_keys),
+    )
+
+
+def _mark_best(grid: list[list[Cell | None]]) -> None:
+    if not grid:
+        return
+    for j in range(len(grid[0])):
+        shown = [round(100 * line[j].mean, 1) for line in grid if line[j] is not None]  # type: ignore[union-attr]
+        if not shown:
+            continue
+        top = max(shown)
+        for line in grid:
+            cell = line[j]
+            if cell is not None and round(100 * cell.mean, 1) == top:
+                line[j] = dataclasses.replace(cell, best=True)
+
+
+# ------------------------------------------------------------------------------- formatters
+
+
+def _key_text(value: Any) -> str:
+    return MISSING if value is None else str(value)
+
+
+def to_rich(table: LeaderboardTable, title: str | None = None) -> Table:
+    """A rich table; best cells bold, missing cells dim."""
+    ns = sorted({v.n for row in table.rows for v in row if isinstance(v, Cell)})
+    n_text = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}" if ns else "0"
+    out = Table(title=title, caption=f"accuracy %, mean ± std (ddof=0), n = {n_text}")
+    value_columns = range(table.n_keys, len(table.columns))
+    for i, name in enumerate(table.columns):
+        out.add_column(name, justify="right" if i in value_columns else "left")
+    for row in table.rows:
+        out.add_row(
+            *(
+                Text(v.text(), style="bold" if v.best else "")
+                if isinstance(v, Cell)
+                else Text(MISSING, style="dim")
+                if v is None and i in value_columns
+                else Text(_key_text(v))
+                for i, v in enumerate(row)
+            )
+        )
+    return out
+
+
+def to_markdown(table: LeaderboardTable) -> str:
+    """A GitHub-flavoured Markdown table; best cells in ``**bold**``."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, Cell):
+            return f"**{v.text()}**" if v.best else v.text()
+        return _key_text(v)
+
+    return tabulate(
+        [[cell(v) for v in row] for row in table.rows],
+        headers=list(table.columns),
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
+_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def to_latex(table: LeaderboardTable) -> str:
+    """A LaTeX tabular; best cells in ``\\textbf``, ± as ``$\\pm$``, missing cells as an em dash (---)."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, Cell):
+            text = f"{100 * v.mean:.1f} $\\pm$ {100 * v.std:.1f}"
+            return f"\\textbf{{{text}}}" if v.best else text
+        return "---" if v is None else _latex_escape(str(v))
+
+    value_columns = range(table.n_keys, len(table.columns))
+    headers = [_latex_escape(c) for c in table.columns]
+    if not table.rows:  # tabulate drops the column spec of a table without rows
+        spec = "l" * len(headers)
+        return f"\\begin{{tabular}}{{{spec}}}\n\\hline\n {' & '.join(headers)} \\\\\n\\hline\n\\end{{tabular}}"
+    return tabulate(
+        [[cell(v) for v in row] for row in table.rows],
+        headers=headers,
+        tablefmt="latex_raw",
+        disable_numparse=True,
+        colalign=["right" if i in value_columns else "left" for i in range(len(table.columns))] or None,
+    )
+
+
+def to_csv(table: LeaderboardTable) -> str:
+    """CSV for other tools: numbers, not formatted cells.
+
+    Each value column becomes ``<name>_mean``, ``<name>_std`` (percent, two decimals) and
+    ``<name>_n``; a missing cell is empty. Best-cell marks are presentation and are left out.
+    """
+    value_columns = range(table.n_keys, len(table.columns))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header: list[str] = []
+    for i, name in enumerate(table.columns):
+        header.extend([f"{name}_mean", f"{name}_std", f"{name}_n"] if i in value_columns else [name])
+    writer.writerow(header)
+    for row in table.rows:
+        line: list[str] = []
+        for i, v in enumerate(row):
+            if i not in value_columns:
+                line.append("" if v is None else str(v))
+            elif v is None:
+                line.extend(["", "", ""])
+            else:
+                line.extend([f"{100 * v.mean:.2f}", f"{100 * v.std:.2f}", str(v.n)])
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+_TEXT_FORMATTERS = {"markdown": to_markdown, "latex": to_latex, "csv": to_csv}
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        close = difflib.get_close_matches(fmt, FORMATS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise InvalidOptionError(f"Unknown leaderboard format '{fmt}'.{hint} Available: {', '.join(FORMATS)}.")
+
+
+def format_table(table: LeaderboardTable, fmt: str, title: str | None = None, width: int = 160) -> str:
+    """The table as text in one of `FORMATS` (``rich`` as plain text, without colour)."""
+    _check_format(fmt)
+    if fmt in _TEXT_FORMATTERS:
+        return _TEXT_FORMATTERS[fmt](table)
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    console.print(to_rich(table, title))
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def render(table: LeaderboardTable, fmt: str = "rich", console: Console | None = None, title: str | None = None) -> None:
+    """Print the table in one of `FORMATS` to ``console`` (default: stdout)."""
+    _check_format(fmt)
+    console = console or Console()
+    if fmt == "rich":
+        console.print(to_rich(table, title))
+    else:
+        # console.out: no markup, wrapping or highlighting, so Markdown/LaTeX/CSV come out verbatim
+        console.out(_TEXT_FORMATTERS[fmt](table), highlight=False)
+
+
+__all__ = [
+    "Cell",
+    "LeaderboardTable",
+    "aggregate",
+    "apply_filters",
+    "leaderboard_table",
+    "format_table",
+    "render",
+    "to_rich",
+    "to_markdown",
+    "to_latex",
+    "to_csv",
+    "FORMATS",
+]

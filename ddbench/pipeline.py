@@ -1,0 +1,157 @@
+"""One RunSpec from end to end: load data → distil (or reuse) → evaluate each evaluator × seed → store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from ddbench import registry
+from ddbench.distill import CHECKPOINT_FILE, Distiller
+from ddbench.dsa import DSA
+from ddbench.errors import DDBenchError, InvalidOptionError
+from ddbench.evaluate import evaluate_synthetic
+from ddbench.fileio import write_json_atomic
+from ddbench.interfaces import RealData
+from ddbench.protocols import get_protocol
+from ddbench.spec import RunEnv, RunSpec
+from ddbench.store import ResultsStore
+from ddbench.synthetic import SyntheticSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    run_id: str
+    run_dir: Path
+    reused_distillation: bool
+    scores: list[dict[str, Any]]
+
+
+class DataCache:
+    """Loads each (dataset, res) once per process; a sweep reuses it across specs."""
+
+    def __init__(self, env: RunEnv) -> None:
+        self.env = env
+        self._cache: dict[tuple[str, int | None], RealData] = {}
+
+    def get(self, spec: RunSpec) -> RealData:
+        key = (spec.dataset, spec.res)
+        if key not in self._cache:
+            plugin = registry.create("dataset", spec.dataset)  # validates `res` itself
+            self._cache[key] = plugin.load(root=self.env.data_root, res=spec.res, download=self.env.download)
+        data = self._cache[key]
+        if spec.train_per_class or spec.test_size:
+            data = data.subset(spec.train_per_class, spec.test_size)
+        return data
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidOptionError("--device cuda was requested but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
+def run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCache, console: Console | None = None) -> RunOutcome:
+    console = console or Console(stderr=True)
+    device = resolve_device(env.device)
+    run_id, run_dir = spec.run_id, env.run_dir(spec)
+    protocol = get_protocol(spec.protocol)
+    if env.force:
+        store.delete_run(run_id)
+        _clear_run_dir(run_dir)
+    data = data_cache.get(spec)
+
+    existing = store.get_run(run_id)
+    synthetic: SyntheticSet | None = None
+    if existing is not None and existing.get("status") == "done":
+        try:
+            synthetic = SyntheticSet.load(run_dir)
+        except DDBenchError as err:
+            console.print(f"[yellow]Stored run {run_id} has no readable synthetic set ({err}); distilling again.")
+    reused = synthetic is not None
+    if synthetic is None:
+        if not env.resume and (run_dir / CHECKPOINT_FILE).exists():
+            (run_dir / CHECKPOINT_FILE).unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "spec.json", spec.to_dict())
+        store.start_run(run_id, spec.to_dict(), str(run_dir))
+        try:
+            distiller = Distiller(
+                spec,
+                data,
+                run_dir,
+                device=device,
+                dsa=DSA() if spec.dsa else None,
+                checkpoint_every=env.checkpoint_every,
+                chunk_size=env.chunk_size,
+                progress=env.progress,
+                cache_dir=str(env.out / "cache"),
+            )
+            result = distiller.run(resume=env.resume)
+            result.synthetic.save(run_dir)
+        except BaseException as err:
+            store.fail_run(run_id, f"{type(err).__name__}: {err}")
+            raise
+        store.finish_run(run_id, result.seconds, result.peak_memory_bytes, result.seconds_per_iteration)
+        synthetic = result.synthetic
+        console.print(
+            f"[green]Distilled[/] {spec.label} → {run_dir / 'grid.png'}"
+            + (f" ({result.seconds_per_iteration:.2f} s/it)" if result.seconds_per_iteration else "")
+        )
+
+    matcher_meta = synthetic.metadata.get("matcher", {})
+    learned_lr = matcher_meta.get("lr")  # MTT protocol: evaluate with the distilled learning rate
+    scores = []
+    for evaluator in spec.evaluators:
+        for seed in spec.eval_seeds:
+            if store.has_score(run_id, evaluator, seed, spec.protocol_key()):
+                continue
+            result = evaluate_synthetic(
+                synthetic.images,
+                synthetic.labels,
+                data,
+                evaluator,
+                protocol,
+                seed=seed,
+                device=device,
+                epochs=spec.eval_epochs,
+                lr=learned_lr,
+                report=spec.report,
+                progress=env.progress,
+            )
+            # the store keys scores by the protocol's name with its overrides, e.g. "dc[epochs=300]"
+            protocol_record = {**dict(result.protocol), "name": spec.protocol_key(), "report": spec.report}
+            store.add_score(
+                run_id,
+                evaluator,
+                seed,
+                protocol_record,
+                result.accuracy,
+                result.accuracy_max,
+                result.train_seconds,
+                result.eval_seconds,
+                result.peak_memory_bytes,
+            )
+            scores.append({"evaluator": evaluator, "seed": seed, "accuracy": result.accuracy})
+            console.print(f"  {evaluator} seed {seed}: {100 * result.accuracy:.2f} %")
+    return RunOutcome(run_id=run_id, run_dir=run_dir, reused_distillation=reused, scores=scores)
+
+
+def spec_from_run_dir(run_dir: Path) -> RunSpec:
+    return RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))

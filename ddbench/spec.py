@@ -1,0 +1,135 @@
+"""RunSpec: one distillation run and its evaluation, as plain data with a stable hash.
+
+The hash (``run_id``) covers only what changes the distilled images, so adding evaluators or seeds
+to a finished run reuses its synthetic set. Where the data lives, the device and the output
+directory are *environment* (`RunEnv`): recorded, never hashed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ddbench.errors import InvalidOptionError
+
+SPEC_VERSION = 1
+
+#: fields of RunSpec that define the synthetic set (and hence the run id)
+DISTILL_FIELDS = (
+    "dataset",
+    "res",
+    "prior",
+    "prior_options",
+    "matcher",
+    "matcher_options",
+    "ipc",
+    "iterations",
+    "seed",
+    "lrs",
+    "dsa",
+    "train_per_class",
+)
+
+
+@dataclasses.dataclass
+class RunSpec:
+    dataset: str = "fashion-mnist"
+    prior: str = "pixel"
+    matcher: str = "dm"
+    ipc: int = 1
+    res: int | None = None
+    iterations: int = 1000
+    seed: int = 0
+    prior_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    matcher_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    lrs: dict[str, float] = dataclasses.field(default_factory=dict)
+    dsa: bool = True
+    #: use only the first N training images of each class (smoke runs); None = all
+    train_per_class: int | None = None
+    # evaluation
+    evaluators: tuple[str, ...] = ("convnet",)
+    eval_seeds: tuple[int, ...] = (0, 1, 2)
+    protocol: str = "dc"
+    eval_epochs: int | None = None
+    report: str = "final"
+    #: evaluate on the first N test images only (smoke runs); None = the whole test split
+    test_size: int | None = None
+
+    def __post_init__(self) -> None:
+        self.evaluators = tuple(self.evaluators)
+        self.eval_seeds = tuple(int(s) for s in self.eval_seeds)
+        if self.ipc < 1:
+            raise InvalidOptionError(f"Expected --ipc ≥ 1 but got {self.ipc}")
+        if self.iterations < 0:
+            raise InvalidOptionError(f"Expected --iterations ≥ 0 but got {self.iterations}")
+        if self.report not in ("final", "max"):
+            raise InvalidOptionError(f"Expected report 'final' or 'max' but got '{self.report}'")
+        if not self.evaluators:
+            raise InvalidOptionError("Expected at least one evaluator")
+        if not self.eval_seeds:
+            raise InvalidOptionError("Expected at least one evaluation seed")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["evaluators"] = list(self.evaluators)
+        data["eval_seeds"] = list(self.eval_seeds)
+        data["spec_version"] = SPEC_VERSION
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
+        data = dict(data)
+        data.pop("spec_version", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidOptionError(f"Unknown spec fields {unknown}; expected some of {sorted(known)}")
+        return cls(**data)
+
+    def distill_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in DISTILL_FIELDS}
+
+    @property
+    def run_id(self) -> str:
+        payload = json.dumps({"v": SPEC_VERSION, **self.distill_dict()}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset} {self.prior}+{self.matcher} ipc{self.ipc}"
+
+    def protocol_key(self) -> str:
+        """Names the evaluation protocol and its overrides, e.g. ``dc`` or ``dc[epochs=300]``."""
+        return self.protocol if self.eval_epochs is None else f"{self.protocol}[epochs={self.eval_epochs}]"
+
+
+@dataclasses.dataclass
+class RunEnv:
+    """Where and how a spec runs; not part of its identity."""
+
+    out: Path = Path("ddbench-out")
+    data_root: str | None = None
+    device: str = "cpu"
+    download: bool = False
+    checkpoint_every: int = 50
+    chunk_size: int = 10
+    resume: bool = True
+    force: bool = False
+    progress: bool = True
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.out / "runs" / spec.dataset / f"{spec.prior}-{spec.matcher}-ipc{spec.ipc}-{spec.run_id}"
+
+
+#: budget presets for `ddbench run --budget`; each sets defaults the user's explicit options override
+BUDGETS: dict[str, dict[str, Any]] = {
+    # seconds on a laptop CPU: proves the whole pipeline works, numbers mean little
+    "smoke": {"iterations": 20, "eval_epochs": 50, "eval_seeds": (0,), "train_per_class": 500, "test_size": 2000},
+    # the README demo: a real Fashion-MNIST result in about ten minutes on 2 cores
+    "demo": {"iterations": 200, "eval_epochs": 300, "eval_seeds": (0, 1, 2)},
+    # the protocols' own numbers
+    "paper": {},
+}

@@ -1,0 +1,93 @@
+"""The command line end to end on a Fashion-MNIST slice, and its error handling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ddbench.cli import cli, main
+
+DDBENCH = [sys.executable, "-m", "ddbench.cli"]
+FAST = ["--budget", "smoke", "--iterations", "3", "--eval-epochs", "3", "--algo-opt", "dm.batch_real=16", "--no-progress"]
+
+
+def _exit_code(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return info.value.code
+
+
+def test_unknown_names_exit_2_with_closest_match(capsys):
+    assert _exit_code(["run", "--prior", "pixle"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'pixel'" in err and "Installed priors:" in err
+    assert _exit_code(["run", "--algo", "dn"]) == 2
+    assert "Did you mean 'dm'" in capsys.readouterr().err
+    assert _exit_code(["run", "--dataset", "fashion-mnst"]) == 2
+    assert "fashion-mnist" in capsys.readouterr().err
+
+
+def test_bad_option_values_are_clear_errors(capsys):
+    assert _exit_code(["run", "--ipc", "ten"]) == 2
+    assert "whole numbers for --ipc" in capsys.readouterr().err
+    assert _exit_code(["run", "--prior-opt", "init"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_plugins_lists_every_family_with_distribution():
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0, result.output
+    for name in ("pixel", "dm", "real", "convnet", "fashion-mnist", "imagenette", "image-folder"):
+        assert name in result.output
+    assert "ddbench 0.1.0" in result.output
+
+
+def test_help_everywhere():
+    for args in (["--help"], ["run", "--help"], ["leaderboard", "--help"], ["show", "--help"], ["prior", "--help"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, (args, result.output)
+
+
+def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_available):
+    out = tmp_path / "out"
+    args = ["run", "--dataset", "fashion-mnist", "--prior", "pixel", "--algo", "dm,real", "--ipc", "1", *FAST, "--out", str(out)]
+    proc = subprocess.run([*DDBENCH, *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    run_dirs = sorted((out / "runs" / "fashion-mnist").iterdir())
+    assert len(run_dirs) == 2
+    for run_dir in run_dirs:
+        assert (run_dir / "grid.png").stat().st_size > 0
+        assert (run_dir / "synthetic.safetensors").exists()
+    assert "pixel" in proc.stdout and "±" in proc.stdout
+
+    again = subprocess.run([*DDBENCH, *args], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("reused stored distillation") == 2
+
+    from ddbench.store import ResultsStore
+
+    with ResultsStore(out / "results.sqlite") as store:
+        scores = store.scores_frame()
+    assert len(scores) == 2  # one (run, evaluator, seed) row each, not duplicated by the re-run
+
+    board = CliRunner().invoke(cli, ["leaderboard", "--out", str(out), "--format", "markdown"])
+    assert board.exit_code == 0, board.output
+    assert "| pixel" in board.output and "dm" in board.output
+
+    run_id = run_dirs[0].name.rsplit("-", 1)[-1]
+    shown = CliRunner().invoke(cli, ["show", run_id[:8], "--out", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "grid.png" in shown.output and '"prior": "pixel"' in shown.output
+
+
+def test_missing_data_says_where_it_looked(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DDBENCH_DATA", str(tmp_path / "nowhere"))
+    code = _exit_code(["run", "--dataset", "cifar10", "--data-root", str(tmp_path / "empty"), *FAST, "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "empty" in err
