@@ -1,0 +1,141 @@
+"""GLaD benchmark: glad + DM next to pixel + DM and ld3m + DM on Fashion-MNIST, and the effect of `layer`.
+
+Every setting runs the same specs `ddbench run` would (same engine, store, protocol, budget and
+seeds): DM with DSA, real batch 256 per class, ``--iterations`` distillation iterations, DC-protocol
+evaluation of ConvNet for ``--eval-epochs`` epochs over ``--seeds`` seeds. The generative priors use
+their CPU backends — randomly initialised ``tiny`` generators (GLaD's "Random" generator, paper
+Table 3) unless ``--glad-opt weights=…`` / ``--ld3m-opt model_dir=…`` point at trained ones.
+
+Each setting distils in a fresh process, so the peak-memory column (process RSS on the CPU, allocator
+peak on CUDA) belongs to that setting alone. Prints Markdown tables with accuracy (mean ± std),
+seconds per iteration and peak memory, then the command that produced them.
+
+    python benchmarks/bench_glad.py --out bench-out/glad                       # IPC 1 and 10, layer sweep at IPC 1
+    python benchmarks/bench_glad.py --ipcs 1 --layers -1,0,5 --seeds 5
+    python benchmarks/bench_glad.py --iterations 2 --eval-epochs 2 --seeds 1 --ipcs 1 --layers 0 \\
+        --train-per-class 20 --test-size 200                                   # a check that it runs (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs, values as JSON when they parse (as `ddbench run --prior-opt`)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"Expected KEY=VALUE but got {item!r}")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def _distil_and_evaluate(spec_dict: dict[str, Any], env_dict: dict[str, Any], threads: int | None) -> None:
+    """One spec in this (fresh) process: distil, evaluate, record in the store."""
+    import torch
+
+    from ddbench.pipeline import DataCache, run_spec
+    from ddbench.spec import RunEnv, RunSpec
+    from ddbench.store import ResultsStore
+
+    if threads:
+        torch.set_num_threads(threads)
+    env = RunEnv(**{**env_dict, "out": Path(env_dict["out"])})
+    with ResultsStore(env.out / "results.sqlite") as store:
+        run_spec(RunSpec.from_dict(spec_dict), env, store, DataCache(env))
+
+
+def _row(store: Any, spec: Any, label: str) -> list[Any]:
+    from ddbench.memory import format_bytes
+
+    run = store.get_run(spec.run_id) or {}
+    scores = store.scores_frame()
+    acc = scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100
+    spi = run.get("seconds_per_iteration")
+    layer = spec.prior_options.get("layer", "—")
+    return [
+        spec.ipc, label, layer, f"{acc.mean():.1f} ± {acc.std(ddof=0):.1f}" if len(acc) else "—", len(acc),
+        f"{spi:.3f}" if spi else "—", format_bytes(run.get("distill_peak_memory_bytes")),
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-out/glad"))
+    parser.add_argument("--ipcs", default="1,10")
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--eval-epochs", type=int, default=300)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--layer", type=int, default=2, help="glad layer of the main comparison")
+    parser.add_argument("--layers", default="-1,0,1,2,3,4,5", help="glad layers of the sweep ('' = no sweep)")
+    parser.add_argument("--layer-ipc", type=int, default=1, help="IPC of the layer sweep")
+    parser.add_argument("--glad-opt", action="append", default=[], help="glad option KEY=VALUE (repeatable)")
+    parser.add_argument("--ld3m-opt", action="append", default=[], help="ld3m option KEY=VALUE (repeatable)")
+    parser.add_argument("--batch-real", type=int, default=256)
+    parser.add_argument("--train-per-class", type=int, default=None, help="first N training images per class (checks)")
+    parser.add_argument("--test-size", type=int, default=None, help="first N test images (checks)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+
+    from ddbench.spec import RunEnv, RunSpec
+    from ddbench.store import ResultsStore
+
+    ipcs = [int(i) for i in args.ipcs.split(",")]
+    layers = [int(i) for i in args.layers.split(",") if i.strip()]
+    glad_opts, ld3m_opts = _parse_options(args.glad_opt), _parse_options(args.ld3m_opt)
+    common = dict(
+        dataset="fashion-mnist", matcher="dm", matcher_options={"batch_real": args.batch_real},
+        iterations=args.iterations, eval_epochs=args.eval_epochs, eval_seeds=tuple(range(args.seeds)), protocol="dc",
+        train_per_class=args.train_per_class, test_size=args.test_size,
+    )  # fmt: skip
+
+    def glad(ipc: int, layer: int) -> RunSpec:
+        return RunSpec(prior="glad", ipc=ipc, prior_options={**glad_opts, "layer": layer}, **common)
+
+    main_rows: list[tuple[RunSpec, str]] = []
+    for ipc in ipcs:
+        main_rows += [
+            (RunSpec(prior="pixel", ipc=ipc, **common), "pixel + DM"),
+            (glad(ipc, args.layer), "glad + DM"),
+            (RunSpec(prior="ld3m", ipc=ipc, prior_options=ld3m_opts, **common), "ld3m + DM"),
+        ]
+    sweep = [(glad(args.layer_ipc, layer), "glad + DM") for layer in layers]
+
+    env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
+    env_dict = {**dataclasses.asdict(env), "out": str(env.out)}
+    todo = {spec.run_id: spec for spec, _ in main_rows + sweep}  # the sweep's `--layer` run is the main one
+    spawn = multiprocessing.get_context("spawn")
+    for spec in todo.values():
+        # a fresh process per setting: its peak RSS is its own (the CPU has no allocator statistics)
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            pool.submit(_distil_and_evaluate, spec.to_dict(), env_dict, args.threads).result()
+
+    with ResultsStore(args.out / "results.sqlite") as store:
+        headers = ["IPC", "method", "layer", "accuracy %", "seeds", "s/it", "peak memory"]
+        print("### Fashion-MNIST, DM: pixel vs GLaD vs LD3M\n")
+        print(tabulate([_row(store, s, label) for s, label in main_rows], headers=headers, tablefmt="github"))
+        if sweep:
+            print(f"\n### GLaD layer sweep (IPC {args.layer_ipc}; -1 = W+ only)\n")
+            print(tabulate([_row(store, s, label) for s, label in sweep], headers=headers, tablefmt="github"))
+    memory = "peak CUDA allocation" if args.device.startswith("cuda") else "peak process RSS of the setting's own process"
+    print(f"\nmemory: {memory}; command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""GLaD: synthetic images as W+ codes and an intermediate feature map of a style generator
+(Cazenavette et al., "Generalizing Dataset Distillation via Deep Generative Prior", CVPR 2023).
+
+Learnable state (first dimension = synthetic sample): ``w`` — W+ codes ``(N, num_ws, w_dim)`` —
+and ``features`` — the synthesis state after the first ``layer`` synthesis layers. Images are the
+remaining layers applied to ``features`` with ``w``. Both start from the generator itself:
+w = mapping(z, class) with z ~ N(0, I) drawn from the engine's seeded generator (or the class's
+average w over ``avg_samples`` draws, ``init="avg_w"``), and ``features`` = the first ``layer``
+layers run on that w. Real images are not used for the initialisation (as in GLaD).
+
+Generated images are mapped from [−1, 1] to [0, 1] and standardised with the dataset's own mean and
+std — the same statistics as the real images (GLaD's code normalises them with other constants, a
+defect not copied). They are not clamped, so gradients reach out-of-range pixels. A generator of
+another resolution is resized (bilinear, antialiased) to the data's; a 3-channel generator on 1-channel
+data gives the mean of its three channels, and a 1-channel one on RGB data is repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ddbench.errors import InvalidOptionError
+from ddbench.interfaces import LatentState, Prior, RealData
+from ddbench_plugins.priors.glad.generator import StyleGenerator
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("tiny", "stylegan-xl")
+INITS = ("random", "avg_w")
+INIT_CHUNK = 16  # samples per generator call while initialising (bounds memory at 256 px)
+
+
+def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise InvalidOptionError(f"Expected glad {name} to be one of {list(allowed)} but got {value!r}")
+    return value
+
+
+class GLaDPrior(Prior):
+    """W+ codes and an intermediate feature map of a style generator (GLaD).
+
+    Options:
+        backend: ``tiny`` (a StyleGAN2-style generator built for the dataset; random weights unless
+            ``weights``) or ``stylegan-xl`` (an official StyleGAN-XL pickle; needs ``weights`` and
+            ``stylegan_xl_src``).
+        layer: synthesis layers before the learnable feature map, 0 … the generator's layer count;
+            ``None`` = half of them; ``-1`` = no feature map, W+ only (images from the whole
+            synthesis). GLaD's StyleGAN-XL runs used 16 (DC), 20 (DM) and 12 (MTT).
+        init: ``random`` (w of a random z) or ``avg_w`` (the class's mean w; every sample of a class
+            then starts identical, so use it at IPC 1).
+        weights: tiny — a ``.safetensors`` file from `TinyStyleGenerator.save`; stylegan-xl — the
+            local network pickle (e.g. ``imagenet128.pkl``).
+        stylegan_xl_src: local checkout of https://github.com/autonomousvision/stylegan-xl.
+        truncation: ψ of the initial w, w_avg + ψ·(w − w_avg); 1 = none.
+        avg_samples: z draws averaged per class for ``init="avg_w"`` (GLaD: 1000).
+        class_ids: the generator's class of each dataset class; default the identity, or the
+            ImageNet indices of an ImageNet subset's classes for a 1000-class generator.
+        seed: weight seed of a random ``tiny`` generator (the paper's "Random" generator, Table 3).
+        cuda_ops: use StyleGAN-XL's custom CUDA ops on a GPU (they fall back to the reference
+            implementations when they cannot be built; False always uses the reference).
+    """
+
+    name = "glad"
+    description = "GLaD: W+ codes and an intermediate feature map of a StyleGAN (tiny or StyleGAN-XL)."
+    # protocols.md (GLaD): feature map / W+ — DC 1 / 0.001, DM 10 / 0.01, MTT 10000 / 10
+    default_lrs = {
+        "dc": {"features": 1.0, "w": 0.001},
+        "dm": {"features": 10.0, "w": 0.01},
+        "mtt": {"features": 10000.0, "w": 10.0},
+        "*": {"features": 10.0, "w": 0.01},  # other matchers: DM's values
+    }
+
+    def __init__(
+        self,
+        backend: str = "tiny",
+        layer: int | None = None,
+        init: str = "random",
+        weights: str | None = None,
+        stylegan_xl_src: str | None = None,
+        truncation: float = 1.0,
+        avg_samples: int = 1000,
+        class_ids: Sequence[int] | None = None,
+        seed: int = 0,
+        cuda_ops: bool = True,
+    ) -> None:
+        self.backend = _choice("backend", backend, BACKENDS)
+        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < -1):
+            raise InvalidOptionError(f"Expected glad layer to be an integer ≥ -1 (or None) but got {layer!r}")
+        self.layer_option = layer
+        self.init = _choice("init", init, INITS)
+        if self.backend == "stylegan-xl" and (not weights or not stylegan_xl_src):
+            raise InvalidOptionError(
+                "backend='stylegan-xl' needs weights=/path/to/imagenet128.pkl and stylegan_xl_src=/path/to/stylegan-xl "
+                "(--prior-opt weights=... --prior-opt stylegan_xl_src=...)"
+            )
+        if self.backend == "tiny" and stylegan_xl_src:
+            raise InvalidOptionError("stylegan_xl_src applies to backend='stylegan-xl' only; drop it or set the backend")
+        if not isinstance(truncation, (int, float)) or not 0 <= float(truncation) <= 2:
+            raise InvalidOptionError(f"Expected truncation ψ in [0, 2] but got {truncation!r}")
+        if int(avg_samples) < 1:
+            raise InvalidOptionError(f"Expected avg_samples ≥ 1 but got {avg_samples}")
+        self.weights = weights
+        self.stylegan_xl_src = stylegan_xl_src
+        self.truncation = float(truncation)
+        self.avg_samples = int(avg_samples)
+        self.class_ids = None if class_ids is None else [int(i) for i in class_ids]
+        self.seed = int(seed)
+        self.cuda_ops = bool(cuda_ops)
+        self.generator: StyleGenerator | None = None
+
+    # ------------------------------------------------------------------------------ set-up
+
+    def setup(self, data: RealData, device: torch.device, generator: StyleGenerator | None = None) -> None:
+        """Build or load the generator for this dataset; ``generator`` passes an already built one."""
+        self.device = torch.device(device)
+        self.channels, self.resolution = data.channels, data.resolution
+        self.mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(data.std, device=self.device).view(1, -1, 1, 1)
+        if generator is None:
+            generator = self._build_generator(data)
+        self.use_generator(generator, data)
+
+    def _build_generator(self, data: RealData) -> StyleGenerator:
+        if self.backend == "stylegan-xl":
+            from ddbench_plugins.priors.glad.stylegan_xl import load_stylegan_xl
+
+            return load_stylegan_xl(self.weights, self.stylegan_xl_src, self.device, use_cuda_ops=self.cuda_ops)
+        from ddbench_plugins.priors.glad.tiny import TinyConfig, TinyStyleGenerator
+
+        if self.weights:
+            return TinyStyleGenerator.load(self.weights)
+        config = TinyConfig(resolution=data.resolution, channels=data.channels, num_classes=data.num_classes)
+        return TinyStyleGenerator.build(config, seed=self.seed)
+
+    def use_generator(self, generator: StyleGenerator, data: RealData) -> None:
+        """Attach a generator: check channels and classes, resolve the layer and the class ids."""
+        if generator.img_channels != data.channels and 1 not in (generator.img_channels, data.channels):
+            raise InvalidOptionError(
+                f"The generator makes {generator.img_channels}-channel images but {data.name} has {data.channels} channels"
+            )
+        self.generator = generator.eval().requires_grad_(False).to(self.device)
+        self.layer = generator.num_layers // 2 if self.layer_option is None else self.layer_option
+        if self.layer != -1:
+            generator.check_layer(self.layer)
+        self.model_class = torch.tensor(self._class_ids(data, generator), dtype=torch.long, device=self.device)
+
+    def _class_ids(self, data: RealData, generator: StyleGenerator) -> list[int]:
+        if generator.num_classes == 0:  # unconditional: the class is ignored by the mapping
+            return [0] * data.num_classes
+        ids = self.class_ids
+        if ids is None:
+            ids = _imagenet_ids(data.name) if generator.num_classes == 1000 else None
+        ids = ids if ids is not None else list(range(data.num_classes))
+        if len(ids) != data.num_classes:
+            raise InvalidOptionError(f"Expected {data.num_classes} class_ids (one per dataset class) but got {len(ids)}")
+        if min(ids) < 0 or max(ids) >= generator.num_classes:
+            raise InvalidOptionError(
+                f"class_ids must lie in [0, {generator.num_classes}) for this generator; got {ids}"
+                + ("" if self.class_ids else ": the dataset has more classes than the generator — pass class_ids")
+            )
+        return ids
+
+    def _require_setup(self) -> StyleGenerator:
+        if self.generator is None:
+            raise RuntimeError("GLaDPrior.setup(data, device) must be called before init_state/generate")
+        return self.generator
+
+    # ----------------------------------------------------------------------------- state
+
+    def init_state(self, real_images: Tensor, labels: Tensor, generator: torch.Generator) -> LatentState:
+        gen = self._require_setup()
+        classes = self.model_class[labels.to(self.device)]
+        with torch.no_grad():
+            if self.init == "avg_w":
+                if len(classes) > len(classes.unique()):
+                    log.warning("glad init='avg_w' starts every sample of a class from the same w; use it at IPC 1")
+                ws = gen.mean_w(classes, self.avg_samples, generator)
+            else:
+                z = torch.randn(len(classes), gen.z_dim, generator=generator).to(self.device)
+                ws = torch.cat([gen.mapping(zc, cc, self.truncation) for zc, cc in zip(z.split(INIT_CHUNK), classes.split(INIT_CHUNK))])
+            params = {"w": ws.detach().float().clone()}
+            if self.layer >= 0:
+                params["features"] = torch.cat([gen.features(chunk, self.layer) for chunk in params["w"].split(INIT_CHUNK)]).float()
+        return LatentState(params={k: v.contiguous().requires_grad_(True) for k, v in params.items()})
+
+    def learning_rates(self, matcher: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
+        table = self.default_lrs.get(matcher) or self.default_lrs["*"]
+        learnable = ("w",) if getattr(self, "layer", self.layer_option) == -1 else ("w", "features")
+        lrs = {k: v for k, v in table.items() if k in learnable}
+        for key, value in (overrides or {}).items():
+            if key not in lrs:
+                raise InvalidOptionError(f"Prior 'glad' has no learnable tensor '{key}'; expected one of {sorted(lrs)}")
+            lrs[key] = float(value)
+        return lrs
+
+    # -------------------------------------------------------------------------- generation
+
+    def generate(self, state: LatentState, indices: Tensor) -> Tensor:
+        gen = self._require_setup()
+        idx = indices.to(self.device)
+        ws = state.params["w"][idx]
+        if self.layer >= 0:
+            images = gen.from_features(state.params["features"][idx], ws, self.layer)
+        else:
+            images = gen.synthesis(ws)
+        return self.to_data_images(images)
+
+    def to_data_images(self, images: Tensor) -> Tensor:
+        """Generator output in [−1, 1] → dataset-standardised images at the data's channels and resolution."""
+        x = images
+        if x.shape[1] != self.channels:
+            x = x.mean(dim=1, keepdim=True) if self.channels == 1 else x.expand(-1, self.channels, -1, -1)
+        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False)
+        return ((x + 1) / 2 - self.mean) / self.std
+
+
+def _imagenet_ids(dataset: str) -> list[int] | None:
+    """ImageNet-1k indices of an ImageNet subset's classes in label order, or None for other datasets."""
+    try:
+        from ddbench_plugins.datasets.imagenet import subset_table
+    except ImportError:
+        return None
+    table = subset_table()
+    if dataset.startswith("_") or dataset not in table:
+        return None
+    return [int(entry["idx"]) for entry in table[dataset]]
