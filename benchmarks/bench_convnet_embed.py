@@ -1,7 +1,9 @@
 """Time the hot path of distribution matching: embedding 10 × 256 real images with a fresh ConvNet.
 
 Each repeat re-initialises the network in place (as DM does every iteration) and embeds 2560
-Fashion-MNIST-sized images without grad, in several numeric modes. Prints the median per mode.
+Fashion-MNIST-sized images without grad, in several numeric modes and (on CPU) with the layers run
+over chunks of samples (``ConvNet.cpu_chunk``, 16 by default). Prints the median per mode;
+``--train-step`` also times forward + backward of one training batch.
 
     python benchmarks/bench_convnet_embed.py --repeats 5 --device cpu
 """
@@ -70,7 +72,7 @@ def main() -> None:
     images = torch.randn(n, args.channels, args.resolution, args.resolution, device=device)
     net = ConvNet(args.channels, args.classes, args.resolution).to(device).train()
     modes = [
-        ("fp32", False, None, None),
+        ("fp32 whole batch", False, None, None),
         ("fp32 channels_last", True, None, None),
         ("bf16 autocast", False, torch.bfloat16, None),
         ("bf16 autocast channels_last", True, torch.bfloat16, None),

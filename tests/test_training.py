@@ -87,9 +87,9 @@ def test_lr_schedules():
 
 
 def test_loss_falls_on_a_tiny_batch():
-    _, stats = _fit(0, epochs=15, lr=0.02)
-    assert len(stats.losses) == 15
-    assert stats.losses[-1] < 0.5 * stats.losses[0]
+    _, stats = _fit(0, epochs=6, lr=0.02)
+    assert len(stats.losses) == 6
+    assert stats.losses[-1] < 0.3 * stats.losses[0]
 
 
 def test_seeded_run_is_bit_for_bit_repeatable():
