@@ -1,0 +1,197 @@
+"""Issue benchmark: pixel + DC and pixel + MTT against random real images on Fashion-MNIST.
+
+Two parts, both through the same engine `ddbench run` uses:
+
+``speed``  seconds per iteration and peak memory of DC (IPC 1, fp32 and bf16 real side) and of
+           MTT at several ``syn_steps`` (memory grows linearly with the unrolled steps). Each setting
+           runs in its own process, so the CPU figure (peak RSS) of one does not leak into the next.
+``accuracy`` random real vs DC (reference budget: 50 iterations, real init, 300 evaluation epochs)
+           vs MTT (experts built on first use into OUT/cache/experts), mean ± std over seeds.
+
+    python benchmarks/bench_dc_mtt.py speed --out bench-out/dc-mtt
+    python benchmarks/bench_dc_mtt.py accuracy --out bench-out/dc-mtt --seeds 3
+    python benchmarks/bench_dc_mtt.py speed --device cuda --syn-steps 10,20,40,80
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from tabulate import tabulate
+
+from ddbench.memory import format_bytes
+from ddbench.spec import RunEnv, RunSpec
+from ddbench.store import ResultsStore
+
+#: MTT experts for the benchmark: 4 epochs cover max_start_epoch 2 + expert_epochs 2 (the IPC-1 rule)
+MTT_EXPERT_OPTIONS = {"num_experts": 5, "build_experts": True}
+
+
+def _child(args: argparse.Namespace) -> None:
+    """One distillation in this process; prints a JSON line with its timing and peak memory."""
+    from ddbench.distill import Distiller
+    from ddbench.dsa import DSA
+
+    from ddbench import registry
+
+    spec = RunSpec.from_dict(json.loads(args.spec))
+    data = registry.create("dataset", spec.dataset).load().subset(spec.train_per_class)
+    distiller = Distiller(spec, data, args.out / "speed" / spec.run_id, device=args.device, dsa=DSA() if spec.dsa else None,
+                          checkpoint_every=10**9, progress=False, cache_dir=str(args.out / "cache"))  # fmt: skip
+    warm = args.warmup
+    if warm:  # untimed iterations first (allocator, oneDNN primitive caches)
+        Distiller(dataclass_replace(spec, iterations=warm), data, args.out / "speed" / "warm", device=args.device,
+                  dsa=DSA() if spec.dsa else None, progress=False, cache_dir=str(args.out / "cache")).run(resume=False)  # fmt: skip
+    result = distiller.run(resume=False)
+    print(json.dumps({"seconds_per_iteration": result.seconds_per_iteration, "peak_memory_bytes": result.peak_memory_bytes}))
+
+
+def _reference_child(args: argparse.Namespace) -> None:
+    """The reference implementation's DC iteration at IPC 1 (VICO-UoE/DatasetCondensation, method DC),
+    re-typed as the baseline for s/it on the same machine: fresh net, per class a real batch of 256
+    and the synthetic image, gradients of every parameter, ``match_loss`` 'ours', SGD on the images.
+    No inner loop at IPC 1 (the reference breaks before it on the last outer step)."""
+    import time
+
+    from ddbench import registry
+    from ddbench.interfaces import MatchContext
+    from ddbench.memory import PeakMemory
+    from ddbench_plugins.matchers.dc import layer_distance
+
+    device = torch.device(args.device)
+    data = registry.create("dataset", "fashion-mnist").load()
+    gen = torch.Generator().manual_seed(0)
+    syn = torch.cat([data.sample_class(c, 1, gen) for c in range(10)]).to(device).requires_grad_(True)
+    opt = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
+    context = MatchContext(data=data, ipc=1, device=device, dsa=None)
+    criterion = torch.nn.CrossEntropyLoss()
+    times = []
+    with PeakMemory(device) as mem:
+        for it in range(args.iterations + args.warmup):
+            start = time.perf_counter()
+            net = context.build_network("convnet").train()
+            params = list(net.parameters())
+            loss = torch.tensor(0.0, device=device)
+            for c in range(10):
+                img_real = data.sample_class(c, 256, gen).to(device)
+                lab_real = torch.full((256,), c, device=device)
+                gw_real = [g.detach().clone() for g in torch.autograd.grad(criterion(net(img_real), lab_real), params)]
+                gw_syn = torch.autograd.grad(criterion(net(syn[c : c + 1]), lab_real[:1]), params, create_graph=True)
+                loss = loss + sum(layer_distance(r, s) for r, s in zip(gw_real, gw_syn))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if it >= args.warmup:
+                times.append(time.perf_counter() - start)
+    print(json.dumps({"seconds_per_iteration": sum(times) / len(times), "peak_memory_bytes": mem.peak_bytes}))
+
+
+def dataclass_replace(spec: RunSpec, **changes: Any) -> RunSpec:
+    return RunSpec.from_dict({**spec.to_dict(), **changes})
+
+
+def _measure(spec: RunSpec | None, args: argparse.Namespace) -> dict[str, Any]:
+    if spec is None:  # the reference baseline
+        command = [sys.executable, __file__, "reference", "--iterations", str(args.iterations), "--device", args.device,
+                   "--warmup", str(args.warmup)]  # fmt: skip
+    else:
+        command = [sys.executable, __file__, "child", "--spec", json.dumps(spec.to_dict()), "--out", str(args.out),
+                   "--device", args.device, "--warmup", str(args.warmup)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{spec.label} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def speed(args: argparse.Namespace) -> None:
+    rows = []
+    common = dict(dataset="fashion-mnist", prior="pixel", ipc=1, iterations=args.iterations)
+    settings: list[tuple[str, RunSpec | None]] = [("reference DC loop (re-typed)", None)]
+    for precision in [p for p in args.precisions.split(",") if p]:
+        # no DSA: the reference figure is plain DC (DSA adds its augmentation cost on top)
+        settings.append((f"DC ({precision}, no DSA)", RunSpec(matcher="dc", matcher_options={"real_precision": precision}, dsa=False, **common)))
+    settings.append(("DC (fp32, DSA)", RunSpec(matcher="dc", **common)))
+    for steps in [int(s) for s in args.syn_steps.split(",") if s]:
+        options = {**MTT_EXPERT_OPTIONS, "num_experts": 1, "syn_steps": steps}
+        # speed and memory do not depend on how good the experts are: a small buffer on a data slice
+        settings.append((f"MTT (syn_steps {steps})", RunSpec(matcher="mtt", matcher_options=options, train_per_class=100, **common)))
+    for label, spec in settings:
+        m = _measure(spec, args)
+        rows.append([label, f"{m['seconds_per_iteration']:.3f}", format_bytes(m["peak_memory_bytes"])])
+        print(rows[-1], file=sys.stderr, flush=True)
+    memory = "peak GPU allocation" if args.device.startswith("cuda") else "peak process RSS"
+    print(tabulate(rows, headers=["setting (Fashion-MNIST, IPC 1)", "s/it", memory], tablefmt="github"))
+
+
+def accuracy(args: argparse.Namespace) -> None:
+    from ddbench.pipeline import DataCache, run_spec
+
+    env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
+    common = dict(dataset="fashion-mnist", prior="pixel", ipc=1, eval_epochs=args.eval_epochs,
+                  eval_seeds=tuple(range(args.seeds)), protocol="dc", train_per_class=args.train_per_class)  # fmt: skip
+    dc_it, mtt_it = args.dc_iterations, args.mtt_iterations
+    specs = [("random real", RunSpec(matcher="real", **common))]
+    for precision in args.precisions.split(","):
+        specs.append((f"pixel + DC ({precision}, no DSA, {dc_it} it)",
+                      RunSpec(matcher="dc", iterations=dc_it, dsa=False, matcher_options={"real_precision": precision}, **common)))  # fmt: skip
+    specs.append((f"pixel + DC (fp32, DSA, {dc_it} it)", RunSpec(matcher="dc", iterations=dc_it, **common)))
+    for lr in args.mtt_image_lrs.split(","):
+        specs.append((f"pixel + MTT (images lr {lr}, {mtt_it} it)",
+                      RunSpec(matcher="mtt", iterations=mtt_it, matcher_options=MTT_EXPERT_OPTIONS, lrs={"images": float(lr)}, **common)))  # fmt: skip
+    cache = DataCache(env)
+    rows = []
+    with ResultsStore(args.out / "results.sqlite") as store:
+        for label, spec in specs:
+            run_spec(spec, env, store, cache)
+            run = store.get_run(spec.run_id)
+            scores = store.scores_frame()
+            acc = scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100
+            spi = run.get("seconds_per_iteration")
+            rows.append([label, f"{acc.mean():.1f} ± {acc.std(ddof=0):.1f}", len(acc), f"{spi:.3f}" if spi else "—",
+                         format_bytes(run.get("distill_peak_memory_bytes")) if spi else "—"])  # fmt: skip
+    print(tabulate(rows, headers=["Fashion-MNIST IPC 1", "accuracy %", "seeds", "s/it", "peak memory"], tablefmt="github"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="part", required=True)
+    for name in ("speed", "accuracy", "child", "reference"):
+        p = sub.add_parser(name)
+        p.add_argument("--out", type=Path, default=Path("bench-out/dc-mtt"))
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--threads", type=int, default=None)
+    sub.choices["speed"].add_argument("--iterations", type=int, default=5)
+    sub.choices["speed"].add_argument("--warmup", type=int, default=1)
+    sub.choices["speed"].add_argument("--precisions", default="fp32,bf16", help="DC real-side precision(s)")
+    sub.choices["speed"].add_argument("--syn-steps", default="10,20,50", help="MTT unrolled steps to measure")
+    sub.choices["child"].add_argument("--spec", required=True)
+    sub.choices["child"].add_argument("--warmup", type=int, default=0)
+    sub.choices["reference"].add_argument("--iterations", type=int, default=5)
+    sub.choices["reference"].add_argument("--warmup", type=int, default=1)
+    acc = sub.choices["accuracy"]
+    acc.add_argument("--seeds", type=int, default=3)
+    acc.add_argument("--eval-epochs", type=int, default=300)
+    acc.add_argument("--dc-iterations", type=int, default=50, help="the reference figure's budget")
+    acc.add_argument("--mtt-iterations", type=int, default=200)
+    acc.add_argument("--precisions", default="fp32,bf16", help="DC real-side precision(s)")
+    acc.add_argument("--mtt-image-lrs", default="1000,100", help="pixel learning rate(s) for MTT")
+    acc.add_argument("--train-per-class", type=int, default=None, help="a training slice (quick checks only)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    {"speed": speed, "accuracy": accuracy, "child": _child, "reference": _reference_child}[args.part](args)
+    if args.part in ("speed", "accuracy"):
+        print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()}, device: {args.device})")
+
+
+if __name__ == "__main__":
+    main()

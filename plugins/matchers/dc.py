@@ -1,0 +1,230 @@
+"""DC — gradient matching (Zhao, Mopuri & Bilen, 2021; with DSA, Zhao & Bilen, 2021).
+
+Per class c, the gradients of the classification loss w.r.t. a network's weights on a real batch
+and on the synthetic images of class c are compared layer by layer, with the same DSA draw on both:
+``L = Σ_c Σ_layers Σ_rows (1 − cos(g_real, g_syn))``. Each iteration starts from a freshly
+initialised network; between the ``outer_loop`` image steps of an iteration the network trains
+``inner_loop`` epochs on the (current) synthetic set.
+
+Loop schedule by IPC (``loop_schedule``): the reference's table — 1 → (1, 1), 10 → (10, 50),
+20 → (20, 25), 30 → (30, 20), 40 → (40, 15), 50 → (50, 10) — and for any other IPC
+``outer = min(ipc, 50)`` with the ``inner`` of the largest listed IPC not above it (so 2–9 → (ipc, 1),
+11–19 → (ipc, 50), 100 → (50, 10)). As in the reference, the network is not trained after the last
+outer step of an iteration (it is discarded), so at IPC 1 it is never trained.
+
+>>> loop_schedule(1), loop_schedule(10), loop_schedule(50), loop_schedule(5)
+((1, 1), (10, 50), (50, 10), (5, 1))
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ddbench.errors import InvalidOptionError
+from ddbench.interfaces import MatchContext, Matcher, RealSampler
+
+#: (outer_loop, inner_loop) of the reference implementation (DatasetCondensation `get_loops`)
+REFERENCE_LOOPS: dict[int, tuple[int, int]] = {
+    1: (1, 1),
+    10: (10, 50),
+    20: (20, 25),
+    30: (30, 20),
+    40: (40, 15),
+    50: (50, 10),
+}
+MAX_OUTER_LOOP = 50
+EPS = 1e-6  # the reference's ε in the cosine denominator
+
+
+def loop_schedule(ipc: int) -> tuple[int, int]:
+    """(outer_loop, inner_loop) for an IPC: the reference table, else the rule in the module docstring."""
+    if ipc < 1:
+        raise InvalidOptionError(f"Expected ipc ≥ 1 but got {ipc}")
+    if ipc in REFERENCE_LOOPS:
+        return REFERENCE_LOOPS[ipc]
+    below = max(k for k in REFERENCE_LOOPS if k <= ipc)
+    return min(ipc, MAX_OUTER_LOOP), REFERENCE_LOOPS[below][1]
+
+
+def layer_distance(g_real: Tensor, g_syn: Tensor) -> Tensor:
+    """Σ over output rows of (1 − cos) between two gradients of one weight; 0 for 1-D tensors.
+
+    The weight's first dimension is its output (conv (out, in, kh, kw), linear (out, in)); the rest
+    is flattened. Biases and normalisation weights (1-D) carry no spatial structure and count 0.
+    """
+    if g_real.shape != g_syn.shape:
+        raise ValueError(f"Expected gradients of the same shape but got {tuple(g_real.shape)} and {tuple(g_syn.shape)}")
+    if g_real.dim() <= 1:
+        return g_syn.new_zeros(())
+    gr = g_real.reshape(g_real.shape[0], -1)
+    gs = g_syn.reshape(g_syn.shape[0], -1)
+    cos = (gr * gs).sum(-1) / (gr.norm(dim=-1) * gs.norm(dim=-1) + EPS)
+    return (1.0 - cos).sum()
+
+
+def gradient_distance(g_real: Sequence[Tensor], g_syn: Sequence[Tensor]) -> Tensor:
+    """The DC distance: ``layer_distance`` summed over the layers of a network."""
+    if len(g_real) != len(g_syn) or not g_syn:
+        raise ValueError(f"Expected two equally long, non-empty gradient lists but got {len(g_real)} and {len(g_syn)}")
+    return torch.stack([layer_distance(r, s) for r, s in zip(g_real, g_syn)]).sum()
+
+
+def _draw_seed() -> int:
+    # drawn from the global RNG, which the engine seeds per iteration (reproducible, resumable)
+    return int(torch.randint(0, 2**31 - 1, ()).item())
+
+
+class GradientMatching(Matcher):
+    """Gradient matching; options are the protocols' defaults.
+
+    Args:
+        outer_loop: image steps per iteration (None: by IPC, see ``loop_schedule``).
+        inner_loop: epochs the network trains on the synthetic set between outer steps (None: by IPC).
+        net: evaluator whose architecture is matched (a fresh one each iteration).
+        net_lr: learning rate of the network's inner training (plain SGD, as the reference).
+        net_momentum: momentum of that SGD (the reference uses none).
+        batch_real: real images per class in each gradient.
+        batch_train: batch size of the network's inner training.
+        real_precision: ``"fp32"`` or ``"bf16"`` for the real-side gradients (a bf16 copy of the
+            network; they need no graph). bf16 is faster on CPUs with AVX512-BF16/AMX and on GPUs,
+            with per-layer cosine ≥ 0.999 to the fp32 gradients; slower on CPUs without bf16 units.
+    """
+
+    name = "dc"
+    description = "Gradient matching (DC/DSA): layer-wise cosine distance of real and synthetic gradients."
+
+    def __init__(
+        self,
+        outer_loop: int | None = None,
+        inner_loop: int | None = None,
+        net: str = "convnet",
+        net_lr: float = 0.01,
+        net_momentum: float = 0.0,
+        batch_real: int = 256,
+        batch_train: int = 256,
+        real_precision: str = "fp32",
+    ) -> None:
+        for key, value in (("outer_loop", outer_loop), ("inner_loop", inner_loop)):
+            if value is not None and value < (1 if key == "outer_loop" else 0):
+                raise InvalidOptionError(f"Expected {key} ≥ {1 if key == 'outer_loop' else 0} (or None for the IPC rule) but got {value}")
+        if net_lr <= 0 or not 0 <= net_momentum < 1:
+            raise InvalidOptionError(f"Expected net_lr > 0 and net_momentum in [0, 1) but got {net_lr} and {net_momentum}")
+        if batch_real < 1 or batch_train < 1:
+            raise InvalidOptionError(f"Expected batch_real ≥ 1 and batch_train ≥ 1 but got {batch_real} and {batch_train}")
+        if real_precision not in ("fp32", "bf16"):
+            raise InvalidOptionError(f"Expected real_precision 'fp32' or 'bf16' but got '{real_precision}'")
+        self.outer_option = outer_loop
+        self.inner_option = inner_loop
+        self.net_name = net
+        self.net_lr = net_lr
+        self.net_momentum = net_momentum
+        self.batch_real = batch_real
+        self.batch_train = batch_train
+        self.real_precision = real_precision
+        self.outer_loop, self.inner_loop = outer_loop or 1, inner_loop or 0
+        self.net: nn.Module | None = None
+        self.net_optimizer: torch.optim.Optimizer | None = None
+        self._step = 0
+
+    # ------------------------------------------------------------------------------ schedule
+
+    def setup(self, context: MatchContext) -> None:
+        super().setup(context)
+        outer, inner = loop_schedule(context.ipc)
+        self.outer_loop = self.outer_option if self.outer_option is not None else outer
+        self.inner_loop = self.inner_option if self.inner_option is not None else inner
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.outer_loop
+
+    def begin_iteration(self, iteration: int) -> None:
+        # a fresh network each iteration, initialised from the global RNG the engine just seeded
+        self.net = self.context.build_network(self.net_name).train()
+        self.net_optimizer = torch.optim.SGD(self.net.parameters(), lr=self.net_lr, momentum=self.net_momentum)
+        self._step = 0
+
+    # ---------------------------------------------------------------------------------- loss
+
+    def _matched_parameters(self) -> dict[str, Tensor]:
+        # 1-D tensors contribute 0 to the distance, so their gradients are never computed
+        assert self.net is not None, "begin_iteration() must run before loss()"
+        return {name: p for name, p in self.net.named_parameters() if p.dim() > 1}
+
+    def _real_network(self) -> dict[str, Tensor] | None:
+        """For bf16: a detached bf16 copy of the weights (and float buffers), made once per loss call.
+
+        A whole-bf16 forward/backward is faster on CPUs than autocast, which keeps the norm layers
+        in fp32 and converts around them; the real side needs no graph to the fp32 weights anyway.
+        """
+        if self.real_precision != "bf16":
+            return None
+        assert self.net is not None
+        copy = {n: p.detach().to(torch.bfloat16).requires_grad_(p.dim() > 1) for n, p in self.net.named_parameters()}
+        copy.update({n: b.to(torch.bfloat16) if b.is_floating_point() else b for n, b in self.net.named_buffers()})
+        return copy
+
+    def _real_gradients(self, real_images: Tensor, label: int, names: list[str], bf16: dict[str, Tensor] | None) -> list[Tensor]:
+        assert self.net is not None
+        target = torch.full((len(real_images),), label, dtype=torch.long, device=real_images.device)
+        if bf16 is None:
+            params = dict(self.net.named_parameters())
+            logits = self.net(real_images)
+        else:
+            params = bf16
+            logits = functional_call(self.net, bf16, (real_images.to(torch.bfloat16),))
+        loss = F.cross_entropy(logits.float(), target)
+        # no create_graph: the real side is a constant of the matching loss
+        return [g.float() for g in torch.autograd.grad(loss, [params[n] for n in names])]
+
+    def _synthetic_gradients(self, syn_images: Tensor, label: int, params: list[Tensor]) -> tuple[Tensor, ...]:
+        assert self.net is not None
+        target = torch.full((len(syn_images),), label, dtype=torch.long, device=syn_images.device)
+        loss = F.cross_entropy(self.net(syn_images), target)
+        return torch.autograd.grad(loss, params, create_graph=True)
+
+    def loss(self, images: Tensor, labels: Tensor, real: RealSampler) -> Tensor:
+        matched = self._matched_parameters()
+        names, params = list(matched), list(matched.values())
+        bf16 = self._real_network()
+        dsa = self.context.dsa
+        total = images.new_zeros(())
+        for c in torch.unique(labels).tolist():
+            real_c = real.class_batch(c, self.batch_real)
+            syn_c = images[labels == c]
+            if dsa is not None:
+                seed = _draw_seed()  # the same draw on both sides (siamese)
+                real_c, syn_c = dsa(real_c, seed), dsa(syn_c, seed)
+            g_real = self._real_gradients(real_c, c, names, bf16)
+            g_syn = self._synthetic_gradients(syn_c, c, params)
+            total = total + gradient_distance(g_real, g_syn)
+        return total
+
+    # ------------------------------------------------------------------- inner network training
+
+    def after_step(self, images: Tensor, labels: Tensor, real: RealSampler) -> None:
+        self._step += 1
+        if self._step >= self.outer_loop:
+            return  # the network is rebuilt next iteration; training it now would be wasted work
+        self.train_network(images, labels, self.inner_loop)
+
+    def train_network(self, images: Tensor, labels: Tensor, epochs: int) -> None:
+        """Train the current network ``epochs`` epochs on the synthetic set (shuffled, DSA per batch)."""
+        assert self.net is not None and self.net_optimizer is not None, "begin_iteration() must run first"
+        dsa = self.context.dsa
+        images, labels = images.detach(), labels.detach()
+        for _ in range(epochs):
+            order = torch.randperm(len(images), device=images.device)
+            for batch in order.split(self.batch_train):
+                x, y = images[batch], labels[batch]
+                if dsa is not None:
+                    x = dsa(x, _draw_seed())
+                loss = F.cross_entropy(self.net(x), y)
+                self.net_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.net_optimizer.step()
