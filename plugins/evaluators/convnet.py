@@ -10,14 +10,13 @@ pads by 1 and pools with floor.
 Instance norm is ``nn.GroupNorm(C, C, affine=True)``, as the reference; on CPU it was faster than
 ``F.instance_norm`` and a hand-written ``var_mean`` version.
 
-Speed (the embed is DM's hot path; ``benchmarks/bench_convnet_embed.py``): on CPU the first block's
-activations (N × 128 × 32 × 32 floats) are memory-bound, so the network runs over chunks of
-``cpu_chunk`` = 16 samples, which stay in cache. Embedding 2560 Fashion-MNIST images on a quiet
-Xeon took 3.42 s whole-batch vs 1.86 s chunked with 2 threads (1.00 vs 0.59 s with 16 threads); a
-forward+backward of batch 256 took 1.13 vs 0.76 s. channels_last was slower on CPU (and on the
-H200 GPU, where the whole embed takes ~10 ms in fp32 and bf16 autocast did not help). Instance norm
-is per sample, so chunking changes nothing but float rounding; batch norm in training mode is never
-chunked.
+Speed (the embed is DM's hot path; ``benchmarks/bench_convnet_embed.py``): on some CPUs the first
+block's activations (N × 128 × 32 × 32 floats) are memory-bound and running the layers over chunks
+of ``cpu_chunk`` samples helps: embedding 2560 Fashion-MNIST images on a quiet Xeon took 3.42 s
+whole-batch vs 1.86 s in chunks of 16 (2 threads). On this project's AMD EPYC development machine
+chunks of 16 were slower than the whole batch (and the compiled bf16 whole-batch embedding that DM
+uses was fastest), so chunking is off by default (``cpu_chunk=None``). Instance norm is per sample,
+so chunking changes nothing but float rounding; batch norm in training mode is never chunked.
 """
 
 from __future__ import annotations
@@ -71,7 +70,7 @@ class ConvNet(nn.Module):
         width: int = 128,
         depth: int | None = None,
         norm: str = "instancenorm",
-        cpu_chunk: int | None = 16,
+        cpu_chunk: int | None = None,
     ) -> None:
         super().__init__()
         depth = auto_depth(resolution) if depth is None else depth
