@@ -163,6 +163,7 @@ def cli() -> None:
 @click.option("--lr", "lrs", multiple=True, help="Learning-rate override for a learnable tensor, NAME=VALUE (e.g. images=0.5).")
 @click.option("--prior-opt", "prior_opts", multiple=True, help="Prior option KEY=VALUE (repeatable); NAME.KEY=VALUE applies to prior NAME only.")
 @click.option("--algo-opt", "matcher_opts", multiple=True, help="Matcher option KEY=VALUE (repeatable); NAME.KEY=VALUE applies to matcher NAME only (e.g. dm.batch_real=64).")
+@click.option("--build-experts", is_flag=True, help="MTT: train the missing expert trajectories first (shorthand for --algo-opt mtt.build_experts=true).")
 @click.option("--no-dsa", is_flag=True, help="Distil without differentiable siamese augmentation.")
 @click.option("--budget", type=click.Choice(sorted(BUDGETS)), default=None, help="Preset: smoke (seconds), demo (~10 min on 2 cores), paper (protocol defaults).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory (results.sqlite, runs/).")
@@ -214,6 +215,8 @@ def run(**opts: Any) -> None:
     )
     prior_opts = _key_values(opts["prior_opts"], "--prior-opt")
     matcher_opts = _key_values(opts["matcher_opts"], "--algo-opt")
+    if opts["build_experts"] and "mtt" in matchers:
+        matcher_opts.setdefault("mtt.build_experts", True)
     specs = [
         RunSpec(
             dataset=d, prior=p, matcher=m, ipc=i,
@@ -333,7 +336,8 @@ def plugins() -> None:
     for family in registry.FAMILIES:
         for info in registry.list_plugins(family):
             table.add_row(family, info.name, f"{info.distribution} {info.version}", info.target)
-    Console().print(table)
+    # in a pipe rich assumes 80 columns; keep the table whole there
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 @cli.group(cls=EntryPointGroup, entry_point_group="ddbench.prior_commands")

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from ddbench.cli import cli, main
 
 DDBENCH = [sys.executable, "-m", "ddbench.cli"]
-FAST = ["--budget", "smoke", "--iterations", "3", "--eval-epochs", "3", "--algo-opt", "dm.batch_real=16", "--no-progress"]
+FAST = ["--iterations", "3", "--eval-epochs", "3", "--seeds", "1", "--algo-opt", "dm.batch_real=12", "--no-progress"]
 
 
 def _exit_code(argv: list[str]) -> int:
@@ -53,9 +53,10 @@ def test_help_everywhere():
         assert result.exit_code == 0, (args, result.output)
 
 
-def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_available):
+def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
     out = tmp_path / "out"
-    args = ["run", "--dataset", "fashion-mnist", "--prior", "pixel", "--algo", "dm,real", "--ipc", "1", *FAST, "--out", str(out)]
+    args = ["run", "--dataset", "fashion-mnist", "--data-root", str(fmnist_slice), "--prior", "pixel", "--algo", "dm,real",
+            "--ipc", "1", *FAST, "--out", str(out)]  # fmt: skip
     proc = subprocess.run([*DDBENCH, *args], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     run_dirs = sorted((out / "runs" / "fashion-mnist").iterdir())

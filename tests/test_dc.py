@@ -187,7 +187,7 @@ def test_begin_iteration_builds_a_fresh_seeded_network(tiny_data):
 
 
 @pytest.mark.slow
-def test_cli_runs_dc_end_to_end_with_pixel_prior(fmnist_available, tmp_path: Path):
+def test_cli_runs_dc_end_to_end_with_pixel_prior(fmnist_slice, tmp_path: Path):
     from click.testing import CliRunner
 
     from ddbench.cli import cli
@@ -195,8 +195,9 @@ def test_cli_runs_dc_end_to_end_with_pixel_prior(fmnist_available, tmp_path: Pat
     out = tmp_path / "out"
     result = CliRunner().invoke(
         cli,
-        ["run", "--dataset", "fashion-mnist", "--prior", "pixel", "--algo", "dc", "--ipc", "1", "--budget", "smoke",
-         "--iterations", "2", "--eval-epochs", "2", "--algo-opt", "batch_real=32", "--no-progress", "--out", str(out)],
+        ["run", "--dataset", "fashion-mnist", "--data-root", str(fmnist_slice), "--prior", "pixel", "--algo", "dc",
+         "--ipc", "1", "--iterations", "2", "--eval-epochs", "2", "--seeds", "1", "--algo-opt", "batch_real=12",
+         "--no-progress", "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output + repr(result.exception)
     grids = list(out.glob("runs/**/grid.png"))

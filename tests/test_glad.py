@@ -3,9 +3,7 @@ normalisation, save/load, options, the engine, and `ddbench run --prior glad` wi
 
 from __future__ import annotations
 
-import gzip
 import math
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from ddbench.spec import RunSpec
 from ddbench_plugins.priors.glad import GLaDPrior
 from ddbench_plugins.priors.glad.tiny import TinyConfig, TinyStyleGenerator
 
-from conftest import FMNIST_DIR, make_tiny_data
+from conftest import make_tiny_data
 
 CPU = torch.device("cpu")
 
@@ -230,30 +228,6 @@ def test_distils_through_the_engine(tmp_path: Path, matcher: str, options: dict)
 # ------------------------------------------------------------------- `ddbench run` end to end
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-
-
-@pytest.fixture
-def fmnist_slice(tmp_path: Path, fmnist_available) -> Path:
-    """The first 12 training images of each class and 40 test images of the real Fashion-MNIST."""
-    from ddbench_plugins.datasets.fashion_mnist import read_split
-
-    out = tmp_path / "fmnist"
-    out.mkdir()
-    for split, images_name, labels_name, pick in (
-        ("train", "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", lambda y: torch.cat([torch.nonzero(y == c)[:12, 0] for c in range(10)])),
-        ("test", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", lambda y: torch.arange(40)),
-    ):
-        images, labels = read_split(FMNIST_DIR, images_name, labels_name)
-        idx = pick(torch.as_tensor(labels))
-        _write_idx(out / images_name, np.asarray(images)[idx.numpy()].reshape(-1, 28, 28))
-        _write_idx(out / labels_name, np.asarray(labels)[idx.numpy()])
-    return out
-
-
 @pytest.mark.slow
 def test_ddbench_run_prior_glad_with_every_matcher(tmp_path: Path, fmnist_slice: Path) -> None:
     from ddbench.cli import cli
@@ -262,7 +236,7 @@ def test_ddbench_run_prior_glad_with_every_matcher(tmp_path: Path, fmnist_slice:
     args = [
         "run", "--dataset", "fashion-mnist", "--data-root", str(fmnist_slice), "--prior", "glad", "--algo", "dm,dc,mtt",
         "--ipc", "1", "--budget", "smoke", "--iterations", "1", "--eval-epochs", "1", "--seeds", "1", "--no-progress",
-        "--prior-opt", "layer=2", "--algo-opt", "dm.batch_real=4", "--algo-opt", "dc.batch_real=4",
+        "--prior-opt", "layer=2", "--algo-opt", "dm.batch_real=4", "--algo-opt", "dm.compile=false", "--algo-opt", "dc.batch_real=4",
         "--algo-opt", "mtt.build_experts=true", "--algo-opt", "mtt.num_experts=1", "--algo-opt", "mtt.syn_steps=2",
         "--algo-opt", "mtt.max_start_epoch=1", "--algo-opt", "mtt.expert_epochs=1", "--out", str(out),
     ]  # fmt: skip

@@ -209,7 +209,7 @@ def test_invalid_options_name_the_fix(tmp_path, tiny_data, fake_training):
 
 
 @pytest.mark.slow
-def test_cli_builds_experts_and_runs_mtt_end_to_end(fmnist_available, tmp_path: Path):
+def test_cli_builds_experts_and_runs_mtt_end_to_end(fmnist_slice, tmp_path: Path):
     from click.testing import CliRunner
 
     from ddbench.cli import cli
@@ -218,15 +218,15 @@ def test_cli_builds_experts_and_runs_mtt_end_to_end(fmnist_available, tmp_path: 
     runner = CliRunner()
     built = runner.invoke(
         cli,
-        ["experts", "--dataset", "fashion-mnist", "--num-experts", "1", "--epochs", "2", "--train-per-class", "500",
+        ["experts", "--dataset", "fashion-mnist", "--data-root", str(fmnist_slice), "--num-experts", "1", "--epochs", "2",
          "--no-progress", "--out", str(out)],
     )  # fmt: skip
     assert built.exit_code == 0, built.output + repr(built.exception)
     assert len(list(out.glob("cache/experts/*/expert_0000.safetensors"))) == 1
     result = runner.invoke(
         cli,
-        ["run", "--dataset", "fashion-mnist", "--prior", "pixel", "--algo", "mtt", "--ipc", "1", "--budget", "smoke",
-         "--iterations", "2", "--eval-epochs", "2", "--algo-opt", "num_experts=1", "--algo-opt", "max_start_epoch=1",
+        ["run", "--dataset", "fashion-mnist", "--data-root", str(fmnist_slice), "--prior", "pixel", "--algo", "mtt",
+         "--ipc", "1", "--iterations", "2", "--eval-epochs", "2", "--seeds", "1", "--algo-opt", "num_experts=1", "--algo-opt", "max_start_epoch=1",
          "--algo-opt", "expert_epochs=1", "--algo-opt", "syn_steps=3", "--algo-opt", "lr_teacher=0.01",
          "--no-progress", "--out", str(out)],
     )  # fmt: skip

@@ -33,10 +33,10 @@ def test_plugins_lists_the_third_party_distribution(plugin_site):
     assert "ddbench-example-plugin" in out.stdout
 
 
-def test_third_party_prior_and_matcher_run_through_the_cli(plugin_site, tmp_path, fmnist_available):
+def test_third_party_prior_and_matcher_run_through_the_cli(plugin_site, tmp_path, fmnist_slice):
     args = [
-        "run", "--dataset", "fashion-mnist", "--prior", "lowres", "--algo", "mmd", "--ipc", "1",
-        "--budget", "smoke", "--iterations", "2", "--eval-epochs", "2", "--algo-opt", "batch_real=8",
+        "run", "--dataset", "fashion-mnist", "--data-root", str(fmnist_slice), "--prior", "lowres", "--algo", "mmd",
+        "--ipc", "1", "--iterations", "2", "--eval-epochs", "2", "--seeds", "1", "--algo-opt", "batch_real=8",
         "--prior-opt", "factor=2", "--no-progress", "--out", str(tmp_path),
     ]  # fmt: skip
     out = subprocess.run([sys.executable, "-m", "ddbench.cli", *args], env=plugin_site, capture_output=True, text=True, timeout=600)
