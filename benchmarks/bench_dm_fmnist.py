@@ -7,19 +7,30 @@ peak memory per setting, as Markdown, plus the command that produced it.
 
     python benchmarks/bench_dm_fmnist.py --out bench-out/dm --seeds 5
     python benchmarks/bench_dm_fmnist.py --precisions fp32,bf16   # compare variants side by side
+    python benchmarks/bench_dm_fmnist.py --speed-only 30 --precisions fp32,bf16   # median s/it only
+
+The accuracy table's s/it is the whole run's wall time per iteration (torch.compile's one-off
+compilation included); ``--speed-only N`` times N iterations per setting, interleaving the settings
+round by round, and reports the median iteration (compilation excluded) and peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import torch
 from tabulate import tabulate
 
-from ddbench.memory import format_bytes
+from ddbench import registry
+from ddbench.distill import Distiller
+from ddbench.dsa import DSA
+from ddbench.memory import PeakMemory, format_bytes
 from ddbench.pipeline import DataCache, run_spec
 from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore
@@ -34,11 +45,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--precisions", default="bf16", help="DM real-embedding precision(s) to compare: fp32,bf16")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--speed-only", type=int, default=0, metavar="N", help="only time N iterations per setting")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     ipcs = [int(i) for i in args.ipcs.split(",")]
+    if args.speed_only:
+        speed_only(ipcs, args.precisions.split(","), args.speed_only)
+        return
     env = RunEnv(out=args.out, progress=sys.stderr.isatty())
     common = dict(dataset="fashion-mnist", prior="pixel", iterations=args.iterations, eval_epochs=args.eval_epochs,
                   eval_seeds=tuple(range(args.seeds)), protocol="dc")  # fmt: skip
@@ -63,6 +78,28 @@ def main() -> None:
                 f"{spi:.3f}" if spi else "—", format_bytes(run.get("distill_peak_memory_bytes")) if spi else "—",
             ])  # fmt: skip
     print(tabulate(rows, headers=["IPC", "method", "accuracy %", "seeds", "s/it", "peak RSS"], tablefmt="github"))
+    print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
+
+
+def speed_only(ipcs: list[int], precisions: list[str], iterations: int) -> None:
+    """Median seconds per DM iteration per (IPC, precision), from one run of N + 1 iterations each.
+
+    The first iteration (torch.compile's compilation) is excluded; peak RSS covers the whole run.
+    """
+    data = registry.create("dataset", "fashion-mnist").load()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for ipc in ipcs:
+            for precision in precisions:
+                spec = RunSpec(matcher="dm", ipc=ipc, iterations=iterations + 1, matcher_options={"real_precision": precision})
+                stamps: list[float] = []
+                distiller = Distiller(spec, data, Path(tmp) / f"{ipc}-{precision}", dsa=DSA(), progress=False)
+                with PeakMemory() as mem:
+                    distiller.run(resume=False, on_iteration=lambda it, loss: stamps.append(time.perf_counter()))
+                per_iteration = [b - a for a, b in zip(stamps, stamps[1:])]
+                rows.append([ipc, precision, f"{statistics.median(per_iteration):.3f}", format_bytes(mem.peak_bytes)])
+                print(rows[-1], flush=True)
+    print(tabulate(rows, headers=["IPC", "DM real precision", "median s/it", "peak RSS"], tablefmt="github"))
     print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
 
 

@@ -18,7 +18,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from ddbench.interfaces import Evaluator
-from ddbench_plugins.evaluators.layers import check_channels, first_conv_padding, input_error, pooled_size
+from ddbench_plugins.evaluators.layers import FeaturesThenLinear, check_channels, first_conv_padding, input_error, pooled_size
 
 #: (out channels, kernel, max-pool after) of each conv
 LAYERS: tuple[tuple[int, int, bool], ...] = (
@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[int, int, bool], ...] = (
 POOLINGS = sum(pool for _, _, pool in LAYERS)
 
 
-class AlexNet(nn.Module):
+class AlexNet(FeaturesThenLinear):
     """``forward`` gives logits, ``embed`` the flattened features before the classifier."""
 
     def __init__(self, channels: int, num_classes: int, resolution: int) -> None:
@@ -48,15 +48,6 @@ class AlexNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.embed_dim = in_channels * side * side
         self.classifier = nn.Linear(self.embed_dim, num_classes)
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.features(x).flatten(1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.classifier
 
 
 class AlexNetEvaluator(Evaluator):

@@ -7,7 +7,7 @@ affine parameters on by default and no running statistics.
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from ddbench.errors import InvalidOptionError
 
@@ -67,3 +67,22 @@ def input_error(evaluator: str, resolution: int, smallest: int, why: str, fix: s
 def check_channels(evaluator: str, channels: int) -> None:
     if channels < 1:
         raise InvalidOptionError(f"Evaluator '{evaluator}' expected images with ≥ 1 channel but got {channels}")
+
+
+class FeaturesThenLinear(nn.Module):
+    """A network that is ``features`` (flattened) followed by a linear ``classifier``.
+
+    ``embed`` gives the features distribution matching uses; subclasses build the two parts.
+    """
+
+    features: nn.Module
+    classifier: nn.Linear
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.features(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.embed(x))
+
+    def get_classifier(self) -> nn.Linear:
+        return self.classifier

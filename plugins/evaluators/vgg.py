@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import Evaluator
 from ddbench_plugins.evaluators.layers import (
+    FeaturesThenLinear,
     check_channels,
     check_norm,
     first_conv_padding,
@@ -35,7 +36,7 @@ POOLINGS = VGG11_CONFIG.count("M")
 HEADS = ("flatten", "adaptive-max-7")
 
 
-class VGG(nn.Module):
+class VGG(FeaturesThenLinear):
     """``forward`` gives logits, ``embed`` the flattened features before the classifier."""
 
     def __init__(
@@ -66,15 +67,6 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.embed_dim = in_channels * side * side
         self.classifier = nn.Linear(self.embed_dim, num_classes)
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.features(x).flatten(1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.classifier
 
 
 class VGG11Evaluator(Evaluator):
