@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor, nn
+from torch import nn
 
 from ddbench.interfaces import Evaluator
 from ddbench_plugins.evaluators.layers import FeaturesThenLinear, check_channels, first_conv_padding, input_error, pooled_size

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor, nn
+from torch import nn
 
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import Evaluator
