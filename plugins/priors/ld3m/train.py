@@ -1,0 +1,179 @@
+"""Train the ``tiny`` LD3M backend on a dataset: the VQ autoencoder, then the class-conditional
+diffusion model on its latents (ε-prediction, classifier-free guidance by dropping the class).
+
+Resumable: ``train_state.pt`` in the output directory holds the stage, step, weights, optimiser
+and RNG states, written every ``checkpoint_every`` steps and at each stage's end. The result is
+saved with `LDMBackend.save_pretrained` (diffusers layout) with ``metrics.json`` (reconstruction
+PSNR on the test split) and ``samples.png`` (a class-conditional DDIM sample grid).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor
+
+from ddbench.fileio import write_atomic
+from ddbench.interfaces import RealData
+from ddbench.progress import make_progress
+from ddbench_plugins.priors.ld3m.backends import LDMBackend, build_tiny
+from ddbench_plugins.priors.ld3m.sampler import DDIMSchedule, reverse_process
+
+STATE_FILE = "train_state.pt"
+P_UNCOND = 0.1  # fraction of training samples conditioned on the unconditional row (for guidance)
+
+
+def to_model_range(uint8: Tensor) -> Tensor:
+    """uint8 pixels → the autoencoder's [−1, 1] range."""
+    return uint8.float() / 127.5 - 1
+
+
+def reconstruction_psnr(backend: LDMBackend, data: RealData, batch: int = 256) -> float:
+    """PSNR (dB, images in [0, 1]) of decode(encode(x)) over the test split."""
+    mse, n = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(data.test_images), batch):
+            x = to_model_range(data.test_images[start : start + batch])
+            rec = backend.decode(backend.encode(x)).clamp(-1, 1)
+            mse += float(((rec - x) / 2).square().mean(dim=(1, 2, 3)).sum())
+            n += len(x)
+    return 10 * math.log10(1.0 / max(mse / n, 1e-12))
+
+
+def sample_grid(backend: LDMBackend, num_classes: int, per_class: int, path: Path, steps: int = 50, guidance: float = 3.0, seed: int = 0) -> Tensor:
+    """Plain DDIM (η = 0, no LD3M residual) class-conditional samples, one row per class."""
+    sched = backend.scheduler
+    sched.set_timesteps(steps)
+    schedule = DDIMSchedule.from_alphas_cumprod(sched.alphas_cumprod, sched.timesteps, float(sched.final_alpha_cumprod), 0.0)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    c = backend.class_embedding(labels)
+    uc = backend.unconditional_embedding(len(labels))
+
+    def eps(z: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        e_u, e_c = backend.denoise(torch.cat([z, z]), torch.cat([t, t]), torch.cat([uc, cond])).chunk(2)
+        return e_u + guidance * (e_c - e_u)
+
+    size = backend.native_latent_size
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        z_T = torch.randn((len(labels), backend.latent_channels, size, size), generator=g)
+        images = backend.decode(reverse_process(z_T, c, eps, schedule, None, residual="none", checkpoint=False))
+    images = ((images.clamp(-1, 1) + 1) / 2).cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torchvision.utils.save_image(images, path, nrow=per_class)
+    return images
+
+
+def train_tiny(
+    data: RealData,
+    out: str | Path,
+    ae_steps: int = 1500,
+    diffusion_steps: int = 4000,
+    batch_size: int = 64,
+    ae_lr: float = 1e-3,
+    diffusion_lr: float = 3e-4,
+    base_channels: int = 32,
+    checkpoint_every: int = 250,
+    seed: int = 0,
+    progress: bool = True,
+    sample_steps: int = 50,
+) -> dict[str, Any]:
+    """Train (or resume) and save the tiny backend in ``out``; returns the metrics."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    backend = build_tiny(data.channels, data.num_classes, seed=seed, base_channels=base_channels)
+    backend.vqvae.register_to_config(sample_size=data.resolution)
+    ae_opt = torch.optim.Adam(backend.vqvae.parameters(), lr=ae_lr)
+    dm_params = list(backend.unet.parameters()) + list(backend.embedder.parameters())
+    dm_opt = torch.optim.Adam(dm_params, lr=diffusion_lr)
+    stage, step = "ae", 0
+    state_path = out / STATE_FILE
+    if state_path.is_file():  # resume
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        backend.load_state_dict(saved["model"])
+        ae_opt.load_state_dict(saved["ae_opt"])
+        dm_opt.load_state_dict(saved["dm_opt"])
+        backend.vqvae.register_to_config(scaling_factor=saved["scaling_factor"])
+        torch.set_rng_state(saved["rng"])
+        stage, step = saved["stage"], saved["step"]
+
+    def save_state() -> None:
+        payload = dict(
+            model=backend.state_dict(), ae_opt=ae_opt.state_dict(), dm_opt=dm_opt.state_dict(),
+            scaling_factor=backend.scale, rng=torch.get_rng_state(), stage=stage, step=step,
+        )
+        write_atomic(state_path, lambda f: torch.save(payload, f))
+
+    n_train = len(data.train_labels)
+
+    def batch() -> tuple[Tensor, Tensor]:
+        pick = torch.randint(n_train, (batch_size,))
+        return to_model_range(data.train_images[pick]), data.train_labels[pick]
+
+    with make_progress(progress) as bars:
+        if stage == "ae":
+            task = bars.add_task("autoencoder", total=ae_steps, completed=step)
+            backend.vqvae.train()
+            while step < ae_steps:
+                x, _ = batch()
+                out_ae = backend.vqvae(x)
+                loss = F.mse_loss(out_ae.sample, x) + out_ae.commit_loss.mean()
+                ae_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                ae_opt.step()
+                step += 1
+                bars.update(task, advance=1, loss=float(loss.detach()))
+                if step % checkpoint_every == 0:
+                    save_state()
+            # LDM's scale_by_std: the diffusion model sees unit-variance latents
+            with torch.no_grad():
+                z = backend.vqvae.encode(batch()[0]).latents
+            backend.vqvae.register_to_config(scaling_factor=float(1 / z.std().clamp_min(1e-6)))
+            stage, step = "diffusion", 0
+            save_state()
+        backend.vqvae.eval().requires_grad_(False)
+        if stage == "diffusion":
+            task = bars.add_task("diffusion", total=diffusion_steps, completed=step)
+            alphas = backend.scheduler.alphas_cumprod
+            backend.unet.train()
+            while step < diffusion_steps:
+                x, y = batch()
+                with torch.no_grad():
+                    z = backend.encode(x)
+                t = torch.randint(0, len(alphas), (len(z),))
+                noise = torch.randn_like(z)
+                a = alphas[t].view(-1, 1, 1, 1)
+                z_t = a.sqrt() * z + (1 - a).sqrt() * noise
+                y = torch.where(torch.rand(len(y)) < P_UNCOND, torch.full_like(y, backend.num_classes), y)
+                loss = F.mse_loss(backend.unet(z_t, t, encoder_hidden_states=backend.embedder(y)).sample, noise)
+                dm_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                dm_opt.step()
+                step += 1
+                bars.update(task, advance=1, loss=float(loss.detach()))
+                if step % checkpoint_every == 0:
+                    save_state()
+            stage = "done"
+            save_state()
+
+    backend.freeze()
+    backend.unet.register_to_config(sample_size=int(backend.encode(to_model_range(data.train_images[:1])).shape[-1]))
+    backend.save_pretrained(out)
+    metrics = {
+        "reconstruction_psnr_db": reconstruction_psnr(backend, data),
+        "ae_steps": ae_steps,
+        "diffusion_steps": diffusion_steps,
+        "batch_size": batch_size,
+        "dataset": data.name,
+        "scaling_factor": backend.scale,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    sample_grid(backend, data.num_classes, 8, out / "samples.png", steps=sample_steps)
+    return metrics
