@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian machine: installs what ddbench needs, then runs a job.
-#   bash setup.sh demo   - distil + evaluate Fashion-MNIST (pixel + DM vs random real), print the leaderboard
+#   bash setup.sh demo   - distil + evaluate Fashion-MNIST (pixel + DM vs random real, IPC 1), print the leaderboard
 #   bash setup.sh test   - run the test suite
 #   bash setup.sh env    - only install (system packages, .venv, Fashion-MNIST)
 set -euo pipefail
@@ -39,7 +39,7 @@ fi
 case "${1:-env}" in
   env) echo ">> ready: source $VENV/bin/activate" ;;
   demo)
-    "$VENV/bin/ddbench" run --dataset fashion-mnist --prior pixel --algo dm,real --ipc 1,10 --budget demo --out ddbench-out
+    "$VENV/bin/ddbench" run --dataset fashion-mnist --prior pixel --algo dm,real --ipc 1 --budget demo --out ddbench-out
     "$VENV/bin/ddbench" leaderboard --out ddbench-out --rows prior,matcher,ipc --format markdown
     ;;
   test) shift || true; "$VENV/bin/python" -m pytest -q "$@" ;;
