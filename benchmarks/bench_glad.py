@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import json
 import multiprocessing
 import shlex
 import sys
@@ -30,19 +29,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-
-def _parse_options(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs, values as JSON when they parse (as `ddbench run --prior-opt`)."""
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"Expected KEY=VALUE but got {item!r}")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
-    return options
+from ddbench.cli import parse_key_values
 
 
 def _distil_and_evaluate(spec_dict: dict[str, Any], env_dict: dict[str, Any], threads: int | None) -> None:
@@ -98,7 +85,7 @@ def main() -> None:
 
     ipcs = [int(i) for i in args.ipcs.split(",")]
     layers = [int(i) for i in args.layers.split(",") if i.strip()]
-    glad_opts, ld3m_opts = _parse_options(args.glad_opt), _parse_options(args.ld3m_opt)
+    glad_opts, ld3m_opts = parse_key_values(args.glad_opt, "--glad-opt"), parse_key_values(args.ld3m_opt, "--ld3m-opt")
     common = dict(
         dataset="fashion-mnist", matcher="dm", matcher_options={"batch_real": args.batch_real},
         iterations=args.iterations, eval_epochs=args.eval_epochs, eval_seeds=tuple(range(args.seeds)), protocol="dc",

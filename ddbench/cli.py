@@ -85,7 +85,7 @@ def _ints(values: Iterable[str], option: str) -> list[int]:
         raise InvalidOptionError(f"Expected whole numbers for {option} but got {list(values)}") from None
 
 
-def _key_values(values: Iterable[str], option: str) -> dict[str, Any]:
+def parse_key_values(values: Iterable[str], option: str) -> dict[str, Any]:
     """``--prior-opt T=10 --prior-opt residual=mean`` → {"T": 10, "residual": "mean"} (values as JSON when they parse)."""
     result: dict[str, Any] = {}
     for item in values:
@@ -210,11 +210,11 @@ def run(**opts: Any) -> None:
         protocol=opts["protocol"],
         report=opts["report"],
         dsa=not opts["no_dsa"],
-        lrs={k: float(v) for k, v in _key_values(opts["lrs"], "--lr").items()},
+        lrs={k: float(v) for k, v in parse_key_values(opts["lrs"], "--lr").items()},
         **settings,
     )
-    prior_opts = _key_values(opts["prior_opts"], "--prior-opt")
-    matcher_opts = _key_values(opts["matcher_opts"], "--algo-opt")
+    prior_opts = parse_key_values(opts["prior_opts"], "--prior-opt")
+    matcher_opts = parse_key_values(opts["matcher_opts"], "--algo-opt")
     if opts["build_experts"] and "mtt" in matchers:
         matcher_opts.setdefault("mtt.build_experts", True)
     specs = [

@@ -182,10 +182,14 @@ class Prior(Plugin):
     def generate(self, state: LatentState, indices: Tensor) -> Tensor:
         """Normalised images ``(len(indices), C, H, W)`` for the given synthetic sample indices."""
 
+    def is_learnable(self, name: str) -> bool:
+        """Whether the tensor ``name`` of `default_lrs` is optimised with these options (e.g. LD3M's ``learn=c``)."""
+        return True
+
     def learning_rates(self, matcher: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
         """Learning rate per learnable tensor for this matcher, with user overrides applied."""
         table = self.default_lrs.get(matcher) or self.default_lrs.get("*") or {}
-        lrs = dict(table)
+        lrs = {k: v for k, v in table.items() if self.is_learnable(k)}
         for key, value in (overrides or {}).items():
             if key not in lrs:
                 from ddbench.errors import InvalidOptionError

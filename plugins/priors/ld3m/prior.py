@@ -209,16 +209,8 @@ class LD3MPrior(Prior):
         buffers["noise_seed"] = seeds
         return LatentState(params=params, buffers=buffers)
 
-    def learning_rates(self, matcher: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
-        table = self.default_lrs.get(matcher) or self.default_lrs["*"]
-        lrs = {k: v for k, v in table.items() if k in self.learn}
-        for key, value in (overrides or {}).items():
-            if key not in lrs:
-                raise InvalidOptionError(
-                    f"Prior 'ld3m' (learn='{self.learn}') has no learnable tensor '{key}'; expected one of {sorted(lrs)}"
-                )
-            lrs[key] = float(value)
-        return lrs
+    def is_learnable(self, name: str) -> bool:
+        return name in self.learn  # learn = "zc" | "z" | "c"
 
     # -------------------------------------------------------------------------- generation
 
