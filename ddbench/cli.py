@@ -11,23 +11,27 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
 
 from ddbench import __version__, registry
-from ddbench.errors import DDBenchError, InvalidOptionError, PluginLoadError, UnknownPluginError
+from ddbench.errors import DDBenchError, InvalidOptionError, PluginLoadError
+
+# option helpers shared with suite files (one expansion of options into RunSpecs); re-exported here
+from ddbench.grid import (  # noqa: F401 - DEFAULT_DATASET, PAPER_DATASETS, parse_key_values: public names of this module
+    DEFAULT_DATASET,
+    PAPER_DATASETS,
+    UNSEEN_EVALUATORS,
+    SpecGrid,
+    build_specs,
+    check_names as _check_names,
+    parse_key_values,
+    split_values as _split,
+)
 from ddbench.spec import BUDGETS, RunEnv, RunSpec
 
 console = Console(stderr=True)
-
-#: the paper's datasets, tried in this order when `ddbench run` gets no --dataset
-PAPER_DATASETS = (
-    "imagenet-a", "imagenet-b", "imagenet-c", "imagenet-d", "imagenet-e",
-    "imagenette", "imagewoof", "imagenet-birds", "imagenet-fruits", "imagenet-cats", "cifar10",
-)  # fmt: skip
-DEFAULT_DATASET = "fashion-mnist"
-UNSEEN_EVALUATORS = ("alexnet", "vgg11", "resnet18", "vit")
-
 
 # --------------------------------------------------------------------------- lazy command groups
 
@@ -73,51 +77,11 @@ def _broken_command(name: str, target: str, err: Exception) -> click.Command:
     return click.Command(name, callback=fail, short_help=f"[failed to import: {summary}]"[:120])
 
 
-def _split(values: Iterable[str]) -> list[str]:
-    """``--x a,b --x c`` → [a, b, c]."""
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
-
-
 def _ints(values: Iterable[str], option: str) -> list[int]:
     try:
         return [int(v) for v in _split(values)]
     except ValueError:
         raise InvalidOptionError(f"Expected whole numbers for {option} but got {list(values)}") from None
-
-
-def parse_key_values(values: Iterable[str], option: str) -> dict[str, Any]:
-    """``--prior-opt T=10 --prior-opt residual=mean`` → {"T": 10, "residual": "mean"} (values as JSON when they parse)."""
-    result: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise InvalidOptionError(f"Expected {option} KEY=VALUE but got '{item}'")
-        try:
-            result[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            result[key] = raw
-    return result
-
-
-def _options_for(name: str, options: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """Options for one plugin: ``KEY`` applies to every plugin given, ``NAME.KEY`` to ``NAME`` only."""
-    chosen = {}
-    for key, value in options.items():
-        scope, dot, bare = key.rpartition(".")
-        if not dot:
-            chosen[key] = value
-        elif scope == name:
-            chosen[bare] = value
-        elif scope not in names:
-            raise InvalidOptionError(f"Option '{key}' is scoped to '{scope}', which is not among {names}")
-    return chosen
-
-
-def _check_names(family: str, names: Iterable[str]) -> None:
-    installed = registry.plugin_names(family)
-    for name in names:
-        if name not in installed:
-            raise UnknownPluginError(registry.unknown_name_message(family, name, installed))
 
 
 def _default_datasets(data_root: str | None) -> list[str]:
@@ -174,58 +138,37 @@ def cli() -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue interrupted runs from their checkpoints.")
 @click.option("--force", is_flag=True, help="Recompute even if the store already has this spec's results.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@click.option("--suite", default=None, help="Run a suite (table1 … table4, fmnist-cpu, or a suite .toml path); --dataset/--prior/--algo/--ipc then select among its runs and other options override it.")
+@click.option("--dry-run", is_flag=True, help="List the runs, what the store already has and their estimated cost; run nothing.")
+@click.option("--executor", default="local", show_default=True, help="Where runs execute: local or slurm (plugins of ddbench.executors).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Runs at once (local: worker processes; slurm: array parallelism). [default: 1]")
+@click.option("--slurm-opt", "slurm_opts", multiple=True, help="SLURM option KEY=VALUE: partition, gpus_per_node, cpus_per_task, mem_gb, time, account, qos, constraint, setup.")
+@click.option("--exec-opt", "exec_opts", multiple=True, help="Option KEY=VALUE of the executor plugin (see its docstring).")
 def run(**opts: Any) -> None:
-    """Distil and evaluate the cross product datasets × priors × algos × IPCs.
+    """Distil and evaluate the cross product datasets × priors × algos × IPCs, or a suite.
 
     \b
-    Example:
+    Examples:
       ddbench run --dataset fashion-mnist --prior pixel --algo dm --ipc 1,10 --budget demo
+      ddbench run --suite fmnist-cpu --workers 2
+      ddbench run --suite table1 --dry-run
+      ddbench run --suite table2 --executor slurm --slurm-opt partition=gpu --slurm-opt gpus_per_node=1
     """
     from ddbench.pipeline import DataCache, run_spec
     from ddbench.store import ResultsStore
 
-    priors, matchers = _split(opts["priors"]), _split(opts["matchers"])
-    evaluators = _split(opts["evaluators"])
-    evaluators = list(dict.fromkeys(itertools.chain.from_iterable(UNSEEN_EVALUATORS if e == "unseen" else (e,) for e in evaluators)))
-    datasets = _split(opts["datasets"])
-    _check_names("prior", priors)
-    _check_names("matcher", matchers)
-    _check_names("evaluator", evaluators)
-    if datasets:
-        _check_names("dataset", datasets)
+    ctx = click.get_current_context()
+    given = {name for name in opts if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+    grid = _grid_from_options(opts)
+    if opts["suite"]:
+        specs = _suite_specs(opts["suite"], grid, given, require_env=not opts["dry_run"])
     else:
-        datasets = _default_datasets(opts["data_root"])
-
-    budget = dict(BUDGETS[opts["budget"]]) if opts["budget"] else {}
-    explicit = {
-        "iterations": opts["iterations"],
-        "eval_epochs": opts["eval_epochs"],
-        "eval_seeds": tuple(range(opts["seeds"])) if opts["seeds"] else None,
-    }
-    settings = {**budget, **{k: v for k, v in explicit.items() if v is not None}}
-    common = dict(
-        res=opts["res"],
-        seed=opts["distill_seed"],
-        evaluators=tuple(evaluators),
-        protocol=opts["protocol"],
-        report=opts["report"],
-        dsa=not opts["no_dsa"],
-        lrs={k: float(v) for k, v in parse_key_values(opts["lrs"], "--lr").items()},
-        **settings,
-    )
-    prior_opts = parse_key_values(opts["prior_opts"], "--prior-opt")
-    matcher_opts = parse_key_values(opts["matcher_opts"], "--algo-opt")
-    if opts["build_experts"] and "mtt" in matchers:
-        matcher_opts.setdefault("mtt.build_experts", True)
-    specs = [
-        RunSpec(
-            dataset=d, prior=p, matcher=m, ipc=i,
-            prior_options=_options_for(p, prior_opts, priors), matcher_options=_options_for(m, matcher_opts, matchers),
-            **common,
-        )  # fmt: skip
-        for d, p, m, i in itertools.product(datasets, priors, matchers, _ints(opts["ipcs"], "--ipc"))
-    ]
-    _validate_plugin_options(specs)
+        if not grid.datasets:
+            # names first, so a typo fails before the data search prints anything
+            _check_names("prior", grid.priors)
+            _check_names("matcher", grid.matchers)
+            grid.datasets = _default_datasets(opts["data_root"])
+        specs = build_specs(grid)
     env = RunEnv(
         out=opts["out"],
         data_root=opts["data_root"],
@@ -236,6 +179,10 @@ def run(**opts: Any) -> None:
         force=opts["force"],
         progress=opts["progress"],
     )
+    sweep = bool(opts["suite"] or opts["dry_run"] or {"executor", "workers", "slurm_opts", "exec_opts"} & given)
+    if sweep:
+        _run_sweep(specs, env, opts)
+        return
     env.out.mkdir(parents=True, exist_ok=True)
     data_cache = DataCache(env)
     console.print(f"{len(specs)} run(s) → {env.out}")
@@ -248,15 +195,87 @@ def run(**opts: Any) -> None:
         _print_leaderboard(store, fmt="rich", rows=("prior", "matcher", "ipc"), columns="dataset", filters={"run_id": [s.run_id for s in specs], "protocol": sorted({s.protocol_key() for s in specs})})
 
 
-def _validate_plugin_options(specs: list[RunSpec]) -> None:
-    """Fail fast on bad plugin options, before any data is loaded or any run starts."""
-    seen: set[tuple[str, str, str]] = set()
-    for spec in specs:
-        for family, name, options in (("prior", spec.prior, spec.prior_options), ("matcher", spec.matcher, spec.matcher_options)):
-            key = (family, name, json.dumps(options, sort_keys=True))
-            if key not in seen:
-                seen.add(key)
-                registry.create(family, name, **options)
+#: `ddbench run` options → SpecGrid keys (the names suite files use)
+_GRID_OPTIONS = {
+    "datasets": "datasets", "priors": "priors", "matchers": "matchers", "ipcs": "ipcs",
+    "evaluators": "evaluators", "seeds": "seeds", "distill_seed": "seed", "iterations": "iterations",
+    "eval_epochs": "eval_epochs", "protocol": "protocol", "report": "report", "res": "res", "lrs": "lrs",
+    "prior_opts": "prior_options", "matcher_opts": "matcher_options", "build_experts": "build_experts",
+    "no_dsa": "dsa", "budget": "budget",
+}  # fmt: skip
+
+
+def _grid_from_options(opts: dict[str, Any]) -> SpecGrid:
+    return SpecGrid(
+        datasets=_split(opts["datasets"]),
+        priors=_split(opts["priors"]),
+        matchers=_split(opts["matchers"]),
+        ipcs=_ints(opts["ipcs"], "--ipc"),
+        evaluators=_split(opts["evaluators"]),
+        seeds=opts["seeds"],
+        seed=opts["distill_seed"],
+        iterations=opts["iterations"],
+        eval_epochs=opts["eval_epochs"],
+        protocol=opts["protocol"],
+        report=opts["report"],
+        res=opts["res"],
+        lrs={k: float(v) for k, v in parse_key_values(opts["lrs"], "--lr").items()},
+        prior_options=parse_key_values(opts["prior_opts"], "--prior-opt"),
+        matcher_options=parse_key_values(opts["matcher_opts"], "--algo-opt"),
+        build_experts=opts["build_experts"],
+        dsa=not opts["no_dsa"],
+        budget=opts["budget"],
+    )
+
+
+def _suite_specs(name: str, grid: SpecGrid, given: set[str], require_env: bool) -> list[RunSpec]:
+    """A suite's specs: options given on the command line override it; --dataset/--prior/--algo/--ipc select."""
+    from ddbench.suites import FILTER_KEYS, load_suite
+
+    suite = load_suite(name)
+    keys = {_GRID_OPTIONS[o] for o in given if o in _GRID_OPTIONS}
+    overrides = {k: getattr(grid, k) for k in keys if k not in FILTER_KEYS}
+    filters = {k: getattr(grid, k) for k in keys if k in FILTER_KEYS}
+    console.print(f"suite {suite.name} v{suite.version} ({suite.path})")
+    return suite.specs(overrides=overrides, filters=filters, require_env=require_env)
+
+
+def _executor(opts: dict[str, Any]) -> Any:
+    options = parse_key_values(opts["exec_opts"], "--exec-opt")
+    if opts["slurm_opts"]:
+        if opts["executor"] != "slurm":
+            raise InvalidOptionError(f"--slurm-opt applies to --executor slurm, not '{opts['executor']}'; use --exec-opt for other executors")
+        options.update(parse_key_values(opts["slurm_opts"], "--slurm-opt"))
+    if opts["workers"] is not None:
+        options["workers"] = opts["workers"]
+    _check_names("executor", [opts["executor"]])
+    return registry.create("executor", opts["executor"], **options)
+
+
+def _run_sweep(specs: list[RunSpec], env: RunEnv, opts: dict[str, Any]) -> None:
+    """Suites and parallel runs: skip what the store has, resume, run through an executor, never stop on a failure."""
+    from ddbench.store import ResultsStore, store_path
+    from ddbench.sweep import plan_sweep, print_plan, run_sweep
+
+    executor = _executor(opts)
+    workers = opts["workers"] or 1
+    if opts["dry_run"]:
+        path = store_path(env.out)
+        if path.exists():
+            with ResultsStore(path) as store:
+                planned = plan_sweep(specs, env, store)
+        else:
+            planned = plan_sweep(specs, env, None)
+        print_plan(planned, console, workers=workers)
+        return
+    summary = run_sweep(specs, env, executor, console, workers=workers)
+    with ResultsStore(store_path(env.out)) as store:
+        _print_leaderboard(store, fmt="rich", rows=("prior", "matcher", "ipc"), columns="dataset", filters={"run_id": [s.run_id for s in specs], "protocol": sorted({s.protocol_key() for s in specs})})
+    if summary.failed:
+        for run_id, error in summary.failed.items():
+            console.print(f"[red]failed[/] {run_id}: {error}", highlight=False)
+        console.print(f"[red]{len(summary.failed)} run(s) failed[/]; their errors are in the store (`ddbench show RUN_ID`) and their logs. Run the same command again to retry them.")
+        raise click.exceptions.Exit(1)
 
 
 def _print_leaderboard(store: Any, fmt: str, rows: tuple[str, ...], columns: str, filters: dict[str, Any] | None) -> None:
@@ -271,15 +290,25 @@ def _print_leaderboard(store: Any, fmt: str, rows: tuple[str, ...], columns: str
 
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory holding results.sqlite.")
-@click.option("--format", "fmt", type=click.Choice(["rich", "markdown", "latex", "csv"]), default="rich", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["rich", "markdown", "latex", "csv", "html"]), default="rich", show_default=True, help="html: one self-contained page with every table and each run's image grid.")
+@click.option("--suite", default=None, help="Show a suite in its layout (table1 … table4 as the paper's tables, fmnist-cpu, or a suite .toml path; replaces --rows/--columns); see `ddbench run --suite`.")
+@click.option("--compare", type=click.Choice(["paper"]), default=None, help="Beside each column, the paper's published number and the difference (ours − paper); needs --suite of a paper table.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to this file instead of the terminal. [html default: OUT/report.html or OUT/report-SUITE.html]")
 @click.option("--rows", default="prior,matcher", show_default=True, help="Row keys (comma-separated): prior, matcher, ipc, dataset, evaluator.")
 @click.option("--columns", default="dataset", show_default=True, help="Column key: dataset or evaluator (one column per architecture, with their average).")
 @click.option("--dataset", "datasets", multiple=True, help="Only these datasets.")
 @click.option("--ipc", "ipcs", multiple=True, help="Only these IPCs.")
 @click.option("--evaluators", "evaluators", multiple=True, help="Only these evaluators ('unseen' = the four unseen architectures).")
 @click.option("--protocol", "protocols", multiple=True, help="Only these evaluation protocols, e.g. dc or 'dc[epochs=300]'.")
-def leaderboard(out: Path, fmt: str, rows: str, columns: str, datasets: tuple[str, ...], ipcs: tuple[str, ...], evaluators: tuple[str, ...], protocols: tuple[str, ...]) -> None:
-    """Mean ± std over seeds of every stored score, as a pivot table."""
+def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, output: Path | None, rows: str, columns: str, datasets: tuple[str, ...], ipcs: tuple[str, ...], evaluators: tuple[str, ...], protocols: tuple[str, ...]) -> None:
+    """Mean ± std over seeds of every stored score, as a pivot table.
+
+    \b
+    Examples:
+      ddbench leaderboard --format markdown
+      ddbench leaderboard --suite table1 --compare paper
+      ddbench leaderboard --suite table2 --format html --output table2.html
+    """
     from ddbench.store import ResultsStore
 
     path = out / "results.sqlite"
@@ -295,8 +324,66 @@ def leaderboard(out: Path, fmt: str, rows: str, columns: str, datasets: tuple[st
     if evaluators:
         names = _split(evaluators)
         filters["evaluator"] = list(itertools.chain.from_iterable(UNSEEN_EVALUATORS if e == "unseen" else (e,) for e in names))
+    if compare and suite is None:
+        raise InvalidOptionError("--compare paper needs --suite NAME, a suite of one of the paper's tables (e.g. --suite table1)")
     with ResultsStore(path) as store:
-        _print_leaderboard(store, fmt=fmt, rows=tuple(_split([rows])), columns=columns, filters=filters or None)
+        if suite is None and fmt != "html" and output is None:
+            _print_leaderboard(store, fmt=fmt, rows=tuple(_split([rows])), columns=columns, filters=filters or None)
+            return
+        scores, runs = store.scores_frame(), store.runs_frame()
+    _leaderboard_report(out, scores, runs, fmt, suite, compare == "paper", output, tuple(_split([rows])), columns, filters or None)
+
+
+def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str | None, compare: bool, output: Path | None, rows: tuple[str, ...], columns: str, filters: dict[str, Any] | None) -> None:
+    """`ddbench leaderboard` with --suite, --format html or --output: build the tables, then print or write them."""
+    from ddbench import report
+    from ddbench.fileio import write_atomic
+    from ddbench.leaderboard import format_table, leaderboard_table, render
+
+    if suite is not None:
+        from ddbench.suites import load_suite
+
+        loaded = load_suite(suite)
+        # the runs as the suite names them; ${VAR} paths need not be set just to read results
+        suite_runs = [(r.spec, r.labels) for r in loaded.expand(require_env=False, validate=False)]
+        tables = [report.suite_table(scores, runs, suite_runs, loaded.layout, loaded.name, compare=compare, filters=filters)]
+    elif fmt == "html":
+        tables = report.store_tables(_filtered(scores, filters), runs)
+    else:
+        table = leaderboard_table(scores, rows=rows, columns=columns, filters=filters)
+        tables = [report.ReportTable(key="leaderboard", title="", table=table)]
+
+    if fmt == "html":
+        title = f"ddbench report: {tables[0].title}" if suite is not None else f"ddbench report: {out / 'results.sqlite'}"
+        page = report.html_report(tables, runs, store_dir=out, title=title)
+        target = output or out / (f"report-{loaded.name}.html" if suite is not None else "report.html")
+        write_atomic(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+        target.chmod(0o644)  # the atomic write's temporary file is private; a report is for sharing
+        console.print(f"wrote {target} ({len(tables)} table(s), {sum(len(t.run_ids) for t in tables)} image grid(s), self-contained)")
+        return
+    for item in tables:
+        title = item.title or None
+        if output is not None:
+            text = format_table(item.table, fmt, title=title, width=250)
+            write_atomic(output, lambda tmp: tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8"))
+            output.chmod(0o644)
+            console.print(f"wrote {output}")
+        else:
+            wide = Console(width=None if sys.stdout.isatty() else 250)  # a pipe gets the whole table, unwrapped
+            if fmt != "rich" and title:
+                console.print(f"[bold]{title}")
+            render(item.table, fmt, console=wide, title=title)
+        for note in item.notes:
+            console.print(f"[dim]{note}", highlight=False)
+        if item.not_run:
+            console.print(f"[yellow]{len(item.not_run)} run(s) of the suite not in the store yet, e.g. {item.not_run[0]}", highlight=False)
+
+
+def _filtered(scores: Any, filters: dict[str, Any] | None) -> Any:
+    """The scores that pass the leaderboard's filters (all of them without filters)."""
+    from ddbench.leaderboard import apply_filters
+
+    return apply_filters(scores, filters) if filters else scores
 
 
 @cli.command()

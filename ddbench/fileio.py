@@ -1,13 +1,21 @@
-"""Atomic writes: a file is either the old version or the complete new one, never half-written."""
+"""Safe file mechanics: atomic writes (a file is either the old version or the complete new one, never
+half-written) and inter-process locks."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 
 @contextlib.contextmanager
@@ -38,3 +46,52 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
 
     write_atomic(path, _write)
+
+
+class FileLock:
+    """An exclusive inter-process lock, e.g. a claim on a run or on building a shared cache.
+
+    ``flock`` on ``path``: the kernel drops the lock when its holder exits, however it dies (SIGKILL
+    included), so a stale lock never blocks anyone. The file records the holder's host and pid, for
+    messages only.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = False) -> bool:
+        """Take the lock (waiting for it when ``blocking``); False when another process holds it."""
+        if fcntl is None:  # no advisory locks on this platform: go on without them
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode())
+        self._fd = fd
+        return True
+
+    def owner(self) -> str:
+        """Who holds the lock, as far as the file says (``host pid N``)."""
+        try:
+            data = json.loads(self.path.read_text() or "{}")
+            return f"{data.get('host', '?')} pid {data.get('pid', '?')}"
+        except (OSError, ValueError):
+            return "another process"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "FileLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

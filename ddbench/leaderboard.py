@@ -70,6 +70,26 @@ class Cell:
 
 
 @dataclasses.dataclass(frozen=True)
+class PaperCell(Cell):
+    """A published number (``--compare paper``); ``n`` is 0 because the paper gives no count."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Delta:
+    """Our mean minus the paper's, a fraction; shown in signed percentage points (``+1.2``)."""
+
+    value: float
+    best: bool = False  # never marked: a difference is not a score
+
+    def text(self) -> str:
+        return f"{100 * self.value:+.1f}"
+
+
+#: what a value column of a `LeaderboardTable` may hold besides ``None`` (missing)
+VALUE_TYPES = (Cell, Delta)
+
+
+@dataclasses.dataclass(frozen=True)
 class LeaderboardTable:
     """Column names, then one tuple per row: its ``n_keys`` key values, then a `Cell` or ``None`` per
     value column. Unpacks as ``columns, rows = table`` (cliff's ``(columns, rows)``)."""
@@ -214,6 +234,11 @@ def leaderboard_table(
     filters: Mapping[str, Any] | None = None,
     value: str = "accuracy",
     average: bool | None = None,
+    *,
+    column_values: Sequence[Any] | None = None,
+    row_values: Sequence[tuple[Any, ...]] | None = None,
+    average_label: str = AVG_COLUMN,
+    average_first: bool = False,
 ) -> LeaderboardTable:
     """A table of mean ± std cells: one row per combination of ``rows``, one column per ``columns`` value.
 
@@ -223,6 +248,12 @@ def leaderboard_table(
     column, so that rows are compared over the same columns. The best mean of each column (at the
     displayed precision, so visible ties are all marked) has ``best=True``.
     See `aggregate` for how seeds and evaluators are combined.
+
+    A fixed layout (a paper table) passes ``column_values`` and ``row_values``: those columns and
+    rows come first, in that order, and appear even without scores (all cells missing), so the
+    average needs every listed column; anything else found follows in the default order.
+    ``average_label`` names the average column and ``average_first`` puts it before the others
+    (the paper's "All").
     """
     row_keys = [rows] if isinstance(rows, str) else list(rows)
     cells = aggregate(frame, row_keys, columns, filters, value)
@@ -234,31 +265,50 @@ def leaderboard_table(
         found.setdefault(row_id, {})[_plain(record[columns])] = Cell(
             float(record["mean"]), float(record["std"]), int(record["n"])
         )
-    column_values = sorted({c for row in found.values() for c in row}, key=lambda v: _order_key(columns, v))
-    row_ids = sorted(found, key=lambda r: tuple(_order_key(k, v) for k, v in zip(row_keys, r)))
+    fixed_columns = list(dict.fromkeys(column_values or ()))
+    extra_columns = sorted(
+        {c for row in found.values() for c in row} - set(fixed_columns), key=lambda v: _order_key(columns, v)
+    )
+    column_values = [*fixed_columns, *extra_columns]
+    fixed_rows = list(dict.fromkeys(tuple(r) for r in (row_values or ())))
+    for r in fixed_rows:
+        if len(r) != len(row_keys):
+            raise InvalidOptionError(f"Expected row values with {len(row_keys)} keys {tuple(row_keys)} but got {r}")
+    extra_rows = sorted(set(found) - set(fixed_rows), key=lambda r: tuple(_order_key(k, v) for k, v in zip(row_keys, r)))
+    row_ids = [*fixed_rows, *extra_rows]
+    found_or_empty = {r: found.get(r, {}) for r in row_ids}
 
-    grid: list[list[Cell | None]] = [[found[r].get(c) for c in column_values] for r in row_ids]
+    grid: list[list[Cell | None]] = [[found_or_empty[r].get(c) for c in column_values] for r in row_ids]
     header = [str(c) for c in column_values]
     if with_average and column_values:
-        header.append(AVG_COLUMN)
+        header.insert(0 if average_first else len(header), average_label)
         for line in grid:
-            present = [cell for cell in line if cell is not None]
-            complete = len(present) == len(line)
-            line.append(
-                Cell(
-                    sum(c.mean for c in present) / len(present),
-                    sum(c.std for c in present) / len(present),
-                    sum(c.n for c in present),
-                )
-                if complete
-                else None
-            )
+            mean_cell = average_cell(line)
+            line.insert(0 if average_first else len(line), mean_cell)
     _mark_best(grid)
     return LeaderboardTable(
         columns=(*row_keys, *header),
         rows=[(*row_id, *line) for row_id, line in zip(row_ids, grid)],
         n_keys=len(row_keys),
     )
+
+
+def average_cell(cells: Sequence[Cell | None]) -> Cell | None:
+    """Mean of the means ± mean of the stds (the paper's "All"/average columns), or ``None`` unless
+    every cell is present, so that rows are compared over the same columns."""
+    if not cells or any(c is None for c in cells):
+        return None
+    present = [c for c in cells if c is not None]
+    return Cell(
+        sum(c.mean for c in present) / len(present),
+        sum(c.std for c in present) / len(present),
+        sum(c.n for c in present),
+    )
+
+
+def mark_best(grid: list[list[Cell | None]]) -> None:
+    """Mark, in place, the best mean of each column (ties at the displayed precision all marked)."""
+    _mark_best(grid)
 
 
 def _mark_best(grid: list[list[Cell | None]]) -> None:
@@ -284,7 +334,7 @@ def _key_text(value: Any) -> str:
 
 def to_rich(table: LeaderboardTable, title: str | None = None) -> Table:
     """A rich table; best cells bold, missing cells dim."""
-    ns = sorted({v.n for row in table.rows for v in row if isinstance(v, Cell)})
+    ns = sorted({v.n for row in table.rows for v in row if isinstance(v, Cell) and not isinstance(v, PaperCell)})
     n_text = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}" if ns else "0"
     out = Table(title=title, caption=f"accuracy %, mean ± std (ddof=0), n = {n_text}")
     value_columns = range(table.n_keys, len(table.columns))
@@ -294,7 +344,7 @@ def to_rich(table: LeaderboardTable, title: str | None = None) -> Table:
         out.add_row(
             *(
                 Text(v.text(), style="bold" if v.best else "")
-                if isinstance(v, Cell)
+                if isinstance(v, VALUE_TYPES)
                 else Text(MISSING, style="dim")
                 if v is None and i in value_columns
                 else Text(_key_text(v))
@@ -308,7 +358,7 @@ def to_markdown(table: LeaderboardTable) -> str:
     """A GitHub-flavoured Markdown table; best cells in ``**bold**``."""
 
     def cell(v: Any) -> str:
-        if isinstance(v, Cell):
+        if isinstance(v, VALUE_TYPES):
             return f"**{v.text()}**" if v.best else v.text()
         return _key_text(v)
 
@@ -334,6 +384,8 @@ def to_latex(table: LeaderboardTable) -> str:
         if isinstance(v, Cell):
             text = f"{100 * v.mean:.1f} $\\pm$ {100 * v.std:.1f}"
             return f"\\textbf{{{text}}}" if v.best else text
+        if isinstance(v, Delta):
+            return f"${v.text()}$"
         return "---" if v is None else _latex_escape(str(v))
 
     value_columns = range(table.n_keys, len(table.columns))
@@ -370,8 +422,10 @@ def to_csv(table: LeaderboardTable) -> str:
                 line.append("" if v is None else str(v))
             elif v is None:
                 line.extend(["", "", ""])
+            elif isinstance(v, Delta):
+                line.extend([f"{100 * v.value:+.2f}", "", ""])
             else:
-                line.extend([f"{100 * v.mean:.2f}", f"{100 * v.std:.2f}", str(v.n)])
+                line.extend([f"{100 * v.mean:.2f}", f"{100 * v.std:.2f}", "" if isinstance(v, PaperCell) else str(v.n)])
         writer.writerow(line)
     return buffer.getvalue()
 
@@ -409,6 +463,10 @@ def render(table: LeaderboardTable, fmt: str = "rich", console: Console | None =
 
 __all__ = [
     "Cell",
+    "PaperCell",
+    "Delta",
+    "average_cell",
+    "mark_best",
     "LeaderboardTable",
     "aggregate",
     "apply_filters",

@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "prior": "ddbench.priors",
     "matcher": "ddbench.matchers",
     "evaluator": "ddbench.evaluators",
+    "executor": "ddbench.executors",
 }
 
 T = TypeVar("T")

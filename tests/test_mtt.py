@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +101,24 @@ def test_buffer_builds_resumes_and_never_leaves_half_files(tmp_path, tiny_data, 
     again = ExpertTrajectory(buffer.expert_path(0)).params_at(3)
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert json.loads((buffer.directory / "config.json").read_text()) == config.to_dict()
+
+
+def test_a_second_builder_waits_for_the_first_and_reuses_its_experts(tmp_path, tiny_data, fake_training):
+    """Parallel sweep workers share one buffer: the build lock makes the second wait, then skip."""
+    buffer = ExpertBuffer.at(tmp_path, _config(tiny_data))
+    lock_file = buffer.directory.parent / f".{buffer.directory.name}.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from ddbench.fileio import FileLock; import time; assert FileLock({str(lock_file)!r}).acquire(); print('held', flush=True); time.sleep(1.5)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.perf_counter()
+        buffer.build(tiny_data, 1)
+        assert time.perf_counter() - start > 0.5  # it waited for the holder to exit
+    finally:
+        holder.wait(timeout=30)
+    assert fake_training == [0] and len(buffer) == 1
 
 
 def test_find_reuses_a_longer_buffer_of_the_same_configuration(tmp_path, tiny_data, fake_training):

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ddbench import registry
 from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
-from ddbench.fileio import write_atomic, write_json_atomic
+from ddbench.fileio import FileLock, write_atomic, write_json_atomic
 from ddbench.interfaces import RealData
 from ddbench.seeding import derive_seed, seed_everything
 
@@ -235,17 +235,21 @@ class ExpertBuffer:
         if num_experts < 1:
             raise InvalidOptionError(f"Expected num_experts ≥ 1 but got {num_experts}")
         self._check_data(data)
-        self._prepare()
-        for index in range(num_experts):
-            path = self.expert_path(index)
-            if path.exists():
-                continue
-            start = time.perf_counter()
-            snapshots, accuracy = train_expert(self.config, data, index, device, progress=progress)
-            info = {"config": self.config.to_dict(), "index": index, "seconds": time.perf_counter() - start, "train_accuracy": accuracy}
-            save_trajectory(path, snapshots, info)
-            if on_expert_done is not None:
-                on_expert_done(index, path, info["seconds"])
+        # one builder at a time (parallel sweep workers share the buffer): a second one waits, then
+        # finds the experts on disk; the lock also keeps _prepare from deleting a builder's .tmp files
+        with FileLock(self.directory.parent / f".{self.directory.name}.lock") as lock:
+            lock.acquire(blocking=True)
+            self._prepare()
+            for index in range(num_experts):
+                path = self.expert_path(index)
+                if path.exists():
+                    continue
+                start = time.perf_counter()
+                snapshots, accuracy = train_expert(self.config, data, index, device, progress=progress)
+                info = {"config": self.config.to_dict(), "index": index, "seconds": time.perf_counter() - start, "train_accuracy": accuracy}
+                save_trajectory(path, snapshots, info)
+                if on_expert_done is not None:
+                    on_expert_done(index, path, info["seconds"])
         return self
 
     def _check_data(self, data: RealData) -> None:

@@ -1,0 +1,156 @@
+"""Executors run a sweep's runs; `execute_task` is what every executor calls, in whatever process.
+
+An executor is a plugin of the ``ddbench.executors`` family (built in: ``local``, ``slurm``). It
+receives picklable `SweepTask`s and reports, through two callbacks, when a task starts and how it
+ended. The work of one task is always `execute_task`: claim the run (a lock file in its run
+directory), run it with `ddbench.pipeline.run_spec` writing into the shared results store, log to
+the run's own log file, and turn any error into a ``failed`` result instead of stopping the sweep.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+from rich.console import Console
+
+from ddbench.fileio import FileLock
+from ddbench.spec import RunEnv, RunSpec
+
+LOCK_DIR = "locks"  # under the output directory: outside run dirs, which --force deletes
+LOG_FILE = "run.log"
+TASK_STATES = ("done", "failed", "busy")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepTask:
+    """One run of a sweep, as plain picklable data (it crosses process and machine boundaries)."""
+
+    spec: dict[str, Any]
+    env: RunEnv
+    index: int = 0
+
+    @property
+    def run_spec(self) -> RunSpec:
+        return RunSpec.from_dict(self.spec)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.env.run_dir(self.run_spec)
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / LOG_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        return self.env.out / LOCK_DIR / f"{self.run_spec.run_id}.lock"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskResult:
+    """How a task ended: ``done``, ``failed`` (with the error) or ``busy`` (another process holds the run)."""
+
+    run_id: str
+    state: str
+    error: str | None = None
+    seconds: float = 0.0
+
+
+#: per process: (data root, download) → DataCache, so a long-lived worker loads each dataset once
+_DATA_CACHES: dict[tuple[str | None, bool], Any] = {}
+
+
+def execute_task(task: SweepTask) -> TaskResult:
+    """Run one task to completion in this process; never raises for a failed run (its error is returned
+    and recorded in the store), so one bad run never stops the sweep."""
+    from ddbench.pipeline import DataCache, run_spec
+    from ddbench.store import ResultsStore, store_path
+
+    spec = task.run_spec
+    lock = FileLock(task.lock_path)
+    if not lock.acquire():
+        return TaskResult(spec.run_id, "busy", error=f"running in {lock.owner()}")
+    t0 = time.perf_counter()
+    handler: logging.Handler | None = None
+    env = dataclasses.replace(task.env, progress=False)
+    try:
+        if env.force:
+            # clear the run here, before its log file opens (run_spec's --force would delete the open log)
+            with ResultsStore(store_path(env.out)) as store:
+                store.delete_run(spec.run_id)
+            shutil.rmtree(task.run_dir, ignore_errors=True)
+            env = dataclasses.replace(env, force=False)
+        task.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(task.log_path, "a", encoding="utf-8", buffering=1) as log_file:
+            # the run's own log: the pipeline's messages and the engine's warnings (e.g. a corrupt checkpoint)
+            console = Console(file=log_file, width=120, force_terminal=False, no_color=True)
+            handler = logging.StreamHandler(log_file)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logging.getLogger("ddbench").addHandler(handler)
+            logging.getLogger("ddbench_plugins").addHandler(handler)
+            console.print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.label} {spec.run_id} on {socket.gethostname()} pid {os.getpid()}")
+            cache_key = (env.data_root, env.download)
+            data_cache = _DATA_CACHES.get(cache_key)
+            if data_cache is None:
+                data_cache = _DATA_CACHES[cache_key] = DataCache(env)
+            with ResultsStore(store_path(env.out)) as store:
+                try:
+                    run_spec(spec, env, store, data_cache, console)
+                except Exception as err:  # noqa: BLE001 - recorded with the run, reported by the sweep
+                    error = f"{type(err).__name__}: {err}"
+                    console.print(traceback.format_exc())
+                    _record_failure(store, spec, env, error)
+                    return TaskResult(spec.run_id, "failed", error=error, seconds=time.perf_counter() - t0)
+            console.print(f"=== done in {time.perf_counter() - t0:.1f} s")
+        return TaskResult(spec.run_id, "done", seconds=time.perf_counter() - t0)
+    finally:
+        if handler is not None:
+            logging.getLogger("ddbench").removeHandler(handler)
+            logging.getLogger("ddbench_plugins").removeHandler(handler)
+        lock.release()
+
+
+def _record_failure(store: Any, spec: RunSpec, env: RunEnv, error: str) -> None:
+    """The run's row says ``failed`` with its error (run_spec does this for distillation errors;
+    evaluation and data errors come here)."""
+    row = store.get_run(spec.run_id)
+    if row is None:
+        store.start_run(spec.run_id, spec.to_dict(), str(env.run_dir(spec)))
+    elif row.get("status") == "failed":
+        return
+    store.fail_run(spec.run_id, error)
+
+
+class Executor(abc.ABC):
+    """Runs tasks somewhere; its options are its ``__init__`` keyword arguments (like every plugin)."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def run(
+        self,
+        tasks: Sequence[SweepTask],
+        on_start: Callable[[SweepTask], None],
+        on_done: Callable[[SweepTask, TaskResult], None],
+    ) -> None:
+        """Run every task (each through `execute_task`), calling ``on_start`` when one begins and
+        ``on_done`` when it ends; return when all have ended. An executor-level failure of a task
+        (a killed job) is reported as a ``failed`` TaskResult, not raised."""
+
+    def describe(self) -> str:
+        """One line for the sweep header, e.g. ``local, 2 workers``."""
+        return self.name
+
+
+__all__ = ["Executor", "SweepTask", "TaskResult", "execute_task", "LOG_FILE", "LOCK_DIR"]

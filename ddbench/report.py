@@ -1,0 +1,602 @@
+"""Paper-shaped leaderboards of suites, the comparison with the paper, and the HTML report.
+
+`suite_table` lays a suite's stored scores out as its paper table (rows, columns, the "All"
+column); `compare_with_paper` puts the published numbers and the difference beside each column;
+`store_tables` covers a whole store; `html_report` writes one self-contained page with every
+table and every run's image grid (inline CSS, images as ``data:`` URIs, nothing fetched).
+
+How cells are computed (the aggregation itself is `ddbench.leaderboard.aggregate`):
+
+* per architecture, mean ± std (ddof=0) over evaluation seeds;
+* a cell over several architectures (Table 1/2/3: the unseen ones) is the mean of the
+  architectures' means ± the mean of their stds, and is shown only when every architecture of the
+  suite was scored — the paper's convention: Table 4's average column and Tables 2/3/6's "All" agree
+  with it to the printed precision;
+* "All"/"average" is the same mean over the row's other columns, shown only when every one exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+import pandas as pd
+
+from ddbench import __version__
+from ddbench.errors import InvalidOptionError
+from ddbench.leaderboard import (
+    AVG_COLUMN,
+    MISSING,
+    Cell,
+    Delta,
+    LeaderboardTable,
+    PaperCell,
+    leaderboard_table,
+    mark_best,
+)
+from ddbench.paper import PaperTable, effective_options, generator_name, paper_row_name, paper_table
+from ddbench.spec import RunSpec
+
+#: row keys a layout may use (`run_keys`)
+ROW_KEYS = ("prior", "matcher", "generator", "variant", "dataset", "ipc", "res", "iterations")
+#: prior options that do not change what a run is (left out of generic row labels)
+HOUSEKEEPING_OPTIONS = frozenset({"checkpoint", "cuda_ops", "class_ids", "stylegan_xl_src", "weights", "model_dir"})
+#: image grids wider than this are scaled down, so a report of many runs stays a few MB
+GRID_MAX_WIDTH = 1200
+GRID_FILE = "grid.png"
+#: narrower grids are shown enlarged by an integer factor up to GRID_MAX_ZOOM
+GRID_MIN_SHOWN_WIDTH = 176
+GRID_MAX_ZOOM = 4
+GRID_MAX_SHOWN_HEIGHT = 900  # no zoom that makes a tall grid (one row per class) taller than this
+
+
+class LayoutLike(Protocol):
+    """What `suite_table` reads of a suite's layout (`ddbench.suites.SuiteLayout`)."""
+
+    rows: Sequence[str]
+    columns: str
+    all_column: bool
+    title: str
+    paper_table: str | None
+
+
+@dataclasses.dataclass
+class ReportTable:
+    """One table of a report: the table, its title, notes on how it was made, and its runs."""
+
+    key: str
+    title: str
+    table: LeaderboardTable
+    notes: list[str] = dataclasses.field(default_factory=list)
+    #: stored runs behind the table, in row order (their image grids go into the HTML report)
+    run_ids: list[str] = dataclasses.field(default_factory=list)
+    #: runs of the suite with no stored run yet (labels)
+    not_run: list[str] = dataclasses.field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------- row keys
+
+
+def prior_label(prior: str, options: Mapping[str, Any]) -> str:
+    """A prior and the options that make it a variant: ``ld3m``, ``ld3m[diffusion=off]``,
+    ``glad[generator=ffhq]``. Options equal to the plugin's default and housekeeping options
+    (checkpointing, CUDA ops, class ids, source paths) are left out; weights appear as the generator."""
+    shown: dict[str, Any] = {}
+    if options:
+        defaults = effective_options(prior, {})
+        shown = {
+            k: v
+            for k, v in sorted(options.items())
+            if k not in HOUSEKEEPING_OPTIONS and (k not in defaults or defaults[k] != v)
+        }
+        if any(options.get(k) for k in ("weights", "model_dir")):
+            shown["generator"] = generator_name(prior, options)
+    if not shown:
+        return prior
+    return f"{prior}[{','.join(f'{k}={v}' for k, v in shown.items())}]"
+
+
+def run_keys(
+    spec: Mapping[str, Any],
+    labels: Mapping[str, str] | None = None,
+    paper: str | None = None,
+    fields: Sequence[str] = ROW_KEYS,
+) -> dict[str, Any]:
+    """Row-key values of a run, for ``fields`` (some of `ROW_KEYS`).
+
+    ``prior``/``variant`` are the paper's row names when ``paper`` has a rule for them
+    (`ddbench.paper.PAPER_ROW_SPECS`), the plain prior name for other paper tables, and
+    `prior_label` otherwise; ``labels`` (a suite entry's ``[grid.labels]``) win over all of it.
+    Only the fields asked for are computed (reading plugin defaults imports the plugin).
+    """
+    labels = dict(labels or {})
+    prior = str(spec["prior"]["name"] if isinstance(spec["prior"], Mapping) else spec["prior"])
+    options = dict(spec.get("prior_options") or {})
+    makers = {
+        "prior": lambda: (paper_row_name(paper, "prior", prior, options) if paper else None)
+        or (prior if paper else prior_label(prior, options)),
+        "variant": lambda: (paper_row_name(paper, "variant", prior, options) if paper else None)
+        or prior_label(prior, options),
+        "matcher": lambda: str(spec["matcher"]["name"] if isinstance(spec["matcher"], Mapping) else spec["matcher"]),
+        "generator": lambda: generator_name(prior, options),
+        "dataset": lambda: spec.get("dataset"),
+        "ipc": lambda: spec.get("ipc"),
+        "res": lambda: spec.get("res"),
+        "iterations": lambda: spec.get("iterations"),
+    }
+    return {field: labels[field] if field in labels else makers[field]() for field in fields}
+
+
+def _protocol_key(spec: Mapping[str, Any]) -> str:
+    # RunSpec.protocol_key of a stored spec dict (which may come from another ddbench version)
+    epochs = spec.get("eval_epochs")
+    return str(spec.get("protocol", "dc")) if epochs is None else f"{spec.get('protocol', 'dc')}[epochs={epochs}]"
+
+
+# --------------------------------------------------------------------- finding a suite's runs
+
+
+def _normalised(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _value_fits(expected: Any, stored: Any) -> bool:
+    """Equality, where a suite's unexpanded ``${VAR}`` matches whatever the run had there."""
+    if isinstance(expected, str) and "${" in expected:
+        parts = re.split(r"(\$\{[^}]*\})", expected)
+        pattern = "".join(".*" if part.startswith("${") else re.escape(part) for part in parts)
+        return isinstance(stored, str) and re.fullmatch(pattern, stored) is not None
+    return _normalised(expected) == _normalised(stored)
+
+
+def _same_cell(expected: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    """Whether a stored run is the suite's run up to iterations, seeds, learning rates, matcher
+    options and evaluation settings (e.g. the same suite run with ``--budget smoke``)."""
+    for key in ("dataset", "prior", "matcher", "ipc", "res"):
+        if _normalised(expected.get(key)) != _normalised(stored.get(key)):
+            return False
+    want, have = dict(expected.get("prior_options") or {}), dict(stored.get("prior_options") or {})
+    return set(want) == set(have) and all(_value_fits(want[k], have[k]) for k in want)
+
+
+def _settings_diff(suite_spec: Mapping[str, Any], stored: Mapping[str, Any]) -> str:
+    """``"; iterations 20 (suite: 1000), …"`` for settings where a stored run differs from the suite's."""
+    parts = []
+    for key in ("iterations", "seed", "eval_epochs", "eval_seeds", "lrs", "matcher_options", "train_per_class", "test_size"):
+        want, have = _normalised(suite_spec.get(key)), _normalised(stored.get(key))
+        if want != have:
+            parts.append(f"{key} {have} (suite: {want})")
+    return "".join(f"; {p}" for p in parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chosen:
+    run_id: str
+    keys: dict[str, Any]
+    evaluators: tuple[str, ...]
+    protocol: str
+
+
+def _choose_runs(
+    suite_runs: Sequence[tuple[RunSpec, Mapping[str, str]]], runs: pd.DataFrame, paper: str | None, fields: Sequence[str]
+) -> tuple[list[_Chosen], list[str], list[str]]:
+    """For each suite run, the stored run that fills its cell: the same run id, else a run that
+    differs only in iterations/seeds/evaluation settings (the newest finished one). Returns the
+    choices, notes on choices made, and the suite runs with no stored run."""
+    stored = [
+        {**record, "spec": json.loads(record["spec_json"])}
+        for record in runs.sort_values("created_at", ascending=False).to_dict("records")
+    ]
+    by_id = {r["run_id"]: r for r in stored}
+    chosen: list[_Chosen] = []
+    notes: list[str] = []
+    not_run: list[str] = []
+    for spec, labels in suite_runs:
+        keys = run_keys(spec.to_dict(), labels, paper, fields)
+        exact = by_id.get(spec.run_id)
+        if exact is not None:
+            chosen.append(_Chosen(spec.run_id, keys, spec.evaluators, spec.protocol_key()))
+            continue
+        fits = [r for r in stored if _same_cell(spec.to_dict(), r["spec"])]
+        if not fits:
+            not_run.append(f"{spec.label} {' '.join(f'{k}={v}' for k, v in labels.items())}".strip())
+            continue
+        fits.sort(key=lambda r: (r["status"] == "done", str(r["created_at"])), reverse=True)
+        pick = fits[0]
+        differs = _settings_diff(spec.to_dict(), pick["spec"])
+        if len(fits) > 1:
+            others = ", ".join(r["run_id"] for r in fits[1:])
+            notes.append(f"{spec.label}: used run {pick['run_id']} (newest finished{differs}); also stored: {others}")
+        elif differs:
+            notes.append(f"{spec.label}: filled by run {pick['run_id']} ({differs.lstrip('; ')})")
+        chosen.append(_Chosen(pick["run_id"], keys, spec.evaluators, _protocol_key(pick["spec"])))
+    return chosen, notes, not_run
+
+
+# ------------------------------------------------------------------------------ suite table
+
+
+def _layout_paper(layout: LayoutLike) -> PaperTable | None:
+    return paper_table(layout.paper_table) if layout.paper_table else None
+
+
+def _check_row_keys(rows: Sequence[str]) -> None:
+    unknown = [k for k in rows if k not in ROW_KEYS]
+    if unknown:
+        raise InvalidOptionError(f"Unknown layout row keys {unknown}; expected some of {list(ROW_KEYS)}")
+
+
+def suite_table(
+    scores: pd.DataFrame,
+    runs: pd.DataFrame,
+    suite_runs: Sequence[tuple[RunSpec, Mapping[str, str]]],
+    layout: LayoutLike,
+    name: str,
+    compare: bool = False,
+    filters: Mapping[str, Any] | None = None,
+    value: str = "accuracy",
+) -> ReportTable:
+    """A suite's stored scores in its layout (see the module docstring for how cells are made).
+
+    ``scores``/``runs`` are `ResultsStore.scores_frame()`/`runs_frame()`; ``suite_runs`` are the
+    suite's (spec, labels) pairs (`ddbench.suites.Suite.expand`). Rows and columns of the paper's
+    table (or of the suite) appear even without scores, their cells missing. ``compare`` adds the
+    paper's number and our difference beside each column (needs ``layout.paper_table``).
+    """
+    rows = list(layout.rows)
+    _check_row_keys(rows)
+    paper = _layout_paper(layout)
+    if compare and paper is None:
+        raise InvalidOptionError(
+            f"Suite '{name}' has no paper table to compare with ([layout] paper_table); "
+            "use --compare paper with a suite of the paper's tables (table1 … table4)"
+        )
+    chosen, notes, not_run = _choose_runs(suite_runs, runs, layout.paper_table, rows)
+
+    # the scores of the chosen runs, keyed by the suite's row labels
+    selected = []
+    for choice in chosen:
+        part = scores[
+            (scores["run_id"] == choice.run_id)
+            & scores["evaluator"].isin(choice.evaluators)
+            & (scores["protocol"] == choice.protocol)
+        ].copy()
+        if part.empty:
+            continue
+        if layout.columns != "evaluator" and not set(choice.evaluators) <= set(part["evaluator"]):
+            continue  # an average over some of the architectures is not the table's number
+        for key, val in choice.keys.items():
+            part[key] = val
+        selected.append(part)
+    frame = pd.concat(selected, ignore_index=True) if selected else scores.iloc[0:0].assign(**{k: [] for k in ROW_KEYS})
+
+    # the layout: the paper's rows and columns first, then what the suite adds
+    suite_rows = [tuple(run_keys(s.to_dict(), labels, layout.paper_table, rows).values()) for s, labels in suite_runs]
+    row_values: list[tuple[Any, ...]] = []
+    if paper is not None and all(any(k in paper.row_dict(r) for r in paper.rows) for k in rows):
+        row_values = [tuple(paper.row_dict(r).get(k) for k in rows) for r in paper.rows]
+        row_values = [r for r in row_values if None not in r]
+    row_values += suite_rows
+    if paper is not None:
+        column_values: list[Any] = list(paper.value_columns)
+    else:
+        column_values = list(dict.fromkeys(
+            e for s, _ in suite_runs for e in (s.evaluators if layout.columns == "evaluator" else (s.dataset,))
+        ))  # fmt: skip
+    aggregate_label = (paper.aggregate_column if paper else None) or ("all" if layout.columns == "dataset" else AVG_COLUMN)
+    average_first = bool(paper and paper.columns and paper.columns[0] == aggregate_label)
+    table = leaderboard_table(
+        frame,
+        rows=rows,
+        columns=layout.columns,
+        filters=filters,
+        value=value,
+        average=layout.all_column,
+        column_values=column_values,
+        row_values=row_values,
+        average_label=aggregate_label,
+        average_first=average_first,
+    )
+    notes = [_cell_note(layout, suite_runs, frame), *notes]
+    if compare and paper is not None:
+        table = compare_with_paper(table, paper, aggregate_label)
+        notes.append(f"'paper': {paper.name} of the LD3M paper ({paper.caption}); 'Δ' = ours − paper, percentage points.")
+    run_order = {tuple(c.keys[k] for k in rows): i for i, c in reversed(list(enumerate(chosen)))}
+    run_ids = [c.run_id for c in sorted(chosen, key=lambda c: run_order.get(tuple(c.keys[k] for k in rows), 0))]
+    return ReportTable(
+        key=name,
+        title=layout.title or name,
+        table=table,
+        notes=notes,
+        run_ids=list(dict.fromkeys(r for r in run_ids if r in set(frame["run_id"]))),
+        not_run=not_run,
+    )
+
+
+def _cell_note(layout: LayoutLike, suite_runs: Sequence[tuple[RunSpec, Mapping[str, str]]], frame: pd.DataFrame) -> str:
+    evaluators = list(dict.fromkeys(e for s, _ in suite_runs for e in s.evaluators))
+    seeds = frame.groupby(["run_id", "evaluator"])["seed"].nunique() if not frame.empty else pd.Series(dtype=int)
+    counts = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+    what = f"accuracy %, mean ± std (ddof=0) over evaluation seeds ({counts if len(seeds) else 'none yet'})"
+    if layout.columns == "dataset" and len(evaluators) > 1:
+        what += (
+            f"; each cell is the mean over {', '.join(evaluators)} (mean of their means ± mean of their stds), "
+            "missing unless all were scored"
+        )
+    if layout.all_column:
+        what += "; the aggregate column is the mean over the row's other columns, missing unless all exist"
+    return what + "; best per column in bold; — = missing."
+
+
+# ------------------------------------------------------------------------ --compare paper
+
+
+def compare_with_paper(table: LeaderboardTable, paper: PaperTable, aggregate_label: str | None = None) -> LeaderboardTable:
+    """Beside each value column ``c``: ``c paper`` (the published mean ± std) and ``c Δ`` (our mean
+    minus the paper's, in percentage points; missing where either is). Our best marks are kept; the
+    paper's column marks its own best. A row matches the paper row that agrees on every key they share."""
+    row_keys = table.columns[: table.n_keys]
+    uncovered = [k for k in paper.row_keys if k not in row_keys and k not in paper.settings]
+    if uncovered:
+        raise InvalidOptionError(
+            f"Cannot match rows with {paper.name}: its rows are keyed by {list(paper.row_keys)} but the table's "
+            f"by {list(row_keys)}; add {uncovered} to the layout's rows"
+        )
+
+    def paper_row(values: Sequence[Any]) -> tuple[str, ...] | None:
+        ours = dict(zip(row_keys, values))
+        for row in paper.rows:
+            theirs = paper.row_dict(row)
+            if all(str(ours[k]) == str(theirs[k]) for k in row_keys if k in theirs):
+                return row
+        return None
+
+    columns = list(table.value_columns)
+    header: list[str] = []
+    for column in columns:
+        header += [column, f"{column} paper", f"{column} Δ"]
+    paper_grid: list[list[Cell | None]] = []
+    for line in table.rows:
+        row = paper_row(line[: table.n_keys])
+        cells: list[Cell | None] = []
+        for column in columns:
+            key = paper.aggregate_column if column == aggregate_label and paper.aggregate_column else column
+            published = paper.cells.get((row, key)) if row is not None else None
+            cells.append(PaperCell(published[0], published[1], 0) if published else None)
+        paper_grid.append(cells)
+    mark_best(paper_grid)
+    out_rows = []
+    for line, published in zip(table.rows, paper_grid):
+        values: list[Any] = list(line[: table.n_keys])
+        for ours, theirs in zip(line[table.n_keys :], published):
+            delta = Delta(ours.mean - theirs.mean) if isinstance(ours, Cell) and theirs is not None else None
+            values += [ours, theirs, delta]
+        out_rows.append(tuple(values))
+    return LeaderboardTable(columns=(*row_keys, *header), rows=out_rows, n_keys=table.n_keys)
+
+
+# ---------------------------------------------------------------------------- whole store
+
+
+def store_tables(scores: pd.DataFrame, runs: pd.DataFrame, value: str = "accuracy") -> list[ReportTable]:
+    """Every stored score, one table per (IPC, resolution, protocol, report): one row per run
+    (dataset, prior variant, matcher, iterations, run id), one column per evaluator and their average.
+    Runs are rows because two runs of one method (e.g. a smoke and a full run) are different results."""
+    if scores.empty:
+        return []
+    specs = {r["run_id"]: json.loads(r["spec_json"]) for r in runs.to_dict("records")}
+    frame = scores.copy()
+    frame["prior"] = [prior_label(p, specs.get(rid, {}).get("prior_options") or {}) for p, rid in zip(frame["prior"], frame["run_id"])]
+    frame["iterations"] = [specs.get(rid, {}).get("iterations") for rid in frame["run_id"]]
+    frame["run"] = frame["run_id"].str[:8]
+    groups = ["ipc", "res", "protocol", "report"]
+    tables: list[ReportTable] = []
+    for key, part in frame.groupby(groups, dropna=False, sort=True):
+        settings = dict(zip(groups, key))
+        res = "default" if pd.isna(settings["res"]) else f"{settings['res']} px"
+        title = f"IPC {settings['ipc']}, resolution {res}, protocol {settings['protocol']}" + (
+            ", best-over-training accuracy" if settings["report"] == "max" else ""
+        )
+        table = leaderboard_table(part, rows=("dataset", "prior", "matcher", "iterations", "run"), columns="evaluator", value=value)
+        run_ids = list(dict.fromkeys(part.sort_values(["dataset", "prior", "matcher"])["run_id"]))
+        tables.append(
+            ReportTable(
+                key=re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-"),
+                title=title,
+                table=table,
+                notes=["accuracy %, mean ± std (ddof=0) over evaluation seeds per evaluator; avg = mean over the "
+                       "evaluators (± mean std), missing unless all were scored; best per column in bold; — = missing."],
+                run_ids=run_ids,
+            )
+        )  # fmt: skip
+    return tables
+
+
+# ------------------------------------------------------------------------------------ HTML
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em; color: #1d1d1f; }
+h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+.meta, .note { color: #555; font-size: .9em; }
+table { border-collapse: collapse; margin: .8em 0; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; white-space: nowrap; }
+th { background: #f2f2f5; } td.num { text-align: right; } td.key { text-align: left; }
+td.best { font-weight: 700; background: #e8f4e8; } td.missing { color: #999; text-align: center; }
+td.paper { color: #345; background: #f6f8fb; } td.delta { color: #555; }
+.grids { display: flex; flex-wrap: wrap; gap: 1.2em; }
+figure { margin: 0; border: 1px solid #ddd; padding: .5em; max-width: 100%; }
+figure img { display: block; max-width: 100%; height: auto; image-rendering: pixelated; }
+figcaption { font-size: .85em; color: #333; margin-top: .3em; }
+.missing-grid { border: 2px dashed #c66; color: #a33; padding: 1em; }
+"""
+
+
+def _cell_html(value: Any, is_value_column: bool) -> str:
+    if isinstance(value, (Cell, Delta)):
+        classes = ["num"]
+        if isinstance(value, PaperCell):
+            classes.append("paper")
+        if isinstance(value, Delta):
+            classes.append("delta")
+        text = html.escape(value.text())
+        if value.best:
+            classes.append("best")
+            text = f"<strong>{text}</strong>"
+        return f'<td class="{" ".join(classes)}">{text}</td>'
+    if value is None and is_value_column:
+        return f'<td class="missing" title="missing">{MISSING}</td>'
+    return f'<td class="key">{html.escape(MISSING if value is None else str(value))}</td>'
+
+
+def _compare_groups(table: LeaderboardTable) -> list[str] | None:
+    """The value columns' names when they come as (``c``, ``c paper``, ``c Δ``) triples, else None."""
+    values = list(table.value_columns)
+    if not values or len(values) % 3:
+        return None
+    names = values[0::3]
+    if all(values[i + 1] == f"{n} paper" and values[i + 2] == f"{n} Δ" for i, n in zip(range(0, len(values), 3), names)):
+        return names
+    return None
+
+
+def table_html(table: LeaderboardTable) -> str:
+    """A leaderboard table as an HTML ``<table>``; best cells bold, missing cells as —. A comparison
+    with the paper gets a two-row header: each column over its "ours | paper | Δ"."""
+    groups = _compare_groups(table)
+    keys = table.columns[: table.n_keys]
+    if groups is None:
+        head = "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns) + "</tr>"
+    else:
+        head = (
+            "<tr>" + "".join(f'<th rowspan="2">{html.escape(str(k))}</th>' for k in keys)
+            + "".join(f'<th colspan="3">{html.escape(g)}</th>' for g in groups) + "</tr>\n<tr>"
+            + "<th>ours</th><th>paper</th><th>Δ</th>" * len(groups) + "</tr>"
+        )  # fmt: skip
+    body = "\n".join(
+        "<tr>" + "".join(_cell_html(v, i >= table.n_keys) for i, v in enumerate(row)) + "</tr>" for row in table.rows
+    )
+    return f"<table>\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+def resolve_run_dir(run_dir: str | None, store_dir: Path) -> Path | None:
+    """A stored run directory, which may be relative to where `ddbench run` was started: as
+    recorded, else under the store's parent, else the ``runs/…`` part under the store's folder."""
+    if not run_dir:
+        return None
+    path = Path(run_dir)
+    candidates = [path, store_dir.parent / path]
+    if "runs" in path.parts:
+        candidates.append(store_dir.joinpath(*path.parts[path.parts.index("runs") :]))
+    return next((c for c in candidates if c.is_dir()), path)
+
+
+def grid_data_uri(path: Path, max_width: int = GRID_MAX_WIDTH) -> tuple[str, int, int]:
+    """A PNG as a ``data:`` URI, scaled down to ``max_width`` pixels, with its width and height."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        if image.width > max_width:
+            height = max(1, round(image.height * max_width / image.width))
+            image = image.resize((max_width, height), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        size = image.size
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), size[0], size[1]
+
+
+def _figure_html(run: Mapping[str, Any], store_dir: Path) -> str:
+    spec = json.loads(run["spec_json"])
+    caption = html.escape(
+        f"{run['dataset']} · {prior_label(run['prior'], spec.get('prior_options') or {})} + {run['matcher']} · "
+        f"IPC {run['ipc']} · {spec.get('iterations')} it. · run {run['run_id']} ({run['status']})"
+    )
+    run_dir = resolve_run_dir(run.get("run_dir"), store_dir)
+    grid = run_dir / GRID_FILE if run_dir is not None else None
+    if grid is not None and grid.is_file():
+        try:
+            uri, width, height = grid_data_uri(grid)
+            # small grids (28-px images at IPC 1) are shown at an integer zoom, pixels kept sharp
+            zoom = max(1, min(GRID_MAX_ZOOM, GRID_MIN_SHOWN_WIDTH // max(1, width), GRID_MAX_SHOWN_HEIGHT // max(1, height)))
+            body = (
+                f'<img src="{uri}" width="{width * zoom}" height="{height * zoom}" '
+                f'alt="image grid of run {html.escape(run["run_id"])}">'
+            )
+        except OSError as err:  # a truncated or foreign file: say so instead of a broken image
+            body = f'<div class="missing-grid">grid.png unreadable ({html.escape(str(err))}): {html.escape(str(grid))}</div>'
+    else:
+        where = html.escape(str(grid) if grid is not None else "no run directory recorded")
+        body = f'<div class="missing-grid">image grid missing: {where}</div>'
+    return f'<figure id="run-{html.escape(run["run_id"])}">{body}<figcaption>{caption}</figcaption></figure>'
+
+
+def html_report(tables: Sequence[ReportTable], runs: pd.DataFrame, store_dir: Path, title: str = "ddbench report") -> str:
+    """One self-contained HTML page: every table, then each table's image grids (``data:`` URIs).
+
+    Nothing is fetched: styles are inline, there is no script, and images are embedded; a missing
+    grid is a visible note. ``store_dir`` is the folder of ``results.sqlite`` (to find run dirs).
+    """
+    by_id = {r["run_id"]: r for r in runs.to_dict("records")}
+    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="meta">ddbench {html.escape(__version__)} · store {html.escape(str(store_dir.resolve()))} · generated {generated}</p>',
+    ]
+    if not tables:
+        parts.append('<p class="note">The store has no scores yet; run <code>ddbench run</code> first.</p>')
+    contents = "".join(f'<li><a href="#{html.escape(t.key)}">{html.escape(t.title)}</a></li>' for t in tables)
+    if len(tables) > 1:
+        parts.append(f"<ul>{contents}</ul>")
+    shown: set[str] = set()
+    for table in tables:
+        parts.append(f'<h2 id="{html.escape(table.key)}">{html.escape(table.title)}</h2>')
+        parts.append(table_html(table.table))
+        parts += [f'<p class="note">{html.escape(note)}</p>' for note in table.notes]
+        if table.not_run:
+            parts.append(f'<p class="note">Not run yet ({len(table.not_run)}): {html.escape("; ".join(table.not_run))}</p>')
+        figures = []
+        for run_id in table.run_ids:
+            if run_id in by_id and run_id not in shown:
+                shown.add(run_id)
+                figures.append(_figure_html(by_id[run_id], store_dir))
+            elif run_id in shown:
+                figures.append(f'<p class="note"><a href="#run-{html.escape(run_id)}">grid of run {html.escape(run_id)} above</a></p>')
+        parts.append(f"<h3>Image grids ({len(figures)})</h3>")
+        parts.append(f'<div class="grids">{"".join(figures)}</div>' if figures else '<p class="note">No stored runs.</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def external_references(page: str) -> list[str]:
+    """URLs a page would fetch (``src``/``href``/CSS ``url()`` that are not ``data:`` or ``#``
+    anchors); empty for a self-contained report."""
+    found = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']|url\(\s*["']?([^"')]*)""", page, flags=re.IGNORECASE)
+    urls = [a or b for a, b in found]
+    return [u for u in urls if not u.startswith(("data:", "#"))]
+
+
+__all__ = [
+    "ReportTable",
+    "LayoutLike",
+    "suite_table",
+    "compare_with_paper",
+    "store_tables",
+    "html_report",
+    "table_html",
+    "external_references",
+    "prior_label",
+    "run_keys",
+    "resolve_run_dir",
+    "grid_data_uri",
+]

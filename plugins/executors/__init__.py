@@ -1,0 +1,1 @@
+"""Built-in executors (the ``ddbench.executors`` entry-point group): ``local`` and ``slurm``."""

@@ -1,0 +1,93 @@
+"""``local``: N worker processes on this machine, one run each at a time."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Sequence
+
+from ddbench.errors import InvalidOptionError
+from ddbench.executor import Executor, SweepTask, TaskResult, execute_task
+
+
+def _init_worker(threads: int) -> None:
+    # each worker gets its share of the cores; N workers × all cores would thrash
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+class LocalExecutor(Executor):
+    """Runs a sweep on this machine.
+
+    Options:
+        workers: runs at once. 1 runs them one after another in this process (data is loaded
+            once); more start that many worker processes (spawned, so CUDA and threads are clean).
+        threads: torch threads per worker process; default the CPU cores divided by ``workers``.
+    """
+
+    name = "local"
+    description = "N worker processes on this machine, one run each, a log file per run."
+
+    def __init__(self, workers: int = 1, threads: int | None = None) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InvalidOptionError(f"Expected local workers ≥ 1 but got {workers!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InvalidOptionError(f"Expected local threads ≥ 1 (or unset) but got {threads!r}")
+        self.workers = workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.threads = threads or max(1, cores // workers)
+
+    def describe(self) -> str:
+        if self.workers == 1:
+            return "local, 1 worker (this process)"
+        return f"local, {self.workers} worker processes × {self.threads} thread(s)"
+
+    def run(
+        self,
+        tasks: Sequence[SweepTask],
+        on_start: Callable[[SweepTask], None],
+        on_done: Callable[[SweepTask, TaskResult], None],
+    ) -> None:
+        if self.workers == 1:
+            for task in tasks:
+                on_start(task)
+                on_done(task, execute_task(task))
+            return
+        queue = list(tasks)
+        while queue:
+            queue = self._run_pool(queue, on_start, on_done)
+
+    def _run_pool(
+        self,
+        queue: list[SweepTask],
+        on_start: Callable[[SweepTask], None],
+        on_done: Callable[[SweepTask, TaskResult], None],
+    ) -> list[SweepTask]:
+        """Run tasks with at most ``workers`` in flight; returns the tasks left when a worker died."""
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(self.threads,)) as pool:
+            in_flight: dict[Future[TaskResult], SweepTask] = {}
+            while queue or in_flight:
+                while queue and len(in_flight) < self.workers:
+                    task = queue.pop(0)
+                    on_start(task)
+                    in_flight[pool.submit(execute_task, task)] = task
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task = in_flight.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        # a worker was killed (out of memory, a signal): its runs failed, the rest go on in a new pool
+                        broken = [task] + list(in_flight.values())
+                        for lost in broken:
+                            on_done(lost, TaskResult(lost.run_spec.run_id, "failed", error="the worker process died (killed, or out of memory?); see its log"))
+                        return queue
+                    except Exception as err:  # noqa: BLE001 - e.g. a task that cannot be pickled
+                        result = TaskResult(task.run_spec.run_id, "failed", error=f"{type(err).__name__}: {err}")
+                    on_done(task, result)
+        return []

@@ -1,0 +1,333 @@
+"""Paper-shaped leaderboards of suites (golden files), --compare paper, and the self-contained HTML report.
+
+Golden files live in tests/golden/; after an intended change, regenerate them with
+``DDBENCH_UPDATE_GOLDEN=1 pytest tests/test_report.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import doctest
+import os
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from ddbench import paper, report
+from ddbench.cli import cli, main
+from ddbench.errors import InvalidOptionError
+from ddbench.leaderboard import Cell, Delta, PaperCell, format_table
+from ddbench.provenance import Provenance
+from ddbench.spec import RunSpec
+from ddbench.store import ResultsStore, store_path
+from ddbench.suites import load_suite
+
+GOLDEN = Path(__file__).parent / "golden"
+PRIOR_BASE = {"pixel": 0.20, "glad": 0.25, "glad-random": 0.24, "glad-trained": 0.26, "ld3m": 0.30, "ld3m-trained": 0.29}
+MATCHER_BASE = {"dc": 0.00, "dm": -0.02, "mtt": 0.03}
+EVALUATOR_STEP = {"alexnet": 0.000, "vgg11": 0.010, "resnet18": 0.020, "vit": -0.010}
+
+
+def accuracy(keys: dict, dataset_index: int, evaluator: str, seed: int) -> float:
+    """A known, readable score: prior and matcher set the level, then dataset, evaluator and seed."""
+    prior = keys.get("prior", "pixel")
+    generator_bonus = {"ffhq": -0.005, "random": 0.005}.get(keys.get("generator", ""), 0.0)
+    return round(
+        PRIOR_BASE.get(prior, 0.2) + MATCHER_BASE[keys["matcher"]] + generator_bonus
+        + 0.01 * dataset_index + EVALUATOR_STEP[evaluator] + 0.004 * (seed - 1),
+        6,
+    )  # fmt: skip
+
+
+def suite_runs(name: str) -> list[tuple[RunSpec, dict[str, str]]]:
+    return [(r.spec, r.labels) for r in load_suite(name).expand(require_env=False, validate=False)]
+
+
+def fill_store(path: Path, name: str, skip: int | None = 7, partial: int = 5, seeds: int = 3) -> None:
+    """Scores for the suite's runs: runs 3, 3 + ``skip``, 3 + 2·``skip`` … are left out (missing
+    cells) and run ``partial`` is scored by its first evaluator only (an incomplete average)."""
+    layout = load_suite(name).layout
+    runs = suite_runs(name)
+    datasets = list(dict.fromkeys(spec.dataset for spec, _ in runs))
+    with ResultsStore(path, provenance=Provenance({}, None, {})) as store:
+        for index, (spec, labels) in enumerate(runs):
+            if skip is not None and index % skip == 3:
+                continue
+            keys = report.run_keys(spec.to_dict(), labels, layout.paper_table, ("prior", "matcher", "generator"))
+            store.start_run(spec.run_id, spec.to_dict(), None)
+            store.finish_run(spec.run_id, 1.0, None, None)
+            evaluators = spec.evaluators[:1] if index == partial else spec.evaluators
+            for evaluator in evaluators:
+                for seed in range(seeds):
+                    acc = accuracy(keys, datasets.index(spec.dataset), evaluator, seed)
+                    store.add_score(spec.run_id, evaluator, seed, {"name": spec.protocol_key()}, acc, None, 1.0, 1.0, None)
+
+
+def frames(path: Path):
+    with ResultsStore(path, provenance=Provenance({}, None, {})) as store:
+        return store.scores_frame(), store.runs_frame()
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("DDBENCH_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+    assert path.exists(), f"missing golden file {path}; create it with DDBENCH_UPDATE_GOLDEN=1"
+    assert text + "\n" == path.read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("name", ["table1", "table2", "table3", "table4"])
+def test_suite_layout_golden(tmp_path: Path, name: str) -> None:
+    fill_store(store_path(tmp_path), name)
+    scores, runs = frames(store_path(tmp_path))
+    suite = load_suite(name)
+    made = report.suite_table(scores, runs, suite_runs(name), suite.layout, name)
+    published = paper.paper_table(name)
+    table = made.table
+    # the paper's rows, in its order, and its columns (the aggregate where the paper has it)
+    assert table.columns[: table.n_keys] == tuple(suite.layout.rows)
+    assert [c for c in table.value_columns if c not in ("all", "average")] == list(published.value_columns)
+    assert len(table.rows) == len(published.rows)
+    assert made.not_run, "some runs were left out"
+    check_golden(f"{name}.md", format_table(table, "markdown"))
+
+
+def test_table2_all_is_the_mean_of_complete_rows(tmp_path: Path) -> None:
+    fill_store(store_path(tmp_path), "table2", skip=None, partial=-1)  # every run scored
+    scores, runs = frames(store_path(tmp_path))
+    made = report.suite_table(scores, runs, suite_runs("table2"), load_suite("table2").layout, "table2")
+    assert made.table.value_columns[0] == "all"  # first, as in the paper
+    for row in made.table.rows:
+        cells = row[made.table.n_keys + 1 :]
+        assert row[2].mean == pytest.approx(sum(c.mean for c in cells) / len(cells))
+        assert row[2].std == pytest.approx(sum(c.std for c in cells) / len(cells))
+    # drop one subset's scores of a row: its "All" goes missing, the rest stays
+    spec = next(s for s, _ in suite_runs("table2") if s.prior == "pixel" and s.matcher == "dc" and s.dataset == "imagenet-e")
+    kept = scores[scores["run_id"] != spec.run_id]
+    made = report.suite_table(kept, runs, suite_runs("table2"), load_suite("table2").layout, "table2")
+    pixel_dc = next(r for r in made.table.rows if r[:2] == ("pixel", "dc"))
+    assert pixel_dc[2] is None and pixel_dc[-1] is None and isinstance(pixel_dc[3], Cell)
+
+
+def test_table1_cell_averages_the_four_unseen_architectures(tmp_path: Path) -> None:
+    fill_store(store_path(tmp_path), "table1", skip=None, partial=-1, seeds=2)
+    scores, runs = frames(store_path(tmp_path))
+    made = report.suite_table(scores, runs, suite_runs("table1"), load_suite("table1").layout, "table1")
+    ld3m_dc = next(r for r in made.table.rows if r[:2] == ("ld3m", "dc"))
+    # seeds 0/1 → ±0.2 per architecture; architecture offsets 0, +1, +2, −1 → mean +0.5
+    assert ld3m_dc[2].text() == "30.3 ± 0.2" and ld3m_dc[2].n == 8
+    ld3m_mtt = next(r for r in made.table.rows if r[:2] == ("ld3m", "mtt"))
+    assert ld3m_mtt[2].text() == "33.3 ± 0.2" and ld3m_mtt[2].best and not ld3m_dc[2].best
+    assert [r[:2] for r in made.table.rows][:3] == [("pixel", "mtt"), ("pixel", "dc"), ("pixel", "dm")]  # paper order
+
+
+def test_a_smoke_run_of_the_suite_fills_its_cell(tmp_path: Path) -> None:
+    # the same suite run with fewer iterations and epochs has another run id but the same cell
+    suite = load_suite("table4")
+    smoke = suite.expand(overrides={"budget": "smoke"}, require_env=False, validate=False)
+    with ResultsStore(store_path(tmp_path), provenance=Provenance({}, None, {})) as store:
+        for spec in (smoke[0].spec, RunSpec.from_dict({**smoke[0].spec.to_dict(), "iterations": 7})):
+            store.start_run(spec.run_id, spec.to_dict(), None)
+            store.finish_run(spec.run_id, 1.0, None, None)
+            for evaluator in spec.evaluators:
+                store.add_score(spec.run_id, evaluator, 0, {"name": spec.protocol_key()}, 0.5, None, 1.0, 1.0, None)
+    scores, runs = frames(store_path(tmp_path))
+    made = report.suite_table(scores, runs, suite_runs("table4"), suite.layout, "table4")
+    dc_pixel = next(r for r in made.table.rows if r[:2] == ("dc", "pixel"))
+    assert dc_pixel[2].text() == "50.0 ± 0.0" and dc_pixel[-1].text() == "50.0 ± 0.0"
+    assert any("also stored" in note for note in made.notes)  # two candidates: which one was used is said
+
+
+# ---------------------------------------------------------------------- --compare paper
+
+
+def test_compare_paper_on_known_rows(tmp_path: Path) -> None:
+    suite = load_suite("table4")
+    runs = suite_runs("table4")
+    wanted = {("dc", "pixel"): [0.30, 0.31, 0.29], ("dm", "glad-random"): [0.20, 0.20, 0.20]}
+    with ResultsStore(store_path(tmp_path), provenance=Provenance({}, None, {})) as store:
+        for spec, labels in runs:
+            accs = wanted.get((spec.matcher, labels["prior"]))
+            if accs is None:
+                continue
+            store.start_run(spec.run_id, spec.to_dict(), None)
+            for evaluator in spec.evaluators:
+                for seed, acc in enumerate(accs):
+                    store.add_score(spec.run_id, evaluator, seed, {"name": spec.protocol_key()}, acc, None, 1.0, 1.0, None)
+    scores, stored = frames(store_path(tmp_path))
+    table = report.suite_table(scores, stored, runs, suite.layout, "table4", compare=True).table
+    assert table.columns[2:5] == ("alexnet", "alexnet paper", "alexnet Δ")
+    assert table.columns[-3:] == ("average", "average paper", "average Δ")
+    rows = {row[:2]: dict(zip(table.columns, row)) for row in table.rows}
+    dc_pixel = rows[("dc", "pixel")]
+    # ours 30.0 ± 0.8; the paper's Table 4, DC pixel: AlexNet 25.9 ± 0.2, average 26.0 ± 0.4
+    assert dc_pixel["alexnet"].text() == "30.0 ± 0.8"
+    assert isinstance(dc_pixel["alexnet paper"], PaperCell) and dc_pixel["alexnet paper"].text() == "25.9 ± 0.2"
+    assert isinstance(dc_pixel["alexnet Δ"], Delta) and dc_pixel["alexnet Δ"].text() == "+4.1"
+    assert dc_pixel["average paper"].text() == "26.0 ± 0.4" and dc_pixel["average Δ"].text() == "+4.0"
+    dm_random = rows[("dm", "glad-random")]
+    assert dm_random["vit paper"].text() == "21.4 ± 0.2" and dm_random["vit Δ"].text() == "-1.4"
+    # a row we have not run: the paper's number, ours and the difference missing
+    ld3m = rows[("dc", "ld3m-trained")]
+    assert ld3m["vgg11"] is None and ld3m["vgg11 Δ"] is None and ld3m["vgg11 paper"].text() == "31.5 ± 0.3"
+    assert ld3m["vgg11 paper"].best  # the paper's best VGG11 number of the DC and DM rows
+    check_golden("table4-compare.md", format_table(table, "markdown"))
+
+
+def test_compare_needs_a_paper_table(tmp_path: Path) -> None:
+    class Layout:
+        rows, columns, all_column, title, paper_table = ("prior", "matcher"), "dataset", False, "", None
+
+    scores, runs = frames(store_path(tmp_path))
+    with pytest.raises(InvalidOptionError, match="no paper table"):
+        report.suite_table(scores, runs, suite_runs("table4"), Layout(), "mine", compare=True)
+
+
+# ------------------------------------------------------------------- the paper's numbers
+
+
+def test_paper_tables_are_shipped_as_package_data() -> None:
+    assert paper.paper_table_names() == ["table1", "table2", "table3", "table4", "table6", "table7"]
+    t1 = paper.paper_table("table1")
+    assert t1.row_keys == ("prior", "matcher") and len(t1.rows) == 9 and t1.aggregate_column is None
+    assert t1.cells[(("ld3m", "dc"), "imagenet-a")] == pytest.approx((0.423, 0.013))  # Table 1, LD3M + DC, ImageNet-A: 42.3 ± 1.3
+    assert paper.paper_table("table3").row_keys == ("prior", "generator")
+    assert paper.paper_table("table3").settings["matcher"] == "dc"
+    assert paper.paper_table("table2").columns[0] == "all"
+    frame = paper.paper_table("table4").frame()
+    assert len(frame) == 8 * 5 and set(frame.columns) == {"matcher", "prior", "column", "mean", "std"}
+    with pytest.raises(InvalidOptionError, match="Did you mean 'table4'"):
+        paper.paper_table("tabel4")
+    assert doctest.testmod(paper).failed == 0
+
+
+def test_paper_averages_follow_the_documented_convention() -> None:
+    # "All"/"average" = mean of the other columns' means ± mean of their stds (to the printed 0.1)
+    for name in ("table2", "table3", "table4", "table6"):
+        table = paper.paper_table(name)
+        for row in table.rows:
+            cells = [table.cells[(row, c)] for c in table.value_columns]
+            agg = table.cells[(row, table.aggregate_column)]
+            assert agg[0] == pytest.approx(sum(m for m, _ in cells) / len(cells), abs=0.0006)
+            assert agg[1] == pytest.approx(sum(s for _, s in cells) / len(cells), abs=0.0006)
+
+
+def test_paper_row_names_from_spec_options() -> None:
+    name = paper.paper_row_name
+    assert name("table4", "prior", "glad", {"backend": "tiny"}) == "glad-random"
+    assert name("table4", "prior", "glad", {"backend": "stylegan-xl", "weights": "/m/cifar10.pkl"}) == "glad-trained"
+    assert name("table4", "prior", "ld3m", {"model_dir": "/m/ld3m/cifar10"}) == "ld3m-trained"
+    assert name("table4", "prior", "ld3m", {}) is None  # a random LDM is not a row of Table 4
+    assert name("table6", "prior", "ld3m", {"diffusion": "off"}) == "ld3m-no-diffusion"
+    assert name("table6", "prior", "ld3m", {}) == "ld3m"  # the plugin's default diffusion="on"
+    assert name("table7", "variant", "ld3m", {"learn": "c"}) == "ld3m-learn-c"
+    assert name("table7", "variant", "ld3m", {"residual": "none"}) == "ld3m-learn-zc-no-eq12"
+    assert name("table7", "variant", "ld3m", {}) == "ld3m-learn-zc-eq12"
+    assert name("table1", "prior", "ld3m", {}) is None  # tables 1-3 use our prior names as they are
+    gen = paper.generator_name
+    assert [gen("pixel", {}), gen("glad", {}), gen("ld3m", {"model_dir": "/m/ld3m/cin256-v2"})] == ["-", "random", "imagenet"]
+    assert gen("glad", {"weights": "/models/stylegan-xl/ffhq256.pkl"}) == "ffhq"
+    assert gen("glad", {"weights": "/models/mine.safetensors"}) == "mine"
+    assert report.prior_label("ld3m", {"diffusion": "off", "checkpoint": False}) == "ld3m[diffusion=off]"
+    assert report.prior_label("ld3m", {"learn": "zc"}) == "ld3m"  # a default is not a variant
+    assert report.prior_label("glad", {"backend": "stylegan-xl", "weights": "/m/ffhq256.pkl"}) == "glad[backend=stylegan-xl,generator=ffhq]"
+
+
+# ------------------------------------------------------------------------------- HTML
+
+
+def make_demo_store(out: Path) -> list[str]:
+    """Two fashion-mnist runs with scores; the first has a grid.png, the second's is missing."""
+    run_ids = []
+    with ResultsStore(store_path(out), provenance=Provenance({}, None, {})) as store:
+        for matcher, acc in (("dm", 0.61), ("real", 0.52)):
+            spec = RunSpec(dataset="fashion-mnist", prior="pixel", matcher=matcher, ipc=1, iterations=20)
+            run_dir = out / "runs" / "fashion-mnist" / f"pixel-{matcher}-{spec.run_id}"
+            run_dir.mkdir(parents=True)
+            if matcher == "dm":
+                Image.new("L", (28 * 10, 28 * 10), color=128).save(run_dir / "grid.png")
+            store.start_run(spec.run_id, spec.to_dict(), run_dir)
+            store.finish_run(spec.run_id, 1.0, None, None)
+            for seed in range(2):
+                store.add_score(spec.run_id, "convnet", seed, {"name": "dc"}, acc + 0.01 * seed, None, 1.0, 1.0, None)
+            run_ids.append(spec.run_id)
+    return run_ids
+
+
+def assert_self_contained(page: str) -> None:
+    assert report.external_references(page) == []
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, flags=re.I)
+    assert "<script" not in page.lower() and "@import" not in page and "<link" not in page.lower()
+    for src in re.findall(r'<img src="([^"]*)"', page):
+        assert src.startswith("data:image/png;base64,")
+
+
+def test_html_report_of_the_whole_store_is_self_contained(tmp_path: Path) -> None:
+    run_ids = make_demo_store(tmp_path)
+    with ResultsStore(store_path(tmp_path), provenance=Provenance({}, None, {})) as store:
+        scores, runs = store.scores_frame(), store.runs_frame()
+    tables = report.store_tables(scores, runs)
+    page = report.html_report(tables, runs, store_dir=tmp_path)
+    assert_self_contained(page)
+    assert [t.title for t in tables] == ["IPC 1, resolution default, protocol dc"]
+    assert page.count("<table>") == 1 and "<strong>61.5 ± 0.5</strong>" in page and "52.5 ± 0.5" in page
+    assert page.count('<img src="data:image/png;base64,') == 1  # the dm run's grid
+    assert f"image grid missing: {tmp_path / 'runs' / 'fashion-mnist'}" in page  # the real run's
+    assert all(f'id="run-{r}"' in page for r in run_ids)
+
+
+def test_html_report_of_a_suite_has_its_table_and_grids(tmp_path: Path) -> None:
+    fill_store(store_path(tmp_path), "table4")
+    scores, runs = frames(store_path(tmp_path))
+    made = report.suite_table(scores, runs, suite_runs("table4"), load_suite("table4").layout, "table4", compare=True)
+    page = report.html_report([made], runs, store_dir=tmp_path, title="Table 4")
+    assert_self_contained(page)
+    assert '<th colspan="3">alexnet</th>' in page and "<th>ours</th><th>paper</th><th>Δ</th>" in page
+    assert 'class="missing"' in page and "Not run yet" in page and "30.1 ± 0.5" in page  # DC GLaD-random AlexNet
+    # runs without a directory are listed with a visible note, never a broken image
+    assert page.count("image grid missing: no run directory recorded") == len(made.run_ids) > 0
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def test_cli_suite_compare_markdown_and_html(tmp_path: Path) -> None:
+    fill_store(store_path(tmp_path), "table4")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["leaderboard", "--out", str(tmp_path), "--suite", "table4", "--compare", "paper", "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    assert "| matcher   | prior        | alexnet        | alexnet paper" in result.output
+    assert "Table 4" in result.output and "Δ" in result.output
+    out_file = tmp_path / "t4.md"
+    result = runner.invoke(cli, ["leaderboard", "--out", str(tmp_path), "--suite", "table4", "--format", "markdown", "--output", str(out_file)])
+    assert result.exit_code == 0, result.output
+    assert out_file.read_text() == (GOLDEN / "table4.md").read_text()
+    result = runner.invoke(cli, ["leaderboard", "--out", str(tmp_path), "--suite", "table4", "--format", "html"])
+    assert result.exit_code == 0, result.output
+    assert_self_contained((tmp_path / "report-table4.html").read_text())
+    result = runner.invoke(cli, ["leaderboard", "--out", str(tmp_path), "--format", "html", "--output", str(tmp_path / "all.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "all.html").read_text()
+    assert_self_contained(page) and "IPC 1, resolution default, protocol dc" in page
+
+
+def test_cli_compare_without_suite_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    make_demo_store(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["leaderboard", "--out", str(tmp_path), "--compare", "paper"])
+    assert info.value.code == 2 and "--compare paper needs --suite" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["leaderboard", "--out", str(tmp_path), "--suite", "tabel1"])
+    assert info.value.code == 2 and "Did you mean 'table1'" in capsys.readouterr().err
+
+
+def test_golden_files_are_plain_markdown_tables() -> None:
+    for path in GOLDEN.glob("table*.md"):
+        lines = path.read_text().splitlines()
+        assert lines[1].startswith("|--") and all(line.startswith("|") for line in lines), path
