@@ -274,3 +274,18 @@ def test_tiny_backend_save_and_load_round_trip(tmp_path) -> None:
     # the prior loads the directory through model_dir
     prior, state = make_prior(model_dir=str(tmp_path / "model"))
     assert prior.backend.num_classes == K
+
+
+def test_an_imagenet_subset_conditions_on_its_imagenet_classes():
+    """On a 1000-class model (cin256) imagenette's labels 0…9 must map to their ImageNet indices."""
+    import dataclasses
+
+    from ddbench_plugins.priors.class_ids import imagenet_ids
+    from conftest import make_tiny_data
+
+    data = dataclasses.replace(make_tiny_data(num_classes=10, per_class=2), name="imagenette")
+    prior = LD3MPrior(T=2)
+    prior.setup(data, torch.device("cpu"), backend=build_tiny(image_channels=1, num_classes=1000))
+    assert prior.model_class.tolist() == imagenet_ids("imagenette") != list(range(10))
+    with pytest.raises(InvalidOptionError, match="class_ids"):
+        LD3MPrior(T=2, class_ids=[0, 1]).setup(data, torch.device("cpu"), backend=build_tiny(image_channels=1, num_classes=1000))

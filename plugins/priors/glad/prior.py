@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import LatentState, Prior, RealData
+from ddbench_plugins.priors.class_ids import resolve_class_ids
 from ddbench_plugins.priors.glad.generator import StyleGenerator
 
 log = logging.getLogger(__name__)
@@ -152,18 +153,7 @@ class GLaDPrior(Prior):
     def _class_ids(self, data: RealData, generator: StyleGenerator) -> list[int]:
         if generator.num_classes == 0:  # unconditional: the class is ignored by the mapping
             return [0] * data.num_classes
-        ids = self.class_ids
-        if ids is None:
-            ids = _imagenet_ids(data.name) if generator.num_classes == 1000 else None
-        ids = ids if ids is not None else list(range(data.num_classes))
-        if len(ids) != data.num_classes:
-            raise InvalidOptionError(f"Expected {data.num_classes} class_ids (one per dataset class) but got {len(ids)}")
-        if min(ids) < 0 or max(ids) >= generator.num_classes:
-            raise InvalidOptionError(
-                f"class_ids must lie in [0, {generator.num_classes}) for this generator; got {ids}"
-                + ("" if self.class_ids else ": the dataset has more classes than the generator — pass class_ids")
-            )
-        return ids
+        return resolve_class_ids(self.class_ids, data.name, data.num_classes, generator.num_classes, "generator")
 
     def _require_setup(self) -> StyleGenerator:
         if self.generator is None:
@@ -218,15 +208,3 @@ class GLaDPrior(Prior):
         if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False)
         return ((x + 1) / 2 - self.mean) / self.std
-
-
-def _imagenet_ids(dataset: str) -> list[int] | None:
-    """ImageNet-1k indices of an ImageNet subset's classes in label order, or None for other datasets."""
-    try:
-        from ddbench_plugins.datasets.imagenet import subset_table
-    except ImportError:
-        return None
-    table = subset_table()
-    if dataset.startswith("_") or dataset not in table:
-        return None
-    return [int(entry["idx"]) for entry in table[dataset]]

@@ -7,7 +7,8 @@ conditioning (learned embedding rows and the unconditional one), the noise predi
 ``LDMBackend`` holds diffusers classes — VQModel, UNet2DConditionModel (cross-attention on the class
 embedding, as the class-conditional ImageNet LDM), `ClassEmbedder`, DDIMScheduler — and serves two
 of the prior's backends: ``tiny`` (CPU-sized, random or trained by ``ddbench prior train ld3m``) and
-``cin256`` (the paper's model, converted by ``ddbench prior convert-ldm``). A directory written by
+``cin256`` (the paper's model, converted by ``ddbench prior convert-ldm``); ``DiTBackend`` (dit.py)
+serves ``dit``. A directory written by
 `save_pretrained` has one diffusers sub-folder per component plus ``ld3m_backend.json``.
 """
 
@@ -326,18 +327,24 @@ def build_cin256(seed: int = 0) -> LDMBackend:
 
 
 def load_backend(directory: str | Path) -> LatentDiffusionBackend:
-    """Load a backend directory written by `save_pretrained` (no network access)."""
+    """Load a backend directory written by `save_pretrained`, or a diffusers DiTPipeline directory (no network access)."""
+    from ddbench_plugins.priors.ld3m.dit import DiTBackend, is_dit_pipeline  # dit imports this module
+
     root = Path(directory)
     marker = root / BACKEND_FILE
     if not marker.is_file():
+        if is_dit_pipeline(root):
+            return DiTBackend.from_pretrained(root)
         raise DataNotFoundError(
             f"{root} is not an LD3M model directory (no {BACKEND_FILE}). Create one with "
-            "`ddbench prior train ld3m --out DIR` (tiny) or `ddbench prior convert-ldm MODEL.ckpt DIR` (cin256)"
+            "`ddbench prior train ld3m --out DIR` (tiny) or `ddbench prior convert-ldm MODEL.ckpt DIR` (cin256), "
+            "or pass a local diffusers DiT directory (model_index.json, vae/, transformer/, scheduler/)"
         )
     try:
         fmt = json.loads(marker.read_text())["format"]
     except (ValueError, KeyError) as err:
         raise CorruptFileError(f"{marker} is unreadable ({err}); re-create the model directory") from err
-    if fmt == LDMBackend.kind:
-        return LDMBackend.from_pretrained(root)
-    raise CorruptFileError(f"{marker} names an unknown backend format '{fmt}'; expected '{LDMBackend.kind}'")
+    formats: dict[str, Any] = {LDMBackend.kind: LDMBackend, DiTBackend.kind: DiTBackend}
+    if fmt not in formats:
+        raise CorruptFileError(f"{marker} names an unknown backend format '{fmt}'; expected one of {sorted(formats)}")
+    return formats[fmt].from_pretrained(root)

@@ -19,10 +19,12 @@ from torch import Tensor
 
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import LatentState, Prior, RealData
+from ddbench_plugins.priors.class_ids import resolve_class_ids
 from ddbench_plugins.priors.ld3m.backends import LatentDiffusionBackend, build_tiny, load_backend
 from ddbench_plugins.priors.ld3m.sampler import RESIDUALS, DDIMSchedule, forward_diffuse, reverse_process
 
-BACKENDS = ("tiny", "cin256")  # a DiT-XL/2 backend is planned, not written yet
+#: prior option backend → the model-directory format it expects
+BACKENDS = {"tiny": "ldm", "cin256": "ldm", "dit": "dit"}
 LEARN = ("zc", "z", "c")
 SEED_RANGE = 2**62
 
@@ -37,8 +39,9 @@ class LD3MPrior(Prior):
     """Latent codes + class conditioning through a latent diffusion model (LD3M, Eq. 12).
 
     Options:
-        backend: ``tiny`` (CPU-sized LDM; random weights unless ``model_dir``) or ``cin256`` (the
-            paper's class-conditional ImageNet LDM, a directory from ``ddbench prior convert-ldm``).
+        backend: ``tiny`` (CPU-sized LDM; random weights unless ``model_dir``), ``cin256`` (the
+            paper's class-conditional ImageNet LDM, a directory from ``ddbench prior convert-ldm``) or
+            ``dit`` (a local diffusers DiT directory such as DiT-XL/2-256; c replaces its label embedding).
         model_dir: directory of the model in diffusers layout; required except for a random ``tiny``.
         T: reverse steps; default 10 below 256 px and 20 at 256 px (paper A.3).
         guidance_scale: classifier-free guidance scale s, ε̂ = ε̂_u + s·(ε̂_c − ε̂_u) (paper: 3).
@@ -55,8 +58,8 @@ class LD3MPrior(Prior):
             code does; the loss and backward passes then see different images.
         forward_noise: z_T ~ q(z_T | Z) at the first step's ᾱ (paper); False feeds z_T = Z.
         checkpoint: recompute each denoiser call in backward (memory flat in T).
-        class_ids: model class id of each dataset class (e.g. ImageNet indices of a subset's
-            wnids for cin256); default the identity.
+        class_ids: model class id of each dataset class; default the ImageNet indices of an
+            ImageNet subset's classes on a 1000-class model (cin256), else the identity.
         seed: weight seed of a randomly initialised ``tiny`` model.
     """
 
@@ -124,6 +127,11 @@ class LD3MPrior(Prior):
         self.std = torch.tensor(data.std, device=self.device).view(1, -1, 1, 1)
         if backend is None and self.model_dir:
             backend = load_backend(self.model_dir)
+            if backend.kind != BACKENDS[self.backend_name]:
+                raise InvalidOptionError(
+                    f"ld3m backend '{self.backend_name}' expects a '{BACKENDS[self.backend_name]}' model but {self.model_dir} "
+                    f"holds a '{backend.kind}' one; pass backend={'dit' if backend.kind == 'dit' else 'cin256'}"
+                )
         elif backend is None and self.backend_name == "tiny":
             backend = build_tiny(data.channels, data.num_classes, seed=self.seed)
         elif backend is None:
@@ -131,9 +139,9 @@ class LD3MPrior(Prior):
                 f"ld3m backend '{self.backend_name}' needs model_dir (create one with "
                 "`ddbench prior convert-ldm MODEL.ckpt DIR`)"
             )
-        self.use_backend(backend, data.num_classes)
+        self.use_backend(backend, data.num_classes, data.name)
 
-    def use_backend(self, backend: LatentDiffusionBackend, num_classes: int) -> None:
+    def use_backend(self, backend: LatentDiffusionBackend, num_classes: int, dataset: str = "") -> None:
         """Attach a loaded or built backend and derive T, the latent size, class ids and the schedule."""
         if backend.image_channels != self.channels and 1 not in (backend.image_channels, self.channels):  # grey ↔ colour only
             raise InvalidOptionError(
@@ -141,17 +149,11 @@ class LD3MPrior(Prior):
                 "use a model trained on this dataset (`ddbench prior train ld3m`)"
             )
         self.backend = backend.freeze().to(self.device)
+        self.dataset_name = dataset
         self.T = self.T_option or (20 if self.resolution >= 256 else 10)
         f = backend.downsample_factor
         self.latent_size = self.latent_size_option or max(1, round(self.resolution / f))
-        ids = self.class_ids if self.class_ids is not None else list(range(num_classes))
-        if len(ids) != num_classes:
-            raise InvalidOptionError(f"Expected {num_classes} class_ids (one per dataset class) but got {len(ids)}")
-        if max(ids) >= backend.num_classes or min(ids) < 0:
-            raise InvalidOptionError(
-                f"class_ids must lie in [0, {backend.num_classes}) for this model; got {ids}"
-                + ("" if self.class_ids else ": the dataset has more classes than the model — pass class_ids")
-            )
+        ids = resolve_class_ids(self.class_ids, self.dataset_name, num_classes, backend.num_classes, "model")
         self.model_class = torch.tensor(ids, dtype=torch.long, device=self.device)
         scheduler = backend.scheduler
         scheduler.set_timesteps(self.T)
