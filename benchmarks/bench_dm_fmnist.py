@@ -8,6 +8,7 @@ peak memory per setting, as Markdown, plus the command that produced it.
     python benchmarks/bench_dm_fmnist.py --out bench-out/dm --seeds 5
     python benchmarks/bench_dm_fmnist.py --precisions fp32,bf16   # compare variants side by side
     python benchmarks/bench_dm_fmnist.py --speed-only 30 --precisions fp32,bf16   # median s/it only
+    python benchmarks/bench_dm_fmnist.py --speed-only 15 --real-chunks auto,32   # real-embedding chunk size
 
 The accuracy table's s/it is the whole run's wall time per iteration (torch.compile's one-off
 compilation included); ``--speed-only N`` times N iterations per setting, interleaving the settings
@@ -46,13 +47,15 @@ def main() -> None:
     parser.add_argument("--precisions", default="bf16", help="DM real-embedding precision(s) to compare: fp32,bf16")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--speed-only", type=int, default=0, metavar="N", help="only time N iterations per setting")
+    parser.add_argument("--real-chunks", default="auto", help="--speed-only: DM real_chunk value(s) to compare, e.g. auto,32,256")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     ipcs = [int(i) for i in args.ipcs.split(",")]
     if args.speed_only:
-        speed_only(ipcs, args.precisions.split(","), args.speed_only)
+        chunks = [None if c == "auto" else int(c) for c in args.real_chunks.split(",")]
+        speed_only(ipcs, args.precisions.split(","), args.speed_only, chunks)
         return
     env = RunEnv(out=args.out, progress=sys.stderr.isatty())
     common = dict(dataset="fashion-mnist", prior="pixel", iterations=args.iterations, eval_epochs=args.eval_epochs,
@@ -81,8 +84,8 @@ def main() -> None:
     print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
 
 
-def speed_only(ipcs: list[int], precisions: list[str], iterations: int) -> None:
-    """Median seconds per DM iteration per (IPC, precision), from one run of N + 1 iterations each.
+def speed_only(ipcs: list[int], precisions: list[str], iterations: int, chunks: list[int | None]) -> None:
+    """Median seconds per DM iteration per (IPC, precision, real chunk), from one run of N + 1 iterations each.
 
     The first iteration (torch.compile's compilation) is excluded; peak RSS covers the whole run.
     """
@@ -91,15 +94,17 @@ def speed_only(ipcs: list[int], precisions: list[str], iterations: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for ipc in ipcs:
             for precision in precisions:
-                spec = RunSpec(matcher="dm", ipc=ipc, iterations=iterations + 1, matcher_options={"real_precision": precision})
-                stamps: list[float] = []
-                distiller = Distiller(spec, data, Path(tmp) / f"{ipc}-{precision}", dsa=DSA(), progress=False)
-                with PeakMemory() as mem:
-                    distiller.run(resume=False, on_iteration=lambda it, loss: stamps.append(time.perf_counter()))
-                per_iteration = [b - a for a, b in zip(stamps, stamps[1:])]
-                rows.append([ipc, precision, f"{statistics.median(per_iteration):.3f}", format_bytes(mem.peak_bytes)])
-                print(rows[-1], flush=True)
-    print(tabulate(rows, headers=["IPC", "DM real precision", "median s/it", "peak RSS"], tablefmt="github"))
+                for chunk in chunks:
+                    options = {"real_precision": precision, **({"real_chunk": chunk} if chunk else {})}
+                    spec = RunSpec(matcher="dm", ipc=ipc, iterations=iterations + 1, matcher_options=options)
+                    stamps: list[float] = []
+                    distiller = Distiller(spec, data, Path(tmp) / f"{ipc}-{precision}-{chunk}", dsa=DSA(), progress=False)
+                    with PeakMemory() as mem:
+                        distiller.run(resume=False, on_iteration=lambda it, loss: stamps.append(time.perf_counter()))
+                    per_iteration = [b - a for a, b in zip(stamps, stamps[1:])]
+                    rows.append([ipc, precision, chunk or "auto", f"{statistics.median(per_iteration):.3f}", format_bytes(mem.peak_bytes)])
+                    print(rows[-1], flush=True)
+    print(tabulate(rows, headers=["IPC", "DM real precision", "real chunk", "median s/it", "peak RSS"], tablefmt="github"))
     print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
 
 

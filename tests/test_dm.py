@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ddbench.dsa import DSA
+from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import MatchContext, RealSampler, class_labels
 from ddbench_plugins.matchers.dm import DistributionMatching
 
@@ -69,3 +71,16 @@ def test_compiled_real_embedding_matches_eager(tiny_data):
     eager = _matcher(tiny_data, batch_real=4).loss(images, labels, _sampler(tiny_data))
     compiled = _matcher(tiny_data, batch_real=4, compile=True).loss(images, labels, _sampler(tiny_data))
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
+
+
+def test_real_chunk_changes_nothing_but_rounding(tiny_data):
+    labels = class_labels(3, 2)
+    images = torch.randn(6, 1, 16, 16)
+    losses = [_matcher(tiny_data, batch_real=12, real_chunk=chunk).loss(images, labels, _sampler(tiny_data)).item() for chunk in (None, 5)]
+    assert abs(losses[0] - losses[1]) <= 1e-5 * abs(losses[0])
+
+
+def test_real_chunk_must_be_a_positive_whole_number():
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(InvalidOptionError, match="real_chunk"):
+            DistributionMatching(real_chunk=bad)
