@@ -5,7 +5,8 @@ Two parts, both through the same engine `ddbench run` uses:
 ``speed``  seconds per iteration and peak memory of DC (IPC 1, fp32 and bf16 real side) and of
            MTT at several ``syn_steps`` (memory grows linearly with the unrolled steps). Each setting
            runs in its own process, so the CPU figure (peak RSS) of one does not leak into the next.
-``accuracy`` random real vs DC (reference budget: 50 iterations, real init, 300 evaluation epochs)
+``accuracy`` random real vs DC (reference budget: 50 iterations, real init, 300 evaluation epochs, no
+           augmentation: protocol ``dc-noaug``; ``--protocol dc`` evaluates with DSA)
            vs MTT (experts built on first use into OUT/cache/experts), mean ± std over seeds.
 
     python benchmarks/bench_dc_mtt.py speed --out bench-out/dc-mtt
@@ -137,7 +138,7 @@ def accuracy(args: argparse.Namespace) -> None:
 
     env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
     common = dict(dataset="fashion-mnist", prior="pixel", ipc=1, eval_epochs=args.eval_epochs,
-                  eval_seeds=tuple(range(args.seeds)), protocol="dc", train_per_class=args.train_per_class)  # fmt: skip
+                  eval_seeds=tuple(range(args.seeds)), protocol=args.protocol, train_per_class=args.train_per_class)  # fmt: skip
     dc_it, mtt_it = args.dc_iterations, args.mtt_iterations
     specs = [("random real", RunSpec(matcher="real", **common))]
     for precision in args.precisions.split(","):
@@ -179,6 +180,7 @@ def main() -> None:
     sub.choices["reference"].add_argument("--warmup", type=int, default=1)
     acc = sub.choices["accuracy"]
     acc.add_argument("--seeds", type=int, default=3)
+    acc.add_argument("--protocol", default="dc-noaug", help="evaluation protocol: dc-noaug (the reference figure: no augmentation) or dc (DSA)")
     acc.add_argument("--eval-epochs", type=int, default=300)
     acc.add_argument("--dc-iterations", type=int, default=50, help="the reference figure's budget")
     acc.add_argument("--mtt-iterations", type=int, default=200)
