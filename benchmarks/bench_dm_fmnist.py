@@ -9,6 +9,7 @@ peak memory per setting, as Markdown, plus the command that produced it.
     python benchmarks/bench_dm_fmnist.py --precisions fp32,bf16   # compare variants side by side
     python benchmarks/bench_dm_fmnist.py --speed-only 30 --precisions fp32,bf16   # median s/it only
     python benchmarks/bench_dm_fmnist.py --speed-only 15 --real-chunks auto,32   # real-embedding chunk size
+    python benchmarks/bench_dm_fmnist.py --speed-only 10 --reference   # + the reference loop, same machine
 
 The accuracy table's s/it is the whole run's wall time per iteration (torch.compile's one-off
 compilation included); ``--speed-only N`` times N iterations per setting, interleaving the settings
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--speed-only", type=int, default=0, metavar="N", help="only time N iterations per setting")
     parser.add_argument("--real-chunks", default="auto", help="--speed-only: DM real_chunk value(s) to compare, e.g. auto,32,256")
+    parser.add_argument("--reference", action="store_true", help="--speed-only: also time the reference DM loop re-typed (same machine baseline)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,6 +57,8 @@ def main() -> None:
     ipcs = [int(i) for i in args.ipcs.split(",")]
     if args.speed_only:
         chunks = [None if c == "auto" else int(c) for c in args.real_chunks.split(",")]
+        if args.reference:
+            reference_speed(ipcs, args.speed_only)
         speed_only(ipcs, args.precisions.split(","), args.speed_only, chunks)
         return
     env = RunEnv(out=args.out, progress=sys.stderr.isatty())
@@ -82,6 +86,44 @@ def main() -> None:
             ])  # fmt: skip
     print(tabulate(rows, headers=["IPC", "method", "accuracy %", "seeds", "s/it", "peak RSS"], tablefmt="github"))
     print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
+
+
+def reference_speed(ipcs: list[int], iterations: int) -> None:
+    """The reference implementation's DM iteration (VICO-UoE/DatasetCondensation, main_DM.py), re-typed
+    as a same-machine baseline: a fresh ConvNet each iteration, per class 256 real images and the
+    class's synthetic images through `embed` in fp32 with the same DSA draw, real outputs detached,
+    Σ_c ‖mean_real − mean_syn‖², SGD (momentum 0.5) on the images. Median s/it after one warm-up."""
+    from ddbench.interfaces import MatchContext
+
+    data = registry.create("dataset", "fashion-mnist").load()
+    context = MatchContext(data=data, ipc=1, device=torch.device("cpu"), dsa=None)
+    dsa, gen = DSA(), torch.Generator().manual_seed(0)
+    rows = []
+    for ipc in ipcs:
+        syn = torch.cat([data.sample_class(c, ipc, gen) for c in range(10)]).requires_grad_(True)
+        opt = torch.optim.SGD([syn], lr=1.0, momentum=0.5)
+        times = []
+        with PeakMemory() as mem:
+            for it in range(iterations + 1):
+                start = time.perf_counter()
+                net = context.build_network("convnet").train()
+                for p in net.parameters():
+                    p.requires_grad_(False)
+                loss = torch.tensor(0.0)
+                for c in range(10):
+                    seed = int(torch.randint(0, 2**31 - 1, (), generator=gen))
+                    real = dsa(data.sample_class(c, 256, gen), seed)
+                    out_real = net.embed(real).detach()
+                    out_syn = net.embed(dsa(syn[c * ipc : (c + 1) * ipc], seed))
+                    loss = loss + ((out_real.mean(0) - out_syn.mean(0)) ** 2).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if it:
+                    times.append(time.perf_counter() - start)
+        rows.append([ipc, "reference DM loop (re-typed, fp32)", "—", f"{statistics.median(times):.3f}", format_bytes(mem.peak_bytes)])
+        print(rows[-1], flush=True)
+    print(tabulate(rows, headers=["IPC", "setting", "real chunk", "median s/it", "peak RSS"], tablefmt="github"))
 
 
 def speed_only(ipcs: list[int], precisions: list[str], iterations: int, chunks: list[int | None]) -> None:
