@@ -11,6 +11,7 @@ state — the engine's loss pass and its chunked backward pass see the same imag
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import torch
@@ -22,6 +23,8 @@ from ddbench.interfaces import LatentState, Prior, RealData
 from ddbench_plugins.priors.class_ids import resolve_class_ids
 from ddbench_plugins.priors.ld3m.backends import LatentDiffusionBackend, build_tiny, load_backend
 from ddbench_plugins.priors.ld3m.sampler import RESIDUALS, DDIMSchedule, forward_diffuse, reverse_process
+
+log = logging.getLogger(__name__)
 
 #: prior option backend → the model-directory format it expects
 BACKENDS = {"tiny": "ldm", "cin256": "ldm", "dit": "dit"}
@@ -134,6 +137,13 @@ class LD3MPrior(Prior):
                 )
         elif backend is None and self.backend_name == "tiny":
             backend = build_tiny(data.channels, data.num_classes, seed=self.seed)
+            # measured on Fashion-MNIST: the untrained VQ codebook (±1/num_codes) sends every latent to
+            # nearly the same decoder input, so all synthetic images come out alike
+            log.warning(
+                "ld3m uses a randomly initialised tiny LDM: its untrained VQ decoder makes nearly identical images "
+                "for every latent, so expect near-chance accuracy. Train one with `ddbench prior train ld3m "
+                "--dataset %s --out DIR` and pass --prior-opt model_dir=DIR.", data.name,
+            )
         elif backend is None:
             raise InvalidOptionError(
                 f"ld3m backend '{self.backend_name}' needs model_dir (create one with "
