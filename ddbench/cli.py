@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import itertools
 import json
 import sys
 import traceback
@@ -26,6 +25,7 @@ from ddbench.grid import (  # noqa: F401 - DEFAULT_DATASET, PAPER_DATASETS, pars
     SpecGrid,
     build_specs,
     check_names as _check_names,
+    expand_evaluators,
     parse_key_values,
     split_values as _split,
 )
@@ -322,8 +322,7 @@ def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, out
     if protocols:
         filters["protocol"] = list(protocols)
     if evaluators:
-        names = _split(evaluators)
-        filters["evaluator"] = list(itertools.chain.from_iterable(UNSEEN_EVALUATORS if e == "unseen" else (e,) for e in names))
+        filters["evaluator"] = expand_evaluators(_split(evaluators))
     if compare and suite is None:
         raise InvalidOptionError("--compare paper needs --suite NAME, a suite of one of the paper's tables (e.g. --suite table1)")
     with ResultsStore(path) as store:
