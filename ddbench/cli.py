@@ -357,7 +357,6 @@ def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str 
         page = report.html_report(tables, runs, store_dir=out, title=title)
         target = output or out / (f"report-{loaded.name}.html" if suite is not None else "report.html")
         write_atomic(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
-        target.chmod(0o644)  # the atomic write's temporary file is private; a report is for sharing
         console.print(f"wrote {target} ({len(tables)} table(s), {sum(len(t.run_ids) for t in tables)} image grid(s), self-contained)")
         return
     for item in tables:
@@ -365,7 +364,6 @@ def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str 
         if output is not None:
             text = format_table(item.table, fmt, title=title, width=250)
             write_atomic(output, lambda tmp: tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8"))
-            output.chmod(0o644)
             console.print(f"wrote {output}")
         else:
             wide = Console(width=None if sys.stdout.isatty() else 250)  # a pipe gets the whole table, unwrapped
