@@ -12,6 +12,8 @@ seconds per iteration and peak memory, then the command that produced them.
 
     python benchmarks/bench_glad.py --out bench-out/glad                       # IPC 1 and 10, layer sweep at IPC 1
     python benchmarks/bench_glad.py --ipcs 1 --layers -1,0,5 --seeds 5
+    python benchmarks/bench_glad.py --out bench-out/dm-fmnist --dm-opt real_precision=bf16 --priors pixel,glad --layers=-1,2
+        # next to bench_dm_fmnist.py's pixel + DM runs (same specs, reused from its store)
     python benchmarks/bench_glad.py --iterations 2 --eval-epochs 2 --seeds 1 --ipcs 1 --layers 0 \\
         --train-per-class 20 --test-size 200                                   # a check that it runs (minutes)
 """
@@ -73,7 +75,8 @@ def main() -> None:
     parser.add_argument("--layer-ipc", type=int, default=1, help="IPC of the layer sweep")
     parser.add_argument("--glad-opt", action="append", default=[], help="glad option KEY=VALUE (repeatable)")
     parser.add_argument("--ld3m-opt", action="append", default=[], help="ld3m option KEY=VALUE (repeatable)")
-    parser.add_argument("--batch-real", type=int, default=256)
+    parser.add_argument("--dm-opt", action="append", default=[], help="DM option KEY=VALUE (repeatable), e.g. real_precision=bf16 to reuse bench_dm_fmnist.py's pixel runs in the same --out")
+    parser.add_argument("--priors", default="pixel,glad,ld3m", help="priors of the main comparison")
     parser.add_argument("--train-per-class", type=int, default=None, help="first N training images per class (checks)")
     parser.add_argument("--test-size", type=int, default=None, help="first N test images (checks)")
     parser.add_argument("--device", default="cpu")
@@ -86,8 +89,9 @@ def main() -> None:
     ipcs = [int(i) for i in args.ipcs.split(",")]
     layers = [int(i) for i in args.layers.split(",") if i.strip()]
     glad_opts, ld3m_opts = parse_key_values(args.glad_opt, "--glad-opt"), parse_key_values(args.ld3m_opt, "--ld3m-opt")
+    priors = [p for p in args.priors.split(",") if p]
     common = dict(
-        dataset="fashion-mnist", matcher="dm", matcher_options={"batch_real": args.batch_real},
+        dataset="fashion-mnist", matcher="dm", matcher_options=parse_key_values(args.dm_opt, "--dm-opt"),
         iterations=args.iterations, eval_epochs=args.eval_epochs, eval_seeds=tuple(range(args.seeds)), protocol="dc",
         train_per_class=args.train_per_class, test_size=args.test_size,
     )  # fmt: skip
@@ -97,11 +101,12 @@ def main() -> None:
 
     main_rows: list[tuple[RunSpec, str]] = []
     for ipc in ipcs:
-        main_rows += [
-            (RunSpec(prior="pixel", ipc=ipc, **common), "pixel + DM"),
-            (glad(ipc, args.layer), "glad + DM"),
-            (RunSpec(prior="ld3m", ipc=ipc, prior_options=ld3m_opts, **common), "ld3m + DM"),
-        ]
+        by_prior = {
+            "pixel": RunSpec(prior="pixel", ipc=ipc, **common),
+            "glad": glad(ipc, args.layer),
+            "ld3m": RunSpec(prior="ld3m", ipc=ipc, prior_options=ld3m_opts, **common),
+        }
+        main_rows += [(by_prior[p], f"{p} + DM") for p in priors]
     sweep = [(glad(args.layer_ipc, layer), "glad + DM") for layer in layers]
 
     env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())

@@ -26,20 +26,23 @@ from ddbench.store import ResultsStore
 
 #: Distillation seconds per iteration on ONE CPU core at 28 px (Fashion-MNIST), with each
 #: matcher's default options, at IPC 1 and IPC 10 (other IPCs: linear through these two points).
-#: Measured with `taskset -c 1` on the 2-core AMD EPYC development machine (torch 2.14.1, DM without
-#: torch.compile): pixel + DM 5.8 / 6.8 s, pixel + DC at IPC 1 19.5 s (and 1.95 s for DM with
-#: batch_real 64). The rest are extrapolated (DC at IPC 10: 10 outer steps + 50 inner epochs; GLaD
-#: and LD3M: + their generator's share). Other resolutions scale with the pixel count. A rough guide.
+#: Measured on the 2-core AMD EPYC development machine (torch 2.14.1, DM without torch.compile), one
+#: thread per run: pixel + DM 5.8 / 6.8 s (1.84 / 2.45 s with batch_real 64 in the fmnist-cpu sweep,
+#: two workers side by side), pixel + DC at IPC 1 19.5 s; MTT with syn_steps 10 in that sweep 1.61 s
+#: (IPC 1) and 21.2 s (IPC 10: ten differentiable steps over all 100 images), so 6.7 / 88 s at the
+#: default 50 steps; GLaD + DM 1.71 / 2.92 s at batch_real 64. The rest are extrapolated (DC at
+#: IPC 10: 10 outer steps + 50 inner epochs; LD3M: + its generator's share). Other resolutions scale
+#: with the pixel count. A rough guide.
 SECONDS_PER_ITERATION: dict[tuple[str, str], tuple[float, float]] = {
     ("pixel", "dm"): (5.8, 6.8),
     ("pixel", "dc"): (19.5, 215.0),
-    ("pixel", "mtt"): (5.0, 8.0),
+    ("pixel", "mtt"): (6.7, 88.0),
     ("glad", "dm"): (6.2, 7.8),
     ("glad", "dc"): (20.5, 225.0),
-    ("glad", "mtt"): (5.5, 9.5),
+    ("glad", "mtt"): (6.6, 90.0),
     ("ld3m", "dm"): (6.6, 9.0),
     ("ld3m", "dc"): (21.5, 235.0),
-    ("ld3m", "mtt"): (6.0, 11.0),
+    ("ld3m", "mtt"): (7.2, 95.0),
 }
 #: the option a matcher's cost grows with, its default, and the share of the cost that grows with it
 #: (DM: 1.95 s at batch_real 64 vs 5.8 s at 256 → 0.88)
