@@ -144,8 +144,9 @@ def accuracy(args: argparse.Namespace) -> None:
     for precision in args.precisions.split(","):
         specs.append((f"pixel + DC ({precision}, no DSA, {dc_it} it)",
                       RunSpec(matcher="dc", iterations=dc_it, dsa=False, matcher_options={"real_precision": precision}, **common)))  # fmt: skip
-    specs.append((f"pixel + DC (fp32, DSA, {dc_it} it)", RunSpec(matcher="dc", iterations=dc_it, **common)))
-    for lr in args.mtt_image_lrs.split(","):
+    if not args.skip_dc_dsa:
+        specs.append((f"pixel + DC (fp32, DSA, {dc_it} it)", RunSpec(matcher="dc", iterations=dc_it, **common)))
+    for lr in [v for v in args.mtt_image_lrs.split(",") if v]:
         specs.append((f"pixel + MTT (images lr {lr}, {mtt_it} it)",
                       RunSpec(matcher="mtt", iterations=mtt_it, matcher_options=MTT_EXPERT_OPTIONS, lrs={"images": float(lr)}, **common)))  # fmt: skip
     cache = DataCache(env)
@@ -185,7 +186,8 @@ def main() -> None:
     acc.add_argument("--dc-iterations", type=int, default=50, help="the reference figure's budget")
     acc.add_argument("--mtt-iterations", type=int, default=200)
     acc.add_argument("--precisions", default="fp32,bf16", help="DC real-side precision(s)")
-    acc.add_argument("--mtt-image-lrs", default="1000,100", help="pixel learning rate(s) for MTT")
+    acc.add_argument("--mtt-image-lrs", default="1000,100", help="pixel learning rate(s) for MTT ('' = no MTT)")
+    acc.add_argument("--skip-dc-dsa", action="store_true", help="leave out DC distilled with DSA")
     acc.add_argument("--train-per-class", type=int, default=None, help="a training slice (quick checks only)")
     args = parser.parse_args()
     if args.threads:
