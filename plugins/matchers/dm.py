@@ -5,8 +5,8 @@ class, the mean embedding of a real batch and of the synthetic images, with the 
 both: ``L = Σ_c ‖mean φ(A(x_real_c)) − mean φ(A(s_c))‖²``.
 
 Speed: the real side (10 × 256 images through ConvNet-3 on Fashion-MNIST) is nearly all of an
-iteration's work and needs no gradient, so it may run in bfloat16, channels-last and compiled
-(``real_precision``, ``compile``). The network is re-initialised in place each iteration, so the
+iteration's work and needs no gradient, so it may run in bfloat16, channels-last, compiled and in
+cache-sized chunks (``real_precision``, ``compile``, ``real_chunk``). The network is re-initialised in place each iteration, so the
 compiled graph is built once per process, not once per iteration. The synthetic side always runs
 in fp32 with autograd.
 """
@@ -44,6 +44,19 @@ def _bf16_is_fast(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def default_real_chunk(device: torch.device, resolution: int) -> int:
+    """Real images per embedding call.
+
+    CPU: chunks whose activations match 32 images of 32 px, so a chunk's layer-1 activations stay in
+    cache (measured on 2 cores, Fashion-MNIST IPC 1 / 10: 1.03 / 1.21 s/it in chunks of 32 against
+    1.38 / 1.72 s/it for the whole 2560-image batch, and half the memory). GPU: activations of 2560
+    images of 32 px (the whole batch on CIFAR/Fashion-MNIST; 160 at 128 px, 40 at 256 px), which fits.
+    """
+    if device.type == "cpu":
+        return max(1, (32 * 32 * 32) // resolution**2)
+    return max(16, (2560 * 32 * 32) // resolution**2)
+
+
 class DistributionMatching(Matcher):
     name = "dm"
     description = "Distribution matching: mean embeddings of a fresh random network per iteration."
@@ -64,9 +77,9 @@ class DistributionMatching(Matcher):
                 Only the real, gradient-free embedding is affected.
             compile: torch.compile the real embedding (``auto``: on; falls back to eager if the
                 compiler is unavailable).
-            real_chunk: real images per embedding call; None sizes chunks so their activations
-                match 2560 images of 32 px (the whole batch on Fashion-MNIST/CIFAR, 160 at 128 px,
-                40 at 256 px). Instance norm is per sample, so chunking changes no result.
+            real_chunk: real images per embedding call; None: `default_real_chunk` (cache-sized
+                chunks on a CPU, large ones on a GPU). Instance norm is per sample, so chunking
+                changes no result beyond rounding.
         """
         if batch_real < 1:
             raise InvalidOptionError(f"Expected batch_real ≥ 1 but got {batch_real}")
@@ -94,9 +107,7 @@ class DistributionMatching(Matcher):
         if precision == "auto":
             precision = "bf16" if _bf16_is_fast(context.device) else "fp32"
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        # embed the real images in chunks whose activations stay the size of 2560 images of 32 px
-        # (the whole batch on CIFAR/Fashion-MNIST; 160 at 128 px, 40 at 256 px, which fits a GPU)
-        self.real_chunk = self.real_chunk_option or max(16, (2560 * 32 * 32) // (context.data.resolution**2))
+        self.real_chunk = self.real_chunk_option or default_real_chunk(context.device, context.data.resolution)
         self._real_embed = self.net.embed
         if self.compile in (True, "auto") and hasattr(self.net, "reset_parameters"):
             self._real_embed = torch.compile(self.net.embed, dynamic=False)
