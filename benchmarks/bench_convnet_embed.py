@@ -2,7 +2,7 @@
 
 Each repeat re-initialises the network in place (as DM does every iteration) and embeds 2560
 Fashion-MNIST-sized images without grad, in several numeric modes and (on CPU) with the layers run
-over chunks of samples (``ConvNet.cpu_chunk``, 16 by default). Prints the median per mode;
+over chunks of samples (as DM's ``real_chunk`` does). Prints the median per mode;
 ``--train-step`` also times forward + backward of one training batch.
 
     python benchmarks/bench_convnet_embed.py --repeats 5 --device cpu
@@ -29,22 +29,23 @@ def _sync(device: torch.device) -> None:
 
 
 def time_embed(
-    net: ConvNet, images: Tensor, repeats: int, autocast: torch.dtype | None, device: torch.device
+    net: ConvNet, images: Tensor, repeats: int, autocast: torch.dtype | None, device: torch.device, chunk: int | None = None
 ) -> list[float]:
-    """Seconds per embed of ``images``, one reset of the weights before each timed call."""
+    """Seconds per embed of ``images`` (in chunks of ``chunk`` samples), one reset of the weights before each timed call."""
+    parts = images.split(chunk) if chunk else (images,)
     ctx: Callable[[], object] = (
         (lambda: torch.autocast(device.type, dtype=autocast)) if autocast is not None else nullcontext
     )
     times = []
     with torch.no_grad():
         with ctx():
-            net.embed(images)  # warm-up (allocator, kernels)
+            [net.embed(p) for p in parts]  # warm-up (allocator, kernels)
         for _ in range(repeats):
             net.reset_parameters()
             _sync(device)
             start = time.perf_counter()
             with ctx():
-                net.embed(images)
+                torch.cat([net.embed(p) for p in parts])
             _sync(device)
             times.append(time.perf_counter() - start)
     return times
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--train-step", action="store_true", help="also time forward+backward of a batch of 256")
-    parser.add_argument("--chunks", type=int, nargs="*", default=[16, 64], help="ConvNet.cpu_chunk sizes to time (CPU)")
+    parser.add_argument("--chunks", type=int, nargs="*", default=[16, 64], help="chunk sizes to time (CPU)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,9 +86,8 @@ def main() -> None:
     for name, channels_last, autocast, chunk in modes:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         net = net.to(memory_format=fmt)
-        net.cpu_chunk = chunk
         x = images.contiguous(memory_format=fmt)
-        median = statistics.median(time_embed(net, x, args.repeats, autocast, device))
+        median = statistics.median(time_embed(net, x, args.repeats, autocast, device, chunk))
         baseline = baseline or median
         rows.append([name, f"{median * 1000:.1f}", f"{n / median:.0f}", f"{baseline / median:.2f}×"])
     print(
@@ -106,12 +106,12 @@ def print_train_step(args: argparse.Namespace, device: torch.device) -> None:
     net = ConvNet(args.channels, args.classes, args.resolution).to(device).train()
     rows = []
     for chunk in [None] + (args.chunks if device.type == "cpu" else []):
-        net.cpu_chunk = chunk
+        parts = x.split(chunk) if chunk else (x,)
         times = []
         for i in range(args.repeats + 1):
             _sync(device)
             start = time.perf_counter()
-            net(x).sum().backward()
+            sum(net(p).sum() for p in parts).backward()
             _sync(device)
             if i:  # the first is a warm-up
                 times.append(time.perf_counter() - start)

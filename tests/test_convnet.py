@@ -97,16 +97,3 @@ def test_evaluator_options_and_input_checks():
         ConvNetEvaluator(norm="layernorm")
     with pytest.raises(InvalidOptionError, match="does not accept"):
         registry.create("evaluator", "convnet", widht=3)
-
-
-def test_cpu_chunking_gives_the_same_embedding():
-    torch.manual_seed(0)
-    net = ConvNet(1, 10, 28, width=8)
-    x = torch.randn(7, 1, 28, 28)
-    assert net.cpu_chunk is None  # the default (see the module docstring for the timings)
-    whole = net.embed(x)
-    net.cpu_chunk = 3
-    assert torch.allclose(net.embed(x), whole, atol=1e-5)
-    bn = ConvNet(1, 10, 28, width=8, norm="batchnorm")
-    bn.cpu_chunk = 3  # batch statistics span the whole batch in training mode: never chunked
-    assert torch.equal(bn.embed(x), bn.features(x).flatten(1))

@@ -10,13 +10,10 @@ pads by 1 and pools with floor.
 Instance norm is ``nn.GroupNorm(C, C, affine=True)``, as the reference; on CPU it was faster than
 ``F.instance_norm`` and a hand-written ``var_mean`` version.
 
-Speed (the embed is DM's hot path; ``benchmarks/bench_convnet_embed.py``): on some CPUs the first
-block's activations (N × 128 × 32 × 32 floats) are memory-bound and running the layers over chunks
-of ``cpu_chunk`` samples helps: embedding 2560 Fashion-MNIST images on a quiet Xeon took 3.42 s
-whole-batch vs 1.86 s in chunks of 16 (2 threads). On this project's AMD EPYC development machine
-chunks of 16 were slower than the whole batch (and the compiled bf16 whole-batch embedding that DM
-uses was fastest), so chunking is off by default (``cpu_chunk=None``). Instance norm is per sample,
-so chunking changes nothing but float rounding; batch norm in training mode is never chunked.
+Speed (the embed is DM's hot path): on a CPU the first block's activations (N × 128 × 32 × 32) are
+memory-bound, so DM embeds its real batch in cache-sized chunks outside the network
+(``dm.real_chunk``; measured in ``benchmarks/README.md``). Instance norm is per sample, so chunking
+changes nothing but float rounding.
 """
 
 from __future__ import annotations
@@ -70,7 +67,6 @@ class ConvNet(nn.Module):
         width: int = 128,
         depth: int | None = None,
         norm: str = "instancenorm",
-        cpu_chunk: int | None = None,
     ) -> None:
         super().__init__()
         depth = auto_depth(resolution) if depth is None else depth
@@ -95,19 +91,9 @@ class ConvNet(nn.Module):
         self.depth = depth
         self.norm = norm
         self.embed_dim = width * side * side
-        #: on CPU, run the layers over chunks of this many samples (None: whole batch at once)
-        self.cpu_chunk = cpu_chunk
 
     def embed(self, x: Tensor) -> Tensor:
-        chunk = self.cpu_chunk
-        if chunk is None or x.device.type != "cpu" or len(x) <= chunk or not self._per_sample():
-            return self.features(x).flatten(1)
-        # the first block's activations (N×width×32×32) are memory-bound; a chunk of them stays in cache
-        return torch.cat([self.features(part).flatten(1) for part in x.split(chunk)])
-
-    def _per_sample(self) -> bool:
-        # batch norm in training mode mixes samples, so it cannot be chunked
-        return self.norm != "batchnorm" or not self.training
+        return self.features(x).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.embed(x))
