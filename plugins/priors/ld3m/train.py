@@ -104,7 +104,7 @@ def train_tiny(
         torch.set_rng_state(saved["rng"])
         stage, step = saved["stage"], saved["step"]
 
-    def save_state() -> None:
+    def save_state(stage: str, step: int) -> None:
         payload = dict(
             model=backend.state_dict(), ae_opt=ae_opt.state_dict(), dm_opt=dm_opt.state_dict(),
             scaling_factor=backend.scale, rng=torch.get_rng_state(), stage=stage, step=step,
@@ -117,51 +117,52 @@ def train_tiny(
         pick = torch.randint(n_train, (batch_size,))
         return to_model_range(data.train_images[pick]), data.train_labels[pick]
 
+    def ae_loss() -> Tensor:
+        x, _ = batch()
+        out_ae = backend.vqvae(x)
+        return F.mse_loss(out_ae.sample, x) + out_ae.commit_loss.mean()
+
+    def diffusion_loss() -> Tensor:
+        x, y = batch()
+        with torch.no_grad():
+            z = backend.encode(x)
+        alphas = backend.scheduler.alphas_cumprod
+        t = torch.randint(0, len(alphas), (len(z),))
+        noise = torch.randn_like(z)
+        a = alphas[t].view(-1, 1, 1, 1)
+        z_t = a.sqrt() * z + (1 - a).sqrt() * noise
+        y = torch.where(torch.rand(len(y)) < P_UNCOND, torch.full_like(y, backend.num_classes), y)
+        return F.mse_loss(backend.unet(z_t, t, encoder_hidden_states=backend.embedder(y)).sample, noise)
+
+    def run_stage(bars: Any, name: str, total: int, step: int, optimizer: torch.optim.Optimizer, loss_fn: Any) -> None:
+        """Optimise ``loss_fn`` from ``step`` to ``total``, checkpointing every ``checkpoint_every`` steps."""
+        task = bars.add_task({"ae": "autoencoder"}.get(name, name), total=total, completed=step)
+        while step < total:
+            loss = loss_fn()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            bars.update(task, advance=1, loss=float(loss.detach()))
+            if step % checkpoint_every == 0:
+                save_state(name, step)
+
     with make_progress(progress) as bars:
         if stage == "ae":
-            task = bars.add_task("autoencoder", total=ae_steps, completed=step)
             backend.vqvae.train()
-            while step < ae_steps:
-                x, _ = batch()
-                out_ae = backend.vqvae(x)
-                loss = F.mse_loss(out_ae.sample, x) + out_ae.commit_loss.mean()
-                ae_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                ae_opt.step()
-                step += 1
-                bars.update(task, advance=1, loss=float(loss.detach()))
-                if step % checkpoint_every == 0:
-                    save_state()
+            run_stage(bars, "ae", ae_steps, step, ae_opt, ae_loss)
             # LDM's scale_by_std: the diffusion model sees unit-variance latents
             with torch.no_grad():
                 z = backend.vqvae.encode(batch()[0]).latents
             backend.vqvae.register_to_config(scaling_factor=float(1 / z.std().clamp_min(1e-6)))
             stage, step = "diffusion", 0
-            save_state()
+            save_state(stage, step)
         backend.vqvae.eval().requires_grad_(False)
         if stage == "diffusion":
-            task = bars.add_task("diffusion", total=diffusion_steps, completed=step)
-            alphas = backend.scheduler.alphas_cumprod
             backend.unet.train()
-            while step < diffusion_steps:
-                x, y = batch()
-                with torch.no_grad():
-                    z = backend.encode(x)
-                t = torch.randint(0, len(alphas), (len(z),))
-                noise = torch.randn_like(z)
-                a = alphas[t].view(-1, 1, 1, 1)
-                z_t = a.sqrt() * z + (1 - a).sqrt() * noise
-                y = torch.where(torch.rand(len(y)) < P_UNCOND, torch.full_like(y, backend.num_classes), y)
-                loss = F.mse_loss(backend.unet(z_t, t, encoder_hidden_states=backend.embedder(y)).sample, noise)
-                dm_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                dm_opt.step()
-                step += 1
-                bars.update(task, advance=1, loss=float(loss.detach()))
-                if step % checkpoint_every == 0:
-                    save_state()
+            run_stage(bars, "diffusion", diffusion_steps, step, dm_opt, diffusion_loss)
             stage = "done"
-            save_state()
+            save_state(stage, diffusion_steps)
 
     backend.freeze()
     backend.unet.register_to_config(sample_size=int(backend.encode(to_model_range(data.train_images[:1])).shape[-1]))
