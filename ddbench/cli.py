@@ -18,10 +18,9 @@ from ddbench import __version__, registry
 from ddbench.errors import DDBenchError, InvalidOptionError, PluginLoadError
 
 # option helpers shared with suite files (one expansion of options into RunSpecs); re-exported here
-from ddbench.grid import (  # noqa: F401 - DEFAULT_DATASET, PAPER_DATASETS, parse_key_values: public names of this module
+from ddbench.grid import (  # noqa: F401 - DEFAULT_DATASET, PAPER_DATASETS, parse_key_values: re-exported (imported from here elsewhere)
     DEFAULT_DATASET,
     PAPER_DATASETS,
-    UNSEEN_EVALUATORS,
     SpecGrid,
     build_specs,
     check_names as _check_names,

@@ -21,13 +21,13 @@ import logging
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import LatentState, Prior, RealData
 from ddbench_plugins.priors.class_ids import resolve_class_ids
 from ddbench_plugins.priors.glad.generator import StyleGenerator
+from ddbench_plugins.priors.images import DataImageSpace
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,7 @@ class GLaDPrior(Prior):
         """Build or load the generator for this dataset; ``generator`` passes an already built one."""
         self.device = torch.device(device)
         self.channels, self.resolution = data.channels, data.resolution
-        self.mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(data.std, device=self.device).view(1, -1, 1, 1)
+        self.space = DataImageSpace(data, self.device)
         if generator is None:
             generator = self._build_generator(data)
         self.use_generator(generator, data)
@@ -202,9 +201,4 @@ class GLaDPrior(Prior):
 
     def to_data_images(self, images: Tensor) -> Tensor:
         """Generator output in [−1, 1] → dataset-standardised images at the data's channels and resolution."""
-        x = images
-        if x.shape[1] != self.channels:
-            x = x.mean(dim=1, keepdim=True) if self.channels == 1 else x.expand(-1, self.channels, -1, -1)
-        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False)
-        return ((x + 1) / 2 - self.mean) / self.std
+        return self.space.from_generator(images)

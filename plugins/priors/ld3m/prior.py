@@ -15,12 +15,12 @@ import logging
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import LatentState, Prior, RealData
 from ddbench_plugins.priors.class_ids import resolve_class_ids
+from ddbench_plugins.priors.images import DataImageSpace
 from ddbench_plugins.priors.ld3m.backends import LatentDiffusionBackend, build_tiny, load_backend
 from ddbench_plugins.priors.ld3m.sampler import RESIDUALS, DDIMSchedule, forward_diffuse, reverse_process
 
@@ -126,8 +126,7 @@ class LD3MPrior(Prior):
         """Load (or, for a random ``tiny``, build) the model; ``backend`` passes an already built one."""
         self.device = torch.device(device)
         self.channels, self.resolution = data.channels, data.resolution
-        self.mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(data.std, device=self.device).view(1, -1, 1, 1)
+        self.space = DataImageSpace(data, self.device)
         if backend is None and self.model_dir:
             backend = load_backend(self.model_dir)
             if backend.kind != BACKENDS[self.backend_name]:
@@ -181,22 +180,11 @@ class LD3MPrior(Prior):
     def to_model_images(self, images: Tensor) -> Tensor:
         """Dataset-normalised images → the autoencoder's [−1, 1] input at latent_size × factor."""
         backend = self._require_setup()
-        x = (images * self.std + self.mean) * 2 - 1
-        x = _match_channels(x, backend.image_channels)
-        side = self.latent_size * backend.downsample_factor
-        if x.shape[-1] != side or x.shape[-2] != side:
-            x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-        return x
+        return self.space.to_generator(images, backend.image_channels, self.latent_size * backend.downsample_factor)
 
     def to_data_images(self, images: Tensor) -> Tensor:
-        """Decoder output in [−1, 1] → dataset-normalised images at the data resolution.
-
-        Not clamped to [0, 1] (the reference code clamps), so gradients reach pixels out of range.
-        """
-        x = _match_channels(images, self.channels)
-        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False)
-        return ((x + 1) / 2 - self.mean) / self.std
+        """Decoder output in [−1, 1] → dataset-normalised images at the data resolution (not clamped)."""
+        return self.space.from_generator(images)
 
     # ----------------------------------------------------------------------------- state
 
@@ -271,13 +259,3 @@ class LD3MPrior(Prior):
         backend = self._require_setup()
         return self.to_data_images(backend.decode(self.latents(state, indices)))
 
-
-def _match_channels(x: Tensor, channels: int) -> Tensor:
-    """Grey ↔ RGB: repeat a single channel, or average three."""
-    if x.shape[1] == channels:
-        return x
-    if x.shape[1] == 1:
-        return x.expand(-1, channels, -1, -1)
-    if channels == 1:
-        return x.mean(dim=1, keepdim=True)
-    raise InvalidOptionError(f"Cannot convert {x.shape[1]}-channel images to {channels} channels")
