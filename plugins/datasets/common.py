@@ -16,7 +16,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from ddbench.errors import InvalidOptionError

@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ddbench import registry
-from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
+from ddbench.errors import CorruptFileError, InvalidOptionError
 from ddbench.fileio import FileLock, write_atomic, write_json_atomic
 from ddbench.interfaces import RealData
 from ddbench.seeding import derive_seed, seed_everything
