@@ -1,0 +1,79 @@
+"""Where a DM iteration's time goes on Fashion-MNIST: a torch.profiler table over a few iterations
+of the real engine, and the eager time of each ConvNet-3 layer on 10 × 256 images (bf16).
+
+    python benchmarks/profile_dm.py --ipc 1 --iterations 8 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from ddbench import registry
+from ddbench.distill import Distiller
+from ddbench.dsa import DSA
+from ddbench.spec import RunSpec
+from ddbench_plugins.evaluators.convnet import ConvNet
+
+
+def profile_iterations(ipc: int, iterations: int, options: dict) -> None:
+    data = registry.create("dataset", "fashion-mnist").load()
+    spec = RunSpec(matcher="dm", ipc=ipc, iterations=iterations, matcher_options=options)
+    stamps: list[float] = []
+    schedule = torch.profiler.schedule(wait=2, warmup=1, active=max(1, iterations - 3))  # skip compilation
+    with tempfile.TemporaryDirectory() as tmp, torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], schedule=schedule) as prof:
+        def on_iteration(it: int, loss: float) -> None:
+            stamps.append(time.perf_counter())
+            prof.step()
+
+        Distiller(spec, data, Path(tmp), dsa=DSA(), progress=False).run(resume=False, on_iteration=on_iteration)
+    per_iteration = [b - a for a, b in zip(stamps, stamps[1:])][2:]
+    print(f"median s/it under the profiler: {statistics.median(per_iteration):.3f}")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def layer_times(repeats: int) -> None:
+    torch.manual_seed(0)
+    net = ConvNet(1, 10, 28).to(memory_format=torch.channels_last).train()
+    h = torch.randn(2560, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    rows = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for index, layer in enumerate(net.features):
+            layer(h)  # warm-up
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                layer(h)
+                times.append(time.perf_counter() - start)
+            rows.append([index, type(layer).__name__, "×".join(map(str, h.shape)), f"{statistics.median(times):.3f}"])
+            h = layer(h)
+    print(tabulate(rows, headers=["#", "layer", "input", "median s (eager, bf16)"], tablefmt="github"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ipc", type=int, default=1)
+    parser.add_argument("--iterations", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--dm-opt", action="append", default=["real_precision=bf16"], help="DM option KEY=VALUE")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from ddbench.grid import parse_key_values
+
+    profile_iterations(args.ipc, args.iterations, parse_key_values(args.dm_opt, "--dm-opt"))
+    layer_times(args.repeats)
+    print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
+
+
+if __name__ == "__main__":
+    main()
