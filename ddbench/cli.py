@@ -154,7 +154,7 @@ def run(**opts: Any) -> None:
       ddbench run --suite table2 --executor slurm --slurm-opt partition=gpu --slurm-opt gpus_per_node=1
     """
     from ddbench.pipeline import DataCache, run_spec
-    from ddbench.store import ResultsStore
+    from ddbench.store import ResultsStore, store_path
 
     ctx = click.get_current_context()
     given = {name for name in opts if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
@@ -185,7 +185,7 @@ def run(**opts: Any) -> None:
     env.out.mkdir(parents=True, exist_ok=True)
     data_cache = DataCache(env)
     console.print(f"{len(specs)} run(s) → {env.out}")
-    with ResultsStore(env.out / "results.sqlite") as store:
+    with ResultsStore(store_path(env.out)) as store:
         for spec in specs:
             console.rule(f"{spec.label}  [dim]{spec.run_id}")
             outcome = run_spec(spec, env, store, data_cache, console)
@@ -308,9 +308,9 @@ def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, out
       ddbench leaderboard --suite table1 --compare paper
       ddbench leaderboard --suite table2 --format html --output table2.html
     """
-    from ddbench.store import ResultsStore
+    from ddbench.store import ResultsStore, store_path
 
-    path = out / "results.sqlite"
+    path = store_path(out)
     if not path.exists():
         raise InvalidOptionError(f"No results store at {path}; run `ddbench run --out {out}` first or pass --out.")
     filters: dict[str, Any] = {}
@@ -387,9 +387,9 @@ def _filtered(scores: Any, filters: dict[str, Any] | None) -> Any:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True)
 def show(run_id: str, out: Path) -> None:
     """A run's spec, scores and image grid (RUN_ID may be a unique prefix)."""
-    from ddbench.store import ResultsStore
+    from ddbench.store import ResultsStore, store_path
 
-    with ResultsStore(out / "results.sqlite") as store:
+    with ResultsStore(store_path(out)) as store:
         runs = store.runs_frame()
         matches = runs[runs["run_id"].str.startswith(run_id)] if not runs.empty else runs
         if len(matches) != 1:

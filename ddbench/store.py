@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping
 import pandas as pd
 
 from ddbench.errors import CorruptFileError, InvalidOptionError
+from ddbench.fileio import FileLock
 from ddbench.provenance import Provenance, collect
 
 RESULTS_FILENAME = "results.sqlite"
@@ -165,9 +166,14 @@ class ResultsStore:
         self._conn.row_factory = sqlite3.Row
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
-            self._ensure_schema()
+            # Switching to WAL answers "database is locked" at once, without waiting on the busy
+            # timeout, while another process creates the schema; so openings queue on a file lock.
+            open_lock = FileLock(self.path.with_name(self.path.name + ".open-lock"))
+            open_lock.acquire(blocking=True)
+            with open_lock:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._ensure_schema()
         except sqlite3.DatabaseError as err:
             self._conn.close()
             raise self._corrupt(f"it is not a readable SQLite database ({err})") from err
