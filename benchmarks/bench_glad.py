@@ -21,9 +21,6 @@ seconds per iteration and peak memory, then the command that produced them.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import dataclasses
-import multiprocessing
 import shlex
 import sys
 from pathlib import Path
@@ -32,35 +29,11 @@ from typing import Any
 from tabulate import tabulate
 
 from ddbench.cli import parse_key_values
-
-
-def _distil_and_evaluate(spec_dict: dict[str, Any], env_dict: dict[str, Any], threads: int | None) -> None:
-    """One spec in this (fresh) process: distil, evaluate, record in the store."""
-    import torch
-
-    from ddbench.pipeline import DataCache, run_spec
-    from ddbench.spec import RunEnv, RunSpec
-    from ddbench.store import ResultsStore
-
-    if threads:
-        torch.set_num_threads(threads)
-    env = RunEnv(**{**env_dict, "out": Path(env_dict["out"])})
-    with ResultsStore(env.out / "results.sqlite") as store:
-        run_spec(RunSpec.from_dict(spec_dict), env, store, DataCache(env))
+from spec_runs import RESULT_HEADERS, result_cells, run_in_fresh_processes
 
 
 def _row(store: Any, spec: Any, label: str) -> list[Any]:
-    from ddbench.memory import format_bytes
-
-    run = store.get_run(spec.run_id) or {}
-    scores = store.scores_frame()
-    acc = scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100
-    spi = run.get("seconds_per_iteration")
-    layer = spec.prior_options.get("layer", "—")
-    return [
-        spec.ipc, label, layer, f"{acc.mean():.1f} ± {acc.std(ddof=0):.1f}" if len(acc) else "—", len(acc),
-        f"{spi:.3f}" if spi else "—", format_bytes(run.get("distill_peak_memory_bytes")),
-    ]  # fmt: skip
+    return [spec.ipc, label, spec.prior_options.get("layer", "—"), *result_cells(store, spec)]
 
 
 def main() -> None:
@@ -84,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ddbench.spec import RunEnv, RunSpec
-    from ddbench.store import ResultsStore
+    from ddbench.store import ResultsStore, store_path
 
     ipcs = [int(i) for i in args.ipcs.split(",")]
     layers = [int(i) for i in args.layers.split(",") if i.strip()]
@@ -110,16 +83,11 @@ def main() -> None:
     sweep = [(glad(args.layer_ipc, layer), "glad + DM") for layer in layers]
 
     env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
-    env_dict = {**dataclasses.asdict(env), "out": str(env.out)}
-    todo = {spec.run_id: spec for spec, _ in main_rows + sweep}  # the sweep's `--layer` run is the main one
-    spawn = multiprocessing.get_context("spawn")
-    for spec in todo.values():
-        # a fresh process per setting: its peak RSS is its own (the CPU has no allocator statistics)
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            pool.submit(_distil_and_evaluate, spec.to_dict(), env_dict, args.threads).result()
+    # the sweep's `--layer` run is the main one: run_in_fresh_processes runs each spec once
+    run_in_fresh_processes([spec for spec, _ in main_rows + sweep], env, args.threads)
 
-    with ResultsStore(args.out / "results.sqlite") as store:
-        headers = ["IPC", "method", "layer", "accuracy %", "seeds", "s/it", "peak memory"]
+    with ResultsStore(store_path(args.out)) as store:
+        headers = ["IPC", "method", "layer", *RESULT_HEADERS]
         print("### Fashion-MNIST, DM: pixel vs GLaD vs LD3M\n")
         print(tabulate([_row(store, s, label) for s, label in main_rows], headers=headers, tablefmt="github"))
         if sweep:

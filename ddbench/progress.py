@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import time
 from typing import Any, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+# Where output is not a terminal (a log file, a SLURM job) a live bar draws nothing until the end,
+# so a plain status line is printed instead, at most this often per task.
+LOG_EVERY_S = 60.0
 
 
 class _NullProgress:
@@ -45,10 +51,12 @@ def make_progress(enabled: bool = True, console: Console | None = None) -> Itera
 
 
 class _RateTracking:
-    """Adds an ``it/s`` field computed by rich's own speed estimate."""
+    """Adds an ``it/s`` field computed by rich's own speed estimate, and status lines in logs."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, log_every_s: float = LOG_EVERY_S) -> None:
         self.progress = progress
+        self.log_every_s = log_every_s
+        self._logged_at: dict[int, float] = {}
 
     def add_task(self, description: str, **fields: Any) -> int:
         fields.setdefault("loss", float("nan"))
@@ -56,9 +64,28 @@ class _RateTracking:
 
     def update(self, task: int, **fields: Any) -> None:
         self.progress.update(task, **fields)
-        speed = next(t.speed for t in self.progress.tasks if t.id == task)
-        if speed:
-            self.progress.update(task, rate=f"{speed:.2f} it/s")
+        state = next(t for t in self.progress.tasks if t.id == task)
+        if state.speed:
+            self.progress.update(task, rate=f"{state.speed:.2f} it/s")
+        if not self.progress.console.is_terminal:
+            now = time.monotonic()
+            if state.finished or now - self._logged_at.get(task, -1e9) >= self.log_every_s:
+                self._logged_at[task] = now
+                self.progress.console.print(_status_line(state), highlight=False, markup=False)
 
     def advance(self, task: int, amount: float = 1) -> None:
         self.update(task, advance=amount)
+
+
+def _status_line(task: Task) -> str:
+    """``distill 120/200 loss 0.0123 1.52 it/s elapsed 0:01:19 ETA 0:00:53``"""
+
+    def clock(seconds: float | None) -> str:
+        return "?" if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
+
+    total = "?" if task.total is None else f"{task.total:g}"
+    loss = task.fields.get("loss", float("nan"))
+    return (
+        f"{task.description} {task.completed:g}/{total} loss {loss:.4g} {task.fields.get('rate', '')} "
+        f"elapsed {clock(task.elapsed)} ETA {clock(task.time_remaining)}"
+    ).replace("  ", " ")

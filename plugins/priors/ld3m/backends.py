@@ -28,6 +28,9 @@ from torch import Tensor, nn
 from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
 
 BACKEND_FILE = "ld3m_backend.json"
+# Never reach a hub; and load the weights into built modules (diffusers' low-memory path needs
+# `accelerate`, which ddbench does not depend on, and warns on every load without it).
+LOAD_OPTIONS = {"local_files_only": True, "low_cpu_mem_usage": False}
 FORMAT_VERSION = 1
 
 # cin256-v2 (CompVis latent-diffusion configs/latent-diffusion/cin256-v2.yaml): LDM "linear" betas are
@@ -242,9 +245,9 @@ class LDMBackend(LatentDiffusionBackend):
         root = Path(directory)
         try:
             return cls(
-                VQModel.from_pretrained(root / "vqvae", local_files_only=True),
-                UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True),
-                ClassEmbedder.from_pretrained(root / "class_embedder", local_files_only=True),
+                VQModel.from_pretrained(root / "vqvae", **LOAD_OPTIONS),
+                UNet2DConditionModel.from_pretrained(root / "unet", **LOAD_OPTIONS),
+                ClassEmbedder.from_pretrained(root / "class_embedder", **LOAD_OPTIONS),
                 DDIMScheduler.from_pretrained(root / "scheduler", local_files_only=True),
             )
         except (OSError, ValueError, KeyError) as err:

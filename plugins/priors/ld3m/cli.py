@@ -14,7 +14,7 @@ from ddbench.errors import InvalidOptionError
 @click.option("--dataset", default="fashion-mnist", show_default=True, help="Dataset to train the tiny LDM on.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory (resumes if it holds a checkpoint).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where the dataset lives.")
-@click.option("--ae-steps", type=click.IntRange(min=0), default=1500, show_default=True, help="Autoencoder training steps.")
+@click.option("--ae-steps", type=click.IntRange(min=0), default=1000, show_default=True, help="Autoencoder training steps.")
 @click.option("--diffusion-steps", type=click.IntRange(min=0), default=4000, show_default=True, help="Diffusion-model training steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--width", type=click.IntRange(min=8), default=32, show_default=True, help="Base channels of the autoencoder and UNet.")

@@ -27,7 +27,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 from torch import Tensor, nn
 
 from ddbench.errors import CorruptFileError, InvalidOptionError
-from ddbench_plugins.priors.ld3m.backends import BACKEND_FILE, FORMAT_VERSION, LatentDiffusionBackend
+from ddbench_plugins.priors.ld3m.backends import BACKEND_FILE, FORMAT_VERSION, LOAD_OPTIONS, LatentDiffusionBackend
 
 PIPELINE_INDEX = "model_index.json"  # what a diffusers DiTPipeline directory holds at its root
 
@@ -146,8 +146,8 @@ class DiTBackend(LatentDiffusionBackend):
         try:
             scheduler_config = DDIMScheduler.load_config(root / "scheduler", local_files_only=True)
             return cls(
-                AutoencoderKL.from_pretrained(root / "vae", local_files_only=True),
-                DiTTransformer2DModel.from_pretrained(root / "transformer", local_files_only=True),
+                AutoencoderKL.from_pretrained(root / "vae", **LOAD_OPTIONS),
+                DiTTransformer2DModel.from_pretrained(root / "transformer", **LOAD_OPTIONS),
                 DDIMScheduler.from_config(scheduler_config),
             )
         except (OSError, ValueError, KeyError) as err:

@@ -1,0 +1,92 @@
+"""LD3M benchmark: ld3m + DM with a trained tiny LDM next to pixel + DM on Fashion-MNIST, and the
+paper's ablations at IPC 1 (no Eq. 12 residual, only c learnable, no diffusion).
+
+Every setting runs the same specs `ddbench run` would (same engine, store, protocol, budget and
+seeds): DM with DSA, ``--iterations`` distillation iterations, DC-protocol evaluation of ConvNet for
+``--eval-epochs`` epochs over ``--seeds`` seeds, each setting in a fresh process (its own peak RSS).
+The model comes from ``ddbench prior train ld3m --dataset fashion-mnist --out DIR``.
+
+    ddbench prior train ld3m --dataset fashion-mnist --out ddbench-out/models/ld3m-fmnist
+    python benchmarks/bench_ld3m.py --model-dir ddbench-out/models/ld3m-fmnist --out bench-out/dm-fmnist \\
+        --dm-opt real_precision=bf16        # next to bench_dm_fmnist.py's pixel + DM runs (same specs)
+    python benchmarks/bench_ld3m.py --model-dir DIR --iterations 2 --eval-epochs 2 --seeds 1 --ipcs 1 \\
+        --train-per-class 20 --test-size 200                     # a check that it runs (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from ddbench.cli import parse_key_values
+from spec_runs import RESULT_HEADERS, result_cells, run_in_fresh_processes
+
+# Paper Tables 6 and 7 (IPC 1): each ablation changes one option of the full method
+ABLATIONS = {
+    "without Eq. 12 (residual=none)": {"residual": "none"},
+    "only c learnable (learn=c)": {"learn": "c"},
+    "without diffusion (decoder only)": {"diffusion": "off"},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, required=True, help="a tiny LDM from `ddbench prior train ld3m`")
+    parser.add_argument("--out", type=Path, default=Path("bench-out/ld3m"))
+    parser.add_argument("--ipcs", default="1,10")
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--eval-epochs", type=int, default=300)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ablation-ipc", type=int, default=1)
+    parser.add_argument("--no-ablations", action="store_true")
+    parser.add_argument("--ld3m-opt", action="append", default=[], help="ld3m option KEY=VALUE (repeatable)")
+    parser.add_argument("--dm-opt", action="append", default=[], help="DM option KEY=VALUE (repeatable)")
+    parser.add_argument("--train-per-class", type=int, default=None, help="first N training images per class (checks)")
+    parser.add_argument("--test-size", type=int, default=None, help="first N test images (checks)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+
+    from ddbench.spec import RunEnv, RunSpec
+    from ddbench.store import ResultsStore, store_path
+    from ddbench_plugins.priors.ld3m.backends import load_backend
+
+    load_backend(args.model_dir)  # fail here, with the fix in the message, not in the first child process
+    ld3m_opts = {**parse_key_values(args.ld3m_opt, "--ld3m-opt"), "model_dir": str(args.model_dir.resolve())}
+    common = dict(
+        dataset="fashion-mnist", matcher="dm", matcher_options=parse_key_values(args.dm_opt, "--dm-opt"),
+        iterations=args.iterations, eval_epochs=args.eval_epochs, eval_seeds=tuple(range(args.seeds)), protocol="dc",
+        train_per_class=args.train_per_class, test_size=args.test_size,
+    )  # fmt: skip
+
+    def ld3m(ipc: int, **changes: str) -> RunSpec:
+        return RunSpec(prior="ld3m", ipc=ipc, prior_options={**ld3m_opts, **changes}, **common)
+
+    rows: list[tuple[RunSpec, str]] = []
+    for ipc in (int(i) for i in args.ipcs.split(",")):
+        rows += [(RunSpec(prior="pixel", ipc=ipc, **common), "pixel + DM"), (ld3m(ipc), "ld3m + DM")]
+    ablations = [] if args.no_ablations else [
+        (ld3m(args.ablation_ipc), "ld3m + DM (full)"),
+        *[(ld3m(args.ablation_ipc, **opts), label) for label, opts in ABLATIONS.items()],
+    ]
+
+    env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
+    run_in_fresh_processes([spec for spec, _ in rows + ablations], env, args.threads)
+
+    headers = ["IPC", "method", *RESULT_HEADERS]
+    with ResultsStore(store_path(args.out)) as store:
+        print(f"### Fashion-MNIST, DM: pixel vs LD3M ({args.model_dir.name})\n")
+        print(tabulate([[s.ipc, label, *result_cells(store, s)] for s, label in rows], headers=headers, tablefmt="github"))
+        if ablations:
+            print(f"\n### LD3M ablations (IPC {args.ablation_ipc})\n")
+            print(tabulate([[s.ipc, label, *result_cells(store, s)] for s, label in ablations], headers=headers, tablefmt="github"))
+    memory = "peak CUDA allocation" if args.device.startswith("cuda") else "peak process RSS of the setting's own process"
+    print(f"\nmemory: {memory}; command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
+
+
+if __name__ == "__main__":
+    main()

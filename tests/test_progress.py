@@ -1,0 +1,32 @@
+"""Progress output where stderr is a log file, not a terminal."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from ddbench import progress
+
+
+def test_logs_get_plain_status_lines_at_most_every_interval(monkeypatch) -> None:
+    log = io.StringIO()
+    clock = iter(float(t) for t in range(0, 1000, 10))  # 10 s between updates
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    with progress.make_progress(True, console=Console(file=log, force_terminal=False)) as bar:
+        bar.log_every_s = 25.0
+        task = bar.add_task("distill", total=8)
+        for step in range(8):
+            bar.update(task, advance=1, loss=1.0 / (step + 1))
+    lines = [line for line in log.getvalue().splitlines() if line.startswith("distill ") and "━" not in line]
+    # updates at 0, 10, …, 70 s: lines at 0, 30, 60 s and the last one (finished)
+    assert [line.split()[1] for line in lines] == ["1/8", "4/8", "7/8", "8/8"]
+    assert "loss 0.125" in lines[-1] and "ETA" in lines[-1]
+
+
+def test_a_terminal_gets_only_the_live_bar() -> None:
+    out = io.StringIO()
+    with progress.make_progress(True, console=Console(file=out, force_terminal=True)) as bar:
+        task = bar.add_task("distill", total=2)
+        bar.update(task, advance=2, loss=0.5)
+    assert "elapsed" not in out.getvalue()
