@@ -47,6 +47,8 @@ ORDERS: dict[str, tuple[str, ...]] = {
 }
 
 AVG_COLUMN = "avg"
+# Row keys that set the experiment rather than the method: bests are marked within each of their values
+CONDITION_KEYS = ("dataset", "ipc", "res", "evaluator", "protocol", "report")
 VALUES = ("accuracy", "accuracy_max")
 FORMATS = ("rich", "markdown", "latex", "csv")
 MISSING = "—"
@@ -246,7 +248,8 @@ def leaderboard_table(
     shape); ``average`` adds or removes that column for any ``columns``. The average is the mean of
     the row's column means ± the mean of their stds, and is missing (—) unless the row has every
     column, so that rows are compared over the same columns. The best mean of each column (at the
-    displayed precision, so visible ties are all marked) has ``best=True``.
+    displayed precision, so visible ties are all marked) has ``best=True``; where rows include
+    experimental conditions (`CONDITION_KEYS`, e.g. ``ipc``) the best is marked per condition.
     See `aggregate` for how seeds and evaluators are combined.
 
     A fixed layout (a paper table) passes ``column_values`` and ``row_values``: those columns and
@@ -285,7 +288,9 @@ def leaderboard_table(
         for line in grid:
             mean_cell = average_cell(line)
             line.insert(0 if average_first else len(line), mean_cell)
-    _mark_best(grid)
+    # methods compete under the same conditions: IPC 1 and IPC 10 rows each get their own best
+    condition = [i for i, k in enumerate(row_keys) if k in CONDITION_KEYS]
+    _mark_best(grid, [tuple(r[i] for i in condition) for r in row_ids])
     return LeaderboardTable(
         columns=(*row_keys, *header),
         rows=[(*row_id, *line) for row_id, line in zip(row_ids, grid)],
@@ -311,18 +316,22 @@ def mark_best(grid: list[list[Cell | None]]) -> None:
     _mark_best(grid)
 
 
-def _mark_best(grid: list[list[Cell | None]]) -> None:
+def _mark_best(grid: list[list[Cell | None]], groups: Sequence[Any] | None = None) -> None:
+    """``groups`` gives each row's group (rows compete only within theirs); default one group."""
     if not grid:
         return
-    for j in range(len(grid[0])):
-        shown = [round(100 * line[j].mean, 1) for line in grid if line[j] is not None]  # type: ignore[union-attr]
-        if not shown:
-            continue
-        top = max(shown)
-        for line in grid:
-            cell = line[j]
-            if cell is not None and round(100 * cell.mean, 1) == top:
-                line[j] = dataclasses.replace(cell, best=True)
+    groups = list(groups) if groups is not None else [None] * len(grid)
+    for group in dict.fromkeys(groups):
+        lines = [line for line, g in zip(grid, groups) if g == group]
+        for j in range(len(grid[0])):
+            shown = [round(100 * line[j].mean, 1) for line in lines if line[j] is not None]  # type: ignore[union-attr]
+            if not shown:
+                continue
+            top = max(shown)
+            for line in lines:
+                cell = line[j]
+                if cell is not None and round(100 * cell.mean, 1) == top:
+                    line[j] = dataclasses.replace(cell, best=True)
 
 
 # ------------------------------------------------------------------------------- formatters

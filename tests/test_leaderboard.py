@@ -223,3 +223,14 @@ def test_from_a_real_store(tmp_path: Path) -> None:
 def test_module_docstring_example_runs() -> None:
     result = doctest.testmod(leaderboard, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_best_is_marked_per_ipc_when_ipc_is_a_row_key() -> None:
+    by_ipc = {
+        ipc: scores(("pixel", "dm", "fashion-mnist", "convnet", [pixel]), ("glad", "dm", "fashion-mnist", "convnet", [glad]), ipc=ipc)
+        for ipc, pixel, glad in [(1, 0.69, 0.67), (10, 0.80, 0.74)]
+    }
+    frame = pd.concat(by_ipc.values()).assign(run_id=lambda f: f.run_id + "-" + f.ipc.astype(str))
+    table = leaderboard_table(frame, rows=("prior", "matcher", "ipc"))
+    best = {(r[0], r[2]): r[3].best for r in table.rows}
+    assert best == {("pixel", 1): True, ("glad", 1): False, ("pixel", 10): True, ("glad", 10): False}
