@@ -337,6 +337,7 @@ def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str 
     from ddbench import report
     from ddbench.fileio import write_atomic
     from ddbench.leaderboard import format_table, leaderboard_table, render
+    from ddbench.store import store_path
 
     if suite is not None:
         from ddbench.suites import load_suite
@@ -352,7 +353,7 @@ def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str 
         tables = [report.ReportTable(key="leaderboard", title="", table=table)]
 
     if fmt == "html":
-        title = f"ddbench report: {tables[0].title}" if suite is not None else f"ddbench report: {out / 'results.sqlite'}"
+        title = f"ddbench report: {tables[0].title}" if suite is not None else f"ddbench report: {store_path(out)}"
         page = report.html_report(tables, runs, store_dir=out, title=title)
         target = output or out / (f"report-{loaded.name}.html" if suite is not None else "report.html")
         write_atomic(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
@@ -395,7 +396,7 @@ def show(run_id: str, out: Path) -> None:
         if len(matches) != 1:
             known = ", ".join(runs["run_id"].tolist()[:20]) if not runs.empty else "none"
             what = "matches several runs" if len(matches) > 1 else "matches no run"
-            raise InvalidOptionError(f"'{run_id}' {what} in {out / 'results.sqlite'}. Known runs: {known}")
+            raise InvalidOptionError(f"'{run_id}' {what} in {store_path(out)}. Known runs: {known}")
         row = matches.iloc[0].to_dict()
         scores = store.scores_frame()
         scores = scores[scores["run_id"] == row["run_id"]] if not scores.empty else scores

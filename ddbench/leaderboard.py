@@ -290,7 +290,7 @@ def leaderboard_table(
             line.insert(0 if average_first else len(line), mean_cell)
     # methods compete under the same conditions: IPC 1 and IPC 10 rows each get their own best
     condition = [i for i, k in enumerate(row_keys) if k in CONDITION_KEYS]
-    _mark_best(grid, [tuple(r[i] for i in condition) for r in row_ids])
+    mark_best(grid, [tuple(r[i] for i in condition) for r in row_ids])
     return LeaderboardTable(
         columns=(*row_keys, *header),
         rows=[(*row_id, *line) for row_id, line in zip(row_ids, grid)],
@@ -311,13 +311,9 @@ def average_cell(cells: Sequence[Cell | None]) -> Cell | None:
     )
 
 
-def mark_best(grid: list[list[Cell | None]]) -> None:
-    """Mark, in place, the best mean of each column (ties at the displayed precision all marked)."""
-    _mark_best(grid)
-
-
-def _mark_best(grid: list[list[Cell | None]], groups: Sequence[Any] | None = None) -> None:
-    """``groups`` gives each row's group (rows compete only within theirs); default one group."""
+def mark_best(grid: list[list[Cell | None]], groups: Sequence[Any] | None = None) -> None:
+    """Mark, in place, the best mean of each column (ties at the displayed precision all marked);
+    ``groups`` gives each row's group, and rows compete only within theirs (default: one group)."""
     if not grid:
         return
     groups = list(groups) if groups is not None else [None] * len(grid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -53,9 +53,10 @@ def make_progress(enabled: bool = True, console: Console | None = None) -> Itera
 class _RateTracking:
     """Adds an ``it/s`` field computed by rich's own speed estimate, and status lines in logs."""
 
-    def __init__(self, progress: Progress, log_every_s: float = LOG_EVERY_S) -> None:
+    def __init__(self, progress: Progress, log_every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.progress = progress
         self.log_every_s = log_every_s
+        self.clock = clock
         self._logged_at: dict[int, float] = {}
 
     def add_task(self, description: str, **fields: Any) -> int:
@@ -68,7 +69,7 @@ class _RateTracking:
         if state.speed:
             self.progress.update(task, rate=f"{state.speed:.2f} it/s")
         if not self.progress.console.is_terminal:
-            now = time.monotonic()
+            now = self.clock()
             if state.finished or now - self._logged_at.get(task, -1e9) >= self.log_every_s:
                 self._logged_at[task] = now
                 self.progress.console.print(_status_line(state), highlight=False, markup=False)
@@ -84,8 +85,6 @@ def _status_line(task: Task) -> str:
         return "?" if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
 
     total = "?" if task.total is None else f"{task.total:g}"
-    loss = task.fields.get("loss", float("nan"))
-    return (
-        f"{task.description} {task.completed:g}/{total} loss {loss:.4g} {task.fields.get('rate', '')} "
-        f"elapsed {clock(task.elapsed)} ETA {clock(task.time_remaining)}"
-    ).replace("  ", " ")
+    parts = [task.description, f"{task.completed:g}/{total}", f"loss {task.fields.get('loss', float('nan')):.4g}",
+             task.fields.get("rate", ""), f"elapsed {clock(task.elapsed)}", f"ETA {clock(task.time_remaining)}"]
+    return " ".join(part for part in parts if part)

@@ -166,8 +166,8 @@ def train_tiny(
             save_state(stage, step)
         backend.vqvae.eval().requires_grad_(False)
         if stage == "diffusion":
-            # The encoder is frozen and deterministic: encoding every image once is exact and takes
-            # about a minute, where encoding each batch again would add ~30 % to every step.
+            # The encoder is frozen and deterministic: encoding every image once is exact, where
+            # encoding each batch again would repeat that work at every step.
             train_latents = encode_all(backend, data.train_images)
             backend.unet.train()
             run_stage(bars, "diffusion", diffusion_steps, step, dm_opt, diffusion_loss)
