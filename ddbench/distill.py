@@ -21,7 +21,7 @@ from ddbench.errors import CorruptFileError, NonFiniteLossError
 from ddbench.fileio import write_atomic
 from ddbench.interfaces import LatentState, MatchContext, Matcher, Prior, RealData, RealSampler, chunked, class_labels
 from ddbench.memory import PeakMemory
-from ddbench.progress import make_progress
+from ddbench.progress import ProgressArg, progress_task
 from ddbench.seeding import derive_seed, generator, seed_everything
 from ddbench.spec import RunSpec
 from ddbench.synthetic import SyntheticSet
@@ -88,7 +88,7 @@ class Distiller:
         dsa: Any = None,
         checkpoint_every: int = 50,
         chunk_size: int = 10,
-        progress: bool = True,
+        progress: ProgressArg = True,
         cache_dir: str | None = None,
         prior: Prior | None = None,
         matcher: Matcher | None = None,
@@ -198,8 +198,7 @@ class Distiller:
         iterations = self.spec.iterations if self.matcher.distils else 0
         steps = self.matcher.steps_per_iteration
         t0 = time.perf_counter()
-        with PeakMemory(self.device) as mem, make_progress(self.progress) as bar:
-            task = bar.add_task(self.spec.label, total=iterations, completed=start, loss=float("nan"))
+        with PeakMemory(self.device) as mem, progress_task(self.progress, self.spec.label, iterations, completed=start) as (bar, task):
             for it in range(start, iterations):
                 seed_everything(derive_seed(self.spec.seed, "iteration", it))
                 real = RealSampler(self.data, generator(self.spec.seed, "real", it), self.device)

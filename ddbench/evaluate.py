@@ -24,7 +24,8 @@ from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import RealData
 from ddbench.memory import PeakMemory
 from ddbench.protocols import EvalProtocol, get_protocol
-from ddbench.training import ProgressArg, test_accuracy, train_classifier
+from ddbench.progress import ProgressArg
+from ddbench.training import test_accuracy, train_classifier
 
 REPORTS = ("final", "max")
 #: with report="max", the number of test rounds spread evenly over training

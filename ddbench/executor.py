@@ -81,7 +81,8 @@ def execute_task(task: SweepTask) -> TaskResult:
         return TaskResult(spec.run_id, "busy", error=f"running in {lock.owner()}")
     t0 = time.perf_counter()
     handler: logging.Handler | None = None
-    env = dataclasses.replace(task.env, progress=False)
+    # progress goes to the run's log file (status lines every LOG_EVERY_S), never to the worker's stderr
+    env = dataclasses.replace(task.env, progress=True)
     try:
         if env.force:
             # clear the run here, before its log file opens (run_spec's --force would delete the open log)

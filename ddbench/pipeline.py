@@ -19,6 +19,7 @@ from ddbench.errors import DDBenchError, InvalidOptionError
 from ddbench.evaluate import evaluate_synthetic
 from ddbench.fileio import write_json_atomic
 from ddbench.interfaces import RealData
+from ddbench.progress import make_progress
 from ddbench.protocols import get_protocol
 from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore
@@ -68,7 +69,17 @@ def _clear_run_dir(run_dir: Path) -> None:
 
 
 def run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCache, console: Console | None = None) -> RunOutcome:
+    """Distil ``spec`` (or reuse its stored synthetic set) and evaluate every missing (evaluator, seed).
+
+    With ``env.progress`` the distillation and each evaluation show a bar on ``console``; where that
+    console is a file (a sweep worker's run.log) they become periodic status lines.
+    """
     console = console or Console(stderr=True)
+    with make_progress(env.progress, console) as bar:
+        return _run_spec(spec, env, store, data_cache, console, bar)
+
+
+def _run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCache, console: Console, bar: Any) -> RunOutcome:
     device = resolve_device(env.device)
     run_id, run_dir = spec.run_id, env.run_dir(spec)
     protocol = get_protocol(spec.protocol)
@@ -100,7 +111,7 @@ def run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCa
                 dsa=DSA() if spec.dsa else None,
                 checkpoint_every=env.checkpoint_every,
                 chunk_size=env.chunk_size,
-                progress=env.progress,
+                progress=bar,
                 cache_dir=str(env.out / "cache"),
             )
             result = distiller.run(resume=env.resume)
@@ -133,7 +144,7 @@ def run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCa
                 epochs=spec.eval_epochs,
                 lr=learned_lr,
                 report=spec.report,
-                progress=env.progress,
+                progress=bar,
             )
             # the store keys scores by the protocol's name with its overrides, e.g. "dc[epochs=300]"
             protocol_record = {**dict(result.protocol), "name": spec.protocol_key(), "report": spec.report}

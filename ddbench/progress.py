@@ -10,6 +10,9 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+#: ``None``/``False``: silent; ``True``: an own progress bar; or a bar from `make_progress` to add a task to
+ProgressArg = Any
+
 # Where output is not a terminal (a log file, a SLURM job) a live bar draws nothing until the end,
 # so a plain status line is printed instead, at most this often per task.
 LOG_EVERY_S = 60.0
@@ -48,6 +51,16 @@ def make_progress(enabled: bool = True, console: Console | None = None) -> Itera
     )
     with progress:
         yield _RateTracking(progress)
+
+
+@contextlib.contextmanager
+def progress_task(progress: ProgressArg, description: str, total: int, **fields: Any) -> Iterator[tuple[Any, Any]]:
+    """``(bar, task)`` for one loop: a task on the caller's bar, or on a bar of its own (``True``) or none."""
+    if progress is None or isinstance(progress, bool):
+        with make_progress(bool(progress)) as bar:
+            yield bar, bar.add_task(description, total=total, **fields)
+    else:
+        yield progress, progress.add_task(description, total=total, **fields)
 
 
 class _RateTracking:

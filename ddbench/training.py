@@ -8,17 +8,16 @@ the caller's, who seeds the global RNG before building it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddbench.errors import InvalidOptionError, NonFiniteLossError
-from ddbench.progress import make_progress
+from ddbench.progress import ProgressArg, progress_task
 from ddbench.seeding import derive_seed
 
 #: ``step``: ×0.1 at half the epochs (DC); ``warmup_cosine``: linear warm-up over the first half,
@@ -26,8 +25,6 @@ from ddbench.seeding import derive_seed
 SCHEDULES = ("step", "warmup_cosine", "constant")
 
 Normalise = Callable[[Tensor], Tensor]
-#: ``None``/``False``: silent; ``True``: an own progress bar; or a bar from ``ddbench.progress.make_progress``
-ProgressArg = Any
 
 
 def lr_at_epoch(schedule: str, base_lr: float, epoch: int, epochs: int) -> float:
@@ -56,15 +53,6 @@ class TrainStats:
     @property
     def train_accuracy(self) -> float | None:
         return self.accuracies[-1] if self.accuracies else None
-
-
-@contextlib.contextmanager
-def _progress_task(progress: ProgressArg, description: str, total: int) -> Iterator[tuple[Any, Any]]:
-    if progress is None or isinstance(progress, bool):
-        with make_progress(bool(progress)) as bar:
-            yield bar, bar.add_task(description, total=total, loss=float("nan"))
-    else:
-        yield progress, progress.add_task(description, total=total, loss=float("nan"))
 
 
 def _as_float(images: Tensor, normalise: Normalise | None) -> Tensor:
@@ -120,7 +108,7 @@ def train_classifier(
     shuffle = torch.Generator().manual_seed(derive_seed("train-shuffle", seed))
     stats = TrainStats(losses=[], accuracies=[])
     step = 0
-    with _progress_task(progress, description, epochs) as (bar, task):
+    with progress_task(progress, description, epochs) as (bar, task):
         for epoch in range(epochs):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at_epoch(schedule, lr, epoch, epochs)

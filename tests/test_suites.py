@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -198,6 +199,10 @@ def test_local_sweep_completes_then_skips_what_the_store_has(tmp_path, fmnist_sl
     assert len(_scores(out)) == 2 * 2  # 2 runs × 1 evaluator × 2 seeds
     logs = sorted(out.glob("runs/fashion-mnist/*/run.log"))
     assert len(logs) == 2 and all("=== done" in log.read_text() for log in logs)
+    # the workers' progress reaches each run's log as status lines (distillation, then each evaluation)
+    distil_log = next(log.read_text() for log in logs if "pixel+dm" in log.read_text())
+    assert re.search(r"pixel\+dm ipc1 2/2 loss \S+ .*elapsed", distil_log), distil_log
+    assert re.search(r"eval convnet seed 1 \d+/\d+ loss", distil_log), distil_log
     code, output = _run_small(tmp_path, fmnist_slice)
     assert code == 0, output
     assert "2 already in the store, 0 to run" in output
