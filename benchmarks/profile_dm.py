@@ -1,7 +1,13 @@
 """Where a DM iteration's time goes on Fashion-MNIST: a torch.profiler table over a few iterations
 of the real engine, and the eager time of each ConvNet-3 layer on 10 × 256 images (bf16).
 
+``--roofline`` instead sets the iteration's convolutions against this CPU's bf16 throughput: the
+FLOPs of ConvNet-3's convolutions on the real batch, a large bf16 matmul's GFLOP/s (what oneDNN
+reaches here), each convolution's own bf16 time, and so the least time the real side can take
+without changing the protocol.
+
     python benchmarks/profile_dm.py --ipc 1 --iterations 8 --threads 1
+    python benchmarks/profile_dm.py --roofline
 """
 
 from __future__ import annotations
@@ -58,6 +64,41 @@ def layer_times(repeats: int) -> None:
     print(tabulate(rows, headers=["#", "layer", "input", "median s (eager, bf16)"], tablefmt="github"))
 
 
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: oneDNN primitive creation, allocator
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def roofline(repeats: int, images: int = 2560) -> None:
+    """Convolution FLOPs of one DM real-side embedding against the measured bf16 throughput."""
+    size = 4096
+    a, b = torch.randn(size, size).bfloat16(), torch.randn(size, size).bfloat16()
+    peak = 2 * size**3 / _median_seconds(lambda: a @ b, repeats)
+    torch.manual_seed(0)
+    net = ConvNet(1, 10, 28).to(memory_format=torch.channels_last).train()
+    h = torch.randn(images, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    rows, total_flops, total_s = [], 0.0, 0.0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for layer in net.features:
+            if isinstance(layer, torch.nn.Conv2d):
+                out = layer(h)
+                flops = 2 * out.numel() * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+                seconds = _median_seconds(lambda: layer(h), repeats)
+                rows.append([f"{layer.in_channels}→{layer.out_channels} at {out.shape[-1]} px", f"{flops / 1e9:.1f}",
+                             f"{seconds:.3f}", f"{flops / seconds / 1e9:.0f}"])  # fmt: skip
+                total_flops, total_s = total_flops + flops, total_s + seconds
+            h = layer(h)
+    rows.append(["all convolutions", f"{total_flops / 1e9:.1f}", f"{total_s:.3f}", f"{total_flops / total_s / 1e9:.0f}"])
+    print(f"bf16 matmul {size}×{size}: {peak / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} thread(s)")
+    print(tabulate(rows, headers=[f"convolution ({images} images, bf16 channels-last)", "GFLOP", "median s", "GFLOP/s"], tablefmt="github"))
+    print(f"least time for these convolutions at the matmul rate: {total_flops / peak:.3f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ipc", type=int, default=1)
@@ -65,11 +106,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dm-opt", action="append", default=["real_precision=bf16"], help="DM option KEY=VALUE")
+    parser.add_argument("--roofline", action="store_true", help="only the convolution FLOPs against bf16 throughput")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     from ddbench.grid import parse_key_values
 
+    if args.roofline:
+        roofline(args.repeats)
+        print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}")
+        return
     profile_iterations(args.ipc, args.iterations, parse_key_values(args.dm_opt, "--dm-opt"))
     layer_times(args.repeats)
     print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
