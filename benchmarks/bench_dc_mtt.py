@@ -141,7 +141,7 @@ def accuracy(args: argparse.Namespace) -> None:
                   eval_seeds=tuple(range(args.seeds)), protocol=args.protocol, train_per_class=args.train_per_class)  # fmt: skip
     dc_it, mtt_it = args.dc_iterations, args.mtt_iterations
     specs = [("random real", RunSpec(matcher="real", **common))]
-    for precision in args.precisions.split(","):
+    for precision in [p for p in args.precisions.split(",") if p]:  # '' = no DC rows
         specs.append((f"pixel + DC ({precision}, no DSA, {dc_it} it)",
                       RunSpec(matcher="dc", iterations=dc_it, dsa=False, matcher_options={"real_precision": precision}, **common)))  # fmt: skip
     if not args.skip_dc_dsa:
@@ -185,7 +185,7 @@ def main() -> None:
     acc.add_argument("--eval-epochs", type=int, default=300)
     acc.add_argument("--dc-iterations", type=int, default=50, help="the reference figure's budget")
     acc.add_argument("--mtt-iterations", type=int, default=200)
-    acc.add_argument("--precisions", default="fp32,bf16", help="DC real-side precision(s)")
+    acc.add_argument("--precisions", default="fp32,bf16", help="DC real-side precision(s) ('' = no DC)")
     acc.add_argument("--mtt-image-lrs", default="1000,100", help="pixel learning rate(s) for MTT ('' = no MTT)")
     acc.add_argument("--skip-dc-dsa", action="store_true", help="leave out DC distilled with DSA")
     acc.add_argument("--train-per-class", type=int, default=None, help="a training slice (quick checks only)")
