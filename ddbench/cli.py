@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        console.print("[red]Interrupted; completed iterations are checkpointed — run the same command again to resume.")
+        console.print("[red]Interrupted; distillation resumes from its last checkpoint (every --checkpoint-every iterations or 5 minutes) when you run the same command again.")
         sys.exit(130)
 
 

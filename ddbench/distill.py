@@ -29,6 +29,9 @@ from ddbench.synthetic import SyntheticSet
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: a checkpoint is also written when this long has passed since the last one, so runs with slow
+#: iterations (DC at IPC 10: minutes each) lose at most this much work when killed
+CHECKPOINT_SECONDS = 300.0
 SYNTHETIC_MOMENTUM = 0.5  # SGD momentum on synthetic parameters in DC, DM and MTT alike
 
 
@@ -89,6 +92,7 @@ class Distiller:
         checkpoint_every: int = 50,
         chunk_size: int = 10,
         progress: ProgressArg = True,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
         cache_dir: str | None = None,
         prior: Prior | None = None,
         matcher: Matcher | None = None,
@@ -101,6 +105,7 @@ class Distiller:
         self.device = torch.device(device)
         self.dsa = dsa
         self.checkpoint_every = max(1, checkpoint_every)
+        self.checkpoint_seconds = checkpoint_seconds
         self.chunk_size = max(1, chunk_size)
         self.progress = progress
         self.cache_dir = cache_dir
@@ -197,7 +202,7 @@ class Distiller:
                 opt = self._optimizer(state)
         iterations = self.spec.iterations if self.matcher.distils else 0
         steps = self.matcher.steps_per_iteration
-        t0 = time.perf_counter()
+        t0 = saved_at = time.perf_counter()
         with PeakMemory(self.device) as mem, progress_task(self.progress, self.spec.label, iterations, completed=start) as (bar, task):
             for it in range(start, iterations):
                 seed_everything(derive_seed(self.spec.seed, "iteration", it))
@@ -218,8 +223,10 @@ class Distiller:
                 bar.update(task, advance=1, loss=value)
                 if on_iteration is not None:
                     on_iteration(it, value)
-                if (it + 1) % self.checkpoint_every == 0 or it + 1 == iterations:
+                overdue = time.perf_counter() - saved_at >= self.checkpoint_seconds
+                if (it + 1) % self.checkpoint_every == 0 or it + 1 == iterations or overdue:
                     self._save_checkpoint(it + 1, state, opt, losses)
+                    saved_at = time.perf_counter()
         seconds = time.perf_counter() - t0
         done = iterations - start
         images = generate_all(self.prior, state, len(self.labels), self.chunk_size, self.device)

@@ -116,6 +116,25 @@ def test_resume_equals_uninterrupted_run(tiny_data, tmp_path):
     assert full.losses == resumed.losses
 
 
+def test_slow_iterations_are_checkpointed_by_time(tiny_data, tmp_path):
+    """checkpoint_every alone would not save before iteration 100; the time rule saves every iteration here."""
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(it: int, loss: float) -> None:
+        if it == 3:
+            raise Killed
+
+    distiller = Distiller(_spec(), tiny_data, tmp_path, checkpoint_every=100, checkpoint_seconds=0.0, progress=False,
+                          prior=LinearPrior(), matcher=MeanMatcher())  # fmt: skip
+    with pytest.raises(Killed):
+        distiller.run(on_iteration=kill_at_3)
+    resumed = Distiller(_spec(), tiny_data, tmp_path, checkpoint_every=100, progress=False, prior=LinearPrior(),
+                        matcher=MeanMatcher()).run(resume=True)  # fmt: skip
+    assert resumed.resumed_from == 3
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tiny_data, tmp_path):
     class ExplodingMatcher(MeanMatcher):
         def loss(self, images, labels, real):
