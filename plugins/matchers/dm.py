@@ -7,8 +7,8 @@ both: ``L = Σ_c ‖mean φ(A(x_real_c)) − mean φ(A(s_c))‖²``.
 Speed: the real side (10 × 256 images through ConvNet-3 on Fashion-MNIST) is nearly all of an
 iteration's work and needs no gradient, so it may run in bfloat16, channels-last, compiled and in
 cache-sized chunks (``real_precision``, ``compile``, ``real_chunk``). The network is re-initialised
-in place each iteration, so the compiled graph is built once per process, not once per iteration. The synthetic side always runs
-in fp32 with autograd.
+in place each iteration, so the compiled graph is built once per process, not once per iteration.
+The synthetic side always runs in fp32 with autograd.
 """
 
 from __future__ import annotations
