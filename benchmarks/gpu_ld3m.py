@@ -6,7 +6,7 @@ through the real matcher plugins and the engine's split backward, on real-shaped
 128 px (latents 32², T = 10) and 256 px (latents 64², T = 20). Each figure is printed as soon as
 it is measured; an out-of-memory setting is reported and the next one runs.
 
-    python benchmarks/gpu_ld3m.py                      # on the GPU (about 2–4 minutes on one H100)
+    python benchmarks/gpu_ld3m.py                      # on the GPU (88 s on one H100, 2026-11-27)
     python benchmarks/gpu_ld3m.py --device cpu --small # smoke test: same code path, tiny sizes
 """
 
