@@ -11,6 +11,7 @@ Two parts, both through the same engine `ddbench run` uses:
 
     python benchmarks/bench_dc_mtt.py speed --out bench-out/dc-mtt
     python benchmarks/bench_dc_mtt.py accuracy --out bench-out/dc-mtt --seeds 3
+    python benchmarks/bench_dc_mtt.py accuracy --distill-seeds 0,1,2,3,4   # several draws of the real images
     python benchmarks/bench_dc_mtt.py speed --device cuda --syn-steps 10,20,40,80
 """
 
@@ -21,9 +22,12 @@ import json
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 from typing import Any
 
+import pandas as pd
 import torch
 from tabulate import tabulate
 
@@ -137,30 +141,47 @@ def accuracy(args: argparse.Namespace) -> None:
     from ddbench.pipeline import DataCache, run_spec
 
     env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
-    common = dict(dataset="fashion-mnist", prior="pixel", ipc=1, eval_epochs=args.eval_epochs,
-                  eval_seeds=tuple(range(args.seeds)), protocol=args.protocol, train_per_class=args.train_per_class)  # fmt: skip
     dc_it, mtt_it = args.dc_iterations, args.mtt_iterations
-    specs = [("random real", RunSpec(matcher="real", **common))]
-    for precision in [p for p in args.precisions.split(",") if p]:  # '' = no DC rows
-        specs.append((f"pixel + DC ({precision}, no DSA, {dc_it} it)",
-                      RunSpec(matcher="dc", iterations=dc_it, dsa=False, matcher_options={"real_precision": precision}, **common)))  # fmt: skip
-    if not args.skip_dc_dsa:
-        specs.append((f"pixel + DC (fp32, DSA, {dc_it} it)", RunSpec(matcher="dc", iterations=dc_it, **common)))
-    for lr in [v for v in args.mtt_image_lrs.split(",") if v]:
-        specs.append((f"pixel + MTT (images lr {lr}, {mtt_it} it)",
-                      RunSpec(matcher="mtt", iterations=mtt_it, matcher_options=MTT_EXPERT_OPTIONS, lrs={"images": float(lr)}, **common)))  # fmt: skip
+    draws = [int(s) for s in args.distill_seeds.split(",")]
     cache = DataCache(env)
     rows = []
     with ResultsStore(args.out / "results.sqlite") as store:
-        for label, spec in specs:
-            run_spec(spec, env, store, cache)
-            run = store.get_run(spec.run_id)
-            scores = store.scores_frame()
-            acc = scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100
-            spi = run.get("seconds_per_iteration")
-            rows.append([label, f"{acc.mean():.1f} ± {acc.std(ddof=0):.1f}", len(acc), f"{spi:.3f}" if spi else "—",
-                         format_bytes(run.get("distill_peak_memory_bytes")) if spi else "—"])  # fmt: skip
-    print(tabulate(rows, headers=["Fashion-MNIST IPC 1", "accuracy %", "seeds", "s/it", "peak memory"], tablefmt="github"))
+        for label, make_spec in _accuracy_rows(args, dc_it, mtt_it):
+            # One spec per draw: `seed` picks the real images (random real, real init) and the
+            # distillation's randomness; the eval seeds train each result several times.
+            accs, spis, peaks = [], [], []
+            for draw in draws:
+                spec = make_spec(draw)
+                run_spec(spec, env, store, cache)
+                run = store.get_run(spec.run_id)
+                scores = store.scores_frame()
+                accs.append(scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100)
+                spis.append(run.get("seconds_per_iteration"))
+                peaks.append(run.get("distill_peak_memory_bytes"))
+            acc = pd.concat(accs)
+            per_draw = " / ".join(f"{a.mean():.1f}" for a in accs)
+            spi = median([v for v in spis if v]) if any(spis) else None
+            rows.append([label, f"{acc.mean():.1f} ± {acc.std(ddof=0):.1f}", f"{len(draws)} × {len(accs[0])}", per_draw,
+                         f"{spi:.3f}" if spi else "—", format_bytes(max(v for v in peaks if v)) if spi else "—"])  # fmt: skip
+    headers = ["Fashion-MNIST IPC 1", "accuracy %", "draws × eval seeds", "mean per draw", "s/it (median)", "peak memory"]
+    print(tabulate(rows, headers=headers, tablefmt="github"))
+
+
+def _accuracy_rows(args: argparse.Namespace, dc_it: int, mtt_it: int) -> list[tuple[str, Callable[[int], RunSpec]]]:
+    """(label, draw → spec) for each method the accuracy table compares."""
+    common = dict(dataset="fashion-mnist", prior="pixel", ipc=1, eval_epochs=args.eval_epochs,
+                  eval_seeds=tuple(range(args.seeds)), protocol=args.protocol, train_per_class=args.train_per_class)  # fmt: skip
+    rows: list[tuple[str, Callable[[int], RunSpec]]] = [("random real", lambda d: RunSpec(matcher="real", seed=d, **common))]
+    for precision in [p for p in args.precisions.split(",") if p]:  # '' = no DC rows
+        options = {"real_precision": precision}
+        rows.append((f"pixel + DC ({precision}, no DSA, {dc_it} it)",
+                     lambda d, o=options: RunSpec(matcher="dc", iterations=dc_it, dsa=False, matcher_options=o, seed=d, **common)))  # fmt: skip
+    if not args.skip_dc_dsa:
+        rows.append((f"pixel + DC (fp32, DSA, {dc_it} it)", lambda d: RunSpec(matcher="dc", iterations=dc_it, seed=d, **common)))
+    for lr in [float(v) for v in args.mtt_image_lrs.split(",") if v]:
+        rows.append((f"pixel + MTT (images lr {lr:g}, {mtt_it} it)",
+                     lambda d, lr=lr: RunSpec(matcher="mtt", iterations=mtt_it, matcher_options=MTT_EXPERT_OPTIONS, lrs={"images": lr}, seed=d, **common)))  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -189,6 +210,7 @@ def main() -> None:
     acc.add_argument("--mtt-image-lrs", default="1000,100", help="pixel learning rate(s) for MTT ('' = no MTT)")
     acc.add_argument("--skip-dc-dsa", action="store_true", help="leave out DC distilled with DSA")
     acc.add_argument("--train-per-class", type=int, default=None, help="a training slice (quick checks only)")
+    acc.add_argument("--distill-seeds", default="0", help="spec seeds, i.e. draws of the real images (random real, real init): '0,1,2,3,4'")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
