@@ -16,6 +16,9 @@ ProgressArg = Any
 # Where output is not a terminal (a log file, a SLURM job) a live bar draws nothing until the end,
 # so a plain status line is printed instead, at most this often per task.
 LOG_EVERY_S = 60.0
+# rich estimates speed from the updates of the last N seconds (30 by default); a DC iteration at IPC 10
+# can take ten minutes, so the window is an hour, or the bar would never show a rate or an ETA.
+SPEED_WINDOW_S = 3600.0
 
 
 class _NullProgress:
@@ -48,6 +51,7 @@ def make_progress(enabled: bool = True, console: Console | None = None) -> Itera
         TimeRemainingColumn(),
         console=console or Console(stderr=True),
         transient=False,
+        speed_estimate_period=SPEED_WINDOW_S,
     )
     with progress:
         yield _RateTracking(progress)
@@ -99,5 +103,14 @@ def _status_line(task: Task) -> str:
 
     total = "?" if task.total is None else f"{task.total:g}"
     parts = [task.description, f"{task.completed:g}/{total}", f"loss {task.fields.get('loss', float('nan')):.4g}",
-             task.fields.get("rate", ""), f"elapsed {clock(task.elapsed)}", f"ETA {clock(task.time_remaining)}"]
+             task.fields.get("rate", ""), f"elapsed {clock(task.elapsed)}", f"ETA {clock(eta_seconds(task))}"]
     return " ".join(part for part in parts if part)
+
+
+def eta_seconds(task: Task) -> float | None:
+    """rich's estimate, else (one step done, no speed yet) the average time per step so far."""
+    if task.time_remaining is not None:
+        return task.time_remaining
+    if task.total is None or not task.completed or not task.elapsed:
+        return None
+    return task.elapsed / task.completed * (task.total - task.completed)

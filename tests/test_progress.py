@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 from rich.console import Console
 
@@ -29,3 +30,11 @@ def test_a_terminal_gets_only_the_live_bar() -> None:
         task = bar.add_task("distill", total=2)
         bar.update(task, advance=2, loss=0.5)
     assert "elapsed" not in out.getvalue()
+
+
+def test_eta_falls_back_to_the_average_step_time_when_rich_has_no_speed() -> None:
+    # one slow step done: rich has a single sample, hence no speed and no time_remaining
+    slow = SimpleNamespace(time_remaining=None, total=10, completed=2, elapsed=600.0)
+    assert progress.eta_seconds(slow) == 2400.0
+    assert progress.eta_seconds(SimpleNamespace(time_remaining=None, total=10, completed=0, elapsed=5.0)) is None
+    assert progress.eta_seconds(SimpleNamespace(time_remaining=7.0, total=10, completed=2, elapsed=600.0)) == 7.0
