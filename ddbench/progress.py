@@ -8,7 +8,8 @@ import time
 from typing import Any, Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 #: ``None``/``False``: silent; ``True``: an own progress bar; or a bar from `make_progress` to add a task to
 ProgressArg = Any
@@ -47,8 +48,7 @@ def make_progress(enabled: bool = True, console: Console | None = None) -> Itera
         TextColumn("loss {task.fields[loss]:.4g}"),
         TextColumn("[progress.data.speed]{task.fields[rate]}"),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        _EtaColumn(),
         console=console or Console(stderr=True),
         transient=False,
         speed_estimate_period=SPEED_WINDOW_S,
@@ -95,15 +95,22 @@ class _RateTracking:
         self.update(task, advance=amount)
 
 
+class _EtaColumn(ProgressColumn):
+    """``ETA 0:00:53`` from `eta_seconds`, so the live bar and the log lines agree."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"ETA {_clock(eta_seconds(task))}", style="progress.remaining")
+
+
+def _clock(seconds: float | None) -> str:
+    return "?" if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
+
+
 def _status_line(task: Task) -> str:
     """``distill 120/200 loss 0.0123 1.52 it/s elapsed 0:01:19 ETA 0:00:53``"""
-
-    def clock(seconds: float | None) -> str:
-        return "?" if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
-
     total = "?" if task.total is None else f"{task.total:g}"
     parts = [task.description, f"{task.completed:g}/{total}", f"loss {task.fields.get('loss', float('nan')):.4g}",
-             task.fields.get("rate", ""), f"elapsed {clock(task.elapsed)}", f"ETA {clock(eta_seconds(task))}"]
+             task.fields.get("rate", ""), f"elapsed {_clock(task.elapsed)}", f"ETA {_clock(eta_seconds(task))}"]
     return " ".join(part for part in parts if part)
 
 
