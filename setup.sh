@@ -10,6 +10,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # torch is pinned to the build this project is tested with; override for another CUDA/CPU build.
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+NEED_GB=${NEED_GB:-7}  # free disk space the install needs (torch CUDA build ~5.6 GB)
 FMNIST=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 as_root() {
@@ -28,6 +29,13 @@ fi
 
 if [ ! -x "$VENV/bin/ddbench" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
   echo ">> creating $VENV and installing ddbench"
+  # torch's default (CUDA) build takes about 5.6 GB in the venv; say so before pip fails half-way
+  free_kb=$(df -Pk "$(dirname "$VENV")" | awk 'NR == 2 {print $4}')
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((NEED_GB * 1024 * 1024)) ]; then
+    echo "!! only $((free_kb / 1024 / 1024)) GB free under $(cd "$(dirname "$VENV")" && pwd); installing torch needs about $NEED_GB GB." >&2
+    echo "!! Free some space, or put the venv elsewhere: VENV=/path/with/space bash setup.sh ..." >&2
+    exit 1
+  fi
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   # shellcheck disable=SC2086
