@@ -2,9 +2,10 @@
 
 Two parts, both through the same engine `ddbench run` uses:
 
-``speed``  seconds per iteration and peak memory of DC (IPC 1, fp32 and bf16 real side) and of
-           MTT at several ``syn_steps`` (memory grows linearly with the unrolled steps). Each setting
-           runs in its own process, so the CPU figure (peak RSS) of one does not leak into the next.
+``speed``  seconds per iteration and peak memory of DC (IPC 1, fp32 and bf16 real side, eager and
+           compiled real side) and of MTT at several ``syn_steps`` (memory grows linearly with the
+           unrolled steps). Each setting runs in its own process, so the CPU figure (peak RSS) of
+           one does not leak into the next.
 ``accuracy`` random real vs DC (reference budget: 50 iterations, real init, 300 evaluation epochs, no
            augmentation: protocol ``dc-noaug``; ``--protocol dc`` evaluates with DSA)
            vs MTT (experts built on first use into OUT/cache/experts), mean ± std over seeds.
@@ -54,8 +55,14 @@ def _child(args: argparse.Namespace) -> None:
     if warm:  # untimed iterations first (allocator, oneDNN primitive caches)
         Distiller(dataclass_replace(spec, iterations=warm), data, args.out / "speed" / "warm", device=args.device,
                   dsa=DSA() if spec.dsa else None, progress=False, cache_dir=str(args.out / "cache")).run(resume=False)  # fmt: skip
-    result = distiller.run(resume=False)
-    print(json.dumps({"seconds_per_iteration": result.seconds_per_iteration, "peak_memory_bytes": result.peak_memory_bytes}))
+    import time
+
+    stamps: list[float] = []
+    result = distiller.run(resume=False, on_iteration=lambda it, loss: stamps.append(time.perf_counter()))
+    # steady state: the median iteration after the first (which pays for torch.compile, if any)
+    steady = [b - a for a, b in zip(stamps, stamps[1:])] or [result.seconds_per_iteration]
+    print(json.dumps({"seconds_per_iteration": median(steady), "run_seconds_per_iteration": result.seconds_per_iteration,
+                      "peak_memory_bytes": result.peak_memory_bytes}))  # fmt: skip
 
 
 def _reference_child(args: argparse.Namespace) -> None:
@@ -97,7 +104,8 @@ def _reference_child(args: argparse.Namespace) -> None:
                 torch.cuda.synchronize()
             if it >= args.warmup:
                 times.append(time.perf_counter() - start)
-    print(json.dumps({"seconds_per_iteration": sum(times) / len(times), "peak_memory_bytes": mem.peak_bytes}))
+    print(json.dumps({"seconds_per_iteration": median(times), "run_seconds_per_iteration": sum(times) / len(times),
+                      "peak_memory_bytes": mem.peak_bytes}))  # fmt: skip
 
 
 def dataclass_replace(spec: RunSpec, **changes: Any) -> RunSpec:
@@ -122,8 +130,11 @@ def speed(args: argparse.Namespace) -> None:
     common = dict(dataset="fashion-mnist", prior="pixel", ipc=1, iterations=args.iterations)
     settings: list[tuple[str, RunSpec | None]] = [("reference DC loop (re-typed)", None)]
     for precision in [p for p in args.precisions.split(",") if p]:
-        # no DSA: the reference figure is plain DC (DSA adds its augmentation cost on top)
-        settings.append((f"DC ({precision}, no DSA)", RunSpec(matcher="dc", matcher_options={"real_precision": precision}, dsa=False, **common)))
+        for compiled in (False, True):  # side by side: the eager real side and the compiled one
+            # no DSA: the reference figure is plain DC (DSA adds its augmentation cost on top)
+            options = {"real_precision": precision, "compile": compiled}
+            label = f"DC ({precision}, no DSA, {'compiled' if compiled else 'eager'})"
+            settings.append((label, RunSpec(matcher="dc", matcher_options=options, dsa=False, **common)))
     settings.append(("DC (fp32, DSA)", RunSpec(matcher="dc", **common)))
     for steps in [int(s) for s in args.syn_steps.split(",") if s]:
         options = {**MTT_EXPERT_OPTIONS, "num_experts": 1, "syn_steps": steps}
@@ -131,10 +142,10 @@ def speed(args: argparse.Namespace) -> None:
         settings.append((f"MTT (syn_steps {steps})", RunSpec(matcher="mtt", matcher_options=options, train_per_class=100, **common)))
     for label, spec in settings:
         m = _measure(spec, args)
-        rows.append([label, f"{m['seconds_per_iteration']:.3f}", format_bytes(m["peak_memory_bytes"])])
+        rows.append([label, f"{m['seconds_per_iteration']:.3f}", f"{m['run_seconds_per_iteration']:.3f}", format_bytes(m["peak_memory_bytes"])])
         print(rows[-1], file=sys.stderr, flush=True)
     memory = "peak GPU allocation" if args.device.startswith("cuda") else "peak process RSS"
-    print(tabulate(rows, headers=["setting (Fashion-MNIST, IPC 1)", "s/it", memory], tablefmt="github"))
+    print(tabulate(rows, headers=["setting (Fashion-MNIST, IPC 1)", "s/it (median)", "s/it (run mean)", memory], tablefmt="github"))
 
 
 def accuracy(args: argparse.Namespace) -> None:

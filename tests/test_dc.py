@@ -135,6 +135,32 @@ def test_bf16_real_side_is_close_to_fp32(tiny_data):
     assert losses[1] == pytest.approx(losses[0], rel=0.05)
 
 
+def test_compiled_and_chunked_real_side_match_eager_and_follow_the_network(tiny_data):
+    """The real side's copy of the network takes each iteration's weights, compiled or not."""
+    images, labels = _synthetic(tiny_data, 2)
+    variants = {"eager": {"compile": False}, "compiled": {"compile": True}, "chunked": {"compile": False, "real_chunk": 3}}
+    losses = {}
+    for name, options in variants.items():
+        matcher = _matcher(tiny_data, **options)
+        losses[name] = []
+        for iteration in (0, 1):
+            torch.manual_seed(iteration)
+            matcher.begin_iteration(iteration)
+            real = RealSampler(tiny_data, torch.Generator().manual_seed(0), torch.device("cpu"))
+            losses[name].append(float(matcher.loss(images, labels, real).detach()))
+    assert losses["eager"][0] != pytest.approx(losses["eager"][1], rel=1e-3)  # a different network
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
+    assert losses["chunked"] == pytest.approx(losses["eager"], rel=1e-5)
+
+
+def test_compile_auto_only_for_large_real_batches(tiny_data):
+    assert not _matcher(tiny_data)._channels_last  # batch_real 8: compiling would not pay back
+    big = GradientMatching(batch_real=256)
+    big.setup(_context(tiny_data))
+    big.begin_iteration(0)
+    assert big._channels_last and big._real_chunk_gradients.compiled is not None
+
+
 class SpyDSA:
     """Records the seed of every call and flips the images (a real, differentiable op)."""
 

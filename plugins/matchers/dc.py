@@ -18,15 +18,25 @@ outer step of an iteration (it is discarded), so at IPC 1 it is never trained.
 
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+from functools import partial
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import MatchContext, Matcher, RealSampler
+from ddbench_plugins.matchers.realside import (
+    PRECISIONS,
+    CompiledOrEager,
+    check_compile,
+    check_real_chunk,
+    real_dtype,
+    resolve_real_chunk,
+    split,
+)
 
 #: (outer_loop, inner_loop) of the reference implementation (DatasetCondensation `get_loops`)
 REFERENCE_LOOPS: dict[int, tuple[int, int]] = {
@@ -39,6 +49,9 @@ REFERENCE_LOOPS: dict[int, tuple[int, int]] = {
 }
 MAX_OUTER_LOOP = 50
 EPS = 1e-6  # the reference's ε in the cosine denominator
+#: ``compile="auto"`` compiles the real side from this many real images per class: its one-off
+#: compilation (~15 s on 2 CPU cores) then pays back within a few iterations
+COMPILE_MIN_BATCH_REAL = 64
 
 
 def loop_schedule(ipc: int) -> tuple[int, int]:
@@ -90,9 +103,18 @@ class GradientMatching(Matcher):
         net_momentum: momentum of that SGD (the reference uses none).
         batch_real: real images per class in each gradient.
         batch_train: batch size of the network's inner training.
-        real_precision: ``"fp32"`` or ``"bf16"`` for the real-side gradients (a bf16 copy of the
-            network; they need no graph). bf16 is faster on CPUs with AVX512-BF16/AMX and on GPUs,
-            with per-layer cosine ≥ 0.999 to the fp32 gradients; slower on CPUs without bf16 units.
+        real_precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (bf16 where the hardware has fast
+            bf16) for the real-side gradients, computed on a copy of the network (they need no
+            graph). bf16 gives per-layer cosine ≥ 0.998 to the fp32 gradients and the same accuracy
+            within noise (benchmarks/README.md); it is slower on CPUs without bf16 units.
+        compile: torch.compile the real side (``"auto"``: when ``batch_real`` ≥ 64), channels-last;
+            falls back to eager if compilation fails.
+        real_chunk: real images per forward/backward, their gradients summed; None: cache-sized
+            chunks on a CPU (``realside.resolve_real_chunk``; no split with batch norm).
+
+    Speed: the real side (10 × 256 images, forward and backward, on Fashion-MNIST IPC 1) is nearly
+    all of an iteration. Its copy of the network is built once, compiled once per process, and takes
+    the current weights in place before each loss, so a fresh network per iteration recompiles nothing.
     """
 
     name = "dc"
@@ -108,6 +130,8 @@ class GradientMatching(Matcher):
         batch_real: int = 256,
         batch_train: int = 256,
         real_precision: str = "fp32",
+        compile: bool | str = "auto",
+        real_chunk: int | None = None,
     ) -> None:
         for key, value in (("outer_loop", outer_loop), ("inner_loop", inner_loop)):
             if value is not None and value < (1 if key == "outer_loop" else 0):
@@ -116,8 +140,10 @@ class GradientMatching(Matcher):
             raise InvalidOptionError(f"Expected net_lr > 0 and net_momentum in [0, 1) but got {net_lr} and {net_momentum}")
         if batch_real < 1 or batch_train < 1:
             raise InvalidOptionError(f"Expected batch_real ≥ 1 and batch_train ≥ 1 but got {batch_real} and {batch_train}")
-        if real_precision not in ("fp32", "bf16"):
-            raise InvalidOptionError(f"Expected real_precision 'fp32' or 'bf16' but got '{real_precision}'")
+        if real_precision not in PRECISIONS:
+            raise InvalidOptionError(f"Expected real_precision in {PRECISIONS} but got '{real_precision}'")
+        check_compile(compile)
+        check_real_chunk(real_chunk)
         self.outer_option = outer_loop
         self.inner_option = inner_loop
         self.net_name = net
@@ -126,10 +152,14 @@ class GradientMatching(Matcher):
         self.batch_real = batch_real
         self.batch_train = batch_train
         self.real_precision = real_precision
+        self.compile = compile
+        self.real_chunk_option = real_chunk
         self.outer_loop, self.inner_loop = outer_loop or 1, inner_loop or 0
         self.net: nn.Module | None = None
         self.net_optimizer: torch.optim.Optimizer | None = None
         self._step = 0
+        self._real_net: nn.Module | None = None
+        self._real_chunk_gradients: Callable[[Tensor, int, int], tuple[Tensor, ...]] | None = None
 
     # ------------------------------------------------------------------------------ schedule
 
@@ -148,6 +178,8 @@ class GradientMatching(Matcher):
         self.net = self.context.build_network(self.net_name).train()
         self.net_optimizer = torch.optim.SGD(self.net.parameters(), lr=self.net_lr, momentum=self.net_momentum)
         self._step = 0
+        if self._real_net is None:
+            self._build_real_side(self.net)
 
     # ---------------------------------------------------------------------------------- loss
 
@@ -156,31 +188,47 @@ class GradientMatching(Matcher):
         assert self.net is not None, "begin_iteration() must run before loss()"
         return {name: p for name, p in self.net.named_parameters() if p.dim() > 1}
 
-    def _real_network(self) -> dict[str, Tensor] | None:
-        """For bf16: a detached bf16 copy of the weights (and float buffers), made once per loss call.
+    def _build_real_side(self, net: nn.Module) -> None:
+        """The real side's copy of ``net``: its dtype, channels-last when compiled, compiled once."""
+        dtype = real_dtype(self.real_precision, self.context.device)
+        compile = self.compile is True or (self.compile == "auto" and self.batch_real >= COMPILE_MIN_BATCH_REAL)
+        real_net = copy.deepcopy(net).to(dtype)
+        if compile:  # eager channels-last backward was slower on CPU; compiled, it is the faster layout
+            real_net = real_net.to(memory_format=torch.channels_last)
+        for p in real_net.parameters():
+            p.requires_grad_(p.dim() > 1)
+        self._real_net, self._real_dtype, self._channels_last = real_net, dtype, compile
+        self._real_matched = [p for p in real_net.parameters() if p.dim() > 1]
+        self._real_chunk = resolve_real_chunk(self.real_chunk_option, real_net, self.context.device, self.context.data.resolution)
+        compiled = partial(self._chunk_gradients, torch.compile(real_net, dynamic=False)) if compile else None
+        self._real_chunk_gradients = CompiledOrEager(partial(self._chunk_gradients, real_net), compiled, "the DC real side")
 
-        A whole-bf16 forward/backward is faster on CPUs than autocast, which keeps the norm layers
-        in fp32 and converts around them; the real side needs no graph to the fp32 weights anyway.
-        """
-        if self.real_precision != "bf16":
-            return None
-        assert self.net is not None
-        copy = {n: p.detach().to(torch.bfloat16).requires_grad_(p.dim() > 1) for n, p in self.net.named_parameters()}
-        copy.update({n: b.to(torch.bfloat16) if b.is_floating_point() else b for n, b in self.net.named_buffers()})
-        return copy
+    def _sync_real_net(self) -> None:
+        # the copy takes the current weights in place: same tensors, so compiled code stays valid
+        assert self.net is not None and self._real_net is not None
+        with torch.no_grad():
+            for dst, src in zip(self._real_net.parameters(), self.net.parameters()):
+                dst.copy_(src)
+            for dst, src in zip(self._real_net.buffers(), self.net.buffers()):
+                dst.copy_(src)
 
-    def _real_gradients(self, real_images: Tensor, label: int, names: list[str], bf16: dict[str, Tensor] | None) -> list[Tensor]:
-        assert self.net is not None
-        target = torch.full((len(real_images),), label, dtype=torch.long, device=real_images.device)
-        if bf16 is None:
-            params = dict(self.net.named_parameters())
-            logits = self.net(real_images)
-        else:
-            params = bf16
-            logits = functional_call(self.net, bf16, (real_images.to(torch.bfloat16),))
-        loss = F.cross_entropy(logits.float(), target)
+    def _chunk_gradients(self, forward: Callable[[Tensor], Tensor], images: Tensor, label: int, batch: int) -> tuple[Tensor, ...]:
+        """Gradients of one chunk's share (sum / ``batch``) of the batch's mean loss."""
+        target = torch.full((len(images),), label, dtype=torch.long, device=images.device)
+        loss = F.cross_entropy(forward(images).float(), target, reduction="sum") / batch
         # no create_graph: the real side is a constant of the matching loss
-        return [g.float() for g in torch.autograd.grad(loss, [params[n] for n in names])]
+        return torch.autograd.grad(loss, self._real_matched)
+
+    def _real_gradients(self, real_images: Tensor, label: int) -> list[Tensor]:
+        assert self._real_chunk_gradients is not None
+        images = real_images.to(self._real_dtype)
+        if self._channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        total: list[Tensor] = []
+        for part in split(images, self._real_chunk):
+            grads = self._real_chunk_gradients(part, label, len(images))
+            total = [g.float() for g in grads] if not total else [t + g.float() for t, g in zip(total, grads)]
+        return total
 
     def _synthetic_gradients(self, syn_images: Tensor, label: int, params: list[Tensor]) -> tuple[Tensor, ...]:
         assert self.net is not None
@@ -189,9 +237,8 @@ class GradientMatching(Matcher):
         return torch.autograd.grad(loss, params, create_graph=True)
 
     def loss(self, images: Tensor, labels: Tensor, real: RealSampler) -> Tensor:
-        matched = self._matched_parameters()
-        names, params = list(matched), list(matched.values())
-        bf16 = self._real_network()
+        params = list(self._matched_parameters().values())
+        self._sync_real_net()
         dsa = self.context.dsa
         total = images.new_zeros(())
         for c in torch.unique(labels).tolist():
@@ -200,7 +247,7 @@ class GradientMatching(Matcher):
             if dsa is not None:
                 seed = _draw_seed()  # the same draw on both sides (siamese)
                 real_c, syn_c = dsa(real_c, seed), dsa(syn_c, seed)
-            g_real = self._real_gradients(real_c, c, names, bf16)
+            g_real = self._real_gradients(real_c, c)
             g_syn = self._synthetic_gradients(syn_c, c, params)
             total = total + gradient_distance(g_real, g_syn)
         return total
