@@ -184,7 +184,9 @@ def _accuracy_rows(args: argparse.Namespace, dc_it: int, mtt_it: int) -> list[tu
                   eval_seeds=tuple(range(args.seeds)), protocol=args.protocol, train_per_class=args.train_per_class)  # fmt: skip
     rows: list[tuple[str, Callable[[int], RunSpec]]] = [("random real", lambda d: RunSpec(matcher="real", seed=d, **common))]
     for precision in [p for p in args.precisions.split(",") if p]:  # '' = no DC rows
-        options = {"real_precision": precision}
+        options: dict[str, Any] = {"real_precision": precision}
+        if args.dc_compile != "auto":  # only when set, so specs stored without it are still reused
+            options["compile"] = args.dc_compile == "true"
         rows.append((f"pixel + DC ({precision}, no DSA, {dc_it} it)",
                      lambda d, o=options: RunSpec(matcher="dc", iterations=dc_it, dsa=False, matcher_options=o, seed=d, **common)))  # fmt: skip
     if not args.skip_dc_dsa:
@@ -219,6 +221,7 @@ def main() -> None:
     acc.add_argument("--mtt-iterations", type=int, default=200)
     acc.add_argument("--precisions", default="fp32,bf16", help="DC real-side precision(s) ('' = no DC)")
     acc.add_argument("--mtt-image-lrs", default="1000,100", help="pixel learning rate(s) for MTT ('' = no MTT)")
+    acc.add_argument("--dc-compile", default="auto", choices=["auto", "true", "false"], help="DC's compile option (auto: DC's own rule)")
     acc.add_argument("--skip-dc-dsa", action="store_true", help="leave out DC distilled with DSA")
     acc.add_argument("--train-per-class", type=int, default=None, help="a training slice (quick checks only)")
     acc.add_argument("--distill-seeds", default="0", help="spec seeds, i.e. draws of the real images (random real, real init): '0,1,2,3,4'")
