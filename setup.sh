@@ -30,9 +30,11 @@ fi
 if [ ! -x "$VENV/bin/ddbench" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
   echo ">> creating $VENV and installing ddbench"
   # torch's default (CUDA) build takes about 5.6 GB in the venv; say so before pip fails half-way
-  free_kb=$(df -Pk "$(dirname "$VENV")" | awk 'NR == 2 {print $4}')
+  disk=$(dirname "$VENV")
+  while [ ! -d "$disk" ]; do disk=$(dirname "$disk"); done  # the venv's parents may not exist yet
+  free_kb=$(df -Pk "$disk" 2>/dev/null | awk 'NR == 2 {print $4}') || free_kb=""
   if [ -n "$free_kb" ] && [ "$free_kb" -lt $((NEED_GB * 1024 * 1024)) ]; then
-    echo "!! only $((free_kb / 1024 / 1024)) GB free under $(cd "$(dirname "$VENV")" && pwd); installing torch needs about $NEED_GB GB." >&2
+    echo "!! only $((free_kb / 1024 / 1024)) GB free under $(cd "$disk" && pwd); installing torch needs about $NEED_GB GB." >&2
     echo "!! Free some space, or put the venv elsewhere: VENV=/path/with/space bash setup.sh ..." >&2
     exit 1
   fi

@@ -23,6 +23,7 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from statistics import median
@@ -55,8 +56,6 @@ def _child(args: argparse.Namespace) -> None:
     if warm:  # untimed iterations first (allocator, oneDNN primitive caches)
         Distiller(dataclass_replace(spec, iterations=warm), data, args.out / "speed" / "warm", device=args.device,
                   dsa=DSA() if spec.dsa else None, progress=False, cache_dir=str(args.out / "cache")).run(resume=False)  # fmt: skip
-    import time
-
     stamps: list[float] = []
     result = distiller.run(resume=False, on_iteration=lambda it, loss: stamps.append(time.perf_counter()))
     # steady state: the median iteration after the first (which pays for torch.compile, if any)
@@ -70,8 +69,6 @@ def _reference_child(args: argparse.Namespace) -> None:
     re-typed as the baseline for s/it on the same machine: fresh net, per class a real batch of 256
     and the synthetic image, gradients of every parameter, ``match_loss`` 'ours', SGD on the images.
     No inner loop at IPC 1 (the reference breaks before it on the last outer step)."""
-    import time
-
     from ddbench import registry
     from ddbench.interfaces import MatchContext
     from ddbench.memory import PeakMemory

@@ -30,8 +30,8 @@ from ddbench.store import ResultsStore
 #: thread per run: pixel + DM 5.8 / 6.8 s (1.84 / 2.45 s with batch_real 64 in the fmnist-cpu sweep,
 #: two workers side by side), pixel + DC at IPC 1 19.5 s (eager; the compiled real side that DC
 #: uses from batch_real 64 is ~20 % faster on two threads, not re-measured on one); MTT with
-#: syn_steps 10 in that sweep 1.61 s (IPC 1) and 21.2 s (IPC 10: ten differentiable steps over all 100 images), so 6.7 / 88 s at the
-#: default 50 steps; GLaD + DM 1.71 / 2.92 s at batch_real 64. DC at IPC 10 in that sweep, with
+#: syn_steps 10 in that sweep 1.61 s (IPC 1) and 21.2 s (IPC 10: ten differentiable steps over
+#: all 100 images), so 6.7 / 88 s at the default 50 steps; GLaD + DM 1.71 / 2.92 s at batch_real 64. DC at IPC 10 in that sweep, with
 #: batch_real 32: pixel 326 / 289 s, GLaD 311 / 312 s (suite versions 2 / 3), LD3M 543 s; the entries
 #: are those ÷ 0.3 (the batch_real factor below), which overstates the default batch_real 256, since
 #: the 450 inner training steps of an IPC-10 iteration do not grow with it. LD3M's tiny LDM dominates

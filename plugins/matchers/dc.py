@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import MatchContext, Matcher, RealSampler
 from ddbench_plugins.matchers.realside import (
-    PRECISIONS,
     CompiledOrEager,
     check_compile,
+    check_precision,
     check_real_chunk,
     real_dtype,
     resolve_real_chunk,
@@ -140,8 +140,7 @@ class GradientMatching(Matcher):
             raise InvalidOptionError(f"Expected net_lr > 0 and net_momentum in [0, 1) but got {net_lr} and {net_momentum}")
         if batch_real < 1 or batch_train < 1:
             raise InvalidOptionError(f"Expected batch_real ≥ 1 and batch_train ≥ 1 but got {batch_real} and {batch_train}")
-        if real_precision not in PRECISIONS:
-            raise InvalidOptionError(f"Expected real_precision in {PRECISIONS} but got '{real_precision}'")
+        check_precision(real_precision)
         check_compile(compile)
         check_real_chunk(real_chunk)
         self.outer_option = outer_loop
@@ -168,6 +167,7 @@ class GradientMatching(Matcher):
         outer, inner = loop_schedule(context.ipc)
         self.outer_loop = self.outer_option if self.outer_option is not None else outer
         self.inner_loop = self.inner_option if self.inner_option is not None else inner
+        self._real_net = None  # the real side is built for this context's network at the first iteration
 
     @property
     def steps_per_iteration(self) -> int:

@@ -21,9 +21,9 @@ from torch import Tensor, nn
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import MatchContext, Matcher, RealSampler
 from ddbench_plugins.matchers.realside import (
-    PRECISIONS,
     CompiledOrEager,
     check_compile,
+    check_precision,
     check_real_chunk,
     real_dtype,
     resolve_real_chunk,
@@ -61,8 +61,7 @@ class DistributionMatching(Matcher):
         """
         if batch_real < 1:
             raise InvalidOptionError(f"Expected batch_real ≥ 1 but got {batch_real}")
-        if real_precision not in PRECISIONS:
-            raise InvalidOptionError(f"Expected real_precision in {PRECISIONS} but got '{real_precision}'")
+        check_precision(real_precision)
         check_compile(compile)
         check_real_chunk(real_chunk)
         self.net_name = net

@@ -36,10 +36,14 @@ def bf16_is_fast(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def real_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of a ``real_precision`` option: ``auto`` is bf16 where it is fast, else fp32."""
+def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise InvalidOptionError(f"Expected real_precision in {PRECISIONS} but got '{precision}'")
+
+
+def real_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of a ``real_precision`` option: ``auto`` is bf16 where it is fast, else fp32."""
+    check_precision(precision)
     if precision == "auto":
         precision = "bf16" if bf16_is_fast(device) else "fp32"
     return torch.bfloat16 if precision == "bf16" else torch.float32
