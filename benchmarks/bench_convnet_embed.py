@@ -6,6 +6,9 @@ over chunks of samples (as DM's ``real_chunk`` does). Prints the median per mode
 ``--train-step`` also times forward + backward of one training batch.
 
     python benchmarks/bench_convnet_embed.py --repeats 5 --device cpu
+
+``calibration_seconds`` times the issue's machine calibration ("fp32 whole batch": 2.3 s there), which
+``bench_dm_fmnist.py --calibrate`` and ``bench_dc_mtt.py speed --calibrate`` use to scale their s/it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,26 @@ def time_embed(
             times.append(time.perf_counter() - start)
     return times
 
+
+
+#: the issue's calibration on its machine: 10 × 256 Fashion-MNIST images embedded by ConvNet-3 in fp32
+ISSUE_FP32_EMBED_SECONDS = 2.3
+
+
+def calibration_seconds(repeats: int = 5) -> float:
+    """The issue's calibration here: median seconds of the fp32 whole-batch embedding of 10 × 256
+    28-px images by a ConvNet-3 on the CPU (fresh weights before each call)."""
+    torch.manual_seed(0)
+    images = torch.randn(2560, 1, 28, 28)
+    return statistics.median(time_embed(ConvNet(1, 10, 28).train(), images, repeats, None, torch.device("cpu")))
+
+
+def machine_factor(calibrations: list[float]) -> float:
+    """How much slower this machine is than the issue's (mean calibration / 2.3 s); prints the figures."""
+    factor = statistics.mean(calibrations) / ISSUE_FP32_EMBED_SECONDS
+    print(f"calibration (fp32 embed of 2560 images): {' / '.join(f'{c:.2f}' for c in calibrations)} s here (before / after), "
+          f"{ISSUE_FP32_EMBED_SECONDS} s on the issue's machine: this machine is {factor:.2f}× slower")  # fmt: skip
+    return factor
 
 
 def main() -> None:

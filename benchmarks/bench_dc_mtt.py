@@ -65,38 +65,24 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def _reference_child(args: argparse.Namespace) -> None:
-    """The reference implementation's DC iteration at IPC 1 (VICO-UoE/DatasetCondensation, method DC),
-    re-typed as the baseline for s/it on the same machine: fresh net, per class a real batch of 256
-    and the synthetic image, gradients of every parameter, ``match_loss`` 'ours', SGD on the images.
-    No inner loop at IPC 1 (the reference breaks before it on the last outer step)."""
+    """The reference implementation's DC iteration at IPC 1 (``dc_reference.reference_iteration``),
+    the baseline for s/it on the same machine."""
+    from dc_reference import IMAGE_LR, IMAGE_MOMENTUM, initial_images, reference_iteration
     from ddbench import registry
     from ddbench.interfaces import MatchContext
     from ddbench.memory import PeakMemory
-    from ddbench_plugins.matchers.dc import layer_distance
 
     device = torch.device(args.device)
     data = registry.create("dataset", "fashion-mnist").load()
     gen = torch.Generator().manual_seed(0)
-    syn = torch.cat([data.sample_class(c, 1, gen) for c in range(10)]).to(device).requires_grad_(True)
-    opt = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
+    syn = initial_images(data, 0).to(device).requires_grad_(True)
+    opt = torch.optim.SGD([syn], lr=IMAGE_LR, momentum=IMAGE_MOMENTUM)
     context = MatchContext(data=data, ipc=1, device=device, dsa=None)
-    criterion = torch.nn.CrossEntropyLoss()
     times = []
     with PeakMemory(device) as mem:
         for it in range(args.iterations + args.warmup):
             start = time.perf_counter()
-            net = context.build_network("convnet").train()
-            params = list(net.parameters())
-            loss = torch.tensor(0.0, device=device)
-            for c in range(10):
-                img_real = data.sample_class(c, 256, gen).to(device)
-                lab_real = torch.full((256,), c, device=device)
-                gw_real = [g.detach().clone() for g in torch.autograd.grad(criterion(net(img_real), lab_real), params)]
-                gw_syn = torch.autograd.grad(criterion(net(syn[c : c + 1]), lab_real[:1]), params, create_graph=True)
-                loss = loss + sum(layer_distance(r, s) for r, s in zip(gw_real, gw_syn))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            reference_iteration(context, syn, opt, gen)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if it >= args.warmup:
@@ -123,6 +109,9 @@ def _measure(spec: RunSpec | None, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def speed(args: argparse.Namespace) -> None:
+    from bench_convnet_embed import calibration_seconds, machine_factor
+
+    calibrations = [calibration_seconds()] if args.calibrate else []
     rows = []
     common = dict(dataset="fashion-mnist", prior="pixel", ipc=1, iterations=args.iterations)
     settings: list[tuple[str, RunSpec | None]] = [("reference DC loop (re-typed)", None)]
@@ -137,12 +126,20 @@ def speed(args: argparse.Namespace) -> None:
         options = {**MTT_EXPERT_OPTIONS, "num_experts": 1, "syn_steps": steps}
         # speed and memory do not depend on how good the experts are: a small buffer on a data slice
         settings.append((f"MTT (syn_steps {steps})", RunSpec(matcher="mtt", matcher_options=options, train_per_class=100, **common)))
+    medians = []
     for label, spec in settings:
         m = _measure(spec, args)
+        medians.append(m["seconds_per_iteration"])
         rows.append([label, f"{m['seconds_per_iteration']:.3f}", f"{m['run_seconds_per_iteration']:.3f}", format_bytes(m["peak_memory_bytes"])])
         print(rows[-1], file=sys.stderr, flush=True)
     memory = "peak GPU allocation" if args.device.startswith("cuda") else "peak process RSS"
-    print(tabulate(rows, headers=["setting (Fashion-MNIST, IPC 1)", "s/it (median)", "s/it (run mean)", memory], tablefmt="github"))
+    headers = ["setting (Fashion-MNIST, IPC 1)", "s/it (median)", "s/it (run mean)", memory]
+    if args.calibrate:  # the median scaled to the machine of the issue's figures
+        calibrations.append(calibration_seconds())
+        factor = machine_factor(calibrations)
+        headers.append("median scaled to the issue's machine")
+        rows = [row + [f"{spi / factor:.3f}"] for row, spi in zip(rows, medians)]
+    print(tabulate(rows, headers=headers, tablefmt="github"))
 
 
 def accuracy(args: argparse.Namespace) -> None:
@@ -206,6 +203,7 @@ def main() -> None:
     sub.choices["speed"].add_argument("--warmup", type=int, default=1)
     sub.choices["speed"].add_argument("--precisions", default="fp32,bf16", help="DC real-side precision(s)")
     sub.choices["speed"].add_argument("--syn-steps", default="10,20,50", help="MTT unrolled steps to measure")
+    sub.choices["speed"].add_argument("--calibrate", action="store_true", help="also scale s/it to the issue's machine (bench_convnet_embed.calibration_seconds)")
     sub.choices["child"].add_argument("--spec", required=True)
     sub.choices["child"].add_argument("--warmup", type=int, default=0)
     sub.choices["reference"].add_argument("--iterations", type=int, default=5)

@@ -10,10 +10,16 @@ peak memory per setting, as Markdown, plus the command that produced it.
     python benchmarks/bench_dm_fmnist.py --speed-only 30 --precisions fp32,bf16   # median s/it only
     python benchmarks/bench_dm_fmnist.py --speed-only 15 --real-chunks auto,32   # real-embedding chunk size
     python benchmarks/bench_dm_fmnist.py --speed-only 10 --reference   # + the reference loop, same machine
+    python benchmarks/bench_dm_fmnist.py --speed-only 10 --calibrate   # + s/it scaled to the issue's machine
 
 The accuracy table's s/it is the whole run's wall time per iteration (torch.compile's one-off
 compilation included); ``--speed-only N`` times N iterations per setting, interleaving the settings
 round by round, and reports the median iteration (compilation excluded) and peak RSS.
+
+``--calibrate`` times the issue's calibration — the fp32 embedding of 10 × 256 Fashion-MNIST-sized
+images through a fresh ConvNet-3, which the issue measured at 2.3 s on its machine — before and after
+the DM settings, and adds each setting's s/it scaled by 2.3 s / (this machine's median): what it
+would take on the issue's machine if both scale alike (this CPU's speed drifts, so quote it as such).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
+from bench_convnet_embed import calibration_seconds, machine_factor
 from ddbench import registry
 from ddbench.distill import Distiller
 from ddbench.dsa import DSA
@@ -50,16 +57,14 @@ def main() -> None:
     parser.add_argument("--speed-only", type=int, default=0, metavar="N", help="only time N iterations per setting")
     parser.add_argument("--real-chunks", default="auto", help="--speed-only: DM real_chunk value(s) to compare, e.g. auto,32,256")
     parser.add_argument("--reference", action="store_true", help="--speed-only: also time the reference DM loop re-typed (same machine baseline)")
+    parser.add_argument("--calibrate", action="store_true", help="--speed-only: also scale s/it to the issue's machine (its fp32 embed: 2.3 s)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     ipcs = [int(i) for i in args.ipcs.split(",")]
     if args.speed_only:
-        chunks = [None if c == "auto" else int(c) for c in args.real_chunks.split(",")]
-        if args.reference:
-            reference_speed(ipcs, args.speed_only)
-        speed_only(ipcs, args.precisions.split(","), args.speed_only, chunks)
+        speed_table(args, ipcs)
         return
     env = RunEnv(out=args.out, progress=sys.stderr.isatty())
     common = dict(dataset="fashion-mnist", prior="pixel", iterations=args.iterations, eval_epochs=args.eval_epochs,
@@ -88,7 +93,24 @@ def main() -> None:
     print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
 
 
-def reference_speed(ipcs: list[int], iterations: int) -> None:
+def speed_table(args: argparse.Namespace, ipcs: list[int]) -> None:
+    """--speed-only: the reference loop (--reference) and DM's settings, each a median s/it, in one table."""
+    chunks = [None if c == "auto" else int(c) for c in args.real_chunks.split(",")]
+    calibrations = [calibration_seconds()] if args.calibrate else []
+    rows = reference_speed(ipcs, args.speed_only) if args.reference else []
+    rows += speed_only(ipcs, args.precisions.split(","), args.speed_only, chunks)
+    headers = ["IPC", "setting", "real chunk", "median s/it", "peak RSS"]
+    if args.calibrate:
+        calibrations.append(calibration_seconds())
+        factor = machine_factor(calibrations)
+        headers.append("s/it scaled to the issue's machine")
+        rows = [row + [f"{row[3] / factor:.3f}"] for row in rows]
+    rows = [row[:3] + [f"{row[3]:.3f}"] + row[4:] for row in rows]
+    print(tabulate(rows, headers=headers, tablefmt="github"))
+    print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
+
+
+def reference_speed(ipcs: list[int], iterations: int) -> list[list[object]]:
     """The reference implementation's DM iteration (VICO-UoE/DatasetCondensation, main_DM.py), re-typed
     as a same-machine baseline: a fresh ConvNet each iteration, per class 256 real images and the
     class's synthetic images through `embed` in fp32 with the same DSA draw, real outputs detached,
@@ -121,18 +143,17 @@ def reference_speed(ipcs: list[int], iterations: int) -> None:
                 opt.step()
                 if it:
                     times.append(time.perf_counter() - start)
-        rows.append([ipc, "reference DM loop (re-typed, fp32)", "—", f"{statistics.median(times):.3f}", format_bytes(mem.peak_bytes)])
+        rows.append([ipc, "reference DM loop (re-typed, fp32)", "—", statistics.median(times), format_bytes(mem.peak_bytes)])
         print(rows[-1], flush=True)
-    print(tabulate(rows, headers=["IPC", "setting", "real chunk", "median s/it", "peak RSS"], tablefmt="github"))
+    return rows
 
 
-def speed_only(ipcs: list[int], precisions: list[str], iterations: int, chunks: list[int | None]) -> None:
-    """Median seconds per DM iteration per (IPC, precision, real chunk), from one run of N + 1 iterations each.
-
-    The first iteration (torch.compile's compilation) is excluded; peak RSS covers the whole run.
-    """
+def speed_only(ipcs: list[int], precisions: list[str], iterations: int, chunks: list[int | None]) -> list[list[object]]:
+    """Rows (IPC, setting, real chunk, median s/it, peak RSS) of DM per (IPC, precision, real chunk),
+    from one run of N + 1 iterations each. The first iteration (torch.compile's compilation) is
+    excluded; peak RSS covers the whole run."""
     data = registry.create("dataset", "fashion-mnist").load()
-    rows = []
+    rows: list[list[object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for ipc in ipcs:
             for precision in precisions:
@@ -144,10 +165,9 @@ def speed_only(ipcs: list[int], precisions: list[str], iterations: int, chunks: 
                     with PeakMemory() as mem:
                         distiller.run(resume=False, on_iteration=lambda it, loss: stamps.append(time.perf_counter()))
                     per_iteration = [b - a for a, b in zip(stamps, stamps[1:])]
-                    rows.append([ipc, precision, chunk or "auto", f"{statistics.median(per_iteration):.3f}", format_bytes(mem.peak_bytes)])
+                    rows.append([ipc, f"pixel + DM ({precision} real side)", chunk or "auto", statistics.median(per_iteration), format_bytes(mem.peak_bytes)])
                     print(rows[-1], flush=True)
-    print(tabulate(rows, headers=["IPC", "DM real precision", "real chunk", "median s/it", "peak RSS"], tablefmt="github"))
-    print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
+    return rows
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def _step(net: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> N
 
 def train_ddbench(x: Tensor, y: Tensor, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    net = ConvNet(x.shape[1], 10, x.shape[-1])
+    net = ConvNet(x.shape[1], 10, x.shape[-1]).to(x.device)
     opt = _optimizer(net, LR)
     for epoch in range(300):
         for group in opt.param_groups:
@@ -50,7 +50,7 @@ def train_ddbench(x: Tensor, y: Tensor, seed: int) -> nn.Module:
 
 def train_reference(x: Tensor, y: Tensor, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    net = ConvNet(x.shape[1], 10, x.shape[-1])
+    net = ConvNet(x.shape[1], 10, x.shape[-1]).to(x.device)
     opt, lr = _optimizer(net, LR), LR
     for epoch in range(301):
         _step(net, opt, x, y)
