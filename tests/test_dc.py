@@ -10,6 +10,7 @@ import torch
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import MatchContext, RealSampler, class_labels
 from ddbench_plugins.matchers.dc import GradientMatching, gradient_distance, layer_distance, loop_schedule
+from ddbench_plugins.matchers.realside import ReshapeAvgPool2d
 
 
 def _context(data, ipc: int = 2, dsa=None) -> MatchContext:
@@ -148,6 +149,8 @@ def test_compiled_and_chunked_real_side_match_eager_and_follow_the_network(tiny_
             matcher.begin_iteration(iteration)
             real = RealSampler(tiny_data, torch.Generator().manual_seed(0), torch.device("cpu"))
             losses[name].append(float(matcher.loss(images, labels, real).detach()))
+        if name == "compiled":  # compiled for real, not fallen back to eager
+            assert matcher._real_chunk_gradients.compiled is not None
     assert losses["eager"][0] != pytest.approx(losses["eager"][1], rel=1e-3)  # a different network
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
     assert losses["chunked"] == pytest.approx(losses["eager"], rel=1e-5)
@@ -159,6 +162,9 @@ def test_compile_auto_only_for_large_real_batches(tiny_data):
     big.setup(_context(tiny_data))
     big.begin_iteration(0)
     assert big._channels_last and big._real_chunk_gradients.compiled is not None
+    # the compiled copy pools by reshape (a faster compiled backward); the matched network is unchanged
+    assert any(isinstance(m, ReshapeAvgPool2d) for m in big._real_net.modules())
+    assert not any(isinstance(m, ReshapeAvgPool2d) for m in big.net.modules())
 
 
 class SpyDSA:

@@ -1,4 +1,4 @@
-"""The matchers' shared real-side fast paths: precision, chunk rule, compile fallback."""
+"""The matchers' shared real-side fast paths: precision, chunk rule, compile fallback, reshape pooling."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import torch
 from torch import nn
 
 from ddbench.errors import InvalidOptionError
-from ddbench_plugins.matchers.realside import CompiledOrEager, bf16_is_fast, real_dtype, resolve_real_chunk
+from ddbench_plugins.matchers.realside import (
+    CompiledOrEager,
+    ReshapeAvgPool2d,
+    bf16_is_fast,
+    real_dtype,
+    resolve_real_chunk,
+    use_reshape_pooling,
+)
 
 CPU = torch.device("cpu")
 
@@ -50,3 +57,32 @@ def test_compiled_or_eager_lets_eager_failures_through():
 
     with pytest.raises(ValueError, match="bad input"):
         CompiledOrEager(eager, None, "the test")(1)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 3, 7, 9), (1, 4, 32, 32)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_reshape_pooling_equals_avg_pool_in_value_and_gradient(shape, channels_last):
+    x = torch.randn(shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    expected, got = nn.AvgPool2d(2)(a), ReshapeAvgPool2d()(b)
+    torch.testing.assert_close(got, expected)
+    weights = torch.randn_like(expected)
+    (expected * weights).sum().backward()
+    (got * weights).sum().backward()
+    torch.testing.assert_close(b.grad, a.grad)
+
+
+def test_use_reshape_pooling_replaces_only_plain_2x2_average_pools():
+    net = nn.Sequential(
+        nn.AvgPool2d(2),
+        nn.Sequential(nn.Conv2d(1, 1, 1), nn.AvgPool2d(kernel_size=(2, 2), stride=2)),
+        nn.AvgPool2d(3),
+        nn.AvgPool2d(2, padding=1),
+        nn.AvgPool2d(2, ceil_mode=True),
+        nn.MaxPool2d(2),
+    )
+    assert use_reshape_pooling(net) is net
+    kinds = [type(m).__name__ for m in (net[0], net[1][1], net[2], net[3], net[4], net[5])]
+    assert kinds == ["ReshapeAvgPool2d", "ReshapeAvgPool2d", "AvgPool2d", "AvgPool2d", "AvgPool2d", "MaxPool2d"]

@@ -36,6 +36,7 @@ from ddbench_plugins.matchers.realside import (
     real_dtype,
     resolve_real_chunk,
     split,
+    use_reshape_pooling,
 )
 
 #: (outer_loop, inner_loop) of the reference implementation (DatasetCondensation `get_loops`)
@@ -194,7 +195,7 @@ class GradientMatching(Matcher):
         compile = self.compile is True or (self.compile == "auto" and self.batch_real >= COMPILE_MIN_BATCH_REAL)
         real_net = copy.deepcopy(net).to(dtype)
         if compile:  # eager channels-last backward was slower on CPU; compiled, it is the faster layout
-            real_net = real_net.to(memory_format=torch.channels_last)
+            real_net = use_reshape_pooling(real_net.to(memory_format=torch.channels_last))
         for p in real_net.parameters():
             p.requires_grad_(p.dim() > 1)
         self._real_net, self._real_dtype, self._channels_last = real_net, dtype, compile
