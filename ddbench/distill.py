@@ -203,7 +203,9 @@ class Distiller:
         iterations = self.spec.iterations if self.matcher.distils else 0
         steps = self.matcher.steps_per_iteration
         t0 = saved_at = time.perf_counter()
-        with PeakMemory(self.device) as mem, progress_task(self.progress, self.spec.label, iterations, completed=start) as (bar, task):
+        # no bar for a matcher that does not distil (random real): it has no iterations to show
+        shown = self.progress if iterations else None
+        with PeakMemory(self.device) as mem, progress_task(shown, self.spec.label, iterations, completed=start) as (bar, task):
             for it in range(start, iterations):
                 seed_everything(derive_seed(self.spec.seed, "iteration", it))
                 real = RealSampler(self.data, generator(self.spec.seed, "real", it), self.device)

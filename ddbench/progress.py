@@ -45,7 +45,7 @@ def make_progress(enabled: bool = True, console: Console | None = None) -> Itera
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4g}"),
+        _LossColumn(),
         TextColumn("[progress.data.speed]{task.fields[rate]}"),
         TimeElapsedColumn(),
         _EtaColumn(),
@@ -77,7 +77,6 @@ class _RateTracking:
         self._logged_at: dict[int, float] = {}
 
     def add_task(self, description: str, **fields: Any) -> int:
-        fields.setdefault("loss", float("nan"))
         return self.progress.add_task(description, rate="", **fields)
 
     def update(self, task: int, **fields: Any) -> None:
@@ -95,6 +94,17 @@ class _RateTracking:
         self.update(task, advance=amount)
 
 
+def _loss_text(task: Task) -> str:
+    """``loss 0.0123``, or ``loss —`` before the first loss is known."""
+    loss = task.fields.get("loss")
+    return "loss —" if loss is None else f"loss {loss:.4g}"
+
+
+class _LossColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(_loss_text(task))
+
+
 class _EtaColumn(ProgressColumn):
     """``ETA 0:00:53`` from `eta_seconds`, so the live bar and the log lines agree."""
 
@@ -109,7 +119,7 @@ def _clock(seconds: float | None) -> str:
 def _status_line(task: Task) -> str:
     """``distill 120/200 loss 0.0123 1.52 it/s elapsed 0:01:19 ETA 0:00:53``"""
     total = "?" if task.total is None else f"{task.total:g}"
-    parts = [task.description, f"{task.completed:g}/{total}", f"loss {task.fields.get('loss', float('nan')):.4g}",
+    parts = [task.description, f"{task.completed:g}/{total}", _loss_text(task),
              task.fields.get("rate", ""), f"elapsed {_clock(task.elapsed)}", f"ETA {_clock(eta_seconds(task))}"]
     return " ".join(part for part in parts if part)
 

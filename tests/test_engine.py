@@ -174,3 +174,20 @@ def test_baseline_matcher_keeps_real_images(tiny_data, tmp_path):
     for image, label in zip(result.synthetic.images, result.synthetic.labels):
         pool = tiny_data.normalise(tiny_data.train_images[tiny_data.class_indices(int(label))])
         assert any(torch.allclose(image, p) for p in pool)
+
+
+def test_a_matcher_that_does_not_distil_gets_no_progress_bar(tiny_data, tmp_path):
+    """Random real images: no iterations, so no '0/0 loss —' bar on the shared progress display."""
+    import io
+
+    from rich.console import Console
+
+    from ddbench.progress import make_progress
+    from ddbench_plugins.matchers.real import RandomReal
+
+    for matcher, shown in ((RandomReal(), False), (MeanMatcher(), True)):
+        out = io.StringIO()
+        with make_progress(True, console=Console(file=out, force_terminal=False)) as bar:
+            spec = _spec(matcher=matcher.name, iterations=2)
+            Distiller(spec, tiny_data, tmp_path / matcher.name, progress=bar, prior=PixelPrior(), matcher=matcher).run(resume=False)
+        assert (spec.label in out.getvalue()) is shown

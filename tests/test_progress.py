@@ -38,3 +38,12 @@ def test_eta_falls_back_to_the_average_step_time_when_rich_has_no_speed() -> Non
     assert progress.eta_seconds(slow) == 2400.0
     assert progress.eta_seconds(SimpleNamespace(time_remaining=None, total=10, completed=0, elapsed=5.0)) is None
     assert progress.eta_seconds(SimpleNamespace(time_remaining=7.0, total=10, completed=2, elapsed=600.0)) == 7.0
+
+
+def test_status_line_before_the_first_loss_shows_a_dash_not_nan() -> None:
+    log = io.StringIO()
+    with progress.make_progress(True, console=Console(file=log, force_terminal=False)) as bar:
+        task = bar.add_task("distill", total=4)
+        bar.update(task)  # a first status line, before any loss
+    line = next(line for line in log.getvalue().splitlines() if line.startswith("distill "))
+    assert "loss —" in line and "nan" not in line

@@ -87,10 +87,10 @@ class ReshapeAvgPool2d(nn.Module):
     to float rounding.
 
     Why: compiled on a CPU, its backward is a broadcast, where ``avg_pool2d``'s backward becomes index
-    arithmetic per element. DC's compiled bf16 real side (forward and backward of 10 × 256 Fashion-MNIST
-    images through ConvNet-3) took 2.4–2.8 s with it against 3.8–3.9 s (benchmarks/README.md). Eager, it
-    is about 10 % slower than ``avg_pool2d``, and a forward-only embedding (DM) gains nothing, so only
-    DC's compiled real side uses it.
+    arithmetic per element. DC's compiled bf16 real side (forward and backward of 10 × 256
+    Fashion-MNIST images through ConvNet-3) took 2.85 s with it against 3.92 s (``profile_dc.py``,
+    benchmarks/README.md). Eager, it is about 10 % slower than ``avg_pool2d``, and a forward-only
+    embedding (DM) gains nothing, so only DC's compiled real side uses it.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,12 +104,11 @@ def _pair(value: object) -> tuple[object, object]:
 
 
 def _is_plain_2x2_pool(module: nn.Module) -> bool:
-    pair = _pair
     return (
         type(module) is nn.AvgPool2d
-        and pair(module.kernel_size) == (2, 2)
-        and pair(module.stride or module.kernel_size) == (2, 2)
-        and pair(module.padding) == (0, 0)
+        and _pair(module.kernel_size) == (2, 2)
+        and _pair(module.stride or module.kernel_size) == (2, 2)
+        and _pair(module.padding) == (0, 0)
         and not module.ceil_mode
         and module.divisor_override is None
     )
@@ -119,7 +118,7 @@ def use_reshape_pooling(net: nn.Module) -> nn.Module:
     """Replace, in place, every plain 2×2 / stride-2 ``nn.AvgPool2d`` of ``net`` by ``ReshapeAvgPool2d``;
     returns ``net``. Other pooling layers are left alone."""
     for name, module in list(net.named_modules()):
-        if _is_plain_2x2_pool(module):
+        if name and _is_plain_2x2_pool(module):  # name "": ``net`` itself, which has no parent to swap it in
             parent_name, _, child = name.rpartition(".")
             setattr(net.get_submodule(parent_name) if parent_name else net, child, ReshapeAvgPool2d())
     return net
