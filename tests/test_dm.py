@@ -84,3 +84,24 @@ def test_real_chunk_must_be_a_positive_whole_number():
     for bad in (0, -3, 2.5, True):
         with pytest.raises(InvalidOptionError, match="real_chunk"):
             DistributionMatching(real_chunk=bad)
+
+
+def test_real_side_copy_takes_each_iterations_network(tiny_data):
+    """The real images are embedded by a copy of the network that follows its re-initialisation."""
+    from ddbench_plugins.matchers.realside import ReshapeAvgPool2d
+
+    labels = class_labels(3, 1)
+    images = torch.randn(3, 1, 16, 16)
+    x = tiny_data.normalise(tiny_data.train_images[:6])
+    for compile in (False, True):
+        matcher = _matcher(tiny_data, batch_real=4, compile=compile)
+        for iteration in (1, 2):
+            torch.manual_seed(iteration)
+            matcher.begin_iteration(iteration)
+            matcher.loss(images, labels, _sampler(tiny_data))
+            torch.testing.assert_close(matcher._embed_real(x), matcher.net.embed(x), rtol=1e-4, atol=1e-5)
+        pools = [type(m) for m in matcher._real_net.modules() if "Pool" in type(m).__name__]
+        assert pools and all(p is (ReshapeAvgPool2d if compile else torch.nn.AvgPool2d) for p in pools)
+        assert not any(isinstance(m, ReshapeAvgPool2d) for m in matcher.net.modules())
+        if compile:  # compiled for real, not fallen back to eager
+            assert matcher._real_embed.compiled is not None

@@ -18,7 +18,6 @@ outer step of an iteration (it is discarded), so at IPC 1 it is never trained.
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 from typing import Callable, Sequence
 
@@ -33,10 +32,11 @@ from ddbench_plugins.matchers.realside import (
     check_compile,
     check_precision,
     check_real_chunk,
+    copy_weights,
     real_dtype,
+    real_side_copy,
     resolve_real_chunk,
     split,
-    use_reshape_pooling,
 )
 
 #: (outer_loop, inner_loop) of the reference implementation (DatasetCondensation `get_loops`)
@@ -190,12 +190,10 @@ class GradientMatching(Matcher):
         return {name: p for name, p in self.net.named_parameters() if p.dim() > 1}
 
     def _build_real_side(self, net: nn.Module) -> None:
-        """The real side's copy of ``net``: its dtype, channels-last when compiled, compiled once."""
+        """The real side's copy of ``net`` (``realside.real_side_copy``), compiled once."""
         dtype = real_dtype(self.real_precision, self.context.device)
         compile = self.compile is True or (self.compile == "auto" and self.batch_real >= COMPILE_MIN_BATCH_REAL)
-        real_net = copy.deepcopy(net).to(dtype)
-        if compile:  # eager channels-last backward was slower on CPU; compiled, it is the faster layout
-            real_net = use_reshape_pooling(real_net.to(memory_format=torch.channels_last))
+        real_net = real_side_copy(net, dtype, compiled=compile)
         for p in real_net.parameters():
             p.requires_grad_(p.dim() > 1)
         self._real_net, self._real_dtype, self._channels_last = real_net, dtype, compile
@@ -203,15 +201,6 @@ class GradientMatching(Matcher):
         self._real_chunk = resolve_real_chunk(self.real_chunk_option, real_net, self.context.device, self.context.data.resolution)
         compiled = partial(self._chunk_gradients, torch.compile(real_net, dynamic=False)) if compile else None
         self._real_chunk_gradients = CompiledOrEager(partial(self._chunk_gradients, real_net), compiled, "the DC real side")
-
-    def _sync_real_net(self) -> None:
-        # the copy takes the current weights in place: same tensors, so compiled code stays valid
-        assert self.net is not None and self._real_net is not None
-        with torch.no_grad():
-            for dst, src in zip(self._real_net.parameters(), self.net.parameters()):
-                dst.copy_(src)
-            for dst, src in zip(self._real_net.buffers(), self.net.buffers()):
-                dst.copy_(src)
 
     def _chunk_gradients(self, forward: Callable[[Tensor], Tensor], images: Tensor, label: int, batch: int) -> tuple[Tensor, ...]:
         """Gradients of one chunk's share (sum / ``batch``) of the batch's mean loss."""
@@ -239,7 +228,8 @@ class GradientMatching(Matcher):
 
     def loss(self, images: Tensor, labels: Tensor, real: RealSampler) -> Tensor:
         params = list(self._matched_parameters().values())
-        self._sync_real_net()
+        assert self.net is not None and self._real_net is not None
+        copy_weights(self._real_net, self.net)  # the network trains between outer steps
         dsa = self.context.dsa
         total = images.new_zeros(())
         for c in torch.unique(labels).tolist():

@@ -5,10 +5,11 @@ class, the mean embedding of a real batch and of the synthetic images, with the 
 both: ``L = Σ_c ‖mean φ(A(x_real_c)) − mean φ(A(s_c))‖²``.
 
 Speed: the real side (10 × 256 images through ConvNet-3 on Fashion-MNIST) is nearly all of an
-iteration's work and needs no gradient, so it may run in bfloat16, channels-last, compiled and in
-cache-sized chunks (``real_precision``, ``compile``, ``real_chunk``). The network is re-initialised
-in place each iteration, so the compiled graph is built once per process, not once per iteration.
-The synthetic side always runs in fp32 with autograd.
+iteration's work and needs no gradient, so it runs on its own copy of the network
+(``realside.real_side_copy``) that may be bfloat16, channels-last, compiled and fed in cache-sized
+chunks (``real_precision``, ``compile``, ``real_chunk``). The network is re-initialised in place
+each iteration and the copy takes its weights in place, so the compiled graph is built once per
+process, not once per iteration. The synthetic side always runs in fp32 with autograd.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from ddbench_plugins.matchers.realside import (
     check_compile,
     check_precision,
     check_real_chunk,
+    copy_weights,
     real_dtype,
+    real_side_copy,
     resolve_real_chunk,
     split,
 )
@@ -70,20 +73,25 @@ class DistributionMatching(Matcher):
         self.compile = compile
         self.real_chunk_option = real_chunk
         self.net: nn.Module | None = None
+        self._real_net: nn.Module | None = None
         self._real_embed: Callable[[Tensor], Tensor] | None = None
 
     def setup(self, context: MatchContext) -> None:
         super().setup(context)
-        self.net = context.build_network(self.net_name).to(memory_format=torch.channels_last)
-        self.net.train()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
+        self.net = self._fresh_network()
         self.dtype = real_dtype(self.real_precision, context.device)
         self.real_chunk = resolve_real_chunk(self.real_chunk_option, self.net, context.device, context.data.resolution)
-        compiled = None
-        if self.compile in (True, "auto") and hasattr(self.net, "reset_parameters"):
-            compiled = torch.compile(self.net.embed, dynamic=False)
-        self._real_embed = CompiledOrEager(self.net.embed, compiled, "the DM real embedding")
+        self._build_real_side(compile=self.compile in (True, "auto") and hasattr(self.net, "reset_parameters"))
+
+    def _fresh_network(self) -> nn.Module:
+        net = self.context.build_network(self.net_name).to(memory_format=torch.channels_last)
+        return net.train().requires_grad_(False)
+
+    def _build_real_side(self, compile: bool) -> None:
+        assert self.net is not None
+        self._real_net = real_side_copy(self.net, self.dtype, compiled=compile)
+        compiled = torch.compile(self._real_net.embed, dynamic=False) if compile else None
+        self._real_embed = CompiledOrEager(self._real_net.embed, compiled, "the DM real embedding")
 
     def begin_iteration(self, iteration: int) -> None:
         # a fresh random network each iteration (seeded by the engine): re-initialised in place when
@@ -92,10 +100,9 @@ class DistributionMatching(Matcher):
         reset = getattr(self.net, "reset_parameters", None)
         if reset is not None:
             reset()
-            return
-        self.net = self.context.build_network(self.net_name).to(memory_format=torch.channels_last)
-        self.net.train().requires_grad_(False)
-        self._real_embed = CompiledOrEager(self.net.embed, None, "the DM real embedding")
+        else:
+            self.net = self._fresh_network()
+            self._build_real_side(compile=False)
 
     def _augment(self, real: Tensor, syn: Tensor) -> tuple[Tensor, Tensor]:
         dsa = self.context.dsa
@@ -109,13 +116,13 @@ class DistributionMatching(Matcher):
 
     def _embed_real_chunk(self, images: Tensor) -> Tensor:
         assert self._real_embed is not None
-        images = images.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast(images.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
-        with torch.no_grad(), autocast:
+        images = images.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
             return self._real_embed(images).float()
 
     def loss(self, images: Tensor, labels: Tensor, real: RealSampler) -> Tensor:
-        assert self.net is not None
+        assert self.net is not None and self._real_net is not None
+        copy_weights(self._real_net, self.net)  # this iteration's network
         classes = torch.unique(labels).tolist()
         real_batches, syn_batches = [], []
         for c in classes:

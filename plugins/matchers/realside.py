@@ -4,12 +4,13 @@ DM embeds 10 × 256 real images per iteration without gradients; DC takes their 
 without a graph. That work is nearly all of an iteration on a CPU, and since nothing flows back
 from it into the synthetic images it may run in bfloat16, channels-last, in cache-sized chunks and
 compiled. This module holds what both matchers share: the precision rule, the chunk rule, and a
-compiled call that falls back to eager when compilation is impossible, and the pooling layer that
-compiles to a faster backward.
+compiled call that falls back to eager when compilation is impossible, and the real side's own copy
+of the network (its dtype, its layout, a pooling layer that compiles to a faster backward).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Callable, Generic, TypeVar
 
@@ -89,8 +90,8 @@ class ReshapeAvgPool2d(nn.Module):
     Why: compiled on a CPU, its backward is a broadcast, where ``avg_pool2d``'s backward becomes index
     arithmetic per element. DC's compiled bf16 real side (forward and backward of 10 × 256
     Fashion-MNIST images through ConvNet-3) took 2.85 s with it against 3.92 s (``profile_dc.py``,
-    benchmarks/README.md). Eager, it is about 10 % slower than ``avg_pool2d``, and a forward-only
-    embedding (DM) gains nothing, so only DC's compiled real side uses it.
+    benchmarks/README.md). Eager, it is about 10 % slower than ``avg_pool2d``, so only compiled
+    real-side copies use it (``real_side_copy``).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +123,29 @@ def use_reshape_pooling(net: nn.Module) -> nn.Module:
             parent_name, _, child = name.rpartition(".")
             setattr(net.get_submodule(parent_name) if parent_name else net, child, ReshapeAvgPool2d())
     return net
+
+
+def real_side_copy(net: nn.Module, dtype: torch.dtype, compiled: bool) -> nn.Module:
+    """The real side's own copy of ``net``, in ``dtype``; to be compiled: channels-last (the faster
+    compiled layout on a CPU) with reshape pooling. Keep it current with ``copy_weights``.
+
+    A copy in bf16 rather than autocast keeps every activation in bf16, where autocast runs instance
+    norm in fp32: DM's compiled embedding of 10 × 256 Fashion-MNIST images took 0.65–0.68 s against
+    0.81 s under autocast (benchmarks/README.md)."""
+    real_net = copy.deepcopy(net).to(dtype)
+    if compiled:
+        real_net = use_reshape_pooling(real_net.to(memory_format=torch.channels_last))
+    return real_net
+
+
+def copy_weights(dst: nn.Module, src: nn.Module) -> None:
+    """``dst`` takes ``src``'s current parameters and buffers in place: the same tensors, so code
+    compiled for ``dst`` stays valid when ``src`` is re-initialised or trained."""
+    with torch.no_grad():
+        for target, source in zip(dst.parameters(), src.parameters()):
+            target.copy_(source)
+        for target, source in zip(dst.buffers(), src.buffers()):
+            target.copy_(source)
 
 
 def split(images: torch.Tensor, chunk: int | None) -> tuple[torch.Tensor, ...]:
