@@ -29,13 +29,13 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-import pandas as pd
 import torch
 from tabulate import tabulate
 
 from ddbench.memory import format_bytes
 from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore
+from spec_runs import draw_cells
 
 #: MTT experts for the benchmark: 4 epochs cover max_start_epoch 2 + expert_epochs 2 (the IPC-1 rule)
 MTT_EXPERT_OPTIONS = {"num_experts": 5, "build_experts": True}
@@ -143,7 +143,7 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def accuracy(args: argparse.Namespace) -> None:
-    from ddbench.pipeline import DataCache, run_spec
+    from ddbench.pipeline import DataCache
 
     env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
     dc_it, mtt_it = args.dc_iterations, args.mtt_iterations
@@ -152,22 +152,7 @@ def accuracy(args: argparse.Namespace) -> None:
     rows = []
     with ResultsStore(args.out / "results.sqlite") as store:
         for label, make_spec in _accuracy_rows(args, dc_it, mtt_it):
-            # One spec per draw: `seed` picks the real images (random real, real init) and the
-            # distillation's randomness; the eval seeds train each result several times.
-            accs, spis, peaks = [], [], []
-            for draw in draws:
-                spec = make_spec(draw)
-                run_spec(spec, env, store, cache)
-                run = store.get_run(spec.run_id)
-                scores = store.scores_frame()
-                accs.append(scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100)
-                spis.append(run.get("seconds_per_iteration"))
-                peaks.append(run.get("distill_peak_memory_bytes"))
-            acc = pd.concat(accs)
-            per_draw = " / ".join(f"{a.mean():.1f}" for a in accs)
-            spi = median([v for v in spis if v]) if any(spis) else None
-            rows.append([label, f"{acc.mean():.1f} ± {acc.std(ddof=0):.1f}", f"{len(draws)} × {len(accs[0])}", per_draw,
-                         f"{spi:.3f}" if spi else "—", format_bytes(max(v for v in peaks if v)) if spi else "—"])  # fmt: skip
+            rows.append([label, *draw_cells(make_spec, draws, env, store, cache)])
     headers = ["Fashion-MNIST IPC 1", "accuracy %", "draws × eval seeds", "mean per draw", "s/it (median)", "peak memory"]
     print(tabulate(rows, headers=headers, tablefmt="github"))
 

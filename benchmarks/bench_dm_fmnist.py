@@ -33,7 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tabulate import tabulate
 
@@ -42,9 +41,10 @@ from ddbench import registry
 from ddbench.distill import Distiller
 from ddbench.dsa import DSA
 from ddbench.memory import PeakMemory, format_bytes
-from ddbench.pipeline import DataCache, run_spec
+from ddbench.pipeline import DataCache
 from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore
+from spec_runs import draw_cells
 
 
 def main() -> None:
@@ -87,22 +87,7 @@ def main() -> None:
     rows = []
     with ResultsStore(args.out / "results.sqlite") as store:
         for ipc, label, make_spec in methods:
-            accs, spis, peaks = [], [], []
-            for draw in draws:
-                spec = make_spec(draw)
-                run_spec(spec, env, store, cache)
-                run = store.get_run(spec.run_id)
-                scores = store.scores_frame()
-                accs.append(scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100)
-                spis.append(run.get("seconds_per_iteration"))
-                peaks.append(run.get("distill_peak_memory_bytes"))
-            acc = pd.concat(accs)
-            spi = statistics.median([v for v in spis if v]) if any(spis) else None
-            rows.append([
-                ipc, label, f"{acc.mean():.1f} ± {acc.std(ddof=0):.1f}", f"{len(draws)} × {len(accs[0])}",
-                " / ".join(f"{a.mean():.1f}" for a in accs),
-                f"{spi:.3f}" if spi else "—", format_bytes(max(v for v in peaks if v)) if spi else "—",
-            ])  # fmt: skip
+            rows.append([ipc, label, *draw_cells(make_spec, draws, env, store, cache)])
     headers = ["IPC", "method", "accuracy %", "draws × eval seeds", "mean per draw", "s/it (median)", "peak RSS"]
     print(tabulate(rows, headers=headers, tablefmt="github"))
     print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")

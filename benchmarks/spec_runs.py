@@ -6,8 +6,11 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import multiprocessing
+import statistics
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+
+import pandas as pd
 
 from ddbench.memory import format_bytes
 from ddbench.spec import RunEnv, RunSpec
@@ -49,3 +52,24 @@ def result_cells(store: ResultsStore, spec: RunSpec) -> list[Any]:
 
 
 RESULT_HEADERS = ["accuracy %", "seeds", "s/it", "peak memory"]
+
+
+def draw_cells(make_spec: Callable[[int], RunSpec], draws: list[int], env: RunEnv, store: ResultsStore, cache: Any) -> list[str]:
+    """Runs (or reuses) one spec per draw — its seed picks the real images and the distillation's
+    randomness — and returns the table cells: accuracy mean ± std over draws × evaluation seeds,
+    "draws × seeds", the mean per draw, the median s/it and the largest peak memory."""
+    from ddbench.pipeline import run_spec
+
+    accs, spis, peaks = [], [], []
+    for draw in draws:
+        spec = make_spec(draw)
+        run_spec(spec, env, store, cache)
+        run = store.get_run(spec.run_id)
+        scores = store.scores_frame()
+        accs.append(scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100)
+        spis.append(run.get("seconds_per_iteration"))
+        peaks.append(run.get("distill_peak_memory_bytes"))
+    acc = pd.concat(accs)
+    spi = statistics.median([v for v in spis if v]) if any(spis) else None
+    return [f"{acc.mean():.1f} ± {acc.std(ddof=0):.1f}", f"{len(draws)} × {len(accs[0])}", " / ".join(f"{a.mean():.1f}" for a in accs),
+            f"{spi:.3f}" if spi else "—", format_bytes(max(v for v in peaks if v)) if spi else "—"]  # fmt: skip
