@@ -1,16 +1,21 @@
 """Safe file mechanics: atomic writes (a file is either the old version or the complete new one, never
-half-written) and inter-process locks."""
+half-written), inter-process locks, file names built from user or file content that stay inside their
+directory, and a writability check that names the directory."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import socket
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from ddbench.errors import InvalidOptionError
 
 try:
     import fcntl
@@ -28,12 +33,69 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield Path(tmp)
+        # a writer may replace the file (safetensors writes it 0600): every file we write gets one mode
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux says it (os.umask sets as it reads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_name(text: str, fallback: str = "unnamed") -> str:
+    """``text`` as one file name that stays inside its directory: no separators, no ``..``, no leading dot.
+
+    Every file name built from user or file content (a suite's name, a label) goes through here::
+
+        >>> safe_name("../../tmp/x/ESCAPED")
+        'tmp_x_ESCAPED'
+        >>> safe_name("table1")
+        'table1'
+    """
+    name = _UNSAFE.sub("_", str(text)).strip("._-")
+    return name[:120] or fallback
+
+
+def check_writable_dir(directory: str | os.PathLike[str], what: str) -> Path:
+    """Create ``directory`` if needed and prove a file can be written there; else one clear error.
+
+    Root ignores permission bits, so the test is a real file, not ``os.access``.
+    """
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".ddbench-write-test.{uuid.uuid4().hex[:12]}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as err:
+        raise InvalidOptionError(f"Cannot write to {path} ({describe_os_error(err)}); pass {what} a writable directory") from None
+    return path
+
+
+def describe_os_error(err: OSError) -> str:
+    """``read-only file system`` / ``permission denied`` … for one-line messages."""
+    names = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+             errno.ENOSPC: "no space left on the device", errno.ENOTDIR: "a path component is a file",
+             errno.EEXIST: "a file is in the way"}  # fmt: skip
+    return names.get(err.errno or -1, err.strerror or type(err).__name__)
 
 
 def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:

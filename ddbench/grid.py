@@ -130,6 +130,10 @@ class SpecGrid:
             value = values.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise InvalidOptionError(f"{where}: expected '{key}' as a whole number but got {value!r}")
+            # the bounds of the matching `ddbench run` options (--seeds 0 is refused there too)
+            low = _MINIMUM.get(key)
+            if value is not None and low is not None and value < low:
+                raise InvalidOptionError(f"{where}: expected '{key}' ≥ {low} but got {value}")
         for key in ("lrs", "prior_options", "matcher_options"):
             if key in values and not isinstance(values[key], Mapping):
                 raise InvalidOptionError(f"{where}: expected '{key}' as a table (KEY = value) but got {values[key]!r}")
@@ -142,6 +146,10 @@ class SpecGrid:
         if values.get("budget") is not None and values["budget"] not in BUDGETS:
             raise InvalidOptionError(f"{where}: unknown budget '{values['budget']}'; expected one of {sorted(BUDGETS)}")
         return cls(**values)
+
+
+#: the smallest value of whole-number grid keys (as `ddbench run` enforces on its options)
+_MINIMUM = {"seeds": 1, "iterations": 0, "eval_epochs": 1, "res": 1, "train_per_class": 1, "test_size": 1}
 
 
 def flatten_scoped(options: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
@@ -163,6 +171,8 @@ def build_specs(grid: SpecGrid, validate: bool = True) -> list[RunSpec]:
     """
     if not grid.datasets:
         raise InvalidOptionError("Expected at least one dataset (--dataset NAME)")
+    if grid.seeds is not None and grid.seeds < 1:
+        raise InvalidOptionError(f"Expected seeds ≥ 1 (--seeds) but got {grid.seeds}")
     evaluators = expand_evaluators(grid.evaluators)
     check_names("dataset", grid.datasets)
     check_names("prior", grid.priors)

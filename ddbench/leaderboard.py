@@ -184,9 +184,23 @@ def _check_unambiguous(data: pd.DataFrame, identity: list[str]) -> None:
     example = next(iter(varying), "ipc")
     raise InvalidOptionError(
         f"Scores of the same {'/'.join(identity)} differ in {detail}, so a cell would mix different "
-        f"experiments. Filter them, e.g. filters={{'{example}': {varying.get(example, ['...'])[0]!r}}} "
-        f"(ddbench leaderboard --filter {example}=...)."
+        f"experiments. Add '{example}' to the rows (ddbench leaderboard --rows {','.join([*identity[:-2], example])}) "
+        f"or keep one value (e.g. --{example} {varying.get(example, ['...'])[0]} where the leaderboard has that option; "
+        f"filters={{'{example}': ...}} in Python)."
     )
+
+
+def grouping_rows(frame: pd.DataFrame, rows: Sequence[str], columns: str) -> tuple[str, ...]:
+    """``rows`` plus every experimental condition (`CONDITION_KEYS`: ipc, res, protocol, …) that takes
+    several values in ``frame``, so that a store of IPC 1 and IPC 10 runs renders grouped by IPC
+    instead of refusing to mix them (the default leaderboard)."""
+    keys = list(rows)
+    for key in CONDITION_KEYS:
+        if key in keys or key == columns or key == "evaluator" or key not in frame.columns:
+            continue
+        if frame[key].nunique(dropna=False) > 1:
+            keys.append(key)
+    return tuple(keys)
 
 
 def aggregate(
@@ -359,17 +373,30 @@ def to_rich(table: LeaderboardTable, title: str | None = None) -> Table:
     return out
 
 
+_MARKDOWN_SPECIAL = {"|": "\\|", "<": "&lt;", ">": "&gt;", "&": "&amp;"}
+
+
+def markdown_escape(text: str) -> str:
+    r"""Text as one Markdown table cell: ``|`` cannot split the cell and HTML (``<script>``) is shown,
+    never run as markup::
+
+        >>> markdown_escape("a|b <script>")
+        'a\\|b &lt;script&gt;'
+    """
+    return "".join(_MARKDOWN_SPECIAL.get(c, c) for c in text).replace("\n", " ")
+
+
 def to_markdown(table: LeaderboardTable) -> str:
-    """A GitHub-flavoured Markdown table; best cells in ``**bold**``."""
+    """A GitHub-flavoured Markdown table; best cells in ``**bold**``; labels escaped (`markdown_escape`)."""
 
     def cell(v: Any) -> str:
         if isinstance(v, VALUE_TYPES):
             return f"**{v.text()}**" if v.best else v.text()
-        return _key_text(v)
+        return markdown_escape(_key_text(v))
 
     return tabulate(
         [[cell(v) for v in row] for row in table.rows],
-        headers=list(table.columns),
+        headers=[markdown_escape(c) for c in table.columns],
         tablefmt="github",
         disable_numparse=True,
     )
@@ -476,6 +503,8 @@ __all__ = [
     "aggregate",
     "apply_filters",
     "leaderboard_table",
+    "grouping_rows",
+    "markdown_escape",
     "format_table",
     "render",
     "to_rich",

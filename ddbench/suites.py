@@ -47,6 +47,7 @@ from typing import Any, Iterable, Mapping
 
 from ddbench import registry
 from ddbench.errors import InvalidOptionError
+from ddbench.fileio import safe_name
 from ddbench.grid import SpecGrid, build_specs, flatten_scoped, validate_plugin_options
 from ddbench.spec import BUDGETS, RunSpec
 
@@ -290,7 +291,13 @@ def load_suite(name_or_path: str | os.PathLike[str]) -> Suite:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidOptionError(f"{where}: unknown top-level keys {unknown}; expected some of {sorted(known)}")
-    name = raw.get("name", path.stem)
+    name = raw.get("name", safe_name(path.stem))
+    if not isinstance(name, str) or safe_name(name) != name:
+        # the name names files (report-NAME.html): a path in it could write outside --out
+        raise InvalidOptionError(
+            f"{where}: expected 'name' as a plain name (letters, digits, '.', '_', '+', '-') but got {name!r}; "
+            f"e.g. name = {safe_name(str(name), path.stem)!r}"
+        )
     version = raw.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InvalidOptionError(f"{where}: expected 'version' as a whole number ≥ 1 but got {version!r}")

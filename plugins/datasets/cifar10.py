@@ -116,11 +116,7 @@ class CIFAR10(DatasetPlugin):
     resolutions = (SIZE,)
 
     def places(self, root: str | os.PathLike[str] | None = None) -> list[common.Place]:
-        return [
-            *common.root_places(root, "cifar10"),
-            common.data_home_place("cifar10"),
-            common.data_home_place(),
-        ]
+        return common.search_places(root, "cifar10", common.data_home_place("cifar10"), common.data_home_place())
 
     def locate(self, root: str | os.PathLike[str] | None = None) -> str:
         directory = common.locate_first(

@@ -69,6 +69,15 @@ def root_places(root: str | os.PathLike[str] | None, subdir: str) -> list[Place]
     return [Place(base, "the root argument / --data-root"), Place(base / subdir, "<root>/" + subdir)]
 
 
+def search_places(root: str | os.PathLike[str] | None, subdir: str, *defaults: Place) -> list[Place]:
+    """Where to look: only ``root`` (and ``root/<subdir>``) when the user named one, else ``defaults``.
+
+    A named root that lacks the data is an error, never a silent fall-back to another copy elsewhere
+    (which could be other data than the user meant).
+    """
+    return root_places(root, subdir) if root is not None else list(defaults)
+
+
 def env_place(variable: str, *subpath: str) -> Place:
     """A place named by an environment variable (reported as unset when it is)."""
     value = os.environ.get(variable)

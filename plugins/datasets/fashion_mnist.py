@@ -112,11 +112,12 @@ class FashionMNIST(DatasetPlugin):
     resolutions = (SIZE,)
 
     def places(self, root: str | os.PathLike[str] | None = None) -> list[common.Place]:
-        return [
-            *common.root_places(root, "fashion-mnist"),
+        return common.search_places(
+            root,
+            "fashion-mnist",
             common.data_home_place("fashion-mnist"),
             common.Place(DEBIAN_DIR, "Debian package dataset-fashion-mnist"),
-        ]
+        )
 
     def locate(self, root: str | os.PathLike[str] | None = None) -> str:
         path = common.locate_first(

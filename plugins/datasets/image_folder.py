@@ -60,8 +60,10 @@ class ImageFolder(DatasetPlugin):
         self.cache = bool(cache)
 
     def places(self, root: str | os.PathLike[str] | None = None) -> list[common.Place]:
-        given = [common.Place(Path(root).expanduser(), "the root argument / --data-root")] if root is not None else []
-        return [*given, common.env_place(ENV_IMAGE_FOLDER)]
+        # a named root is the only place looked in (no fall-back to $DDBENCH_IMAGE_FOLDER)
+        if root is not None:
+            return [common.Place(Path(root).expanduser(), "the root argument / --data-root")]
+        return [common.env_place(ENV_IMAGE_FOLDER)]
 
     @staticmethod
     def _problem(directory: Path) -> str | None:
