@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import json
 import sys
@@ -12,10 +13,12 @@ from typing import Any, Iterable
 import click
 from click.core import ParameterSource
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ddbench import __version__, registry
 from ddbench.errors import DDBenchError, InvalidOptionError, PluginLoadError
+from ddbench.fileio import check_writable_dir, describe_os_error, safe_name
 
 # option helpers shared with suite files (one expansion of options into RunSpecs); re-exported here
 from ddbench.grid import (  # noqa: F401 - DEFAULT_DATASET, PAPER_DATASETS, parse_key_values: re-exported (imported from here elsewhere)
@@ -156,8 +159,11 @@ def run(**opts: Any) -> None:
     from ddbench.pipeline import DataCache, run_spec
     from ddbench.store import ResultsStore, store_path
 
+    from ddbench.pipeline import resolve_device
+
     ctx = click.get_current_context()
     given = {name for name in opts if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+    resolve_device(opts["device"])  # a typo in --device fails before any data loads
     grid = _grid_from_options(opts)
     if opts["suite"]:
         specs = _suite_specs(opts["suite"], grid, given, require_env=not opts["dry_run"])
@@ -179,6 +185,8 @@ def run(**opts: Any) -> None:
         progress=opts["progress"],
     )
     sweep = bool(opts["suite"] or opts["dry_run"] or {"executor", "workers", "slurm_opts", "exec_opts"} & given)
+    if not opts["dry_run"]:
+        check_writable_dir(env.out, "--out")
     if sweep:
         _run_sweep(specs, env, opts)
         return
@@ -261,7 +269,7 @@ def _run_sweep(specs: list[RunSpec], env: RunEnv, opts: dict[str, Any]) -> None:
     if opts["dry_run"]:
         path = store_path(env.out)
         if path.exists():
-            with ResultsStore(path) as store:
+            with ResultsStore(path, read_only=True) as store:
                 planned = plan_sweep(specs, env, store)
         else:
             planned = plan_sweep(specs, env, None)
@@ -308,11 +316,14 @@ def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, out
       ddbench leaderboard --suite table1 --compare paper
       ddbench leaderboard --suite table2 --format html --output table2.html
     """
+    from ddbench.leaderboard import grouping_rows
     from ddbench.store import ResultsStore, store_path
 
     path = store_path(out)
     if not path.exists():
         raise InvalidOptionError(f"No results store at {path}; run `ddbench run --out {out}` first or pass --out.")
+    if output is not None:
+        check_writable_dir(output.parent, "--output")
     filters: dict[str, Any] = {}
     if datasets:
         filters["dataset"] = _split(datasets)
@@ -324,12 +335,22 @@ def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, out
         filters["evaluator"] = expand_evaluators(_split(evaluators))
     if compare and suite is None:
         raise InvalidOptionError("--compare paper needs --suite NAME, a suite of one of the paper's tables (e.g. --suite table1)")
-    with ResultsStore(path) as store:
-        if suite is None and fmt != "html" and output is None:
-            _print_leaderboard(store, fmt=fmt, rows=tuple(_split([rows])), columns=columns, filters=filters or None)
-            return
+    # a reader writes nothing: no lock file, no schema, and it works on a read-only copy of a store
+    with ResultsStore(path, read_only=True) as store:
         scores, runs = store.scores_frame(), store.runs_frame()
-    _leaderboard_report(out, scores, runs, fmt, suite, compare == "paper", output, tuple(_split([rows])), columns, filters or None)
+    row_keys = tuple(_split([rows]))
+    if click.get_current_context().get_parameter_source("rows") == ParameterSource.DEFAULT:
+        # the default view groups what it would otherwise refuse to mix (several IPCs, resolutions, …)
+        row_keys = grouping_rows(_filtered(scores, filters or None), row_keys, columns)
+    if suite is None and fmt != "html" and output is None:
+        if scores.empty:
+            console.print("[yellow]The store has no scores yet; run `ddbench run` first.")
+            return
+        from ddbench.leaderboard import leaderboard_table, render
+
+        render(leaderboard_table(scores, rows=row_keys, columns=columns, filters=filters or None), fmt)
+        return
+    _leaderboard_report(out, scores, runs, fmt, suite, compare == "paper", output, row_keys, columns, filters or None)
 
 
 def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str | None, compare: bool, output: Path | None, rows: tuple[str, ...], columns: str, filters: dict[str, Any] | None) -> None:
@@ -355,7 +376,9 @@ def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str 
     if fmt == "html":
         title = f"ddbench report: {tables[0].title}" if suite is not None else f"ddbench report: {store_path(out)}"
         page = report.html_report(tables, runs, store_dir=out, title=title)
-        target = output or out / (f"report-{loaded.name}.html" if suite is not None else "report.html")
+        # the suite's name comes from a file: it names a file inside --out, never a path out of it
+        target = output or out / (f"report-{safe_name(loaded.name)}.html" if suite is not None else "report.html")
+        check_writable_dir(target.parent, "--output" if output is not None else "--out (or --output)")
         write_atomic(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
         console.print(f"wrote {target} ({len(tables)} table(s), {sum(len(t.run_ids) for t in tables)} image grid(s), self-contained)")
         return
@@ -390,7 +413,7 @@ def show(run_id: str, out: Path) -> None:
     """A run's spec, scores and image grid (RUN_ID may be a unique prefix)."""
     from ddbench.store import ResultsStore, store_path
 
-    with ResultsStore(store_path(out)) as store:
+    with ResultsStore(store_path(out), read_only=True) as store:  # never creates a store where none is
         runs = store.runs_frame()
         matches = runs[runs["run_id"].str.startswith(run_id)] if not runs.empty else runs
         if len(matches) != 1:
@@ -429,6 +452,10 @@ def prior() -> None:
     """Commands that prepare a prior's generative model (train, convert)."""
 
 
+#: OS errors that are the user's to fix (a read-only or full location), printed as one line
+_USER_OS_ERRORS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print their message and exit with status 2."""
     try:
@@ -445,8 +472,15 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(err, PluginLoadError) and err.__cause__ is not None:
             # a broken plugin fails loudly: show where its import went wrong
             traceback.print_exception(err.__cause__)
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        # soft_wrap: the message stays one line (a pipe or a narrow terminal would break it up)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
+    except OSError as err:
+        if err.errno not in _USER_OS_ERRORS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        console.print(f"[bold red]error:[/] cannot use{escape(where)}: {describe_os_error(err)}; choose a location you can write to (--out, --output)", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         console.print("[red]Interrupted; distillation resumes from its last checkpoint (every --checkpoint-every iterations or 5 minutes) when you run the same command again.")
         sys.exit(130)

@@ -10,11 +10,15 @@ the run's own log file, and turn any error into a ``failed`` result instead of s
 from __future__ import annotations
 
 import abc
+import ctypes
 import dataclasses
 import logging
 import os
 import shutil
+import signal
 import socket
+import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -131,6 +135,37 @@ def _record_failure(store: Any, spec: RunSpec, env: RunEnv, error: str) -> None:
     store.fail_run(spec.run_id, error)
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+#: how often a worker's watchdog checks that its parent is alive
+WATCHDOG_SECONDS = 1.0
+
+
+def die_with_parent(parent_pid: int, poll_seconds: float = WATCHDOG_SECONDS) -> None:
+    """End this worker process when the sweep process ``parent_pid`` ends, however it ends.
+
+    On Linux the kernel sends SIGTERM at the parent's death (``prctl(PR_SET_PDEATHSIG)``); a daemon
+    thread that watches ``os.getppid()`` covers other platforms and a parent that died before the
+    prctl call. A killed worker loses nothing: its claim is an flock the kernel releases, and its run
+    resumes from the last checkpoint when the sweep is run again.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc symbol: the watchdog alone
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent is already gone
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(2 * poll_seconds)
+        os._exit(1)  # a SIGTERM handler that did not exit
+
+    threading.Thread(target=watch, name="ddbench-parent-watchdog", daemon=True).start()
+
+
 class Executor(abc.ABC):
     """Runs tasks somewhere; its options are its ``__init__`` keyword arguments (like every plugin)."""
 
@@ -153,4 +188,4 @@ class Executor(abc.ABC):
         return self.name
 
 
-__all__ = ["Executor", "SweepTask", "TaskResult", "execute_task", "LOG_FILE", "LOCK_DIR"]
+__all__ = ["Executor", "SweepTask", "TaskResult", "execute_task", "die_with_parent", "LOG_FILE", "LOCK_DIR"]

@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from ddbench.errors import InvalidOptionError
+
 
 # --------------------------------------------------------------------------------------- data
 
@@ -56,7 +58,10 @@ class RealData:
         ]
         empty = [self.class_names[c] for c, idx in enumerate(self._class_index) if len(idx) == 0]
         if empty:
-            raise ValueError(f"Classes with no training images: {empty}")
+            # a ValueError too; raised as a user error, as it names the data's problem and its fix
+            raise InvalidOptionError(
+                f"Dataset '{self.name}' has classes with no training images: {empty}; add images of each class"
+            )
 
     @property
     def num_classes(self) -> int:

@@ -19,6 +19,7 @@ from ddbench.errors import DDBenchError, InvalidOptionError
 from ddbench.evaluate import evaluate_synthetic
 from ddbench.fileio import write_json_atomic
 from ddbench.interfaces import RealData
+from ddbench.preflight import check_data, check_memory
 from ddbench.progress import make_progress
 from ddbench.protocols import get_protocol
 from ddbench.spec import RunEnv, RunSpec
@@ -55,9 +56,17 @@ class DataCache:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``--device``: cpu, cuda, cuda:N or auto, checked against what this machine has."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise InvalidOptionError(f"Unknown --device '{name}'; expected cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InvalidOptionError(f"--device {name} is not supported; expected cpu, cuda, cuda:N or auto")
+    if device.type == "cuda" and torch.cuda.is_available() and (device.index or 0) >= torch.cuda.device_count():
+        raise InvalidOptionError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 …)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidOptionError("--device cuda was requested but no CUDA GPU is visible; use --device cpu")
     return device
@@ -83,10 +92,12 @@ def _run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataC
     device = resolve_device(env.device)
     run_id, run_dir = spec.run_id, env.run_dir(spec)
     protocol = get_protocol(spec.protocol)
+    # the data first: a run that cannot be a benchmark fails before --force deletes anything
+    data = data_cache.get(spec)
+    check_data(spec, data)
     if env.force:
         store.delete_run(run_id)
         _clear_run_dir(run_dir)
-    data = data_cache.get(spec)
 
     existing = store.get_run(run_id)
     synthetic: SyntheticSet | None = None
@@ -97,6 +108,7 @@ def _run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataC
             console.print(f"[yellow]Stored run {run_id} has no readable synthetic set ({err}); distilling again.")
     reused = synthetic is not None
     if synthetic is None:
+        check_memory(spec, data, device)
         if not env.resume and (run_dir / CHECKPOINT_FILE).exists():
             (run_dir / CHECKPOINT_FILE).unlink()
         run_dir.mkdir(parents=True, exist_ok=True)

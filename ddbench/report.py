@@ -47,7 +47,7 @@ from ddbench.spec import RunSpec
 #: row keys a layout may use (`run_keys`)
 ROW_KEYS = ("prior", "matcher", "generator", "variant", "dataset", "ipc", "res", "iterations")
 #: prior options that do not change what a run is (left out of generic row labels)
-HOUSEKEEPING_OPTIONS = frozenset({"checkpoint", "cuda_ops", "class_ids", "stylegan_xl_src", "weights", "model_dir"})
+HOUSEKEEPING_OPTIONS = frozenset({"checkpoint", "cuda_ops", "class_ids", "stylegan_xl_src", "weights", "model_dir", "trust_pickle"})
 #: image grids wider than this are scaled down, so a report of many runs stays a few MB
 GRID_MAX_WIDTH = 1200
 GRID_FILE = "grid.png"

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Mapping
 import pandas as pd
 
 from ddbench.errors import CorruptFileError, InvalidOptionError
-from ddbench.fileio import FileLock
+from ddbench.fileio import FileLock, check_writable_dir
 from ddbench.provenance import Provenance, collect
 
 RESULTS_FILENAME = "results.sqlite"
@@ -149,16 +149,20 @@ class ResultsStore:
     One instance may be shared by threads; separate instances (or processes) may write at once.
     """
 
-    def __init__(self, path: str | os.PathLike[str], provenance: Provenance | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], provenance: Provenance | None = None, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         if self.path.is_dir():
             raise InvalidOptionError(
                 f"Expected the results store path to be a file but {self.path} is a directory; "
                 f"use {store_path(self.path)} (ddbench.store.store_path(out_dir))"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._provenance = provenance
         self._lock = threading.RLock()
+        if read_only:
+            self._conn = self._open_read_only()
+            return
+        check_writable_dir(self.path.parent, "--out")
         # autocommit mode (isolation_level=None): transactions are opened explicitly in `_write`
         self._conn = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -176,10 +180,35 @@ class ResultsStore:
                 self._ensure_schema()
         except sqlite3.DatabaseError as err:
             self._conn.close()
-            raise self._corrupt(f"it is not a readable SQLite database ({err})") from err
+            raise self._translate(err) from err
         except CorruptFileError:
             self._conn.close()
             raise
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A connection that writes nothing: no directory, lock file or schema (``leaderboard``, ``show``)."""
+        if not self.path.is_file():
+            raise InvalidOptionError(f"No results store at {self.path}; run `ddbench run --out {self.path.parent}` first or pass --out")
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        if not os.access(self.path.parent, os.W_OK):
+            # a WAL database in a folder nobody can write (a read-only mount): SQLite cannot create
+            # its shared-memory file there, and no writer can change the file, so it is immutable
+            uri += "&immutable=1"
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self._check_schema(version, tables)
+            if version == 0:
+                raise self._corrupt("it is empty (no ddbench tables)")
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise self._translate(err) from err
+        except CorruptFileError:
+            conn.close()
+            raise
+        return conn
 
     # ---------------------------------------------------------------------------- plumbing
 
@@ -189,32 +218,48 @@ class ResultsStore:
             f"(e.g. mv {self.path} {self.path}.bak) and run again to start a new store, or pass another --out."
         )
 
+    def _translate(self, err: sqlite3.DatabaseError) -> Exception:
+        """A SQLite error as the user's problem: a corrupt file or an unwritable place (else unchanged)."""
+        text = str(err).lower()
+        if isinstance(err, sqlite3.OperationalError) and ("readonly" in text or "read-only" in text or "unable to open" in text):
+            return InvalidOptionError(
+                f"Cannot write the results store {self.path} ({err}); pass --out a writable directory"
+            )
+        if type(err) is sqlite3.DatabaseError or "malformed" in text or "not a database" in text:
+            return self._corrupt(f"it is not a readable SQLite database ({err})")
+        return err
+
+    def _check_schema(self, version: int, tables: set[str]) -> None:
+        if version == 0 and tables:
+            raise self._corrupt(f"it is a SQLite database of something else (tables {sorted(tables)})")
+        if version > SCHEMA_VERSION:
+            raise self._corrupt(
+                f"it was written by a newer ddbench (schema {version}, this one reads up to {SCHEMA_VERSION}); "
+                "upgrade ddbench instead if you want to keep it"
+            )
+        if version and not {"runs", "scores"} <= tables:
+            raise self._corrupt(f"its tables {sorted(tables)} lack 'runs' and 'scores'")
+
     def _ensure_schema(self) -> None:
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self._check_schema(version, tables)
             if version == 0:
-                if tables:
-                    raise self._corrupt(f"it is a SQLite database of something else (tables {sorted(tables)})")
                 # executescript would COMMIT the open transaction first; run the statements one by one
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version > SCHEMA_VERSION:
-                raise self._corrupt(
-                    f"it was written by a newer ddbench (schema {version}, this one reads up to {SCHEMA_VERSION}); "
-                    "upgrade ddbench instead if you want to keep it"
-                )
-            elif not {"runs", "scores"} <= tables:
-                raise self._corrupt(f"its tables {sorted(tables)} lack 'runs' and 'scores'")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; IMMEDIATE takes the write lock up front, so two writers queue on
         the busy timeout instead of deadlocking when both try to upgrade a read lock."""
-        with self._lock:
+        with self._lock, self._errors():
             self._check_open()
+            if self.read_only:
+                raise InvalidOptionError(f"The results store {self.path} was opened read-only; open it without read_only=True to write")
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -222,6 +267,19 @@ class ResultsStore:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """A damaged page or an unwritable file found mid-query becomes one clear error, not a traceback."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise  # a constraint: the caller's to explain (e.g. add_score's missing run)
+        except sqlite3.DatabaseError as err:
+            translated = self._translate(err)
+            if translated is err:
+                raise
+            raise translated from err
 
     def _check_open(self) -> None:
         if self._conn is None:
@@ -324,7 +382,7 @@ class ResultsStore:
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """A run's row, with ``spec``, ``versions`` and ``host`` decoded from their JSON columns."""
-        with self._lock:
+        with self._lock, self._errors():
             self._check_open()
             row = self._conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
@@ -408,7 +466,7 @@ class ResultsStore:
 
     def has_score(self, run_id: str, evaluator: str, seed: int, protocol_name: str) -> bool:
         """Whether this evaluator × seed × protocol was already scored (so a resumed sweep skips it)."""
-        with self._lock:
+        with self._lock, self._errors():
             self._check_open()
             row = self._conn.execute(
                 "SELECT 1 FROM scores WHERE run_id = ? AND evaluator = ? AND seed = ? AND protocol = ?",
@@ -434,7 +492,7 @@ class ResultsStore:
         return self._frame(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY created_at, run_id")
 
     def _frame(self, query: str) -> pd.DataFrame:
-        with self._lock:
+        with self._lock, self._errors():
             self._check_open()
             cursor = self._conn.execute(query)
             names = [d[0] for d in cursor.description]

@@ -89,9 +89,18 @@ class SyntheticSet:
                 f"Cannot read the synthetic set in {directory} ({err}); delete the run directory and "
                 "run again (or `ddbench run ... --force`)."
             ) from err
+        fix = "delete the run directory and run again (or `ddbench run ... --force`)"
+        missing = [key for key in ("images", "labels") if key not in tensors]
+        if missing:
+            raise CorruptFileError(f"{tensors_path} lacks the tensor(s) {missing} (found {sorted(tensors)}); {fix}")
+        if not isinstance(metadata, dict):
+            raise CorruptFileError(f"{meta_path} holds a {type(metadata).__name__}, not a JSON object; {fix}")
         metadata.pop("format_version", None)
         latents = {k.removeprefix("latent."): v for k, v in tensors.items() if k.startswith("latent.")}
-        return cls(images=tensors["images"], labels=tensors["labels"], latents=latents, metadata=metadata)
+        try:
+            return cls(images=tensors["images"], labels=tensors["labels"], latents=latents, metadata=metadata)
+        except ValueError as err:  # wrong shapes, NaN images
+            raise CorruptFileError(f"The synthetic set in {directory} is not usable ({err}); {fix}") from err
 
 
 def load_synthetic_dataset(directory: str | Path) -> TensorDataset:

@@ -372,7 +372,7 @@ def test_glad_prior_runs_on_the_stylegan_xl_backend(fake_xl):
     data = make_tiny_data(num_classes=3, channels=1, res=12)
     prior = registry.create(
         "prior", "glad", backend="stylegan-xl", weights=str(fake_xl["pkl"]), stylegan_xl_src=str(fake_xl["src"]),
-        layer=2, class_ids=[4, 0, 2],
+        layer=2, class_ids=[4, 0, 2], trust_pickle=True,
     )
     prior.setup(data, torch.device("cpu"))
     labels = class_labels(3, 2)
@@ -403,3 +403,6 @@ def test_missing_tree_pickle_or_key_are_clear_errors(fake_xl, tmp_path):
         load_stylegan_xl(fake_xl["pkl"], fake_xl["src"], key="G_missing")
     with pytest.raises(InvalidOptionError, match="needs weights=.*stylegan_xl_src="):
         registry.create("prior", "glad", backend="stylegan-xl", weights=str(fake_xl["pkl"]))
+    # a pickle runs code when it loads: never without the user's explicit trust
+    with pytest.raises(InvalidOptionError, match="glad.trust_pickle=true"):
+        registry.create("prior", "glad", backend="stylegan-xl", weights=str(fake_xl["pkl"]), stylegan_xl_src=str(fake_xl["src"]))

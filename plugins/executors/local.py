@@ -2,22 +2,57 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ddbench.errors import InvalidOptionError
-from ddbench.executor import Executor, SweepTask, TaskResult, execute_task
+from ddbench.executor import Executor, SweepTask, TaskResult, die_with_parent, execute_task
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent_pid: int) -> None:
+    # a worker never outlives the sweep that started it (a killed parent left ~1 GB orphans computing)
+    die_with_parent(parent_pid)
     # each worker gets its share of the cores; N workers × all cores would thrash
     import torch
 
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """In the main thread: SIGTERM raises SystemExit, so the pool's workers are stopped, not orphaned."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the pool's worker processes now (their runs resume from checkpoints next time)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 class LocalExecutor(Executor):
@@ -69,25 +104,43 @@ class LocalExecutor(Executor):
     ) -> list[SweepTask]:
         """Run tasks with at most ``workers`` in flight; returns the tasks left when a worker died."""
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(self.threads,)) as pool:
-            in_flight: dict[Future[TaskResult], SweepTask] = {}
-            while queue or in_flight:
-                while queue and len(in_flight) < self.workers:
-                    task = queue.pop(0)
-                    on_start(task)
-                    in_flight[pool.submit(execute_task, task)] = task
-                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    task = in_flight.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool:
-                        # a worker was killed (out of memory, a signal): its runs failed, the rest go on in a new pool
-                        broken = [task] + list(in_flight.values())
-                        for lost in broken:
-                            on_done(lost, TaskResult(lost.run_spec.run_id, "failed", error="the worker process died (killed, or out of memory?); see its log"))
-                        return queue
-                    except Exception as err:  # noqa: BLE001 - e.g. a task that cannot be pickled
-                        result = TaskResult(task.run_spec.run_id, "failed", error=f"{type(err).__name__}: {err}")
-                    on_done(task, result)
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(self.threads, os.getpid()))
+        try:
+            with _sigterm_raises():
+                left = self._drain(pool, queue, on_start, on_done)
+        except BaseException:
+            # interrupted (SIGTERM, Ctrl-C, an error in a callback): no worker may keep computing
+            _stop_workers(pool)
+            raise
+        pool.shutdown(wait=True)
+        return left
+
+    def _drain(
+        self,
+        pool: ProcessPoolExecutor,
+        queue: list[SweepTask],
+        on_start: Callable[[SweepTask], None],
+        on_done: Callable[[SweepTask, TaskResult], None],
+    ) -> list[SweepTask]:
+        """Submit and collect until the queue is empty; returns the tasks left when a worker died."""
+        in_flight: dict[Future[TaskResult], SweepTask] = {}
+        while queue or in_flight:
+            while queue and len(in_flight) < self.workers:
+                task = queue.pop(0)
+                on_start(task)
+                in_flight[pool.submit(execute_task, task)] = task
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = in_flight.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    # a worker was killed (out of memory, a signal): its runs failed, the rest go on in a new pool
+                    broken = [task] + list(in_flight.values())
+                    for lost in broken:
+                        on_done(lost, TaskResult(lost.run_spec.run_id, "failed", error="the worker process died (killed, or out of memory?); see its log"))
+                    return queue
+                except Exception as err:  # noqa: BLE001 - e.g. a task that cannot be pickled
+                    result = TaskResult(task.run_spec.run_id, "failed", error=f"{type(err).__name__}: {err}")
+                on_done(task, result)
         return []

@@ -56,6 +56,9 @@ class GLaDPrior(Prior):
             then starts identical, so use it at IPC 1).
         weights: tiny — a ``.safetensors`` file from `TinyStyleGenerator.save`; stylegan-xl — the
             local network pickle (e.g. ``imagenet128.pkl``).
+        trust_pickle: stylegan-xl only — StyleGAN-XL networks exist only as Python pickles, and
+            unpickling runs code from the file; ``true`` says you trust ``weights`` (e.g. the official
+            download). Without it a stylegan-xl prior refuses to load. Does not change the images.
         stylegan_xl_src: local checkout of https://github.com/autonomousvision/stylegan-xl.
         truncation: ψ of the initial w, w_avg + ψ·(w − w_avg); 1 = none.
         avg_samples: z draws averaged per class for ``init="avg_w"`` (GLaD: 1000).
@@ -75,6 +78,8 @@ class GLaDPrior(Prior):
         "mtt": {"features": 10000.0, "w": 10.0},
         "*": {"features": 10.0, "w": 0.01},  # other matchers: DM's values
     }
+    #: consent to unpickle, not a setting of the images: recorded with a run, left out of its id
+    neutral_options = ("trust_pickle",)
 
     def __init__(
         self,
@@ -88,6 +93,7 @@ class GLaDPrior(Prior):
         class_ids: Sequence[int] | None = None,
         seed: int = 0,
         cuda_ops: bool = True,
+        trust_pickle: bool = False,
     ) -> None:
         self.backend = _choice("backend", backend, BACKENDS)
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < -1):
@@ -98,6 +104,12 @@ class GLaDPrior(Prior):
             raise InvalidOptionError(
                 "backend='stylegan-xl' needs weights=/path/to/imagenet128.pkl and stylegan_xl_src=/path/to/stylegan-xl "
                 "(--prior-opt weights=... --prior-opt stylegan_xl_src=...)"
+            )
+        if self.backend == "stylegan-xl" and trust_pickle is not True:
+            # a pickle runs code while it loads: the user opts in per run, knowingly
+            raise InvalidOptionError(
+                f"backend='stylegan-xl' loads {weights} with pickle, which can run code from the file; if you trust it "
+                "(e.g. the official StyleGAN-XL download), add --prior-opt glad.trust_pickle=true (suites: trust_pickle = true)"
             )
         if self.backend == "tiny" and stylegan_xl_src:
             raise InvalidOptionError("stylegan_xl_src applies to backend='stylegan-xl' only; drop it or set the backend")
@@ -112,6 +124,7 @@ class GLaDPrior(Prior):
         self.class_ids = None if class_ids is None else [int(i) for i in class_ids]
         self.seed = int(seed)
         self.cuda_ops = bool(cuda_ops)
+        self.trust_pickle = trust_pickle
         self.generator: StyleGenerator | None = None
 
     # ------------------------------------------------------------------------------ set-up

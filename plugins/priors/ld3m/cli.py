@@ -43,7 +43,7 @@ def train(prior_name: str, dataset: str, out: Path, data_root: str | None, ae_st
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None, help="The checkpoint's LDM YAML config (default: cin256-v2).")
-@click.option("--trust-checkpoint", is_flag=True, help="Unpickle non-tensor objects in the checkpoint (only for files you trust).")
+@click.option("--trust-checkpoint", "--trust-pickle", "trust_checkpoint", is_flag=True, help="CompVis .ckpt files are Python pickles; by default only their tensors are read (weights_only). This flag unpickles everything in the file, which can run code from it: use it only for files you trust (e.g. the official cin256-v2 download).")
 def convert_ldm(checkpoint: Path, out_dir: Path, config: Path | None, trust_checkpoint: bool) -> None:
     """Convert a CompVis class-conditional LDM checkpoint (cin256-v2 model.ckpt) for the ld3m prior."""
     from ddbench_plugins.priors.ld3m.convert import convert_ldm as convert

@@ -2,15 +2,17 @@
 diffusion model on its latents (ε-prediction, classifier-free guidance by dropping the class).
 
 Resumable: ``train_state.pt`` in the output directory holds the stage, step, weights, optimiser
-and RNG states, written every ``checkpoint_every`` steps and at each stage's end. The result is
-saved with `LDMBackend.save_pretrained` (diffusers layout) with ``metrics.json`` (reconstruction
-PSNR on the test split) and ``samples.png`` (a class-conditional DDIM sample grid).
+and RNG states, written every ``checkpoint_every`` steps and at each stage's end. It holds only
+tensors and plain values and is read with ``weights_only=True``, so a crafted file cannot run code.
+The result is saved with `LDMBackend.save_pretrained` (diffusers layout) with ``metrics.json``
+(reconstruction PSNR on the test split) and ``samples.png`` (a class-conditional DDIM sample grid).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
+from ddbench.errors import CorruptFileError
 from ddbench.fileio import write_atomic
 from ddbench.interfaces import RealData
 from ddbench.progress import make_progress
@@ -76,6 +79,35 @@ def sample_grid(backend: LDMBackend, num_classes: int, per_class: int, path: Pat
     return images
 
 
+#: what `train_tiny` checkpoints: plain tensors, numbers and strings only, so it loads with weights_only
+STATE_KEYS = ("model", "ae_opt", "dm_opt", "scaling_factor", "rng", "stage", "step")
+STAGES = ("ae", "diffusion", "done")
+
+
+def _bad_state(path: Path, why: str) -> CorruptFileError:
+    return CorruptFileError(f"Cannot resume from {path}: {why}. Delete it to train from the start (or pass another --out)")
+
+
+def load_train_state(path: Path) -> dict[str, Any]:
+    """A training checkpoint, loaded with ``weights_only=True``: a crafted file cannot run code."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _bad_state(path, f"it holds more than tensors and plain values ({str(err).splitlines()[0][:160]}); it was not written by ddbench") from err
+    except (RuntimeError, OSError, EOFError, ValueError) as err:  # truncated, not a torch file
+        raise _bad_state(path, f"it is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from err
+    if not isinstance(saved, dict):
+        raise _bad_state(path, f"it holds a {type(saved).__name__}, not a training state")
+    missing = [key for key in STATE_KEYS if key not in saved]
+    if missing:
+        raise _bad_state(path, f"it lacks {missing}")
+    if saved["stage"] not in STAGES or isinstance(saved["step"], bool) or not isinstance(saved["step"], int) or saved["step"] < 0:
+        raise _bad_state(path, f"its stage {saved['stage']!r} / step {saved['step']!r} are not a training position")
+    if not isinstance(saved["scaling_factor"], (int, float)) or not isinstance(saved["rng"], Tensor):
+        raise _bad_state(path, "its scaling_factor or RNG state has the wrong type")
+    return saved
+
+
 def train_tiny(
     data: RealData,
     out: str | Path,
@@ -102,13 +134,16 @@ def train_tiny(
     stage, step = "ae", 0
     state_path = out / STATE_FILE
     if state_path.is_file():  # resume
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        backend.load_state_dict(saved["model"])
-        ae_opt.load_state_dict(saved["ae_opt"])
-        dm_opt.load_state_dict(saved["dm_opt"])
-        backend.vqvae.register_to_config(scaling_factor=saved["scaling_factor"])
-        torch.set_rng_state(saved["rng"])
-        stage, step = saved["stage"], saved["step"]
+        saved = load_train_state(state_path)
+        try:
+            backend.load_state_dict(saved["model"])
+            ae_opt.load_state_dict(saved["ae_opt"])
+            dm_opt.load_state_dict(saved["dm_opt"])
+            torch.set_rng_state(saved["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:  # another --width, another dataset
+            raise _bad_state(state_path, f"it does not fit this model ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        backend.vqvae.register_to_config(scaling_factor=float(saved["scaling_factor"]))
+        stage, step = saved["stage"], int(saved["step"])
 
     def save_state(stage: str, step: int) -> None:
         payload = dict(
