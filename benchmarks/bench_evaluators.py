@@ -144,6 +144,7 @@ def run_speed(args: argparse.Namespace) -> None:
 def run_accuracy(args: argparse.Namespace) -> None:
     from tabulate import tabulate
 
+    from ddbench.identity import resolve_spec
     from ddbench.pipeline import DataCache, run_spec
     from ddbench.spec import RunEnv, RunSpec
     from ddbench.store import ResultsStore
@@ -160,6 +161,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
     env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
     args.out.mkdir(parents=True, exist_ok=True)
     with ResultsStore(args.out / "results.sqlite") as store:
+        spec = resolve_spec(spec, env)  # the id run_spec stores it under
         run_spec(spec, env, store, DataCache(env))
         scores = store.scores_frame()
     scores = scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]

@@ -32,8 +32,8 @@ from ddbench.cli import parse_key_values
 from spec_runs import RESULT_HEADERS, result_cells, run_in_fresh_processes
 
 
-def _row(store: Any, spec: Any, label: str) -> list[Any]:
-    return [spec.ipc, label, spec.prior_options.get("layer", "—"), *result_cells(store, spec)]
+def _row(store: Any, spec: Any, label: str, env: Any) -> list[Any]:
+    return [spec.ipc, label, spec.prior_options.get("layer", "—"), *result_cells(store, spec, env)]
 
 
 def main() -> None:
@@ -89,10 +89,10 @@ def main() -> None:
     with ResultsStore(store_path(args.out)) as store:
         headers = ["IPC", "method", "layer", *RESULT_HEADERS]
         print("### Fashion-MNIST, DM: pixel vs GLaD vs LD3M\n")
-        print(tabulate([_row(store, s, label) for s, label in main_rows], headers=headers, tablefmt="github"))
+        print(tabulate([_row(store, s, label, env) for s, label in main_rows], headers=headers, tablefmt="github"))
         if sweep:
             print(f"\n### GLaD layer sweep (IPC {args.layer_ipc}; -1 = W+ only)\n")
-            print(tabulate([_row(store, s, label) for s, label in sweep], headers=headers, tablefmt="github"))
+            print(tabulate([_row(store, s, label, env) for s, label in sweep], headers=headers, tablefmt="github"))
     memory = "peak CUDA allocation" if args.device.startswith("cuda") else "peak process RSS of the setting's own process"
     print(f"\nmemory: {memory}; command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
 

@@ -87,10 +87,10 @@ def main() -> None:
     with ResultsStore(store_path(args.out)) as store:
         lrs = ", ".join(f"{k} {v:g}" for k, v in ld3m_lrs.items()) or "the paper's defaults"
         print(f"### Fashion-MNIST, DM: pixel vs LD3M ({args.model_dir.name}; ld3m learning rates: {lrs})\n")
-        print(tabulate([[s.ipc, label, *result_cells(store, s)] for s, label in rows], headers=headers, tablefmt="github"))
+        print(tabulate([[s.ipc, label, *result_cells(store, s, env)] for s, label in rows], headers=headers, tablefmt="github"))
         if ablations:
             print(f"\n### LD3M ablations (IPC {args.ablation_ipc})\n")
-            print(tabulate([[s.ipc, label, *result_cells(store, s)] for s, label in ablations], headers=headers, tablefmt="github"))
+            print(tabulate([[s.ipc, label, *result_cells(store, s, env)] for s, label in ablations], headers=headers, tablefmt="github"))
     memory = "peak CUDA allocation" if args.device.startswith("cuda") else "peak process RSS of the setting's own process"
     print(f"\nmemory: {memory}; command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
+from ddbench.identity import resolve_spec, resolve_specs
 from ddbench.memory import format_bytes
 from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore, store_path
@@ -34,13 +35,14 @@ def run_in_fresh_processes(specs: Iterable[RunSpec], env: RunEnv, threads: int |
     """Distil and evaluate each spec (the store skips finished ones) in a process of its own."""
     env_dict = {**dataclasses.asdict(env), "out": str(env.out)}
     spawn = multiprocessing.get_context("spawn")
-    for spec in {s.run_id: s for s in specs}.values():
+    for spec in {s.run_id: s for s in resolve_specs(specs, env)}.values():
         with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
             pool.submit(_distil_and_evaluate, spec.to_dict(), env_dict, threads).result()
 
 
-def result_cells(store: ResultsStore, spec: RunSpec) -> list[Any]:
-    """accuracy % (mean ± std over seeds), number of seeds, s/it, peak memory of one spec."""
+def result_cells(store: ResultsStore, spec: RunSpec, env: RunEnv) -> list[Any]:
+    """accuracy % (mean ± std over seeds), number of seeds, s/it, peak memory of one spec (run in ``env``)."""
+    spec = resolve_spec(spec, env)  # the id it was stored under
     run = store.get_run(spec.run_id) or {}
     scores = store.scores_frame()
     acc = scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100
@@ -62,7 +64,7 @@ def draw_cells(make_spec: Callable[[int], RunSpec], draws: list[int], env: RunEn
 
     accs, spis, peaks = [], [], []
     for draw in draws:
-        spec = make_spec(draw)
+        spec = resolve_spec(make_spec(draw), env)  # the id run_spec stores it under
         run_spec(spec, env, store, cache)
         run = store.get_run(spec.run_id)
         scores = store.scores_frame()

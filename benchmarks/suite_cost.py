@@ -17,6 +17,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from ddbench.spec import RunEnv, RunSpec
+from ddbench.identity import resolve_specs
 from ddbench.store import ResultsStore
 from ddbench.suites import load_suite
 from ddbench.sweep import format_duration, plan_sweep
@@ -28,10 +29,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the sweep's output directory (its results.sqlite)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--all", action="store_true", help="also list finished runs that are not in the suite")
+    parser.add_argument("--data-root", default=None, help="the sweep's --data-root (part of its run ids)")
     args = parser.parse_args()
 
-    specs = load_suite(args.suite).specs(validate=False)
-    estimates = {p.spec.run_id: p.estimate_seconds for p in plan_sweep(specs, RunEnv(out=args.out), None)}
+    env = RunEnv(out=args.out, data_root=args.data_root)
+    specs = resolve_specs(load_suite(args.suite).specs(validate=False), env)  # the ids the sweep stored
+    estimates = {p.spec.run_id: p.estimate_seconds for p in plan_sweep(specs, env, None)}
     with ResultsStore(args.out / "results.sqlite") as store:
         runs = store.runs_frame()
         scores = store.scores_frame()

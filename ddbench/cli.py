@@ -29,6 +29,7 @@ from ddbench.grid import (  # noqa: F401 - DEFAULT_DATASET, PAPER_DATASETS, pars
     check_names as _check_names,
     expand_evaluators,
     parse_key_values,
+    parse_lrs,
     split_values as _split,
 )
 from ddbench.spec import BUDGETS, RunEnv, RunSpec
@@ -156,6 +157,7 @@ def run(**opts: Any) -> None:
       ddbench run --suite table1 --dry-run
       ddbench run --suite table2 --executor slurm --slurm-opt partition=gpu --slurm-opt gpus_per_node=1
     """
+    from ddbench.identity import resolve_specs
     from ddbench.pipeline import DataCache, run_spec
     from ddbench.store import ResultsStore, store_path
 
@@ -184,6 +186,8 @@ def run(**opts: Any) -> None:
         force=opts["force"],
         progress=opts["progress"],
     )
+    # the one place where specs become runs: their ids now hash what will run (ddbench.identity)
+    specs = resolve_specs(specs, env)
     sweep = bool(opts["suite"] or opts["dry_run"] or {"executor", "workers", "slurm_opts", "exec_opts"} & given)
     if not opts["dry_run"]:
         check_writable_dir(env.out, "--out")
@@ -226,7 +230,7 @@ def _grid_from_options(opts: dict[str, Any]) -> SpecGrid:
         protocol=opts["protocol"],
         report=opts["report"],
         res=opts["res"],
-        lrs={k: float(v) for k, v in parse_key_values(opts["lrs"], "--lr").items()},
+        lrs=parse_lrs(parse_key_values(opts["lrs"], "--lr"), "--lr"),
         prior_options=parse_key_values(opts["prior_opts"], "--prior-opt"),
         matcher_options=parse_key_values(opts["matcher_opts"], "--algo-opt"),
         build_experts=opts["build_experts"],

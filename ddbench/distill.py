@@ -109,8 +109,8 @@ class Distiller:
         self.chunk_size = max(1, chunk_size)
         self.progress = progress
         self.cache_dir = cache_dir
-        self.prior: Prior = prior or registry.create("prior", spec.prior, **spec.prior_options)
-        self.matcher: Matcher = matcher or registry.create("matcher", spec.matcher, **spec.matcher_options)
+        self.prior: Prior = prior or registry.create("prior", spec.prior, **spec.plugin_options("prior"))
+        self.matcher: Matcher = matcher or registry.create("matcher", spec.matcher, **spec.plugin_options("matcher"))
         self.labels = class_labels(data.num_classes, spec.ipc).to(self.device)
 
     # ------------------------------------------------------------------ set-up and checkpoints

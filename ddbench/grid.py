@@ -47,6 +47,19 @@ def parse_key_values(values: Iterable[str], option: str) -> dict[str, Any]:
     return result
 
 
+def parse_lrs(values: Mapping[str, Any], where: str) -> dict[str, float]:
+    """Learning-rate overrides as floats; a value that is not a number is one clear error."""
+    lrs = {}
+    for key, value in values.items():
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            lrs[key] = float(value)
+        except (TypeError, ValueError):
+            raise InvalidOptionError(f"{where}: learning rate {key} expects a number but got {value!r}") from None
+    return lrs
+
+
 def expand_evaluators(names: Iterable[str]) -> list[str]:
     """``unseen`` → the four unseen architectures; duplicates dropped, order kept."""
     return list(dict.fromkeys(itertools.chain.from_iterable(UNSEEN_EVALUATORS if e == "unseen" else (e,) for e in names)))
@@ -138,7 +151,7 @@ class SpecGrid:
             if key in values and not isinstance(values[key], Mapping):
                 raise InvalidOptionError(f"{where}: expected '{key}' as a table (KEY = value) but got {values[key]!r}")
         if "lrs" in values:
-            values["lrs"] = {k: float(v) for k, v in values["lrs"].items()}
+            values["lrs"] = parse_lrs(values["lrs"], where)
         # TOML reads `ld3m.T = 10` as {"ld3m": {"T": 10}}: flatten plugin-named tables back to "ld3m.T"
         for key, names in (("prior_options", values.get("priors", ["pixel"])), ("matcher_options", values.get("matchers", ["dm"]))):
             if key in values:
@@ -194,7 +207,7 @@ def build_specs(grid: SpecGrid, validate: bool = True) -> list[RunSpec]:
         protocol=grid.protocol,
         report=grid.report,
         dsa=grid.dsa,
-        lrs={k: float(v) for k, v in grid.lrs.items()},
+        lrs=parse_lrs(grid.lrs, "lrs"),
         **settings,
     )
     matcher_opts = dict(grid.matcher_options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
@@ -132,15 +133,49 @@ class LatentState:
 # ------------------------------------------------------------------------------------ plugins
 
 
+@dataclasses.dataclass(frozen=True)
+class IdentityContext:
+    """What a plugin may know when it resolves its options for a run id (`Plugin.effective_options`):
+    the run's dataset, its resolution (None when the dataset declares none), IPC and target device.
+    The device need not be present on this machine (a sweep may be planned on a login node)."""
+
+    dataset: str
+    resolution: int | None
+    ipc: int
+    device: torch.device
+
+
 class Plugin(abc.ABC):
-    """Common base: a registered name and a one-line description shown by `ddbench plugins`."""
+    """Common base: a registered name and a one-line description shown by `ddbench plugins`.
+
+    What the run id records of a plugin (`ddbench.identity`) is declared here: its behaviour
+    ``version``, which options name model files (``path_options``), which options never change the
+    result (``neutral_options``) and what its options mean on the target device (`effective_options`).
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: behaviour version: bump it when the plugin's results change for the same options (as
+    #: lm-evaluation-harness versions its tasks); None: identified by its distribution's version
+    version: ClassVar[int | None] = None
+    #: options that name a model file or directory: the run id hashes the weights and config files
+    #: found there, the path itself is only a label (moving a model keeps the id)
+    path_options: ClassVar[tuple[str, ...]] = ()
+    #: options that never change the result (gradient checkpointing, where a cache lives): recorded
+    #: with the run, left out of its id
+    neutral_options: ClassVar[tuple[str, ...]] = ()
 
     def options(self) -> dict[str, Any]:
-        """The constructor arguments that define this plugin instance (recorded in every spec)."""
+        """The constructor arguments that define this plugin instance, defaults applied."""
         return dict(getattr(self, "_options", {}))
+
+    def effective_options(self, context: IdentityContext) -> dict[str, Any]:
+        """The options as they act in a run in ``context``: defaults applied and every ``auto`` (or
+        None meaning "by rule") resolved to the value used there, e.g. ``real_precision="auto"`` →
+        ``"bf16"`` on a CPU with bf16 units. The run id hashes these, and the engine builds the
+        plugin from them, so the id says what ran. Never load data or models here: it runs for every
+        spec of a sweep, before anything starts. Default: `options`."""
+        return self.options()
 
 
 class DatasetPlugin(Plugin):
@@ -164,6 +199,22 @@ class DatasetPlugin(Plugin):
     def locate(self, root: str | None = None) -> str:
         """Return the directory the data would be read from, or raise DataNotFoundError."""
         raise NotImplementedError
+
+    def fingerprint(self, root: str | None = None, res: int | None = None) -> str | None:
+        """A digest of the files `load` reads (part of the run id), or None when unknown.
+
+        Cheap enough for every run: `ddbench.fingerprint.files_digest` (bytes, cached) for a few
+        data files, `listing_digest` (relative paths and sizes) for big image trees. Raise
+        DataNotFoundError when the data is not there. Default: the listing of every file under
+        `locate`'s directory, or None for a dataset without one."""
+        from ddbench.fingerprint import listing_digest
+
+        try:
+            directory = self.locate(root)
+        except NotImplementedError:
+            return None
+        files = [p for p in Path(directory).rglob("*") if p.is_file()]
+        return listing_digest(files, directory)
 
 
 class Prior(Plugin):
@@ -331,6 +382,7 @@ def class_labels(num_classes: int, ipc: int) -> Tensor:
 __all__: Sequence[str] = [
     "RealData",
     "LatentState",
+    "IdentityContext",
     "Plugin",
     "DatasetPlugin",
     "Prior",

@@ -19,7 +19,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import functools
 import io
+import json
 import re
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -30,6 +32,7 @@ from rich.text import Text
 from tabulate import tabulate
 
 from ddbench.errors import InvalidOptionError
+from ddbench.spec import SPEC_VERSION, spec_version
 
 #: row and column orders of the paper's tables; names not listed follow, alphabetically
 PRIOR_ORDER = ("pixel", "glad", "ld3m")
@@ -203,6 +206,32 @@ def grouping_rows(frame: pd.DataFrame, rows: Sequence[str], columns: str) -> tup
     return tuple(keys)
 
 
+@functools.lru_cache(maxsize=4096)
+def _stored_spec_version(spec_json: str) -> int:
+    """A stored spec's version; the current one where the spec does not say (not written by RunSpec)."""
+    try:
+        return spec_version(json.loads(spec_json)) or SPEC_VERSION
+    except (TypeError, ValueError, AttributeError):
+        return SPEC_VERSION
+
+
+def mark_old_specs(frame: pd.DataFrame, rows: Sequence[str]) -> pd.DataFrame:
+    """Scores of runs stored under an older spec version (whose run ids hashed the typed options,
+    not what ran) get `` (spec vN)`` after their first row key, so that they are shown as such and
+    never share a cell with current runs."""
+    if not rows or frame.empty or "spec_json" not in frame.columns:
+        return frame
+    versions = frame["spec_json"].map(lambda text: _stored_spec_version(text) if isinstance(text, str) else SPEC_VERSION)
+    old = versions < SPEC_VERSION
+    if not old.any():
+        return frame
+    frame = frame.copy()
+    key = rows[0]
+    frame[key] = frame[key].astype(object)
+    frame.loc[old, key] = [f"{value} (spec v{v})" for value, v in zip(frame.loc[old, key], versions[old])]
+    return frame
+
+
 def aggregate(
     frame: pd.DataFrame,
     rows: Sequence[str] = ("prior", "matcher"),
@@ -230,7 +259,7 @@ def aggregate(
             f"The scores frame lacks columns {missing}; expected ResultsStore.scores_frame() with columns {list(frame.columns)}"
         )
     data = apply_filters(frame, filters)
-    data = data[data[value].notna()]
+    data = mark_old_specs(data[data[value].notna()], rows)
     per_arch_keys = keys if "evaluator" in keys else [*keys, "evaluator"]
     _check_unambiguous(data, [*per_arch_keys, "seed"])
     if data.empty:

@@ -18,6 +18,7 @@ from ddbench.dsa import DSA
 from ddbench.errors import DDBenchError, InvalidOptionError
 from ddbench.evaluate import evaluate_synthetic
 from ddbench.fileio import write_json_atomic
+from ddbench.identity import resolve_spec
 from ddbench.interfaces import RealData
 from ddbench.preflight import check_data, check_memory
 from ddbench.progress import make_progress
@@ -84,6 +85,7 @@ def run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCa
     console is a file (a sweep worker's run.log) they become periodic status lines.
     """
     console = console or Console(stderr=True)
+    spec = resolve_spec(spec, env)  # a no-op for specs resolved where they became runs (the CLI, run_sweep)
     with make_progress(env.progress, console) as bar:
         return _run_spec(spec, env, store, data_cache, console, bar)
 

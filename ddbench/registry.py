@@ -79,6 +79,36 @@ def _raise_load_failure(manager: Any, entry_point: Any, err: Exception) -> None:
     ) from err
 
 
+#: the class every plugin of a family subclasses ("module:attr", imported only when checked)
+BASE_CLASSES: dict[str, str] = {
+    "dataset": "ddbench.interfaces:DatasetPlugin",
+    "prior": "ddbench.interfaces:Prior",
+    "matcher": "ddbench.interfaces:Matcher",
+    "evaluator": "ddbench.interfaces:Evaluator",
+    "executor": "ddbench.executor:Executor",
+}
+
+
+def plugin_info(family: str, name: str) -> PluginInfo:
+    """The entry point of ``name`` in ``family``: its target, distribution and version."""
+    for info in list_plugins(family):
+        if info.name == name:
+            return info
+    raise UnknownPluginError(unknown_name_message(family, name, plugin_names(family)))
+
+
+def _check_base_class(family: str, name: str, cls: Any) -> None:
+    module, _, attr = BASE_CLASSES[family].partition(":")
+    base = getattr(importlib.import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        info = plugin_info(family, name)
+        raise PluginLoadError(
+            f"The {family} plugin '{name}' ({info.target}, from {info.distribution} {info.version}) is "
+            f"{'the class ' + cls.__qualname__ if isinstance(cls, type) else repr(cls)}, which does not subclass "
+            f"{module}.{attr}; every {family} plugin must subclass it (see 'Writing a plugin' in the README)"
+        )
+
+
 def get_plugin_class(family: str, name: str) -> type:
     """Import and return the class registered as ``name`` in ``family``."""
     namespace = _namespace(family)
@@ -91,20 +121,26 @@ def get_plugin_class(family: str, name: str) -> type:
         invoke_on_load=False,
         on_load_failure_callback=_raise_load_failure,
     )
+    _check_base_class(family, name, manager.driver)
     return manager.driver
 
 
 def create(family: str, name: str, **options: Any) -> Any:
-    """Instantiate a plugin; its options are its ``__init__`` keyword arguments (unknown keys are errors)."""
+    """Instantiate a plugin; its options are its ``__init__`` keyword arguments (unknown keys are errors),
+    converted to their annotated types first (``"64"`` → 64 for an ``int``; ``"lots"`` is an error)."""
+    from ddbench._coerce import coerce_options
+
     cls = get_plugin_class(family, name)
     signature = inspect.signature(cls)
     try:
-        bound = signature.bind(**options)
+        signature.bind(**options)
     except TypeError as err:
         accepted = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
         raise InvalidOptionError(
             f"{family} '{name}' does not accept options {sorted(options)}: {err}. Accepted options: {accepted or 'none'}"
         ) from None
+    options = coerce_options(f"{family.capitalize()} '{name}'", cls, options)
+    bound = signature.bind(**options)
     instance = cls(**options)
     bound.apply_defaults()
     instance._options = dict(bound.arguments)

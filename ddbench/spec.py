@@ -2,7 +2,11 @@
 
 The hash (``run_id``) covers only what changes the distilled images, so adding evaluators or seeds
 to a finished run reuses its synthetic set. Where the data lives, the device and the output
-directory are *environment* (`RunEnv`): recorded, never hashed.
+directory are *environment* (`RunEnv`): recorded, never hashed as such.
+
+A spec as typed is resolved before it runs (`ddbench.identity.resolve_spec`): its ``identity``
+then records what will run (effective plugin options, plugin versions, model and data digests),
+and the run id hashes that instead of the typed options.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from typing import Any
 
 from ddbench.errors import InvalidOptionError
 
-SPEC_VERSION = 1
+#: 2: the run id hashes the resolved identity (effective options, versions, data and model digests);
+#: runs stored with version 1 hashed the typed options and are kept apart in leaderboards
+SPEC_VERSION = 2
 
 #: fields of RunSpec that define the synthetic set (and hence the run id)
 DISTILL_FIELDS = (
@@ -57,6 +63,8 @@ class RunSpec:
     report: str = "final"
     #: evaluate on the first N test images only (smoke runs); None = the whole test split
     test_size: int | None = None
+    #: what will run, recorded by `ddbench.identity.resolve_spec` (None: not resolved yet)
+    identity: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.evaluators = tuple(self.evaluators)
@@ -94,8 +102,21 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        payload = json.dumps({"v": SPEC_VERSION, **self.distill_dict()}, sort_keys=True, default=str)
+        """Hash of what defines the synthetic set: of the resolved identity where there is one
+        (`identity_key`), which replaces the typed options and learning rates."""
+        fields = self.distill_dict()
+        if self.identity is not None:
+            for name in ("prior_options", "matcher_options", "lrs"):
+                del fields[name]
+            fields["identity"] = identity_key(self.identity)
+        payload = json.dumps({"v": SPEC_VERSION, **fields}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def plugin_options(self, family: str) -> dict[str, Any]:
+        """The options to build the ``prior`` or ``matcher`` from: the effective ones once resolved."""
+        if self.identity is not None and family in self.identity:
+            return dict(self.identity[family]["options"])
+        return dict(self.prior_options if family == "prior" else self.matcher_options)
 
     @property
     def label(self) -> str:
@@ -104,6 +125,30 @@ class RunSpec:
     def protocol_key(self) -> str:
         """Names the evaluation protocol and its overrides, e.g. ``dc`` or ``dc[epochs=300]``."""
         return self.protocol if self.eval_epochs is None else f"{self.protocol}[epochs={self.eval_epochs}]"
+
+
+#: entries of an identity that are recorded but never hashed
+IDENTITY_LABELS = ("device",)
+#: fields of a plugin's identity record that the run id hashes (not its full options or paths)
+IDENTITY_HASHED = ("name", "version", "key")
+
+
+def identity_key(identity: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved identity the run id hashes: each plugin's name, version and key
+    (effective options without neutral ones, model paths as content digests, the data fingerprint)
+    and the learning rates; never paths, full option records or the device."""
+    return {
+        name: {k: entry[k] for k in IDENTITY_HASHED if k in entry} if isinstance(entry, dict) and "key" in entry else entry
+        for name, entry in identity.items()
+        if name not in IDENTITY_LABELS
+    }
+
+
+def spec_version(spec: dict[str, Any]) -> int | None:
+    """The spec version a stored spec dict was written with (`RunSpec.to_dict` always records it;
+    None for a dict that does not say)."""
+    value = spec.get("spec_version")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 @dataclasses.dataclass

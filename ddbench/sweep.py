@@ -281,8 +281,10 @@ def run_sweep(
     sleep: Callable[[float], None] = time.sleep,
 ) -> SweepSummary:
     """Run every spec the store lacks through ``executor``; failed runs are reported, never raised."""
+    from ddbench.identity import resolve_specs
     from ddbench.store import store_path
 
+    specs = resolve_specs(specs, env)  # a no-op for specs `ddbench run` resolved
     env.out.mkdir(parents=True, exist_ok=True)
     with ResultsStore(store_path(env.out)) as store:
         planned = plan_sweep(specs, env, store)

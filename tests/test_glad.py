@@ -173,7 +173,7 @@ def test_options_are_validated_with_the_fix() -> None:
     for options, message in [
         ({"backend": "biggan"}, "backend to be one of"),
         ({"layer": -2}, "integer ≥ -1"),
-        ({"layer": 1.5}, "integer ≥ -1"),
+        ({"layer": 1.5}, "option layer expects an integer"),  # checked against the annotation first
         ({"init": "real"}, "init to be one of"),
         ({"truncation": -1}, "truncation"),
         ({"stylegan_xl_src": "/x"}, "applies to backend='stylegan-xl' only"),

@@ -19,6 +19,7 @@ from ddbench.errors import InvalidOptionError
 from ddbench.executor import Executor, SweepTask, TaskResult
 from ddbench.fileio import FileLock
 from ddbench.grid import SpecGrid, build_specs
+from ddbench.identity import resolve_spec
 from ddbench.spec import RunEnv
 from ddbench.suites import available_suites, load_suite
 from ddbench.sweep import plan_sweep, run_sweep
@@ -246,8 +247,8 @@ def test_a_failed_run_is_recorded_and_does_not_stop_the_sweep(tmp_path, fmnist_s
 
 def test_a_corrupt_checkpoint_restarts_that_run_with_a_clear_message(tmp_path, fmnist_slice):
     suite = load_suite(_suite_file(tmp_path))
-    spec = suite.specs()[0]
     env = RunEnv(out=tmp_path / "out", data_root=str(fmnist_slice))
+    spec = resolve_spec(suite.specs()[0], env)  # the id `ddbench run` gives it
     env.run_dir(spec).mkdir(parents=True)
     (env.run_dir(spec) / "checkpoint.pt").write_bytes(b"not a checkpoint")
     code, output = _run_small(tmp_path, fmnist_slice)
@@ -302,7 +303,7 @@ def test_a_run_held_by_another_sweep_is_waited_for_then_retried(tmp_path):
     waits: list[float] = []
     summary = run_sweep([spec], RunEnv(out=tmp_path), executor, Console(file=open(os.devnull, "w")), busy_poll_seconds=0.25, sleep=waits.append)
     assert executor.calls == 3 and waits == [0.25, 0.25]
-    assert summary.done == [spec.run_id] and not summary.failed
+    assert summary.done == [resolve_spec(spec, RunEnv(out=tmp_path)).run_id] and not summary.failed
 
 
 def test_execute_task_reports_busy_while_another_process_holds_the_run(tmp_path):
@@ -328,8 +329,9 @@ def test_a_sweep_killed_mid_run_and_started_again_finishes_with_one_row_each(tmp
     out = tmp_path / "out"
     args = ["run", "--suite", str(suite), "--out", str(out), "--data-root", str(fmnist_slice), "--no-progress", "--checkpoint-every", "2"]
     first = _popen(*args, log=tmp_path / "first.log")
-    dm_spec = next(s for s in load_suite(suite).specs(validate=False) if s.matcher == "dm")
-    checkpoint = RunEnv(out=out).run_dir(dm_spec) / "checkpoint.pt"
+    env = RunEnv(out=out, data_root=str(fmnist_slice))
+    dm_spec = resolve_spec(next(s for s in load_suite(suite).specs(validate=False) if s.matcher == "dm"), env)
+    checkpoint = env.run_dir(dm_spec) / "checkpoint.pt"
     deadline = time.monotonic() + 180
     while not checkpoint.exists() and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)

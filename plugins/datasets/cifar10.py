@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddbench.fingerprint import files_digest
 from ddbench.interfaces import DatasetPlugin, RealData
 
 from . import common
@@ -114,6 +115,12 @@ class CIFAR10(DatasetPlugin):
     name = "cifar10"
     description = "CIFAR-10, 10 classes, 32x32 RGB (50k train / 10k test), torchvision's cifar-10-batches-py"
     resolutions = (SIZE,)
+    version = 1
+
+    def fingerprint(self, root: str | None = None, res: int | None = None) -> str:
+        """The batch files' bytes (digests cached: cheap on every run)."""
+        directory = Path(self.locate(root))
+        return files_digest([directory / name for name in FILES], directory)
 
     def places(self, root: str | os.PathLike[str] | None = None) -> list[common.Place]:
         return common.search_places(root, "cifar10", common.data_home_place("cifar10"), common.data_home_place())

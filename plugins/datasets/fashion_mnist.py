@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddbench.fingerprint import files_digest
 from ddbench.interfaces import DatasetPlugin, RealData
 
 from . import common
@@ -110,6 +111,12 @@ class FashionMNIST(DatasetPlugin):
     name = "fashion-mnist"
     description = "Fashion-MNIST, 10 classes, 28x28 grayscale (60k train / 10k test); the CPU default"
     resolutions = (SIZE,)
+    version = 1
+
+    def fingerprint(self, root: str | None = None, res: int | None = None) -> str:
+        """The four idx files' bytes (digests cached: cheap on every run)."""
+        directory = Path(self.locate(root))
+        return files_digest([directory / name for name in FILES], directory)
 
     def places(self, root: str | os.PathLike[str] | None = None) -> list[common.Place]:
         return common.search_places(

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ddbench.errors import InvalidOptionError
+from ddbench.fingerprint import files_digest
 from ddbench.interfaces import DatasetPlugin, RealData
 
 from . import common
@@ -17,6 +18,8 @@ ENV_IMAGE_FOLDER = "DDBENCH_IMAGE_FOLDER"
 TEST_FOLDERS = ("test", "val")
 DEFAULT_RES = 32
 MIN_RES = 8
+#: image trees up to this size are identified by their bytes, bigger ones by relative path and size
+FINGERPRINT_MAX_BYTES = 64 * 2**20
 
 
 def class_folders(directory: Path) -> list[Path]:
@@ -51,6 +54,8 @@ class ImageFolder(DatasetPlugin):
     description = "Your own images: root/<class>/<image> (or root/train + root/test), any res >= 8 px (default 32)"
     #: suggestions only: any integer resolution >= 8 px is accepted
     resolutions = (DEFAULT_RES, 64, 128, 256)
+    version = 1
+    neutral_options = ("cache",)
 
     def __init__(self, val_fraction: float = 0.2, seed: int = 0, cache: bool = True) -> None:
         if not 0.0 < float(val_fraction) < 1.0:
@@ -84,6 +89,13 @@ class ImageFolder(DatasetPlugin):
                 ],
             )
         )
+
+    def fingerprint(self, root: str | None = None, res: int | None = None) -> str:
+        """The image files `load` reads: their bytes up to `FINGERPRINT_MAX_BYTES` in all, else
+        their relative paths and sizes (a tree of any size stays cheap to identify)."""
+        directory = Path(self.locate(root))
+        files = self._layout(directory)[1]
+        return files_digest(files, directory, max_bytes=FINGERPRINT_MAX_BYTES)
 
     def _layout(self, directory: Path) -> tuple[list[str], list[Path], list[int], int | None]:
         """Class names, every file with its label (train files first), and how many of them are the

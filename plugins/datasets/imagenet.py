@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from ddbench.errors import InvalidOptionError
+from ddbench.fingerprint import listing_digest
 from ddbench.interfaces import DatasetPlugin, RealData
 
 from . import common
@@ -55,6 +56,8 @@ class ImageNetSubset(DatasetPlugin):
     """
 
     resolutions: ClassVar[tuple[int, ...]] = (128, 256)
+    version: ClassVar[int | None] = 1
+    neutral_options: ClassVar[tuple[str, ...]] = ("cache",)
 
     def __init__(self, stats: str = "train", cache: bool = True) -> None:
         if stats not in STATS:
@@ -99,6 +102,13 @@ class ImageNetSubset(DatasetPlugin):
                 ],
             )
         )
+
+    def fingerprint(self, root: str | None = None, res: int | None = None) -> str:
+        """The subset's image files by relative path and size (its classes' folders only; reading
+        ~26 000 JPEGs on every run would not be cheap)."""
+        directory = Path(self.locate(root))
+        files = [f for _, folder in SPLITS for f in self._split_files(directory, folder)[0]]
+        return listing_digest(files, directory)
 
     def _split_files(self, directory: Path, folder: str) -> tuple[list[Path], torch.Tensor]:
         files: list[Path] = []

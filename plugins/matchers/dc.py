@@ -19,22 +19,24 @@ outer step of an iteration (it is discarded), so at IPC 1 it is never trained.
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddbench.errors import InvalidOptionError
-from ddbench.interfaces import MatchContext, Matcher, RealSampler
+from ddbench.interfaces import IdentityContext, MatchContext, Matcher, RealSampler
 from ddbench_plugins.matchers.realside import (
     CompiledOrEager,
     check_compile,
     check_precision,
     check_real_chunk,
     copy_weights,
+    default_real_chunk,
     real_dtype,
     real_side_copy,
+    resolve_precision,
     resolve_real_chunk,
     split,
 )
@@ -120,6 +122,7 @@ class GradientMatching(Matcher):
 
     name = "dc"
     description = "Gradient matching (DC/DSA): layer-wise cosine distance of real and synthetic gradients."
+    version = 1
 
     def __init__(
         self,
@@ -162,6 +165,18 @@ class GradientMatching(Matcher):
         self._real_chunk_gradients: Callable[[Tensor, int, int], tuple[Tensor, ...]] | None = None
 
     # ------------------------------------------------------------------------------ schedule
+
+    def effective_options(self, context: IdentityContext) -> dict[str, Any]:
+        # what setup() and the real side make of None and ``auto`` for this IPC and device
+        options = self.options()
+        outer, inner = loop_schedule(context.ipc)
+        options["outer_loop"] = self.outer_option if self.outer_option is not None else outer
+        options["inner_loop"] = self.inner_option if self.inner_option is not None else inner
+        options["real_precision"] = resolve_precision(self.real_precision, context.device)
+        options["compile"] = self.compile is True or (self.compile == "auto" and self.batch_real >= COMPILE_MIN_BATCH_REAL)
+        if self.real_chunk_option is None and context.resolution is not None:
+            options["real_chunk"] = default_real_chunk(context.device, context.resolution)
+        return options
 
     def setup(self, context: MatchContext) -> None:
         super().setup(context)

@@ -14,21 +14,23 @@ process, not once per iteration. The synthetic side always runs in fp32 with aut
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from ddbench.errors import InvalidOptionError
-from ddbench.interfaces import MatchContext, Matcher, RealSampler
+from ddbench.interfaces import IdentityContext, MatchContext, Matcher, RealSampler
 from ddbench_plugins.matchers.realside import (
     CompiledOrEager,
     check_compile,
     check_precision,
     check_real_chunk,
     copy_weights,
+    default_real_chunk,
     real_dtype,
     real_side_copy,
+    resolve_precision,
     resolve_real_chunk,
     split,
 )
@@ -42,6 +44,7 @@ def _draw_seed() -> int:
 class DistributionMatching(Matcher):
     name = "dm"
     description = "Distribution matching: mean embeddings of a fresh random network per iteration."
+    version = 1
 
     def __init__(
         self,
@@ -75,6 +78,16 @@ class DistributionMatching(Matcher):
         self.net: nn.Module | None = None
         self._real_net: nn.Module | None = None
         self._real_embed: Callable[[Tensor], Tensor] | None = None
+
+    def effective_options(self, context: IdentityContext) -> dict[str, Any]:
+        # what setup() makes of ``auto`` and None on the target device (a batch-norm network is
+        # never split, whatever real_chunk says: resolve_real_chunk)
+        options = self.options()
+        options["real_precision"] = resolve_precision(self.real_precision, context.device)
+        options["compile"] = self.compile in (True, "auto")
+        if self.real_chunk_option is None and context.resolution is not None:
+            options["real_chunk"] = default_real_chunk(context.device, context.resolution)
+        return options
 
     def setup(self, context: MatchContext) -> None:
         super().setup(context)

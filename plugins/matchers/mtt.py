@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ddbench.errors import DataNotFoundError, DDBenchError, InvalidOptionError
-from ddbench.interfaces import MatchContext, Matcher, RealSampler
+from ddbench.interfaces import IdentityContext, MatchContext, Matcher, RealSampler
 
 from ddbench_plugins.matchers.experts import ExpertBuffer, ExpertConfig, ExpertTrajectory, default_root, missing_buffer_message
 
@@ -82,6 +82,9 @@ class TrajectoryMatching(Matcher):
 
     name = "mtt"
     description = "Trajectory matching: unrolled student SGD steps against expert trajectories, learnable lr."
+    version = 1
+    #: where the expert buffer lives and whether a missing one is trained: the same experts either way
+    neutral_options = ("expert_dir", "build_experts")
 
     def __init__(
         self,
@@ -125,6 +128,14 @@ class TrajectoryMatching(Matcher):
         self.iteration = 0
 
     # ------------------------------------------------------------------------------ set-up
+
+    def effective_options(self, context: IdentityContext) -> dict[str, Any]:
+        # None takes the dataset's defaults in setup(): record them
+        options = self.options()
+        if context.resolution is not None:
+            defaults = default_hyperparameters(context.resolution, context.ipc)
+            options.update({k: (v if v is not None else defaults[k]) for k, v in self.options_given.items()})
+        return options
 
     def setup(self, context: MatchContext) -> None:
         super().setup(context)

@@ -11,6 +11,7 @@ from ddbench.interfaces import Matcher, RealSampler
 class RandomReal(Matcher):
     name = "real"
     description = "No distillation: keep the prior's initialisation (random real images for `pixel`)."
+    version = 1
     distils = False
 
     def loss(self, images: Tensor, labels: Tensor, real: RealSampler) -> Tensor:

@@ -51,6 +51,11 @@ def real_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``real_precision`` as it acts on ``device``: ``auto`` becomes ``bf16`` or ``fp32`` (run ids record this)."""
+    return "bf16" if real_dtype(precision, device) == torch.bfloat16 else "fp32"
+
+
 def default_real_chunk(device: torch.device, resolution: int) -> int:
     """Real images per network call.
 

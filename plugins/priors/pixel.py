@@ -12,6 +12,7 @@ from ddbench.interfaces import LatentState, Prior
 class PixelPrior(Prior):
     name = "pixel"
     description = "Raw pixels: the synthetic images are optimised directly."
+    version = 1
     # protocols.md: DC 0.1, DM 1 (IPC ≤ 50), MTT lr_img 1000 (CIFAR-10 IPC 1)
     default_lrs = {
         "dc": {"images": 0.1},

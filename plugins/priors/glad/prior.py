@@ -71,6 +71,9 @@ class GLaDPrior(Prior):
 
     name = "glad"
     description = "GLaD: W+ codes and an intermediate feature map of a StyleGAN (tiny or StyleGAN-XL)."
+    version = 1
+    #: the run id hashes the generator's weights, not where they lie
+    path_options = ("weights",)
     # protocols.md (GLaD): feature map / W+ — DC 1 / 0.001, DM 10 / 0.01, MTT 10000 / 10
     default_lrs = {
         "dc": {"features": 1.0, "w": 0.001},

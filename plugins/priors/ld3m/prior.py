@@ -68,6 +68,11 @@ class LD3MPrior(Prior):
 
     name = "ld3m"
     description = "LD3M: latent codes and class conditioning through a latent diffusion model (Eq. 12)."
+    version = 1
+    #: the run id hashes the model's weights and config, not where they lie
+    path_options = ("model_dir",)
+    #: gradient checkpointing recomputes the same values
+    neutral_options = ("checkpoint",)
     # Paper A.3: one lr for Z and c — DC 1e-3, DM 1e-2, MTT 10. The reference code
     # (Brian-Moser/prune_and_distill) uses DC 0.1, DM 1, MTT 1000; pass them as lr overrides to compare.
     default_lrs = {
