@@ -108,9 +108,15 @@ def test_fashion_mnist_missing_says_where_it_looked_and_how_to_get_it(tmp_path):
         plugin.load(root=str(tmp_path / "partial"))
     message = str(err.value)
     assert str(tmp_path / "partial") in message and "missing train-labels-idx1-ubyte.gz" in message
+    # a root the user named is the only place looked in: no silent fall-back to another copy
+    looked = message.split("To get it:")[0]
+    assert str(tmp_path / "data" / "fashion-mnist") not in looked and str(tmp_path / "no-debian") not in looked
+    assert "apt-get install dataset-fashion-mnist" in message and "--data-root" in message and "--download" in message
+    with pytest.raises(DataNotFoundError) as err:
+        plugin.load()
+    message = str(err.value)
     assert str(tmp_path / "data" / "fashion-mnist") in message and "$DDBENCH_DATA" in message
     assert str(tmp_path / "no-debian") in message
-    assert "apt-get install dataset-fashion-mnist" in message and "--data-root" in message and "--download" in message
     ok, why = plugin.available()
     assert not ok and "apt-get install" in why
 
@@ -286,7 +292,7 @@ def test_imagenet_missing_wnids_are_listed(tmp_path):
     with pytest.raises(DataNotFoundError) as err:
         registry.create("dataset", "imagenette").load(root=str(tmp_path / "inet"))
     message = str(err.value)
-    assert str(tmp_path / "inet") in message and "$DDBENCH_IMAGENET: not set" in message
+    assert str(tmp_path / "inet") in message and "$DDBENCH_IMAGENET" not in message.split("To get it:")[0]  # only the named root
     assert "train/ lacks n03000684 (chain saw), n03028079 (church)" in message
     assert "val/ lacks n03000684 (chain saw), n03028079 (church)" in message
     assert IMAGENETTE[0] not in message
