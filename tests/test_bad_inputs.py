@@ -194,9 +194,6 @@ def _fake_ckpt(env: Env) -> None:
 
 # the table ----------------------------------------------------------------------------------------
 
-OPT_XFAIL = "option coercion: identity helper"
-
-
 @dataclasses.dataclass(frozen=True)
 class Case:
     id: str
@@ -244,8 +241,8 @@ CASES = [
     case("lr-no-equals", f"{RUN} --lr images", "KEY=VALUE"),
     case("exec-opt-unknown", f"{RUN} --exec-opt nosuch=1", "Accepted options"),
     case("slurm-opt-without-slurm", f"{RUN} --slurm-opt partition=gpu", "--slurm-opt applies to --executor slurm"),
-    case("algo-opt-bad-value", f"{RUN_DM} --algo-opt batch_real=abc", "batch_real", xfail=OPT_XFAIL),
-    case("lr-bad-value", f"{RUN_DM} --lr images=abc", "images", xfail=OPT_XFAIL),
+    case("algo-opt-bad-value", f"{RUN_DM} --algo-opt batch_real=abc", "batch_real"),
+    case("lr-bad-value", f"{RUN_DM} --lr images=abc", "images"),
     case("device-unknown", f"{RUN} --device tpu", "--device"),
     case("seeds-zero", f"{RUN} --seeds 0", "--seeds"),
     case("iterations-negative", f"{RUN} --iterations -1", "--iterations"),
@@ -283,10 +280,9 @@ CASES = [
     case("suite-name-slash", "run --out {out} --suite {tmp}/bad.toml --dry-run", "plain name",
          setup=_suite('name = "a/b"\nversion = 1\n' + GOOD_GRID)),
     case("suite-batch-real-not-a-number", "run --out {out} --suite {tmp}/bad.toml", "batch_real",
-         setup=_suite('version = 1\n[grid]\ndatasets = ["fashion-mnist"]\nmatchers = ["dm"]\n[grid.matcher_options]\nbatch_real = "lots"\n'),
-         xfail=OPT_XFAIL),
+         setup=_suite('version = 1\n[grid]\ndatasets = ["fashion-mnist"]\nmatchers = ["dm"]\n[grid.matcher_options]\nbatch_real = "lots"\n')),
     case("suite-lr-not-a-number", "run --out {out} --suite {tmp}/bad.toml", "images",
-         setup=_suite("version = 1\n" + GOOD_GRID + '[grid.lrs]\nimages = "abc"\n'), xfail=OPT_XFAIL),
+         setup=_suite("version = 1\n" + GOOD_GRID + '[grid.lrs]\nimages = "abc"\n')),
     case("suite-filter-matches-nothing", "run --out {out} --suite fmnist-cpu --ipc 7 --dry-run", "no run matching"),
     # missing and corrupt data
     case("data-root-missing-cifar", f"{RUN.replace('fashion-mnist', 'cifar10').replace('{slice}', '{tmp}/nowhere')}",
