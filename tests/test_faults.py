@@ -136,6 +136,7 @@ def test_crafted_pickle_in_train_state_does_not_run(tmp_path, fmnist_slice, caps
     assert "train_state.pt" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_train_state_of_ours_resumes_with_weights_only(tmp_path, fmnist_slice):
     # what train_tiny writes loads back under weights_only=True (and a finished model is not retrained)
     model = tmp_path / "model"
