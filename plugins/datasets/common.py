@@ -61,12 +61,16 @@ class Place:
     origin: str
 
 
+#: how a place named by the user is described (the root argument of `load`, i.e. --data-root)
+ROOT_ORIGIN = "the root argument / --data-root"
+
+
 def root_places(root: str | os.PathLike[str] | None, subdir: str) -> list[Place]:
     """The ``root`` argument itself and ``root/<subdir>``, so a general data root works too."""
     if root is None:
         return []
     base = Path(root).expanduser()
-    return [Place(base, "the root argument / --data-root"), Place(base / subdir, "<root>/" + subdir)]
+    return [Place(base, ROOT_ORIGIN), Place(base / subdir, "<root>/" + subdir)]
 
 
 def search_places(root: str | os.PathLike[str] | None, subdir: str, *defaults: Place) -> list[Place]:
@@ -117,6 +121,8 @@ def locate_first(
         if reason is None:
             return place.path
         looked.append(f"  - {place.path} ({place.origin}): {reason}")
+    if any(place.origin == ROOT_ORIGIN for place in places):
+        how_to_get = [*how_to_get, "or drop --data-root to look in the default places (a named root is the only place searched)"]
     fixes = "\n".join(f"  - {line}" for line in how_to_get)
     raise DataNotFoundError(
         f"Dataset '{dataset}' was not found. Looked in:\n" + "\n".join(looked) + f"\nTo get it:\n{fixes}"

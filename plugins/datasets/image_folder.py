@@ -67,7 +67,7 @@ class ImageFolder(DatasetPlugin):
     def places(self, root: str | os.PathLike[str] | None = None) -> list[common.Place]:
         # a named root is the only place looked in (no fall-back to $DDBENCH_IMAGE_FOLDER)
         if root is not None:
-            return [common.Place(Path(root).expanduser(), "the root argument / --data-root")]
+            return [common.Place(Path(root).expanduser(), common.ROOT_ORIGIN)]
         return [common.env_place(ENV_IMAGE_FOLDER)]
 
     @staticmethod
