@@ -439,7 +439,8 @@ def _latex_escape(text: str) -> str:
 
 
 def to_latex(table: LeaderboardTable) -> str:
-    """A LaTeX tabular; best cells in ``\\textbf``, ± as ``$\\pm$``, missing cells as an em dash (---)."""
+    """A LaTeX tabular with booktabs rules (``\\usepackage{booktabs}``); best cells in ``\\textbf``,
+    ± as ``$\\pm$``, missing cells as an em dash (---)."""
 
     def cell(v: Any) -> str:
         if isinstance(v, Cell):
@@ -453,14 +454,25 @@ def to_latex(table: LeaderboardTable) -> str:
     headers = [_latex_escape(c) for c in table.columns]
     if not table.rows:  # tabulate drops the column spec of a table without rows
         spec = "l" * len(headers)
-        return f"\\begin{{tabular}}{{{spec}}}\n\\hline\n {' & '.join(headers)} \\\\\n\\hline\n\\end{{tabular}}"
-    return tabulate(
+        return f"\\begin{{tabular}}{{{spec}}}\n\\toprule\n {' & '.join(headers)} \\\\\n\\midrule\n\\bottomrule\n\\end{{tabular}}"
+    text = tabulate(
         [[cell(v) for v in row] for row in table.rows],
         headers=headers,
         tablefmt="latex_raw",
         disable_numparse=True,
         colalign=["right" if i in value_columns else "left" for i in range(len(table.columns))] or None,
     )
+    return _booktabs(text)
+
+
+def _booktabs(text: str) -> str:
+    """tabulate's three ``\\hline`` rules as booktabs' ``\\toprule``, ``\\midrule`` and ``\\bottomrule``
+    (papers use booktabs; tabulate's own booktabs format would escape our ``$\\pm$`` and ``\\textbf``)."""
+    lines = text.split("\n")
+    rules = [i for i, line in enumerate(lines) if line == "\\hline"]
+    for i, rule in zip(rules, ("\\toprule", "\\midrule", "\\bottomrule")):
+        lines[i] = rule
+    return "\n".join(lines)
 
 
 def to_csv(table: LeaderboardTable) -> str:

@@ -160,12 +160,12 @@ def test_markdown_golden(tiny: leaderboard.LeaderboardTable) -> None:
 
 def test_latex_golden(tiny: leaderboard.LeaderboardTable) -> None:
     assert format_table(tiny, "latex") == r"""\begin{tabular}{llrr}
-\hline
+\toprule
  prior   & matcher   &                 cifar10 &                my\_data \\
-\hline
+\midrule
  pixel   & dc        &          21.0 $\pm$ 1.0 &                     --- \\
  ld3m    & dc        & \textbf{32.0 $\pm$ 2.0} & \textbf{50.0 $\pm$ 0.0} \\
-\hline
+\bottomrule
 \end{tabular}"""
 
 
@@ -206,6 +206,7 @@ def test_empty_frame_gives_empty_table() -> None:
     assert table.columns == ("prior", "matcher") and table.rows == []
     assert format_table(table, "csv") == "prior,matcher\n"
     assert format_table(table, "latex").startswith("\\begin{tabular}{ll}")
+    assert "\\toprule" in format_table(table, "latex") and "\\hline" not in format_table(table, "latex")  # booktabs
 
 
 def test_from_a_real_store(tmp_path: Path) -> None:
