@@ -39,11 +39,23 @@ if [ ! -x "$VENV/bin/ddbench" ] || [ pyproject.toml -nt "$VENV/.installed" ]; th
     exit 1
   fi
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  # pip's pages of notices go to a log, shown only when a step fails
+  log="$VENV/setup.log"
+  : >"$log"
+  quietly() {
+    if ! "$@" >>"$log" 2>&1; then
+      echo "!! failed: $*" >&2
+      tail -n 40 "$log" >&2
+      echo "!! the whole output is in $log" >&2
+      exit 1
+    fi
+  }
+  "$VENV/bin/python" -m pip install -q --upgrade pip >>"$log" 2>&1 || true
   # shellcheck disable=SC2086
-  "$VENV/bin/python" -m pip install -q $TORCH_SPEC
-  "$VENV/bin/python" -m pip install -q -e '.[test]'
+  quietly "$VENV/bin/python" -m pip install -q $TORCH_SPEC
+  quietly "$VENV/bin/python" -m pip install -q -e '.[test]'
   touch "$VENV/.installed"
+  echo ">> installed (pip's output: $log)"
 fi
 
 case "${1:-env}" in
