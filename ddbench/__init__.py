@@ -1,3 +1,10 @@
 """ddbench: a plugin-based benchmark suite for dataset distillation with generative priors."""
 
 __version__ = "0.1.0"
+
+# every process that imports ddbench (the CLI, sweep workers, SLURM jobs, a notebook) skips torch's
+# "No CUDA runtime is found" notice on CPU machines; a logging filter, no torch import
+from ddbench._quiet import silence_known_notices as _silence
+
+_silence()
+del _silence

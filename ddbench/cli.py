@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import errno
-import importlib.metadata
 import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NoReturn
 
 import click
 from click.core import ParameterSource
@@ -17,6 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ddbench import __version__, registry
+from ddbench._completion import plugin_names, suite_names
+from ddbench._console import stderr_console
+from ddbench._entry_commands import EntryPointGroup
+from ddbench._signals import SIGTERM_EXIT_CODE, Terminated, sigterm_interrupts
 from ddbench.errors import DDBenchError, InvalidOptionError, PluginLoadError
 from ddbench.fileio import check_writable_dir, describe_os_error, safe_name
 
@@ -34,50 +37,7 @@ from ddbench.grid import (  # noqa: F401 - DEFAULT_DATASET, PAPER_DATASETS, pars
 )
 from ddbench.spec import BUDGETS, RunEnv, RunSpec
 
-console = Console(stderr=True)
-
-# --------------------------------------------------------------------------- lazy command groups
-
-
-class EntryPointGroup(click.Group):
-    """A click group that also offers the commands other packages register under ``group``.
-
-    Names come from package metadata; a command's module is imported only when it is run or its
-    help is shown, so one broken plugin never breaks the rest of the CLI.
-    """
-
-    def __init__(self, *args: Any, entry_point_group: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.entry_point_group = entry_point_group
-
-    def _entry_points(self) -> dict[str, importlib.metadata.EntryPoint]:
-        return {ep.name: ep for ep in importlib.metadata.entry_points(group=self.entry_point_group)}
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        command = super().get_command(ctx, name)
-        if command is not None:
-            return command
-        ep = self._entry_points().get(name)
-        if ep is None:
-            return None
-        try:
-            return ep.load()
-        except Exception as err:  # noqa: BLE001 - shown in help, raised in full when run
-            return _broken_command(name, ep.value, err)
-
-
-def _broken_command(name: str, target: str, err: Exception) -> click.Command:
-    """Stands in for a command whose module failed to import: listed in help, fails loudly when run."""
-    summary = f"{type(err).__name__}: {err}"
-
-    def fail() -> None:
-        traceback.print_exception(err)
-        raise click.ClickException(f"The command '{name}' ({target}) failed to import: {summary}")
-
-    return click.Command(name, callback=fail, short_help=f"[failed to import: {summary}]"[:120])
+console = stderr_console()
 
 
 def _ints(values: Iterable[str], option: str) -> list[int]:
@@ -115,11 +75,11 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--dataset", "datasets", multiple=True, help="Dataset name(s); comma-separated or repeated. Default: the paper's datasets on disk, else fashion-mnist.")
-@click.option("--prior", "priors", multiple=True, default=("pixel",), show_default=True, help="Prior name(s).")
-@click.option("--algo", "matchers", multiple=True, default=("dm",), show_default=True, help="Matcher name(s): dc, dm, mtt, real (random real images).")
+@click.option("--dataset", "datasets", multiple=True, shell_complete=plugin_names("dataset"), help="Dataset name(s); comma-separated or repeated. Default: the paper's datasets on disk, else fashion-mnist.")
+@click.option("--prior", "priors", multiple=True, default=("pixel",), show_default=True, shell_complete=plugin_names("prior"), help="Prior name(s).")
+@click.option("--algo", "matchers", multiple=True, default=("dm",), show_default=True, shell_complete=plugin_names("matcher"), help="Matcher name(s): dc, dm, mtt, real (random real images).")
 @click.option("--ipc", "ipcs", multiple=True, default=("1",), show_default=True, help="Images per class; several build the cross product.")
-@click.option("--evaluators", "evaluators", multiple=True, default=("convnet",), show_default=True, help="Evaluator names; 'unseen' = alexnet,vgg11,resnet18,vit.")
+@click.option("--evaluators", "evaluators", multiple=True, default=("convnet",), show_default=True, shell_complete=plugin_names("evaluator", "unseen"), help="Evaluator names; 'unseen' = alexnet,vgg11,resnet18,vit.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="Number of evaluation seeds (0..N-1). [default: 3]")
 @click.option("--seed", "distill_seed", type=int, default=0, show_default=True, help="Distillation seed.")
 @click.option("--iterations", type=click.IntRange(min=0), default=None, help="Distillation iterations. [default: 1000]")
@@ -141,9 +101,9 @@ def cli() -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue interrupted runs from their checkpoints.")
 @click.option("--force", is_flag=True, help="Recompute even if the store already has this spec's results.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
-@click.option("--suite", default=None, help="Run a suite (table1 … table4, fmnist-cpu, or a suite .toml path); --dataset/--prior/--algo/--ipc then select among its runs and other options override it.")
+@click.option("--suite", default=None, shell_complete=suite_names(), help="Run a suite (table1 … table4, fmnist-cpu, or a suite .toml path); --dataset/--prior/--algo/--ipc then select among its runs and other options override it.")
 @click.option("--dry-run", is_flag=True, help="List the runs, what the store already has and their estimated cost; run nothing.")
-@click.option("--executor", default="local", show_default=True, help="Where runs execute: local or slurm (plugins of ddbench.executors).")
+@click.option("--executor", default="local", show_default=True, shell_complete=plugin_names("executor"), help="Where runs execute: local or slurm (plugins of ddbench.executors).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Runs at once (local: worker processes; slurm: array parallelism). [default: 1]")
 @click.option("--slurm-opt", "slurm_opts", multiple=True, help="SLURM option KEY=VALUE: partition, gpus_per_node, cpus_per_task, mem_gb, time, account, qos, constraint, setup.")
 @click.option("--exec-opt", "exec_opts", multiple=True, help="Option KEY=VALUE of the executor plugin (see its docstring).")
@@ -302,14 +262,14 @@ def _print_leaderboard(store: Any, fmt: str, rows: tuple[str, ...], columns: str
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory holding results.sqlite.")
 @click.option("--format", "fmt", type=click.Choice(["rich", "markdown", "latex", "csv", "html"]), default="rich", show_default=True, help="html: one self-contained page with every table and each run's image grid.")
-@click.option("--suite", default=None, help="Show a suite in its layout (table1 … table4 as the paper's tables, fmnist-cpu, or a suite .toml path; replaces --rows/--columns); see `ddbench run --suite`.")
+@click.option("--suite", default=None, shell_complete=suite_names(), help="Show a suite in its layout (table1 … table4 as the paper's tables, fmnist-cpu, or a suite .toml path; replaces --rows/--columns); see `ddbench run --suite`.")
 @click.option("--compare", type=click.Choice(["paper"]), default=None, help="Beside each column, the paper's published number and the difference (ours − paper); needs --suite of a paper table.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to this file instead of the terminal. [html default: OUT/report.html or OUT/report-SUITE.html]")
 @click.option("--rows", default="prior,matcher", show_default=True, help="Row keys (comma-separated): prior, matcher, ipc, dataset, evaluator.")
 @click.option("--columns", default="dataset", show_default=True, help="Column key: dataset or evaluator (one column per architecture, with their average).")
-@click.option("--dataset", "datasets", multiple=True, help="Only these datasets.")
+@click.option("--dataset", "datasets", multiple=True, shell_complete=plugin_names("dataset"), help="Only these datasets.")
 @click.option("--ipc", "ipcs", multiple=True, help="Only these IPCs.")
-@click.option("--evaluators", "evaluators", multiple=True, help="Only these evaluators ('unseen' = the four unseen architectures).")
+@click.option("--evaluators", "evaluators", multiple=True, shell_complete=plugin_names("evaluator", "unseen"), help="Only these evaluators ('unseen' = the four unseen architectures).")
 @click.option("--protocol", "protocols", multiple=True, help="Only these evaluation protocols, e.g. dc or 'dc[epochs=300]'.")
 def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, output: Path | None, rows: str, columns: str, datasets: tuple[str, ...], ipcs: tuple[str, ...], evaluators: tuple[str, ...], protocols: tuple[str, ...]) -> None:
     """Mean ± std over seeds of every stored score, as a pivot table.
@@ -463,10 +423,14 @@ _USER_OS_ERRORS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.E
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print their message and exit with status 2."""
     try:
-        code = cli.main(args=argv, prog_name="ddbench", standalone_mode=False)
+        with sigterm_interrupts():  # `timeout`, `kill`, a pre-empting scheduler: handled as Ctrl-C
+            code = cli.main(args=argv, prog_name="ddbench", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as err:
+        # click turns Ctrl-C (and our SIGTERM) inside a command into Abort; the cause says which
+        if isinstance(err.__cause__, KeyboardInterrupt):
+            _interrupted(err.__cause__)
         console.print("[red]Aborted.")
         sys.exit(130)
     except click.ClickException as err:
@@ -485,9 +449,15 @@ def main(argv: list[str] | None = None) -> None:
         where = f" {err.filename}" if err.filename else ""
         console.print(f"[bold red]error:[/] cannot use{escape(where)}: {describe_os_error(err)}; choose a location you can write to (--out, --output)", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("[red]Interrupted; distillation resumes from its last checkpoint (every --checkpoint-every iterations or 5 minutes) when you run the same command again.")
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        _interrupted(err)
+
+
+def _interrupted(err: KeyboardInterrupt) -> NoReturn:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143): the checkpoint stays, the same command resumes."""
+    what = "Terminated (SIGTERM)" if isinstance(err, Terminated) else "Interrupted"
+    console.print(f"[red]{what}; distillation resumes from its last checkpoint (every --checkpoint-every iterations or 5 minutes) when you run the same command again.", soft_wrap=True)
+    sys.exit(SIGTERM_EXIT_CODE if isinstance(err, Terminated) else 130)
 
 
 if __name__ == "__main__":

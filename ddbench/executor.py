@@ -97,7 +97,7 @@ def execute_task(task: SweepTask) -> TaskResult:
         task.run_dir.mkdir(parents=True, exist_ok=True)
         with open(task.log_path, "a", encoding="utf-8", buffering=1) as log_file:
             # the run's own log: the pipeline's messages and the engine's warnings (e.g. a corrupt checkpoint)
-            console = Console(file=log_file, width=120, force_terminal=False, no_color=True)
+            console = Console(file=log_file, width=120, force_terminal=False, no_color=True, soft_wrap=True)
             handler = logging.StreamHandler(log_file)
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logging.getLogger("ddbench").addHandler(handler)

@@ -13,6 +13,7 @@ import torch
 from rich.console import Console
 
 from ddbench import registry
+from ddbench._console import stderr_console
 from ddbench.distill import CHECKPOINT_FILE, Distiller
 from ddbench.dsa import DSA
 from ddbench.errors import DDBenchError, InvalidOptionError
@@ -84,7 +85,7 @@ def run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCa
     With ``env.progress`` the distillation and each evaluation show a bar on ``console``; where that
     console is a file (a sweep worker's run.log) they become periodic status lines.
     """
-    console = console or Console(stderr=True)
+    console = console or stderr_console()
     spec = resolve_spec(spec, env)  # a no-op for specs resolved where they became runs (the CLI, run_sweep)
     with make_progress(env.progress, console) as bar:
         return _run_spec(spec, env, store, data_cache, console, bar)

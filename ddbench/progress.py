@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from ddbench._console import stderr_console
+
 #: ``None``/``False``: silent; ``True``: an own progress bar; or a bar from `make_progress` to add a task to
 ProgressArg = Any
 
@@ -49,7 +51,7 @@ def make_progress(enabled: bool = True, console: Console | None = None) -> Itera
         TextColumn("[progress.data.speed]{task.fields[rate]}"),
         TimeElapsedColumn(),
         _EtaColumn(),
-        console=console or Console(stderr=True),
+        console=console or stderr_console(),
         transient=False,
         speed_estimate_period=SPEED_WINDOW_S,
     )
@@ -88,7 +90,7 @@ class _RateTracking:
             now = self.clock()
             if state.finished or now - self._logged_at.get(task, -1e9) >= self.log_every_s:
                 self._logged_at[task] = now
-                self.progress.console.print(_status_line(state), highlight=False, markup=False)
+                self.progress.console.print(_status_line(state), highlight=False, markup=False, soft_wrap=True)
 
     def advance(self, task: int, amount: float = 1) -> None:
         self.update(task, advance=amount)

@@ -7,10 +7,6 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ddbench.progress import make_progress
-
-from ddbench_plugins.matchers.experts import ExpertBuffer, ExpertConfig, default_root
-
 
 @click.command()
 @click.option("--dataset", required=True, help="Dataset name (e.g. fashion-mnist, cifar10, imagenette).")
@@ -57,8 +53,11 @@ def experts(
     Example:
       ddbench experts --dataset fashion-mnist --model convnet --num-experts 10 --epochs 5
     """
+    # torch-heavy imports here, not at module level: `ddbench --help` and completion import this module
     from ddbench import registry
     from ddbench.pipeline import resolve_device
+    from ddbench.progress import make_progress
+    from ddbench_plugins.matchers.experts import ExpertBuffer, ExpertConfig, default_root
 
     console = Console(stderr=True)
     data = registry.create("dataset", dataset).load(root=data_root, res=res, download=download)
