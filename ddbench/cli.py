@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import sys
 import traceback
 from pathlib import Path
@@ -370,11 +369,20 @@ def _filtered(scores: Any, filters: dict[str, Any] | None) -> Any:
     return apply_filters(scores, filters) if filters else scores
 
 
+def _stdout_console() -> Console:
+    # in a pipe rich assumes 80 columns; keep tables whole there
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 @cli.command()
 @click.argument("run_id")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory holding results.sqlite.")
 def show(run_id: str, out: Path) -> None:
-    """A run's spec, scores and image grid (RUN_ID may be a unique prefix)."""
+    """One run: spec, accuracy per evaluator, cost, versions and its image grid.
+
+    RUN_ID may be a unique prefix; `ddbench runs` lists them.
+    """
+    from ddbench.run_views import show_renderables
     from ddbench.store import ResultsStore, store_path
 
     with ResultsStore(store_path(out), read_only=True) as store:  # never creates a store where none is
@@ -383,19 +391,41 @@ def show(run_id: str, out: Path) -> None:
         if len(matches) != 1:
             known = ", ".join(runs["run_id"].tolist()[:20]) if not runs.empty else "none"
             what = "matches several runs" if len(matches) > 1 else "matches no run"
-            raise InvalidOptionError(f"'{run_id}' {what} in {store_path(out)}. Known runs: {known}")
+            raise InvalidOptionError(f"'{run_id}' {what} in {store_path(out)}. Known runs: {known} (`ddbench runs --out {out}` lists them)")
         row = matches.iloc[0].to_dict()
         scores = store.scores_frame()
         scores = scores[scores["run_id"] == row["run_id"]] if not scores.empty else scores
-    click.echo(f"run {row['run_id']}  status {row['status']}")
-    click.echo(json.dumps(json.loads(row["spec_json"]), indent=2, sort_keys=True))
-    if row.get("error"):
-        click.echo(f"error: {row['error']}")
-    grid = Path(row["run_dir"]) / "grid.png"
-    click.echo(f"image grid: {grid}" + ("" if grid.exists() else " (missing)"))
-    if not scores.empty:
-        cols = [c for c in ("evaluator", "seed", "protocol", "accuracy", "train_seconds", "peak_memory_bytes") if c in scores.columns]
-        click.echo(scores[cols].to_string(index=False))
+    _stdout_console().print(*show_renderables(row, scores))
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory holding results.sqlite.")
+@click.option("--dataset", "datasets", multiple=True, shell_complete=plugin_names("dataset"), help="Only these datasets (comma-separated or repeated).")
+@click.option("--prior", "priors", multiple=True, shell_complete=plugin_names("prior"), help="Only these priors.")
+@click.option("--algo", "--matcher", "matchers", multiple=True, shell_complete=plugin_names("matcher"), help="Only these matchers.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(["done", "running", "failed"]), help="Only runs in this state (repeatable).")
+def runs(out: Path, datasets: tuple[str, ...], priors: tuple[str, ...], matchers: tuple[str, ...], statuses: tuple[str, ...]) -> None:
+    """Every run in the store with its status (done, running, failed with its error), oldest first.
+
+    \b
+    Examples:
+      ddbench runs --status failed
+      ddbench runs --dataset fashion-mnist --prior ld3m --algo dm
+    """
+    from ddbench.run_views import runs_rows, runs_table
+    from ddbench.store import ResultsStore, store_path
+
+    with ResultsStore(store_path(out), read_only=True) as store:  # never creates a store where none is
+        frame, scores = store.runs_frame(), store.scores_frame()
+    filters = {"dataset": _split(datasets), "prior": _split(priors), "matcher": _split(matchers)}
+    columns, rows = runs_rows(frame, scores, filters, statuses)
+    if not rows:
+        console.print(f"[yellow]No runs in {store_path(out)}" + (" match the filters" if any(filters.values()) or statuses else "") + ".", highlight=False)
+        return
+    _stdout_console().print(runs_table(columns, rows, title=f"{len(rows)} run(s) in {store_path(out)}"))
+    failed = sum(row[columns.index("status")] == "failed" for row in rows)
+    if failed:
+        console.print(f"[dim]{failed} failed; `ddbench show RUN_ID` has the whole error, the run's log is in its directory; the same `ddbench run` retries them.", highlight=False)
 
 
 @cli.command()

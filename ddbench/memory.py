@@ -9,6 +9,8 @@ from types import TracebackType
 
 import torch
 
+from ddbench.units import format_bytes  # noqa: F401 - re-exported (its home before ddbench.units)
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -68,13 +70,3 @@ class PeakMemory:
             if self._thread is not None:
                 self._thread.join()
             self.peak_bytes = max(self.peak_bytes, current_rss_bytes())
-
-
-def format_bytes(n: float | None) -> str:
-    if n is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} GiB"
