@@ -33,6 +33,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 #: iterations (DC at IPC 10: minutes each) lose at most this much work when killed
 CHECKPOINT_SECONDS = 300.0
 SYNTHETIC_MOMENTUM = 0.5  # SGD momentum on synthetic parameters in DC, DM and MTT alike
+#: images regenerated with a graph at once when neither the run nor the prior says otherwise
+DEFAULT_CHUNK = 10
 
 
 @dataclasses.dataclass
@@ -63,9 +65,18 @@ def split_backward_step(
 
     The images are generated once without a graph, the matcher's loss gives dL/dS on them, and each
     chunk is then regenerated with a graph and dL/dS pushed through it — so the generator's
-    activations are held for one chunk at a time, never for the whole synthetic set.
+    activations are held for one chunk at a time, never for the whole synthetic set. When the whole
+    set is one chunk, the split gains nothing: the images are generated once, with a graph, and the
+    loss's backward runs through the generator (same gradients, one generation pass fewer).
     """
     device = labels.device
+    if len(labels) <= chunk_size:
+        images = prior.generate(state, torch.arange(len(labels), device=device))
+        loss = matcher.loss(images, labels, real)
+        value = float(loss.detach())
+        if math.isfinite(value) and loss.requires_grad:
+            loss.backward()
+        return value, images.detach()
     images = generate_all(prior, state, len(labels), chunk_size, device).requires_grad_(True)
     loss = matcher.loss(images, labels, real)
     value = float(loss.detach())
@@ -90,7 +101,7 @@ class Distiller:
         device: torch.device | str = "cpu",
         dsa: Any = None,
         checkpoint_every: int = 50,
-        chunk_size: int = 10,
+        chunk_size: int | None = None,
         progress: ProgressArg = True,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
         cache_dir: str | None = None,
@@ -106,7 +117,9 @@ class Distiller:
         self.dsa = dsa
         self.checkpoint_every = max(1, checkpoint_every)
         self.checkpoint_seconds = checkpoint_seconds
-        self.chunk_size = max(1, chunk_size)
+        #: None: the prior's `generation_chunk` once it is set up, else DEFAULT_CHUNK
+        self.chunk_option = chunk_size
+        self.chunk_size = max(1, chunk_size or DEFAULT_CHUNK)
         self.progress = progress
         self.cache_dir = cache_dir
         self.prior: Prior = prior or registry.create("prior", spec.prior, **spec.plugin_options("prior"))
@@ -120,6 +133,8 @@ class Distiller:
         gen = generator(self.spec.seed, "real-init")
         real = torch.cat([self.data.sample_class(c, self.spec.ipc, gen) for c in range(self.data.num_classes)])
         self.prior.setup(self.data, self.device)
+        if self.chunk_option is None:
+            self.chunk_size = max(1, self.prior.generation_chunk() or DEFAULT_CHUNK)
         state = self.prior.init_state(real.to(self.device), self.labels, gen)
         for tensor in state.params.values():
             tensor.requires_grad_(True)

@@ -238,6 +238,12 @@ class Prior(Plugin):
     def generate(self, state: LatentState, indices: Tensor) -> Tensor:
         """Normalised images ``(len(indices), C, H, W)`` for the given synthetic sample indices."""
 
+    def generation_chunk(self) -> int | None:
+        """How many images the engine may regenerate with a graph at once (called after `setup`):
+        a generator whose activations for the whole synthetic set fit in memory runs one pass with
+        a graph instead of the split backward. None: the engine's default chunk."""
+        return None
+
     def is_learnable(self, name: str) -> bool:
         """Whether the tensor ``name`` of `default_lrs` is optimised with these options (e.g. LD3M's ``learn=c``)."""
         return True

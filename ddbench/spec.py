@@ -160,7 +160,8 @@ class RunEnv:
     device: str = "cpu"
     download: bool = False
     checkpoint_every: int = 50
-    chunk_size: int = 10
+    #: images regenerated with a graph at once (the split backward); None: the prior's hint
+    chunk_size: int | None = None
     resume: bool = True
     force: bool = False
     progress: bool = True

@@ -1,0 +1,212 @@
+"""Where an LD3M + DM iteration's time goes on Fashion-MNIST, stage by stage, through the real engine.
+
+Each iteration runs `ddbench.distill.split_backward_step` exactly as a run does; the prior's
+noise draws, the backend's denoiser and decoder calls and the matcher's loss are wrapped with
+clocks, and ``Tensor.backward`` with a flag, so every call is attributed to a stage:
+
+- ``noise``: the per-sample reparameterised noise of q(z_T | Z) and of the reverse steps;
+- ``denoiser (no grad)`` / ``decoder (no grad)``: the pass that makes the images for the loss;
+- ``DM loss`` forward and ``loss backward`` (the matcher's backward into the images);
+- ``denoiser (graph)`` / ``decoder (graph)``: the forward of the chunked regeneration with a graph;
+- ``denoiser recompute``: checkpointed denoiser calls re-run inside backward;
+- ``generator backward (rest)``: the backward through the generator less the recomputation.
+
+Several prior settings run side by side, interleaved iteration by iteration in one process, so
+the machine's drift hits every setting alike; the table shows medians.
+
+    python benchmarks/profile_ld3m.py --ipc 10 --iterations 4
+    python benchmarks/profile_ld3m.py --ipc 10 --variants "split=chunk=10;one-pass="
+
+A variant's ``chunk`` sets the engine's chunk size for it (default: the prior's `generation_chunk`);
+its other keys are ld3m options. ``--pixel`` adds pixel + DM on the same images and real batches,
+interleaved with the others, for the ratio the LD3M speed target is stated in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import statistics
+import time
+from typing import Any, Callable, Iterator
+
+import torch
+from tabulate import tabulate
+
+from ddbench import registry
+from ddbench.distill import split_backward_step
+from ddbench.dsa import DSA
+from ddbench.interfaces import MatchContext, RealSampler, class_labels
+from ddbench.seeding import derive_seed, generator, seed_everything
+
+STAGES = (
+    "noise",
+    "denoiser (no grad)",
+    "decoder (no grad)",
+    "DM loss",
+    "loss backward",
+    "denoiser (graph)",
+    "decoder (graph)",
+    "denoiser recompute",
+    "generator backward (rest)",
+    "other",
+)
+
+
+class StageClock:
+    """Accumulates wall seconds per stage for one iteration."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = collections.defaultdict(float)
+        self.backward_depth = 0
+        self.backward_target = ""
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+
+    def wrap(self, fn: Callable[..., Any], no_grad: str, graph: str, recompute: str | None = None) -> Callable[..., Any]:
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            if self.backward_depth and recompute:
+                stage = recompute
+            else:
+                stage = graph if torch.is_grad_enabled() else no_grad
+            with self.timed(stage):
+                return fn(*args, **kwargs)
+
+        return timed_call
+
+
+def parse_variants(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """``name=k=v,k=v;name2=...`` → [(name, prior options)]."""
+    from ddbench.grid import parse_key_values
+
+    variants = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, options = part.partition("=")
+        pairs = [o for o in options.split(",") if o]
+        variants.append((name, parse_key_values(pairs, "--variants") if pairs else {}))
+    return variants
+
+
+def build(data: Any, ipc: int, options: dict[str, Any], dm_options: dict[str, Any]) -> tuple[Any, ...]:
+    prior = registry.create("prior", "ld3m", **options)
+    prior.setup(data, torch.device("cpu"))
+    matcher = registry.create("matcher", "dm", **dm_options)
+    matcher.setup(MatchContext(data=data, ipc=ipc, device=torch.device("cpu"), dsa=DSA()))
+    labels = class_labels(data.num_classes, ipc)
+    gen = generator(0, "real-init")
+    real = torch.cat([data.sample_class(c, ipc, gen) for c in range(data.num_classes)])
+    state = prior.init_state(real, labels, gen)
+    return prior, matcher, state, labels
+
+
+def instrument(prior: Any, matcher: Any, clock: StageClock) -> None:
+    backend = prior.backend
+    backend.denoise = clock.wrap(backend.denoise, "denoiser (no grad)", "denoiser (graph)", "denoiser recompute")
+    backend.decode = clock.wrap(backend.decode, "decoder (no grad)", "decoder (graph)")
+    prior.noise = clock.wrap(prior.noise, "noise", "noise")
+    matcher.loss = clock.wrap(matcher.loss, "DM loss", "DM loss")
+
+
+@contextlib.contextmanager
+def backward_clock(clock: StageClock) -> Iterator[None]:
+    """Attribute ``Tensor.backward`` time: the first call is the loss's, later ones the generator's."""
+    original = torch.Tensor.backward
+    calls = {"n": 0}
+
+    def backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        stage = "loss backward" if calls["n"] == 0 else "generator backward (rest)"
+        calls["n"] += 1
+        clock.backward_depth += 1
+        before = clock.seconds["denoiser recompute"]
+        start = time.perf_counter()
+        try:
+            original(self, *args, **kwargs)
+        finally:
+            clock.backward_depth -= 1
+            recomputed = clock.seconds["denoiser recompute"] - before
+            clock.seconds[stage] += time.perf_counter() - start - recomputed
+
+    torch.Tensor.backward = backward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.backward = original  # type: ignore[method-assign]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ipc", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=4, help="timed iterations per variant (after one warm-up)")
+    parser.add_argument("--chunk", type=int, default=None, help="the engine's chunk size (default: the prior's generation_chunk)")
+    parser.add_argument("--variants", default="default=", help="NAME=k=v,k=v;… ld3m option sets to compare")
+    parser.add_argument("--dm-opt", action="append", default=["real_precision=bf16", "compile=false"])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--train-per-class", type=int, default=1000)
+    parser.add_argument("--pixel", action="store_true", help="also time pixel + DM, interleaved")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from ddbench.grid import parse_key_values
+
+    dm_options = parse_key_values(args.dm_opt, "--dm-opt")
+    data = registry.create("dataset", "fashion-mnist").load().subset(train_per_class=args.train_per_class, test_size=100)
+    variants = parse_variants(args.variants)
+    built = {}
+    for name, options in variants:
+        options = dict(options)
+        chunk = int(options.pop("chunk", 0)) or args.chunk
+        prior, matcher, state, labels = build(data, args.ipc, options, dm_options)
+        clock = StageClock()
+        instrument(prior, matcher, clock)
+        built[name] = (prior, matcher, state, labels, clock, chunk or prior.generation_chunk())
+    if args.pixel:
+        prior = registry.create("prior", "pixel")
+        prior.setup(data, torch.device("cpu"))
+        matcher = registry.create("matcher", "dm", **dm_options)
+        matcher.setup(MatchContext(data=data, ipc=args.ipc, device=torch.device("cpu"), dsa=DSA()))
+        labels = class_labels(data.num_classes, args.ipc)
+        gen = generator(0, "real-init")
+        real = torch.cat([data.sample_class(c, args.ipc, gen) for c in range(data.num_classes)])
+        clock = StageClock()
+        matcher.loss = clock.wrap(matcher.loss, "DM loss", "DM loss")
+        built["pixel + DM"] = (prior, matcher, prior.init_state(real, labels, gen), labels, clock, 10)
+        variants.append(("pixel + DM", {}))
+    per_variant: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
+    for it in range(args.iterations + 1):  # iteration 0 warms up (and compiles)
+        for name, _ in variants:
+            prior, matcher, state, labels, clock, chunk = built[name]
+            clock.seconds.clear()
+            seed_everything(derive_seed(0, "iteration", it))
+            real = RealSampler(data, generator(0, "real", it), torch.device("cpu"))
+            matcher.begin_iteration(it)
+            for p in state.params.values():
+                p.grad = None
+            start = time.perf_counter()
+            with backward_clock(clock):
+                split_backward_step(prior, matcher, state, labels, real, chunk)
+            total = time.perf_counter() - start
+            stages = dict(clock.seconds)
+            stages["other"] = total - sum(stages.values())
+            stages["total"] = total
+            if it:
+                per_variant[name].append(stages)
+            print(f"iteration {it} {name}: {total:.2f} s", flush=True)
+    headers = ["stage"] + [name for name, _ in variants]
+    rows = []
+    for stage in (*STAGES, "total"):
+        rows.append([stage] + [f"{statistics.median(s.get(stage, 0.0) for s in per_variant[name]):.3f}" for name, _ in variants])
+    print(tabulate(rows, headers=headers, tablefmt="github"))
+    chunks = {name: built[name][-1] for name, _ in variants}
+    print(f"(median s over {args.iterations} iterations after a warm-up; LD3M + DM, Fashion-MNIST, IPC {args.ipc}, "
+          f"chunks {chunks}, DM {dm_options}, torch threads {torch.get_num_threads()}; variants: {variants})")
+
+
+if __name__ == "__main__":
+    main()
