@@ -179,6 +179,9 @@ def generator_name(prior: str, options: Mapping[str, Any]) -> str:
     ``imagenet`` — ``cin256`` is the class-conditional ImageNet LDM —, ``cifar10``), else the
     file's stem. The path is a heuristic; a suite's ``labels.generator`` names a row explicitly.
     """
+    declared = options.get("generator")
+    if isinstance(declared, str) and declared != "auto":
+        return declared  # a prior that names its generator in its resolved options says it best
     path = next((options[k] for k in WEIGHT_OPTIONS if options.get(k)), None)
     if path is None:
         return "random" if prior in GENERATIVE_PRIORS else "-"
@@ -221,7 +224,7 @@ def _holds(rule: PaperRowSpec, prior: str, options: Mapping[str, Any]) -> bool:
     for key, wanted in rule.options.items():
         if key == "generator":
             have = generator_name(prior, options)
-            if not (have == wanted or (wanted == "trained" and have not in ("random", "-"))):
+            if not (have == wanted or (wanted == "trained" and have not in ("random", "untrained", "-"))):
                 return False
         elif effective.get(key) != wanted:
             return False

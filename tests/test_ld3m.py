@@ -220,7 +220,11 @@ def test_split_backward_matches_full_backward() -> None:
         p.grad = None
     SumOfSquares().loss(prior.generate(state, torch.arange(K * IPC)), labels, None).backward()
     for key, grad in split.items():
-        torch.testing.assert_close(grad, state.params[key].grad, rtol=1e-4, atol=1e-8)
+        # chunks of 2 and one batch of 6 may take different convolution kernels (and an untrained
+        # codebook's nearest code can flip with rounding): compare at the gradient's own scale,
+        # where a missing gradient path would differ by O(1)
+        scale = float(grad.abs().max())
+        torch.testing.assert_close(grad, state.params[key].grad, rtol=1e-4, atol=1e-3 * scale)
 
 
 def test_grey_data_with_rgb_model_and_resizing() -> None:

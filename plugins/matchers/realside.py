@@ -18,24 +18,12 @@ import torch
 from torch import nn
 
 from ddbench.errors import InvalidOptionError
+from ddbench.hardware import bf16_is_fast
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 T = TypeVar("T")
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """True where bfloat16 has hardware support: AVX512-BF16/AMX CPUs, bf16-capable GPUs."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "")
-    except OSError:
-        pass
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def check_precision(precision: str) -> None:

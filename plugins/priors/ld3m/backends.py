@@ -148,6 +148,11 @@ class LatentDiffusionBackend(nn.Module, abc.ABC):
     @abc.abstractmethod
     def save_pretrained(self, directory: str | Path) -> None: ...
 
+    def with_random_denoiser(self, seed: int) -> "LatentDiffusionBackend":
+        """This backend with its denoiser and class conditioning re-initialised at random (``seed``)
+        and its autoencoder kept: the paper's Table 3 "random" generator."""
+        raise InvalidOptionError(f"The {self.kind} backend cannot re-initialise its denoiser; use an LDM (tiny or cin256)")
+
     def freeze(self) -> "LatentDiffusionBackend":
         """Evaluation mode, no parameter gradients: LD3M never trains the generator."""
         self.eval()
@@ -211,8 +216,11 @@ class LDMBackend(LatentDiffusionBackend):
         return self.vqvae.quantize(latents / self.scale)[0] * self.scale
 
     def decode(self, latents: Tensor) -> Tensor:
-        # VQModel.decode quantises with a straight-through estimator, so gradients reach the latents
-        return self.vqvae.decode(latents / self.scale).sample
+        # quantisation with a straight-through estimator, so gradients reach the latents; always in
+        # fp32 (a nearest-code search in bf16 would pick other codes), the decoder in the caller's precision
+        with torch.autocast(latents.device.type, enabled=False):
+            quantized = self.vqvae.quantize(latents.float() / self.scale)[0]
+        return self.vqvae.decode(quantized, force_not_quantize=True).sample
 
     # -- conditioning and denoiser
     def class_embedding(self, labels: Tensor) -> Tensor:
@@ -229,6 +237,14 @@ class LDMBackend(LatentDiffusionBackend):
 
     def denoise(self, z_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
         return self.unet(z_t, t, encoder_hidden_states=condition).sample
+
+    def with_random_denoiser(self, seed: int) -> "LDMBackend":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            unet = UNet2DConditionModel.from_config(self.unet.config)
+            embedder = ClassEmbedder.from_config(self.embedder.config)
+        device = next(self.vqvae.parameters()).device
+        return LDMBackend(self.vqvae, unet.to(device), embedder.to(device), self.scheduler)
 
     # -- persistence (diffusers layout)
     def save_pretrained(self, directory: str | Path) -> None:
@@ -327,6 +343,16 @@ def build_cin256(seed: int = 0) -> LDMBackend:
         scheduler=dict(CIN256_SCHEDULER),
     )
     return build_ldm(components, seed=seed)
+
+
+#: models that ship inside the package, one folder per dataset name (see models/README.md)
+PACKAGED_MODELS = Path(__file__).parent / "models"
+
+
+def packaged_model(dataset: str) -> Path | None:
+    """The tiny LDM ddbench ships for ``dataset`` (trained by `ddbench prior train ld3m`), or None."""
+    folder = PACKAGED_MODELS / dataset
+    return folder if (folder / BACKEND_FILE).is_file() else None
 
 
 def load_backend(directory: str | Path) -> LatentDiffusionBackend:

@@ -7,21 +7,40 @@ engine's random real images of the class (or N(0, I) with ``init="noise"``, pape
 ``c`` = the class embedding of the sample's class. Buffer ``noise_seed`` fixes, per sample, the
 noise of q(z_T | Z) and of every reverse step, so `generate` is a deterministic function of the
 state — the engine's loss pass and its chunked backward pass see the same images.
+
+Which generator (``generator``, the "generator" column of the paper's Table 3):
+
+- ``trained``: every weight from a model directory — ``model_dir``, or on a dataset for which
+  ddbench ships a tiny LDM (Fashion-MNIST, `packaged_model`) that one. The default there.
+- ``random``: the paper's "random" LDM. Its reference code (`load_ldm` in the LD3M repository)
+  builds the LDM from a config with no checkpoint for the diffusion model, but the first stage is
+  constructed from the pretrained VQ-f4 checkpoint: the denoiser is random, the autoencoder is not.
+  So here the autoencoder comes from the model directory (the shipped one by default) and the UNet
+  and class embedding are re-initialised with ``seed``: random weights, nothing learned for the
+  part LD3M distils through.
+- ``untrained``: every weight random, the autoencoder too. Not what the paper measured: a VQ
+  codebook that never trained holds entries of size ≤ 1/num_codes (diffusers' uniform init), so
+  nearest-code quantisation sends every latent to almost the same decoder input and all images
+  come out alike (`benchmarks/ld3m_random_spread.py` measures it). Kept for tests and plumbing.
+- ``auto``: ``trained`` when a model is known (``model_dir`` or a shipped one), else ``untrained``
+  with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Sequence
+from typing import Any, ContextManager, Sequence
 
 import torch
 from torch import Tensor
 
 from ddbench.errors import InvalidOptionError
-from ddbench.interfaces import LatentState, Prior, RealData
+from ddbench.hardware import bf16_is_fast
+from ddbench.interfaces import IdentityContext, LatentState, Prior, RealData
 from ddbench_plugins.priors.class_ids import resolve_class_ids
 from ddbench_plugins.priors.images import DataImageSpace
-from ddbench_plugins.priors.ld3m.backends import LatentDiffusionBackend, build_tiny, load_backend
+from ddbench_plugins.priors.ld3m.backends import LatentDiffusionBackend, build_tiny, load_backend, packaged_model
 from ddbench_plugins.priors.ld3m.sampler import RESIDUALS, DDIMSchedule, forward_diffuse, reverse_process
 
 log = logging.getLogger(__name__)
@@ -29,7 +48,11 @@ log = logging.getLogger(__name__)
 #: prior option backend → the model-directory format it expects
 BACKENDS = {"tiny": "ldm", "cin256": "ldm", "dit": "dit"}
 LEARN = ("zc", "z", "c")
+GENERATORS = ("auto", "trained", "random", "untrained")
+PRECISIONS = ("fp32", "bf16", "auto")
 SEED_RANGE = 2**62
+#: decoded pixels regenerated with a graph at once (`generation_chunk`)
+GRAPH_PIXELS = 2**19
 
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
@@ -45,7 +68,11 @@ class LD3MPrior(Prior):
         backend: ``tiny`` (CPU-sized LDM; random weights unless ``model_dir``), ``cin256`` (the
             paper's class-conditional ImageNet LDM, a directory from ``ddbench prior convert-ldm``) or
             ``dit`` (a local diffusers DiT directory such as DiT-XL/2-256; c replaces its label embedding).
-        model_dir: directory of the model in diffusers layout; required except for a random ``tiny``.
+        model_dir: directory of the model in diffusers layout; default the model ddbench ships for
+            the dataset (Fashion-MNIST), if any; required for ``cin256`` and ``dit``.
+        generator: ``auto``, ``trained``, ``random`` (pretrained autoencoder, random denoiser and
+            class embedding: the paper's Table 3 "random") or ``untrained`` (all weights random,
+            images collapse); see the module docstring.
         T: reverse steps; default 10 below 256 px and 20 at 256 px (paper A.3).
         guidance_scale: classifier-free guidance scale s, ε̂ = ε̂_u + s·(ε̂_c − ε̂_u) (paper: 3).
         eta: DDIM η of σ_t; 1 makes μθ the paper's Eq. 9 (the reference code uses 0: no noise term).
@@ -61,9 +88,12 @@ class LD3MPrior(Prior):
             code does; the loss and backward passes then see different images.
         forward_noise: z_T ~ q(z_T | Z) at the first step's ᾱ (paper); False feeds z_T = Z.
         checkpoint: recompute each denoiser call in backward (memory flat in T).
+        precision: ``fp32``, ``bf16`` (the denoiser and decoder under bfloat16 autocast; latents,
+            Eq. 12's arithmetic and the learnable Z and c stay fp32) or ``auto`` (bf16 where the
+            hardware has fast bf16, e.g. AMX CPUs and recent GPUs).
         class_ids: model class id of each dataset class; default the ImageNet indices of an
             ImageNet subset's classes on a 1000-class model (cin256), else the identity.
-        seed: weight seed of a randomly initialised ``tiny`` model.
+        seed: weight seed of the random parts (``generator`` random or untrained).
     """
 
     name = "ld3m"
@@ -86,6 +116,7 @@ class LD3MPrior(Prior):
         self,
         backend: str = "tiny",
         model_dir: str | None = None,
+        generator: str = "auto",
         T: int | None = None,
         guidance_scale: float = 3.0,
         eta: float = 1.0,
@@ -97,6 +128,7 @@ class LD3MPrior(Prior):
         resample_noise: bool = False,
         forward_noise: bool = True,
         checkpoint: bool = True,
+        precision: str = "fp32",
         class_ids: Sequence[int] | None = None,
         seed: int = 0,
     ) -> None:
@@ -110,6 +142,11 @@ class LD3MPrior(Prior):
         if latent_size is not None and latent_size < 1:
             raise InvalidOptionError(f"Expected latent_size ≥ 1 but got {latent_size}")
         self.model_dir = model_dir
+        self.generator_option = _choice("generator", generator, GENERATORS)
+        if generator == "untrained" and model_dir:
+            raise InvalidOptionError("ld3m generator=untrained builds every weight at random; drop model_dir or pass generator=random")
+        if generator == "random" and self.backend_name == "dit":
+            raise InvalidOptionError("ld3m generator=random re-initialises an LDM's UNet; the dit backend has none (use backend tiny or cin256)")
         self.T_option = T
         self.guidance_scale = float(guidance_scale)
         self.eta = float(eta)
@@ -121,38 +158,76 @@ class LD3MPrior(Prior):
         self.resample_noise = bool(resample_noise)
         self.forward_noise = bool(forward_noise)
         self.checkpoint = bool(checkpoint)
+        self.precision = _choice("precision", precision, PRECISIONS)
         self.class_ids = None if class_ids is None else [int(i) for i in class_ids]
         self.seed = int(seed)
         self.backend: LatentDiffusionBackend | None = None
 
     # ------------------------------------------------------------------------------ set-up
 
+    def resolve_model(self, dataset: str) -> tuple[str, str | None]:
+        """(generator, model directory) this prior uses on ``dataset``: the user's ``model_dir``, else
+        the one ddbench ships for the dataset (``tiny`` only); ``auto`` becomes what that allows."""
+        model_dir = self.model_dir or (packaged_model(dataset) if self.backend_name == "tiny" else None)
+        generator = self.generator_option
+        if generator == "auto":
+            generator = "trained" if model_dir else "untrained"
+        if generator == "untrained":
+            return generator, None
+        if model_dir is None:
+            raise InvalidOptionError(
+                f"ld3m generator={generator} needs a model directory and none ships for '{dataset}': train one with "
+                f"`ddbench prior train ld3m --dataset {dataset} --out DIR` (for generator=random the autoencoder is "
+                "enough: --diffusion-steps 0) and pass --prior-opt model_dir=DIR"
+            )
+        return generator, str(model_dir)
+
+    def effective_options(self, context: IdentityContext) -> dict[str, Any]:
+        """The resolved generator and model directory are part of what ran (the run id hashes the
+        directory's content through ``path_options``)."""
+        options = super().effective_options(context)
+        options["generator"], options["model_dir"] = self.resolve_model(context.dataset)
+        options["precision"] = self.resolve_precision(context.device)
+        return options
+
+    def resolve_precision(self, device: torch.device) -> str:
+        if self.precision == "auto":
+            return "bf16" if bf16_is_fast(device) else "fp32"
+        return self.precision
+
+    def _autocast(self) -> ContextManager[Any]:
+        if self.resolved_precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def setup(self, data: RealData, device: torch.device, backend: LatentDiffusionBackend | None = None) -> None:
-        """Load (or, for a random ``tiny``, build) the model; ``backend`` passes an already built one."""
+        """Load (or, for an untrained ``tiny``, build) the model; ``backend`` passes an already built one."""
         self.device = torch.device(device)
         self.channels, self.resolution = data.channels, data.resolution
         self.space = DataImageSpace(data, self.device)
-        if backend is None and self.model_dir:
-            backend = load_backend(self.model_dir)
+        self.generator_kind, model_dir = self.resolve_model(data.name)
+        self.resolved_precision = self.resolve_precision(self.device)
+        if backend is None and model_dir:
+            backend = load_backend(model_dir)
             if backend.kind != BACKENDS[self.backend_name]:
                 raise InvalidOptionError(
-                    f"ld3m backend '{self.backend_name}' expects a '{BACKENDS[self.backend_name]}' model but {self.model_dir} "
+                    f"ld3m backend '{self.backend_name}' expects a '{BACKENDS[self.backend_name]}' model but {model_dir} "
                     f"holds a '{backend.kind}' one; pass backend={'dit' if backend.kind == 'dit' else 'cin256'}"
                 )
         elif backend is None and self.backend_name == "tiny":
             backend = build_tiny(data.channels, data.num_classes, seed=self.seed)
-            # measured on Fashion-MNIST: the untrained VQ codebook (±1/num_codes) sends every latent to
-            # nearly the same decoder input, so all synthetic images come out alike
             log.warning(
-                "ld3m uses a randomly initialised tiny LDM: its untrained VQ decoder makes nearly identical images "
-                "for every latent, so expect near-chance accuracy. Train one with `ddbench prior train ld3m "
-                "--dataset %s --out DIR` and pass --prior-opt model_dir=DIR.", data.name,
+                "ld3m uses an untrained tiny LDM (autoencoder included): its untrained VQ codebook sends every latent "
+                "to nearly the same decoder input, so expect near-chance accuracy. Train one with `ddbench prior train "
+                "ld3m --dataset %s --out DIR` and pass --prior-opt model_dir=DIR.", data.name,
             )
         elif backend is None:
             raise InvalidOptionError(
                 f"ld3m backend '{self.backend_name}' needs model_dir (create one with "
                 "`ddbench prior convert-ldm MODEL.ckpt DIR`)"
             )
+        if self.generator_kind == "random":
+            backend = backend.with_random_denoiser(self.seed)
         self.use_backend(backend, data.num_classes, data.name)
 
     def use_backend(self, backend: LatentDiffusionBackend, num_classes: int, dataset: str = "") -> None:
@@ -174,6 +249,11 @@ class LD3MPrior(Prior):
         self.schedule = DDIMSchedule.from_alphas_cumprod(
             scheduler.alphas_cumprod, scheduler.timesteps, float(scheduler.final_alpha_cumprod), self.eta
         )
+
+    def generation_chunk(self) -> int | None:
+        # what a graph holds grows with the decoded pixels (the checkpointed denoiser calls keep
+        # only their inputs): tiny at 28 px regenerates whole sets at once, 256 px in chunks of 8
+        return max(1, GRAPH_PIXELS // (self.resolution * self.resolution))
 
     def _require_setup(self) -> LatentDiffusionBackend:
         if self.backend is None:
@@ -237,9 +317,11 @@ class LD3MPrior(Prior):
         """Classifier-free guided noise prediction ε̂_u + s·(ε̂_c − ε̂_u), one batched denoiser call."""
         backend = self._require_setup()
         if self.guidance_scale == 1.0:
-            return backend.denoise(z_t, t, c)
+            with self._autocast():
+                return backend.denoise(z_t, t, c).float()
         uc = backend.unconditional_embedding(z_t.shape[0]).to(c.dtype)
-        out = backend.denoise(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([uc, c]))
+        with self._autocast():
+            out = backend.denoise(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([uc, c])).float()
         eps_u, eps_c = out.chunk(2)
         return eps_u + self.guidance_scale * (eps_c - eps_u)
 
@@ -262,5 +344,8 @@ class LD3MPrior(Prior):
 
     def generate(self, state: LatentState, indices: Tensor) -> Tensor:
         backend = self._require_setup()
-        return self.to_data_images(backend.decode(self.latents(state, indices)))
+        latents = self.latents(state, indices)
+        with self._autocast():
+            decoded = backend.decode(latents).float()
+        return self.to_data_images(decoded)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,25 @@ def train_tiny(
         "batch_size": batch_size,
         "dataset": data.name,
         "scaling_factor": backend.scale,
+        **model_card(backend, data),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_atomic(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
     sample_grid(backend, data.num_classes, 8, out / "samples.png", steps=sample_steps)
     return metrics
+
+
+#: test images whose reconstruction PSNR a model card records, for a quick check after loading
+CARD_TEST_IMAGES = 1000
+
+
+def model_card(backend: LDMBackend, data: RealData) -> dict[str, Any]:
+    """What a saved model records about its making: the command, the ddbench commit, and the PSNR on
+    the first `CARD_TEST_IMAGES` test images (a load check that needs seconds, not the whole split)."""
+    from ddbench.provenance import git_commit
+
+    check = data.subset(test_size=CARD_TEST_IMAGES)
+    return {
+        "command": " ".join(["ddbench", *sys.argv[1:]]) if Path(sys.argv[0]).name == "ddbench" else None,
+        "commit": git_commit(),
+        "test_slice": {"images": len(check.test_labels), "psnr_db": reconstruction_psnr(backend, check)},
+    }
