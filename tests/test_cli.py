@@ -81,7 +81,7 @@ def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
     run_id = run_dirs[0].name.rsplit("-", 1)[-1]
     shown = CliRunner().invoke(cli, ["show", run_id[:8], "--out", str(out)])
     assert shown.exit_code == 0, shown.output
-    assert "grid.png" in shown.output and '"prior": "pixel"' in shown.output
+    assert "grid.png" in shown.output and "pixel v" in shown.output and "accuracy %" in shown.output  # a rich view, not raw JSON
 
 
 def test_missing_data_says_where_it_looked(tmp_path, capsys, monkeypatch):
