@@ -150,6 +150,7 @@ def run(**opts: Any) -> None:
     sweep = bool(opts["suite"] or opts["dry_run"] or {"executor", "workers", "slurm_opts", "exec_opts"} & given)
     if not opts["dry_run"]:
         check_writable_dir(env.out, "--out")
+        _print_preview(specs, opts)
     if sweep:
         _run_sweep(specs, env, opts)
         return
@@ -163,6 +164,21 @@ def run(**opts: Any) -> None:
             if outcome.reused_distillation:
                 console.print(f"[dim]reused stored distillation {outcome.run_id} (use --force to recompute)")
         _print_leaderboard(store, fmt="rich", rows=("prior", "matcher", "ipc"), columns="dataset", filters={"run_id": [s.run_id for s in specs], "protocol": sorted({s.protocol_key() for s in specs})})
+
+
+#: the command line `main` was given (None when click is driven directly, e.g. by CliRunner)
+_ARGV: list[str] | None = None
+
+
+def _print_preview(specs: list[RunSpec], opts: dict[str, Any]) -> None:
+    """Before anything starts: what will run, its estimated time here, and a shorter command."""
+    from ddbench.preview import preview_lines
+    from ddbench.report import prior_label
+
+    argv = _ARGV or ["run", "--prior", ",".join(_split(opts["priors"])), "--algo", ",".join(_split(opts["matchers"])), "--ipc", ",".join(_split(opts["ipcs"]))]
+    labels = [prior_label(s.prior, s.prior_options) for s in specs]
+    for line in preview_lines(specs, labels, argv, opts["budget"]):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 #: `ddbench run` options → SpecGrid keys (the names suite files use)
@@ -452,6 +468,8 @@ _USER_OS_ERRORS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.E
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print their message and exit with status 2."""
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
         with sigterm_interrupts():  # `timeout`, `kill`, a pre-empting scheduler: handled as Ctrl-C
             code = cli.main(args=argv, prog_name="ddbench", standalone_mode=False)

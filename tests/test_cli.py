@@ -57,6 +57,9 @@ def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
             "--ipc", "1", *FAST, "--out", str(out)]  # fmt: skip
     proc = subprocess.run([*DDBENCH, *args], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    # before anything runs: what will run, the estimate and a shorter command
+    assert proc.stderr.index("will run fashion-mnist · pixel + dm · IPC 1 · 3 iterations") < proc.stderr.index("run(s) →")
+    assert "2 runs, estimated" in proc.stderr and "--budget demo" in proc.stderr
     run_dirs = sorted((out / "runs" / "fashion-mnist").iterdir())
     assert len(run_dirs) == 2
     for run_dir in run_dirs:
@@ -90,3 +93,19 @@ def test_missing_data_says_where_it_looked(tmp_path, capsys, monkeypatch):
     assert code == 2
     err = capsys.readouterr().err
     assert "empty" in err
+
+
+def test_the_headline_command_says_what_it_runs_in_one_line():
+    from ddbench.preview import preview_lines
+    from ddbench.spec import RunSpec
+
+    spec = RunSpec(prior="ld3m", matcher="dm", ipc=10, iterations=1000, eval_seeds=(0, 1, 2))
+    lines = preview_lines([spec], ["ld3m[generator=trained]"], ["run", "--prior", "ld3m", "--algo", "dm", "--ipc", "10"], None)
+    assert len(lines) == 1
+    line = lines[0]
+    for part in ("fashion-mnist", "ld3m[generator=trained] + dm", "IPC 10", "1000 iterations", "convnet × 3 seeds", "estimated"):
+        assert part in line
+    assert "shorter: ddbench run --prior ld3m --algo dm --ipc 10 --budget demo (≈" in line
+    # a demo run suggests smoke; a smoke run suggests nothing shorter
+    assert "--budget smoke" in preview_lines([spec], ["ld3m"], ["run", "--budget", "demo"], "demo")[0]
+    assert "shorter" not in preview_lines([spec], ["ld3m"], ["run", "--budget", "smoke"], "smoke")[0]
