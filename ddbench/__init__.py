@@ -8,3 +8,15 @@ from ddbench._quiet import silence_known_notices as _silence
 
 _silence()
 del _silence
+
+
+def __getattr__(name: str) -> object:
+    # `ddbench.evaluate_set` imports torch only when used: `import ddbench` stays light
+    if name == "evaluate_set":
+        from ddbench.scoring import evaluate_set
+
+        return evaluate_set
+    raise AttributeError(f"module 'ddbench' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "evaluate_set"]

@@ -457,6 +457,12 @@ def plugins() -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
+# `ddbench evaluate PATH`: scoring other tools' sets lives in its own module (click only at import)
+from ddbench.evaluate_cli import evaluate as _evaluate  # noqa: E402
+
+cli.add_command(_evaluate)
+
+
 @cli.group(cls=EntryPointGroup, entry_point_group="ddbench.prior_commands")
 def prior() -> None:
     """Commands that prepare a prior's generative model (train, convert)."""

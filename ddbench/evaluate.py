@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -83,10 +83,12 @@ def evaluate_synthetic(
     report: str = "final",
     progress: ProgressArg = None,
     evaluator_options: dict[str, Any] | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> EvalResult:
     """Train ``evaluator`` from scratch on normalised synthetic ``images`` and test on ``data``'s test split.
 
     ``evaluator_options`` are the evaluator plugin's constructor options (e.g. ``{"width": 64}``).
+    ``loss_fn(logits, labels)`` replaces cross-entropy (soft-label losses, `ddbench.scoring.SoftLabels`).
     """
     if report not in REPORTS:
         raise InvalidOptionError(f"Expected report in {REPORTS} but got '{report}'")
@@ -132,6 +134,7 @@ def evaluate_synthetic(
             progress=progress,
             on_epoch_end=test_round if rounds else None,
             description=f"eval {evaluator} seed {seed}",
+            loss_fn=loss_fn,
         )
         train_seconds = time.perf_counter() - start - eval_seconds
         start = time.perf_counter()

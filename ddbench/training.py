@@ -84,10 +84,12 @@ def train_classifier(
     on_epoch_end: Callable[[int, float], None] | None = None,
     normalise: Normalise | None = None,
     description: str = "train",
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> TrainStats:
     """Train ``model`` in place on ``images`` (normalised float, or uint8 with ``normalise``).
 
     ``labels`` are class ids ``(N,)``, or class probabilities ``(N, K)`` (soft labels).
+    ``loss_fn(logits, labels)`` replaces cross-entropy (e.g. KL to soft labels at a temperature).
     ``on_epoch_end(epoch, mean_loss)`` runs after every epoch (0-based), e.g. to snapshot
     parameters or to test. Raises NonFiniteLossError if the loss diverges.
     """
@@ -122,7 +124,7 @@ def train_classifier(
                 if dsa is not None:
                     x = dsa(x, derive_seed("train-dsa", seed, step))
                 logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                loss = F.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
