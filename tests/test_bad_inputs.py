@@ -77,7 +77,8 @@ def read_only_store(built_store: Path, tmp_path_factory: pytest.TempPathFactory)
     except (OSError, subprocess.CalledProcessError):
         yield None
     finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
+        # lazy: a connection the process still holds must not leave the mount behind
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 @dataclasses.dataclass
