@@ -141,8 +141,15 @@ def spec_rows(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("prior", _plugin_line(spec.get("prior", "?"), identity.get("prior"), spec.get("prior_options") or {})),
         ("matcher", _plugin_line(spec.get("matcher", "?"), identity.get("matcher"), spec.get("matcher_options") or {})),
         ("ipc", str(spec.get("ipc"))),
-        ("iterations", f"{spec.get('iterations')} (seed {spec.get('seed')}, DSA {'on' if spec.get('dsa', True) else 'off'})"),
     ]
+    external = spec.get("external")
+    if isinstance(external, dict):  # a set scored by `ddbench evaluate`: where it came from, not how it was distilled
+        extras = [f"range {external.get('range')}", *([f"resized {external['resize']}"] if external.get("resize") else []),
+                  *([f"learned lr {external['lr']:g}"] if external.get("lr") is not None else [])]  # fmt: skip
+        rows += [("source", f"{external.get('format')} set {external.get('source')}" + (f" (experiment {external['experiment']})" if external.get("experiment") is not None else "")),
+                 ("content", f"sha256 {external.get('content_sha256')}; {', '.join(extras)}")]  # fmt: skip
+    else:
+        rows.append(("iterations", f"{spec.get('iterations')} (seed {spec.get('seed')}, DSA {'on' if spec.get('dsa', True) else 'off'})"))
     lrs = identity.get("lrs") or spec.get("lrs")
     if lrs:
         rows.append(("learning rates", _options(lrs)))
