@@ -57,7 +57,7 @@ def evaluate(path: Path, **opts: Any) -> None:
     from ddbench.scoring import Settings, check_name, data_fingerprint, default_name, load_data, prepare, score_prepared
     from ddbench.store import ResultsStore, store_path
 
-    resolve_device(opts["device"])
+    device = str(resolve_device(opts["device"]))  # auto → cuda or cpu; a typo fails before data loads
     evaluators = tuple(expand_evaluators(split_values(opts["evaluators"])))
     check_names("evaluator", evaluators)
     settings = Settings(
@@ -68,14 +68,14 @@ def evaluate(path: Path, **opts: Any) -> None:
         range=opts["range_"],
         soft_loss=opts["soft_loss"],
         temperature=opts["temperature"],
-        device=opts["device"],
+        device=device,
     )
     name = check_name(opts["name"]) if opts["name"] else default_name(path)
     dataset = opts["dataset"] or _dataset_of(path)
     check_names("dataset", [dataset])
     data = load_data(dataset, opts["data_root"], opts["res"], opts["download"], opts["test_size"])
     sets = read_external(path, data.class_names, data.channels, data.resolution, opts["experiment"])
-    say = lambda text: console.print(text, highlight=False)  # noqa: E731
+    say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731 - keys like dc[epochs=50] are not markup
     if opts["export_dir"] is not None:
         return _export(sets, data, settings, opts["export_dir"], export_class_folders, prepare, say)
     fingerprint = data_fingerprint(dataset, opts["data_root"], opts["res"])
@@ -84,9 +84,9 @@ def evaluate(path: Path, **opts: Any) -> None:
     # every set is read and checked before any is trained on: a bad experiment fails first, not last
     ready = []
     for label, found in labelled:
-        say(f"[bold]{label}[/]: {found.format} set from {found.source}" + "".join(f"; {note}" for note in found.notes))
+        say(f"{label}: {found.format} set from {found.source}" + "".join(f"; {note}" for note in found.notes))
         if found.dataset and found.dataset != dataset:
-            say(f"[yellow]note: the set says it was distilled from '{found.dataset}', scored here on '{dataset}'")
+            say(f"note: the set says it was distilled from '{found.dataset}', scored here on '{dataset}'")
         ready.append((label, found, prepare(found, data, settings, say)))
     with ResultsStore(store_path(opts["out"])) as store, make_progress(opts["progress"], console) as bar:
         for label, found, prepared in ready:

@@ -449,6 +449,7 @@ def evaluate_set(
         frame.groupby("evaluator").accuracy.agg(["mean", "std"])
     """
     from ddbench._console import stderr_console
+    from ddbench.pipeline import resolve_device
     from ddbench.store import store_path
 
     settings = Settings(
@@ -459,11 +460,11 @@ def evaluate_set(
         range=range,
         soft_loss=soft_loss,
         temperature=temperature,
-        device=device,
+        device=str(resolve_device(device)),
     )
     check_name(name)
     console = stderr_console()
-    say: Say = (lambda text: console.print(text, highlight=False)) if verbose else (lambda _: None)
+    say: Say = (lambda text: console.print(text, highlight=False, markup=False)) if verbose else (lambda _: None)
     data = load_data(dataset, data_root, res, test_size=test_size)
     found = ExternalSet(torch.as_tensor(images), torch.as_tensor(labels), "tensors", "<in memory>", lr=lr)
     prepared = prepare(found, data, settings, say)

@@ -69,7 +69,7 @@ def test_dc_repository_file_one_row_per_experiment_and_rescoring_reuses(tmp_path
     monkeypatch.setattr(scoring, "evaluate_synthetic", no_training)
     code, err = _evaluate(capsys, fmnist_slice, out, str(path), "--name", "dm-official", "--experiment", "1")
     assert code == 0, err
-    assert "(stored)" in err and "1 reused from the store" in err
+    assert "(stored)" in err and "1 reused from the store" in err and "(dc[epochs=2])" in err
     assert len(_scores(out)[0]) == 2
 
     board = CliRunner().invoke(cli, ["leaderboard", "--out", str(out), "--format", "markdown"])
