@@ -48,19 +48,19 @@ def _ints(values: Iterable[str], option: str) -> list[int]:
 
 def _default_datasets(data_root: str | None) -> list[str]:
     """The paper's datasets whose data is present; Fashion-MNIST when none is."""
-    present = []
+    present, missing = [], []
     installed = registry.plugin_names("dataset")
     for name in PAPER_DATASETS:
         if name not in installed:
             continue
-        ok, why = registry.create("dataset", name).available(data_root)
-        if ok:
-            present.append(name)
-        else:
-            console.print(f"[dim]skipping {name}: {why.splitlines()[0] if why else 'not found'}")
+        ok, _ = registry.create("dataset", name).available(data_root)
+        (present if ok else missing).append(name)
     if not present:
-        console.print(f"[yellow]None of the paper's datasets is on disk; using {DEFAULT_DATASET}.")
+        console.print(f"[yellow]None of the paper's datasets is on disk; using {DEFAULT_DATASET}.[/] "
+                      "[dim](--dataset NAME picks one; `ddbench run --dataset NAME` says where it looks)", highlight=False)
         return [DEFAULT_DATASET]
+    if missing:
+        console.print(f"[dim]not on disk, skipped: {', '.join(missing)}", highlight=False)
     return present
 
 
@@ -176,7 +176,7 @@ def _print_preview(specs: list[RunSpec], opts: dict[str, Any]) -> None:
     from ddbench.report import prior_label
 
     argv = _ARGV or ["run", "--prior", ",".join(_split(opts["priors"])), "--algo", ",".join(_split(opts["matchers"])), "--ipc", ",".join(_split(opts["ipcs"]))]
-    labels = [prior_label(s.prior, s.prior_options) for s in specs]
+    labels = [prior_label(s.prior, s.plugin_options("prior")) for s in specs]
     for line in preview_lines(specs, labels, argv, opts["budget"]):
         console.print(line, highlight=False, soft_wrap=True)
 

@@ -13,8 +13,8 @@ from ddbench.sweep import estimate_distill_seconds, estimate_eval_seconds, forma
 
 #: the next shorter budget preset to suggest
 SHORTER_BUDGET = {None: "demo", "paper": "demo", "demo": "smoke"}
-#: the cost model's figures are one-core seconds; one run's torch threads on two cores finish its
-#: work this much faster (pixel + DM and LD3M + DM, one thread against two: benchmarks/README.md)
+#: the cost model's figures are one-core seconds; a run's two torch threads finish its work about
+#: this much faster (a rough factor: two threads on a 2-vCPU machine rarely give 2x)
 TWO_THREAD_SPEEDUP = 1.6
 
 

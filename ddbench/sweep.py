@@ -35,17 +35,20 @@ from ddbench.store import ResultsStore
 #: batch_real 32: pixel 326 / 289 s, GLaD 311 / 312 s (suite versions 2 / 3), LD3M 543 s; the entries
 #: are those ÷ 0.3 (the batch_real factor below), which overstates the default batch_real 256, since
 #: the 450 inner training steps of an IPC-10 iteration do not grow with it. LD3M's tiny LDM dominates
-#: its iterations, so its rows are its own fmnist-cpu figures ÷ the option factor too: DM 3.0 / 32 s
-#: (IPC 10: 43.9 s in v2, 20.9 s in v3), MTT 8.8 / 40.4 s, DC at IPC 1 3.9 s. Other resolutions
-#: scale with the pixel count. A rough guide.
+#: its iterations, so its rows are its own fmnist-cpu figures ÷ the option factor too: MTT 8.8 /
+#: 40.4 s, DC at IPC 1 3.9 s. DM rows: the bf16 real side (2026-11-30) made pixel + DM 0.69 / 0.93
+#: s/it on two threads, ×1.6 for one core; GLaD keeps its old ratio to pixel; LD3M + DM at IPC 10
+#: takes 3.8× pixel + DM since the engine generates a set that fits one chunk in one pass
+#: (benchmarks/profile_ld3m.py; 7.5× before), at IPC 1 2×. Other resolutions scale with the
+#: pixel count. A rough guide.
 SECONDS_PER_ITERATION: dict[tuple[str, str], tuple[float, float]] = {
-    ("pixel", "dm"): (5.8, 6.8),
+    ("pixel", "dm"): (1.1, 1.5),
     ("pixel", "dc"): (19.5, 1085.0),
     ("pixel", "mtt"): (6.7, 88.0),
-    ("glad", "dm"): (6.2, 7.8),
+    ("glad", "dm"): (1.2, 1.7),
     ("glad", "dc"): (20.5, 1040.0),
     ("glad", "mtt"): (6.6, 90.0),
-    ("ld3m", "dm"): (8.8, 94.0),
+    ("ld3m", "dm"): (2.2, 5.7),
     ("ld3m", "dc"): (13.0, 1810.0),
     ("ld3m", "mtt"): (37.0, 168.0),
 }
