@@ -178,7 +178,7 @@ def _print_preview(specs: list[RunSpec], opts: dict[str, Any]) -> None:
     argv = _ARGV or ["run", "--prior", ",".join(_split(opts["priors"])), "--algo", ",".join(_split(opts["matchers"])), "--ipc", ",".join(_split(opts["ipcs"]))]
     labels = [prior_label(s.prior, s.plugin_options("prior")) for s in specs]
     for line in preview_lines(specs, labels, argv, opts["budget"]):
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # labels hold [..]
 
 
 #: `ddbench run` options → SpecGrid keys (the names suite files use)

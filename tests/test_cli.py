@@ -109,3 +109,21 @@ def test_the_headline_command_says_what_it_runs_in_one_line():
     # a demo run suggests smoke; a smoke run suggests nothing shorter
     assert "--budget smoke" in preview_lines([spec], ["ld3m"], ["run", "--budget", "demo"], "demo")[0]
     assert "shorter" not in preview_lines([spec], ["ld3m"], ["run", "--budget", "smoke"], "smoke")[0]
+
+
+def test_the_preview_shows_the_resolved_generator_as_text(monkeypatch, fmnist_available):
+    """`ld3m[generator=trained]` must reach the terminal (rich would read ``[...]`` as markup)."""
+    import io
+
+    from rich.console import Console
+
+    from ddbench import cli as cli_module
+    from ddbench.identity import resolve_specs
+    from ddbench.spec import RunEnv, RunSpec
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli_module, "console", Console(file=buffer, width=400))
+    monkeypatch.setattr(cli_module, "_ARGV", ["run", "--prior", "ld3m", "--algo", "dm", "--ipc", "10"])
+    spec = resolve_specs([RunSpec(prior="ld3m", matcher="dm", ipc=10)], RunEnv())[0]
+    cli_module._print_preview([spec], {"budget": None})
+    assert "will run fashion-mnist · ld3m[generator=trained] + dm · IPC 10" in buffer.getvalue()
