@@ -39,7 +39,7 @@ from ddbench.store import ResultsStore
 #: 40.4 s, DC at IPC 1 3.9 s. DM rows: the bf16 real side (2026-11-30) made pixel + DM 0.69 / 0.93
 #: s/it on two threads, ×1.6 for one core; GLaD keeps its old ratio to pixel; LD3M + DM at IPC 10
 #: takes 3.8× pixel + DM since the engine generates a set that fits one chunk in one pass
-#: (benchmarks/profile_ld3m.py; 7.5× before), at IPC 1 2×. Other resolutions scale with the
+#: (benchmarks/profile_ld3m.py; 7.5× before); at IPC 1 2× is assumed, not measured. Other resolutions scale with the
 #: pixel count. A rough guide.
 SECONDS_PER_ITERATION: dict[tuple[str, str], tuple[float, float]] = {
     ("pixel", "dm"): (1.1, 1.5),
