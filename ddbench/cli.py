@@ -100,6 +100,7 @@ def cli() -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue interrupted runs from their checkpoints.")
 @click.option("--force", is_flag=True, help="Recompute even if the store already has this spec's results.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@click.option("--tensorboard", is_flag=True, help="Also log each run's per-iteration metrics (metrics.jsonl) as TensorBoard events in its run directory; needs ddbench[tensorboard].")
 @click.option("--suite", default=None, shell_complete=suite_names(), help="Run a suite (table1 … table4, fmnist-cpu, or a suite .toml path); --dataset/--prior/--algo/--ipc then select among its runs and other options override it.")
 @click.option("--dry-run", is_flag=True, help="List the runs, what the store already has and their estimated cost; run nothing.")
 @click.option("--executor", default="local", show_default=True, shell_complete=plugin_names("executor"), help="Where runs execute: local or slurm (plugins of ddbench.executors).")
@@ -125,6 +126,10 @@ def run(**opts: Any) -> None:
     ctx = click.get_current_context()
     given = {name for name in opts if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
     resolve_device(opts["device"])  # a typo in --device fails before any data loads
+    if opts["tensorboard"]:
+        from ddbench.metrics import check_tensorboard
+
+        check_tensorboard()
     grid = _grid_from_options(opts)
     if opts["suite"]:
         specs = _suite_specs(opts["suite"], grid, given, require_env=not opts["dry_run"])
@@ -144,6 +149,7 @@ def run(**opts: Any) -> None:
         resume=opts["resume"],
         force=opts["force"],
         progress=opts["progress"],
+        tensorboard=opts["tensorboard"],
     )
     # the one place where specs become runs: their ids now hash what will run (ddbench.identity)
     specs = resolve_specs(specs, env)

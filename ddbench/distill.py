@@ -21,6 +21,7 @@ from ddbench.errors import CorruptFileError, NonFiniteLossError
 from ddbench.fileio import write_atomic
 from ddbench.interfaces import LatentState, MatchContext, Matcher, Prior, RealData, RealSampler, chunked, class_labels
 from ddbench.memory import PeakMemory
+from ddbench.metrics import RunMetrics, read_metrics, summarise
 from ddbench.progress import ProgressArg, progress_task
 from ddbench.seeding import derive_seed, generator, seed_everything
 from ddbench.spec import RunSpec
@@ -45,6 +46,8 @@ class DistillResult:
     peak_memory_bytes: int
     losses: list[float]
     resumed_from: int  # iteration the run resumed at (0 = fresh)
+    #: `ddbench.metrics.summarise` of the run's metrics.jsonl (every iteration, resumed ones included)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def generate_all(prior: Prior, state: LatentState, n: int, chunk_size: int, device: torch.device) -> Tensor:
@@ -107,9 +110,11 @@ class Distiller:
         cache_dir: str | None = None,
         prior: Prior | None = None,
         matcher: Matcher | None = None,
+        tensorboard: bool = False,
     ) -> None:
         """``prior``/``matcher`` instances may be passed directly (programmatic use, tests);
-        by default they are created from the spec through the registry."""
+        by default they are created from the spec through the registry. ``tensorboard`` also logs
+        the per-iteration metrics as TensorBoard events under ``run_dir/tensorboard``."""
         self.spec = spec
         self.data = data
         self.run_dir = Path(run_dir)
@@ -122,6 +127,7 @@ class Distiller:
         self.chunk_size = max(1, chunk_size or DEFAULT_CHUNK)
         self.progress = progress
         self.cache_dir = cache_dir
+        self.tensorboard = tensorboard
         self.prior: Prior = prior or registry.create("prior", spec.prior, **spec.plugin_options("prior"))
         self.matcher: Matcher = matcher or registry.create("matcher", spec.matcher, **spec.plugin_options("matcher"))
         self.labels = class_labels(data.num_classes, spec.ipc).to(self.device)
@@ -220,8 +226,13 @@ class Distiller:
         t0 = saved_at = time.perf_counter()
         # no bar for a matcher that does not distil (random real): it has no iterations to show
         shown = self.progress if iterations else None
-        with PeakMemory(self.device) as mem, progress_task(shown, self.spec.label, iterations, completed=start) as (bar, task):
+        with (
+            PeakMemory(self.device) as mem,
+            RunMetrics(self.run_dir, start, self.tensorboard) as metrics,
+            progress_task(shown, self.spec.label, iterations, completed=start) as (bar, task),
+        ):
             for it in range(start, iterations):
+                began = time.perf_counter()
                 seed_everything(derive_seed(self.spec.seed, "iteration", it))
                 real = RealSampler(self.data, generator(self.spec.seed, "real", it), self.device)
                 self.matcher.begin_iteration(it)
@@ -237,11 +248,13 @@ class Distiller:
                     opt.step()
                     self.matcher.after_step(images, self.labels, real)
                 losses.append(value)
+                metrics.record(it, value, time.perf_counter() - began, mem.peak_so_far(), self.matcher.iteration_metrics())
                 bar.update(task, advance=1, loss=value)
                 if on_iteration is not None:
                     on_iteration(it, value)
                 overdue = time.perf_counter() - saved_at >= self.checkpoint_seconds
                 if (it + 1) % self.checkpoint_every == 0 or it + 1 == iterations or overdue:
+                    metrics.sync()
                     self._save_checkpoint(it + 1, state, opt, losses)
                     saved_at = time.perf_counter()
         seconds = time.perf_counter() - t0
@@ -271,4 +284,5 @@ class Distiller:
             peak_memory_bytes=mem.peak_bytes,
             losses=losses,
             resumed_from=start,
+            metrics=summarise(read_metrics(self.run_dir)),
         )

@@ -340,6 +340,11 @@ class Matcher(Plugin):
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         pass
 
+    def iteration_metrics(self) -> dict[str, float]:
+        """Scalars of the matcher's own to record after each iteration (``metrics.jsonl``, TensorBoard),
+        e.g. a learned learning rate; names must differ from the engine's (``loss``, ``seconds``, …)."""
+        return {}
+
     def synthetic_metadata(self) -> dict[str, Any]:
         """Anything evaluation needs from distillation (e.g. MTT's learned lr), saved with the set."""
         return {}

@@ -56,6 +56,12 @@ class PeakMemory:
             self._thread.start()
         return self
 
+    def peak_so_far(self) -> int:
+        """The peak since the block began, read while it runs (per-iteration metrics)."""
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return max(self.peak_bytes, current_rss_bytes())
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,

@@ -128,13 +128,14 @@ def _run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataC
                 chunk_size=env.chunk_size,
                 progress=bar,
                 cache_dir=str(env.out / "cache"),
+                tensorboard=env.tensorboard,
             )
             result = distiller.run(resume=env.resume)
             result.synthetic.save(run_dir)
         except BaseException as err:
             store.fail_run(run_id, f"{type(err).__name__}: {err}")
             raise
-        store.finish_run(run_id, result.seconds, result.peak_memory_bytes, result.seconds_per_iteration)
+        store.finish_run(run_id, result.seconds, result.peak_memory_bytes, result.seconds_per_iteration, result.metrics)
         synthetic = result.synthetic
         console.print(
             f"[green]Distilled[/] {spec.label} → {run_dir / 'grid.png'}"

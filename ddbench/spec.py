@@ -165,6 +165,8 @@ class RunEnv:
     resume: bool = True
     force: bool = False
     progress: bool = True
+    #: also log each run's per-iteration metrics as TensorBoard events (``ddbench run --tensorboard``)
+    tensorboard: bool = False
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.out / "runs" / spec.dataset / f"{spec.prior}-{spec.matcher}-ipc{spec.ipc}-{spec.run_id}"

@@ -27,8 +27,8 @@ from ddbench.provenance import Provenance, collect
 
 RESULTS_FILENAME = "results.sqlite"
 
-#: bump when the tables change, and teach `_migrate` the step from the previous version
-SCHEMA_VERSION = 1
+#: bump when the tables change, and add the step from the previous version to `_MIGRATIONS`
+SCHEMA_VERSION = 2
 
 #: seconds a writer waits for another process's transaction before giving up
 BUSY_TIMEOUT_S = 60.0
@@ -55,7 +55,8 @@ CREATE TABLE runs (
     finished_at TEXT,
     versions_json TEXT,
     git_commit TEXT,
-    host_json TEXT
+    host_json TEXT,
+    metrics_json TEXT
 );
 CREATE TABLE scores (
     run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
@@ -76,6 +77,12 @@ CREATE TABLE scores (
 );
 """
 
+#: statements that bring a store of schema version N to N + 1 (stores are upgraded when opened to write)
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: the summary of a run's per-iteration metrics (`ddbench.metrics.summarise`)
+    1: ("ALTER TABLE runs ADD COLUMN metrics_json TEXT",),
+}
+
 #: columns of `scores_frame`, in order (an empty store still yields them, so callers can filter)
 SCORE_COLUMNS = (
     "run_id", "dataset", "prior", "matcher", "ipc", "res", "evaluator", "seed", "protocol",
@@ -86,7 +93,7 @@ SCORE_COLUMNS = (
 RUN_COLUMNS = (
     "run_id", "dataset", "prior", "matcher", "ipc", "res", "status", "error", "run_dir",
     "distill_seconds", "distill_peak_memory_bytes", "seconds_per_iteration", "created_at",
-    "finished_at", "spec_json", "versions_json", "git_commit", "host_json",
+    "finished_at", "spec_json", "versions_json", "git_commit", "host_json", "metrics_json",
 )  # fmt: skip
 
 
@@ -251,6 +258,11 @@ class ResultsStore:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                return
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {step + 1}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -345,7 +357,7 @@ class ResultsStore:
                 f"INSERT INTO runs ({columns}, status) VALUES ({placeholders}, 'running') "
                 f"ON CONFLICT (run_id) DO UPDATE SET {updates}, status = 'running', error = NULL, "
                 "finished_at = NULL, distill_seconds = NULL, distill_peak_memory_bytes = NULL, "
-                "seconds_per_iteration = NULL",
+                "seconds_per_iteration = NULL, metrics_json = NULL",
                 row,
             )
 
@@ -355,8 +367,10 @@ class ResultsStore:
         distill_seconds: float,
         peak_memory_bytes: int | None,
         seconds_per_iteration: float | None,
+        metrics: Mapping[str, Any] | None = None,
     ) -> None:
-        """Mark a run ``done`` with its wall time, peak memory and time per iteration."""
+        """Mark a run ``done`` with its wall time, peak memory and time per iteration; ``metrics`` is
+        the summary of its per-iteration metrics (`ddbench.metrics.summarise`)."""
         with self._write() as conn:
             self._update_run(
                 conn,
@@ -366,6 +380,7 @@ class ResultsStore:
                 distill_seconds=float(distill_seconds),
                 distill_peak_memory_bytes=_optional_int(peak_memory_bytes, "peak_memory_bytes"),
                 seconds_per_iteration=None if seconds_per_iteration is None else float(seconds_per_iteration),
+                metrics_json=None if metrics is None else _to_json(dict(metrics), "the metrics summary"),
                 finished_at=_now(),
             )
 
@@ -381,15 +396,15 @@ class ResultsStore:
             raise InvalidOptionError(f"No run {run_id} in {self.path}; call start_run({run_id!r}, ...) first")
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
-        """A run's row, with ``spec``, ``versions`` and ``host`` decoded from their JSON columns."""
+        """A run's row, with ``spec``, ``versions``, ``host`` and ``metrics`` decoded from their JSON columns."""
         with self._lock, self._errors():
             self._check_open()
             row = self._conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             return None
         record = dict(row)
-        for column in ("spec_json", "versions_json", "host_json"):
-            text = record.pop(column)
+        for column in ("spec_json", "versions_json", "host_json", "metrics_json"):
+            text = record.pop(column, None)
             record[column.removesuffix("_json")] = None if text is None else json.loads(text)
         return record
 
@@ -488,8 +503,12 @@ class ResultsStore:
         )
 
     def runs_frame(self) -> pd.DataFrame:
-        """Every run, oldest first."""
-        return self._frame(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY created_at, run_id")
+        """Every run, oldest first (a column an older store lacks, read without upgrading it, is NULL)."""
+        with self._lock, self._errors():
+            self._check_open()
+            present = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        select = ", ".join(c if c in present else f"NULL AS {c}" for c in RUN_COLUMNS)
+        return self._frame(f"SELECT {select} FROM runs ORDER BY created_at, run_id")
 
     def _frame(self, query: str) -> pd.DataFrame:
         with self._lock, self._errors():

@@ -217,6 +217,21 @@ def test_learned_lr_is_saved_and_checkpointed(tmp_path, tiny_data, fake_training
     assert fresh.syn_lr is tensor and float(fresh.syn_lr.detach()) == pytest.approx(0.02)
 
 
+def test_learned_lr_is_recorded_per_iteration(tmp_path, tiny_data, fake_training):
+    from ddbench.distill import Distiller
+    from ddbench.metrics import read_metrics
+    from ddbench.spec import RunSpec
+    from ddbench_plugins.priors.pixel import PixelPrior
+
+    matcher = _mtt(tiny_data, tmp_path / "experts", build_experts=True, lr_lr=1e-4)
+    spec = RunSpec(dataset="tiny", prior="pixel", matcher="mtt", ipc=1, iterations=3)
+    result = Distiller(spec, tiny_data, tmp_path / "run", progress=False, prior=PixelPrior(), matcher=matcher).run()
+    lrs = [record["lr"] for record in read_metrics(tmp_path / "run")]
+    assert len(lrs) == 3 and len(set(lrs)) == 3  # the learned lr moves, and each iteration's value is kept
+    assert lrs[-1] == pytest.approx(result.synthetic.metadata["matcher"]["lr"])
+    assert result.metrics["final"] == {"lr": lrs[-1]}
+
+
 def test_invalid_options_name_the_fix(tmp_path, tiny_data, fake_training):
     with pytest.raises(InvalidOptionError, match="syn_steps"):
         TrajectoryMatching(syn_steps=0)

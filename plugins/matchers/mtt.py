@@ -202,6 +202,9 @@ class TrajectoryMatching(Matcher):
     def synthetic_metadata(self) -> dict[str, Any]:
         return {"lr": float(self.syn_lr.detach())}
 
+    def iteration_metrics(self) -> dict[str, float]:
+        return {"lr": float(self.syn_lr.detach())}  # the learned lr's course, for metrics.jsonl and plots
+
     def state_dict(self) -> dict[str, Tensor]:
         return {"syn_lr": self.syn_lr.detach().cpu().clone()}
 
