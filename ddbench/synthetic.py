@@ -2,7 +2,8 @@
 
 On disk a synthetic set is a directory with ``synthetic.safetensors`` (tensors),
 ``synthetic.json`` (metadata: spec, dataset statistics, what evaluation needs) and ``grid.png``
-(one row per class). `load_synthetic_dataset` turns it back into a torch dataset.
+(the images under their class names, `ddbench.image_grid`). `load_synthetic_dataset` turns it
+back into a torch dataset.
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import TensorDataset
-from torchvision.utils import save_image
 
 from ddbench.errors import CorruptFileError, DataNotFoundError
 from ddbench.fileio import write_atomic, write_json_atomic
+from ddbench.image_grid import save_grid
 
 TENSORS_FILE = "synthetic.safetensors"
 METADATA_FILE = "synthetic.json"
@@ -69,7 +69,7 @@ class SyntheticSet:
         tensors.update({f"latent.{k}": v.detach().cpu().contiguous() for k, v in self.latents.items()})
         write_atomic(directory / TENSORS_FILE, lambda tmp: save_file(tensors, str(tmp)))
         write_json_atomic(directory / METADATA_FILE, {"format_version": FORMAT_VERSION, **self.metadata})
-        save_grid(self.images_01(), self.labels, directory / GRID_FILE)
+        save_grid(self.images_01(), self.labels, directory / GRID_FILE, self.metadata.get("class_names"))
         return directory
 
     @classmethod
@@ -106,15 +106,3 @@ class SyntheticSet:
 def load_synthetic_dataset(directory: str | Path) -> TensorDataset:
     """A saved synthetic set as a ``TensorDataset`` of (normalised image, label) pairs."""
     return SyntheticSet.load(directory).as_dataset()
-
-
-def save_grid(images_01: Tensor, labels: Tensor, path: str | Path, min_cell: int = 64) -> None:
-    """A PNG grid with one row per class, upscaled (nearest) so small images stay viewable."""
-    order = torch.argsort(labels, stable=True)
-    images_01, labels = images_01[order], labels[order]
-    per_class = int(torch.bincount(labels).max())
-    size = images_01.shape[-1]
-    if size < min_cell:
-        factor = -(-min_cell // size)
-        images_01 = F.interpolate(images_01, scale_factor=factor, mode="nearest")
-    write_atomic(path, lambda tmp: save_image(images_01, str(tmp), nrow=per_class, padding=2, format="png"))
