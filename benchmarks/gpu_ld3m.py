@@ -115,7 +115,7 @@ def run_setting(
         options["compile"] = False
     matcher = registry.create("matcher", matcher_name, **options)
     matcher.setup(MatchContext(data=data, ipc=IPC, device=device, dsa=dsa))
-    lrs = prior.learning_rates(matcher_name)
+    lrs = prior.learning_rates(matcher.lr_scale)
     groups = [{"params": [state.params[k]], "lr": lrs[k]} for k in sorted(state.params)] + matcher.parameters()
     opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=0.5)
 

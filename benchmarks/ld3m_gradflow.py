@@ -29,7 +29,7 @@ def grad_norms(data, T: int, residual: str, iters: int, ipc: int, model_dir: str
     prior, state, labels, _ = make_prior(data, ipc, model_dir=model_dir, T=T, residual=residual)
     matcher = registry.create("matcher", "dm", batch_real=batch_real)
     matcher.setup(MatchContext(data=data, ipc=ipc, device=torch.device("cpu"), dsa=None))
-    opt = torch.optim.SGD(list(state.params.values()), lr=prior.learning_rates("dm")["z"], momentum=0.5)
+    opt = torch.optim.SGD(list(state.params.values()), lr=prior.learning_rates(matcher.lr_scale)["z"], momentum=0.5)
     real = RealSampler(data, torch.Generator().manual_seed(1), torch.device("cpu"))
     norms = []
     for it in range(iters):

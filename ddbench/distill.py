@@ -17,9 +17,20 @@ import torch
 from torch import Tensor
 
 from ddbench import registry
-from ddbench.errors import CorruptFileError, NonFiniteLossError
+from ddbench.errors import CorruptFileError, InvalidOptionError, NonFiniteLossError
 from ddbench.fileio import write_atomic
-from ddbench.interfaces import LatentState, MatchContext, Matcher, Prior, RealData, RealSampler, chunked, class_labels
+from ddbench.interfaces import (
+    ANY_TENSOR,
+    DEFAULT_BASE_LR,
+    LatentState,
+    MatchContext,
+    Matcher,
+    Prior,
+    RealData,
+    RealSampler,
+    chunked,
+    class_labels,
+)
 from ddbench.memory import PeakMemory
 from ddbench.metrics import RunMetrics, read_metrics, summarise
 from ddbench.progress import ProgressArg, progress_task
@@ -93,6 +104,18 @@ def split_backward_step(
     return value, images.detach()
 
 
+def learning_rates_for(prior: Prior, matcher: Matcher, state: LatentState, overrides: dict[str, float]) -> dict[str, float]:
+    """The rate of every learnable tensor of ``state``: the prior's base × the matcher's scale,
+    with overrides (`Prior.learning_rates`); ``"*"`` stands for tensors the prior does not list."""
+    lrs = prior.learning_rates(matcher.lr_scale, overrides)
+    unknown = sorted(set(lrs) - set(state.params) - {ANY_TENSOR})
+    if unknown:
+        raise InvalidOptionError(
+            f"Prior '{prior.name}' has no learnable tensor {unknown}; expected some of {sorted(state.params)} (--lr NAME=VALUE)"
+        )
+    return {k: lrs.get(k, lrs.get(ANY_TENSOR, DEFAULT_BASE_LR * matcher.lr_scale)) for k in state.params}
+
+
 class Distiller:
     """Runs one RunSpec's distillation on loaded data, checkpointing into ``run_dir``."""
 
@@ -138,7 +161,8 @@ class Distiller:
         seed_everything(derive_seed(self.spec.seed, "init"))
         gen = generator(self.spec.seed, "real-init")
         real = torch.cat([self.data.sample_class(c, self.spec.ipc, gen) for c in range(self.data.num_classes)])
-        self.prior.setup(self.data, self.device)
+        with registry.plugin_code("prior", self.spec.prior, type(self.prior), "setup"):
+            self.prior.setup(self.data, self.device)
         if self.chunk_option is None:
             self.chunk_size = max(1, self.prior.generation_chunk() or DEFAULT_CHUNK)
         state = self.prior.init_state(real.to(self.device), self.labels, gen)
@@ -147,10 +171,7 @@ class Distiller:
         return state
 
     def _optimizer(self, state: LatentState) -> torch.optim.Optimizer:
-        lrs = self.prior.learning_rates(self.spec.matcher, self.spec.lrs)
-        missing = sorted(set(state.params) - set(lrs))
-        if missing:
-            raise KeyError(f"Prior '{self.spec.prior}' gives no learning rate for {missing}")
+        lrs = learning_rates_for(self.prior, self.matcher, state, self.spec.lrs)
         groups: list[dict[str, Any]] = [
             {"params": [state.params[k]], "lr": lrs[k], "name": f"prior.{k}"} for k in sorted(state.params)
         ]
@@ -210,9 +231,10 @@ class Distiller:
     def run(self, resume: bool = True, on_iteration: Callable[[int, float], None] | None = None) -> DistillResult:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = self._init_state()
-        self.matcher.setup(
-            MatchContext(data=self.data, ipc=self.spec.ipc, device=self.device, dsa=self.dsa, cache_dir=self.cache_dir)
-        )
+        with registry.plugin_code("matcher", self.spec.matcher, type(self.matcher), "setup"):
+            self.matcher.setup(
+                MatchContext(data=self.data, ipc=self.spec.ipc, device=self.device, dsa=self.dsa, cache_dir=self.cache_dir)
+            )
         opt = self._optimizer(state)
         start, losses = 0, []
         if resume:
@@ -274,6 +296,7 @@ class Distiller:
                 "channels": self.data.channels,
                 "resolution": self.data.resolution,
                 "matcher": self.matcher.synthetic_metadata(),
+                "evaluation": self.matcher.evaluation_overrides(),
                 "final_loss": losses[-1] if losses else None,
             },
         )

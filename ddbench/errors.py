@@ -31,3 +31,12 @@ class NonFiniteLossError(DDBenchError, FloatingPointError):
 
 class CorruptFileError(DDBenchError, OSError):
     """A checkpoint, synthetic set or store file that cannot be read back."""
+
+
+class PluginError(DDBenchError):
+    """A plugin's own code failed (its ``__init__``, ``setup``, …): a bug to report to its authors.
+
+    One line naming the plugin, its distribution, the step and where in the plugin's code it failed;
+    the run's log keeps the whole traceback."""
+
+    exit_code = 1

@@ -10,6 +10,7 @@ the run's own log file, and turn any error into a ``failed`` result instead of s
 from __future__ import annotations
 
 import abc
+import contextlib
 import ctypes
 import dataclasses
 import logging
@@ -21,11 +22,13 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import IO, Any, Callable, ClassVar, Iterator, Sequence
 
 from rich.console import Console
 
+from ddbench._console import echoing_console
 from ddbench.fileio import FileLock
 from ddbench.spec import RunEnv, RunSpec
 
@@ -73,9 +76,40 @@ class TaskResult:
 _DATA_CACHES: dict[tuple[str | None, bool], Any] = {}
 
 
-def execute_task(task: SweepTask) -> TaskResult:
+@contextlib.contextmanager
+def run_log_capture(log_file: IO[str], terminal: bool = False) -> Iterator[None]:
+    """While a run executes, every logger's warnings (ddbench's, any plugin's of any distribution,
+    a library's) and Python ``warnings`` go to the run's log; with ``terminal`` (the run is in the
+    user's own process) also to stderr, unless logging is configured there already."""
+    root = logging.getLogger()
+    handlers: list[logging.Handler] = [logging.StreamHandler(log_file)]
+    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if terminal and not root.handlers:  # what Python's last-resort handler would have shown
+        handlers.append(logging.StreamHandler(sys.stderr))
+        handlers[1].setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    warnings_log = logging.getLogger("py.warnings")
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+        warnings_log.warning("%s", warnings.formatwarning(message, category, filename, lineno, line).rstrip())
+
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        with warnings.catch_warnings():  # restores the previous warnings.showwarning on exit
+            warnings.showwarning = show
+            yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+
+
+def execute_task(task: SweepTask, echo: bool = False) -> TaskResult:
     """Run one task to completion in this process; never raises for a failed run (its error is returned
-    and recorded in the store), so one bad run never stops the sweep."""
+    and recorded in the store), so one bad run never stops the sweep.
+
+    The run's messages, progress and warnings go to its ``run.log``; with ``echo`` (an executor
+    running tasks in the user's own process) they also show on the terminal, progress as live bars
+    when ``--progress`` is on."""
     from ddbench.pipeline import DataCache, run_spec
     from ddbench.store import ResultsStore, store_path
 
@@ -84,9 +118,9 @@ def execute_task(task: SweepTask) -> TaskResult:
     if not lock.acquire():
         return TaskResult(spec.run_id, "busy", error=f"running in {lock.owner()}")
     t0 = time.perf_counter()
-    handler: logging.Handler | None = None
-    # progress goes to the run's log file (status lines every LOG_EVERY_S), never to the worker's stderr
-    env = dataclasses.replace(task.env, progress=True)
+    # progress goes to the run's log file (status lines every LOG_EVERY_S), never to a worker's stderr;
+    # on the user's terminal it follows their --progress/--no-progress
+    env = dataclasses.replace(task.env, progress=task.env.progress if echo else True)
     try:
         if env.force:
             # clear the run here, before its log file opens (run_spec's --force would delete the open log)
@@ -95,14 +129,11 @@ def execute_task(task: SweepTask) -> TaskResult:
             shutil.rmtree(task.run_dir, ignore_errors=True)
             env = dataclasses.replace(env, force=False)
         task.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(task.log_path, "a", encoding="utf-8", buffering=1) as log_file:
-            # the run's own log: the pipeline's messages and the engine's warnings (e.g. a corrupt checkpoint)
-            console = Console(file=log_file, width=120, force_terminal=False, no_color=True, soft_wrap=True)
-            handler = logging.StreamHandler(log_file)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-            logging.getLogger("ddbench").addHandler(handler)
-            logging.getLogger("ddbench_plugins").addHandler(handler)
-            console.print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.label} {spec.run_id} on {socket.gethostname()} pid {os.getpid()}")
+        with open(task.log_path, "a", encoding="utf-8", buffering=1) as log_file, run_log_capture(log_file, echo):
+            # the run's own log: the pipeline's messages and every warning (e.g. a corrupt checkpoint)
+            log_console = Console(file=log_file, width=120, force_terminal=False, no_color=True, soft_wrap=True)
+            console = echoing_console(log_console) if echo else log_console
+            log_console.print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.label} {spec.run_id} on {socket.gethostname()} pid {os.getpid()}")
             cache_key = (env.data_root, env.download)
             data_cache = _DATA_CACHES.get(cache_key)
             if data_cache is None:
@@ -112,15 +143,12 @@ def execute_task(task: SweepTask) -> TaskResult:
                     run_spec(spec, env, store, data_cache, console)
                 except Exception as err:  # noqa: BLE001 - recorded with the run, reported by the sweep
                     error = f"{type(err).__name__}: {err}"
-                    console.print(traceback.format_exc())
+                    log_console.print(traceback.format_exc())
                     _record_failure(store, spec, env, error)
                     return TaskResult(spec.run_id, "failed", error=error, seconds=time.perf_counter() - t0)
-            console.print(f"=== done in {time.perf_counter() - t0:.1f} s")
+            log_console.print(f"=== done in {time.perf_counter() - t0:.1f} s")
         return TaskResult(spec.run_id, "done", seconds=time.perf_counter() - t0)
     finally:
-        if handler is not None:
-            logging.getLogger("ddbench").removeHandler(handler)
-            logging.getLogger("ddbench_plugins").removeHandler(handler)
         lock.release()
 
 

@@ -9,7 +9,9 @@ A `RunSpec` as typed names plugins and the options the user gave. `resolve_spec`
 * for options that name model files (`Plugin.path_options`), the **content digest** of the weights
   and config files there (the path is kept as a label);
 * the dataset's **fingerprint** (`DatasetPlugin.fingerprint`: a digest of the files it reads);
-* the **learning rates** the prior will use for this matcher.
+* the **learning rates** the prior will use for this matcher (its base rates × the matcher's scale);
+* **labels** for reports (display order, generator): recorded, never hashed, so the results side
+  reads them from the store instead of importing plugins.
 
 `RunSpec.run_id` hashes that record (less labels, neutral options and the device), so typing a
 default gives the same id as leaving it out, and a changed default, version, model or data gives a
@@ -69,6 +71,19 @@ def _path_key(label: str, option: str, value: Any) -> str | None:
         raise InvalidOptionError(f"{label}: cannot read option {option}={value!r} ({err})") from None
 
 
+def plugin_labels(cls: type, effective: dict[str, Any]) -> dict[str, Any]:
+    """What reports show of a plugin, recorded with the run so they read it from the store
+    (never hashed): its display order, the options a variant label leaves out and, for a prior,
+    which generator made the images."""
+    labels: dict[str, Any] = {
+        "display_order": getattr(cls, "display_order", None),
+        "hidden_options": sorted({*cls.neutral_options, *cls.path_options, *cls.housekeeping_options}),
+    }
+    if hasattr(cls, "generator_label"):
+        labels["generator"] = cls.generator_label(effective)
+    return labels
+
+
 class Resolver:
     """Resolves specs for one environment; plugins, digests and fingerprints are computed once each."""
 
@@ -84,7 +99,8 @@ class Resolver:
         if key not in self._plugins:
             plugin = registry.create(family, name, **options)
             label = f"{family.capitalize()} '{name}'"
-            effective = _plain(plugin.effective_options(context))
+            with registry.plugin_code(family, name, type(plugin), "effective_options"):
+                effective = _plain(plugin.effective_options(context))
             neutral = set(plugin.neutral_options)
             paths = {k: _path_key(label, k, effective.get(k)) for k in plugin.path_options if k in effective}
             record = {
@@ -93,6 +109,7 @@ class Resolver:
                 "options": effective,
                 # what the run id hashes: model paths by their content, neutral options left out
                 "key": {k: paths.get(k, v) for k, v in effective.items() if k not in neutral},
+                "labels": plugin_labels(type(plugin), effective),
             }
             self._plugins[key] = (record, plugin)
         return self._plugins[key]
@@ -116,6 +133,7 @@ class Resolver:
                 "options": effective,
                 "key": {**{k: v for k, v in effective.items() if k not in neutral}, "fingerprint": fingerprint},
                 "found_at": found_at,  # a label: the same files elsewhere are the same data
+                "labels": plugin_labels(type(plugin), effective),
             }
             self._datasets[(name, res)] = (record, resolution)
         return self._datasets[(name, res)]
@@ -126,12 +144,12 @@ class Resolver:
         dataset, resolution = self._dataset(spec.dataset, spec.res)
         context = IdentityContext(dataset=spec.dataset, resolution=resolution, ipc=spec.ipc, device=self.device)
         prior, prior_plugin = self._plugin("prior", spec.prior, spec.prior_options, context)
-        matcher, _ = self._plugin("matcher", spec.matcher, spec.matcher_options, context)
+        matcher, matcher_plugin = self._plugin("matcher", spec.matcher, spec.matcher_options, context)
         identity = {
             "dataset": dataset,
             "prior": prior,
             "matcher": matcher,
-            "lrs": _plain(prior_plugin.learning_rates(spec.matcher, spec.lrs)),
+            "lrs": _plain(prior_plugin.learning_rates(matcher_plugin.lr_scale, spec.lrs)),
             "device": str(self.device),
         }
         return dataclasses.replace(spec, identity=identity)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -132,6 +132,21 @@ class LatentState:
 
 # ------------------------------------------------------------------------------------ plugins
 
+#: the learning rate of a tensor a prior's `Prior.base_lrs` does not list, before the matcher's scale
+DEFAULT_BASE_LR = 0.1
+#: the key of `Prior.learning_rates` that stands for every tensor of a prior without `Prior.base_lrs`
+ANY_TENSOR = "*"
+#: what `Matcher.evaluation_overrides` may set
+EVALUATION_OVERRIDES = ("lr",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preparation:
+    """Shared work before distilling (`Matcher.preparation`): runs with the same ``key`` share it."""
+
+    key: str
+    one_core_seconds: float
+
 
 @dataclasses.dataclass(frozen=True)
 class IdentityContext:
@@ -164,6 +179,14 @@ class Plugin(abc.ABC):
     #: options that never change the result (gradient checkpointing, where a cache lives): recorded
     #: with the run, left out of its id
     neutral_options: ClassVar[tuple[str, ...]] = ()
+
+    # -- what tools read of a plugin, so the core never names one (recorded with each run)
+    #: where the plugin sorts in tables (lower first; the built-ins use the paper's order); plugins
+    #: without one follow by name
+    display_order: ClassVar[int | None] = None
+    #: options left out of a run's label in reports besides neutral and path options (source
+    #: paths, settings fixed by the dataset): ``ld3m[diffusion=off]`` names only what makes a variant
+    housekeeping_options: ClassVar[tuple[str, ...]] = ()
 
     def options(self) -> dict[str, Any]:
         """The constructor arguments that define this plugin instance, defaults applied."""
@@ -224,11 +247,36 @@ class Prior(Plugin):
     `generate` many times. A prior never sees the matcher's loss, only gradients on its tensors.
     """
 
-    #: default learning rate of each learnable tensor, per matcher name ("*" is the fallback)
-    default_lrs: ClassVar[dict[str, dict[str, float]]] = {}
+    # -- what tools read of a prior (see `Plugin`)
+    #: base learning rate of each learnable tensor: the rate under a matcher of ``lr_scale`` 1
+    #: (gradient matching). A run uses base × `Matcher.lr_scale`; ``--lr NAME=VALUE`` replaces it.
+    #: A tensor not listed here (or a prior that lists none) gets `DEFAULT_BASE_LR`.
+    base_lrs: ClassVar[dict[str, float]] = {}
+    #: how many times longer an iteration takes than with raw pixels, at IPC 1 and IPC 10 (the
+    #: generator's passes); a rough guide for sweep estimates (`ddbench run --dry-run`)
+    cost_factor: ClassVar[tuple[float, float]] = (1.0, 1.0)
+    #: whether `init_state` starts from the real images it is given (pixels: the images; a latent
+    #: prior: their encoding), so that a matcher that does not distil (`Matcher.distils` False, the
+    #: random-real baseline) keeps real images: True always, False never (random latents), or the
+    #: option values under which it does, e.g. ``{"init": "real"}`` (compared with the run's
+    #: effective options). Where it does not, `ddbench run` refuses that baseline and reports mark it.
+    starts_from_real: ClassVar[bool | Mapping[str, Any]] = True
+
+    @classmethod
+    def generator_label(cls, options: Mapping[str, Any]) -> str:
+        """Which generator makes the images, in the paper's words (its Table 3 column), for these
+        options (as typed or effective): ``-`` for none (pixels), ``random`` for an untrained one,
+        else what its weights were trained on (``imagenet``, ``ffhq``) or ``trained``. Recorded with
+        each run; reports read it from the store."""
+        return "-"
 
     def setup(self, data: RealData, device: torch.device) -> None:
-        """Load or build the generative model for this dataset (channels, resolution, classes)."""
+        """Load or build the generative model for this dataset (channels, resolution, classes).
+
+        Called once, before `init_state`, with the run's data and device; a prior that needs
+        neither may skip it. Raise `ddbench.errors.InvalidOptionError` (one line, with the fix) for
+        options that do not fit the data; any other exception is reported as a failure of this
+        plugin, naming it and its distribution."""
 
     @abc.abstractmethod
     def init_state(self, real_images: Tensor, labels: Tensor, generator: torch.Generator) -> LatentState:
@@ -245,19 +293,20 @@ class Prior(Plugin):
         return None
 
     def is_learnable(self, name: str) -> bool:
-        """Whether the tensor ``name`` of `default_lrs` is optimised with these options (e.g. LD3M's ``learn=c``)."""
+        """Whether the tensor ``name`` of `base_lrs` is optimised with these options (e.g. LD3M's ``learn=c``)."""
         return True
 
-    def learning_rates(self, matcher: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
-        """Learning rate per learnable tensor for this matcher, with user overrides applied."""
-        table = self.default_lrs.get(matcher) or self.default_lrs.get("*") or {}
-        lrs = {k: v for k, v in table.items() if self.is_learnable(k)}
+    def learning_rates(self, lr_scale: float = 1.0, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Learning rate per learnable tensor: `base_lrs` × the matcher's ``lr_scale``, with the
+        user's overrides applied. A prior without `base_lrs` does not know its tensors before
+        `init_state`: its rates come back under ``"*"`` (`DEFAULT_BASE_LR` × ``lr_scale``), and
+        the engine checks override names against the tensors `init_state` returns."""
+        declared = {k: v for k, v in self.base_lrs.items() if self.is_learnable(k)}
+        lrs = {k: v * lr_scale for k, v in declared.items()} if declared else {ANY_TENSOR: DEFAULT_BASE_LR * lr_scale}
         for key, value in (overrides or {}).items():
-            if key not in lrs:
-                from ddbench.errors import InvalidOptionError
-
+            if declared and key not in declared:
                 raise InvalidOptionError(
-                    f"Prior '{self.name}' has no learnable tensor '{key}'; expected one of {sorted(lrs)}"
+                    f"Prior '{self.name}' has no learnable tensor '{key}'; expected one of {sorted(declared)} (--lr NAME=VALUE)"
                 )
             lrs[key] = float(value)
         return lrs
@@ -285,13 +334,24 @@ class RealSampler:
 
 @dataclasses.dataclass
 class MatchContext:
-    """What a matcher may know about the run (never which prior made the images)."""
+    """What a matcher may know about the run (never which prior made the images).
+
+    ``dsa`` is `ddbench.dsa.DSA` or None (``--no-dsa``): call ``dsa(images, seed)`` on the real
+    and the synthetic batch with ONE seed (siamese: the same op and parameters on both sides), and
+    draw that seed with `draw_seed`, from the RNG the engine seeds each iteration, so a run is
+    reproducible and resumes exactly.
+    """
 
     data: RealData
     ipc: int
     device: torch.device
     dsa: Any  # ddbench.dsa.DSA, or None when augmentation is off
     cache_dir: str | None = None  # where a matcher may keep derived data (e.g. MTT expert buffers)
+
+    @staticmethod
+    def draw_seed() -> int:
+        """A seed for one siamese DSA call, from the global RNG the engine seeds per iteration."""
+        return int(torch.randint(0, 2**31 - 1, ()).item())
 
     def build_network(self, name: str = "convnet") -> nn.Module:
         """A freshly initialised evaluator network for this dataset, on the run's device."""
@@ -312,7 +372,30 @@ class Matcher(Plugin):
     #: False for baselines that keep the initial images (the engine then runs no iterations)
     distils: ClassVar[bool] = True
 
+    # -- what tools read of a matcher (see `Plugin`)
+    #: multiplies each prior's `Prior.base_lrs`: this loss's scale relative to gradient matching
+    #: (the published rates factorise as DC ×1, DM ×10, MTT ×10⁴)
+    lr_scale: ClassVar[float] = 1.0
+    #: one-core CPU seconds per iteration with raw pixels at 28 px, at IPC 1 and IPC 10 (linear in
+    #: between), with the default options; None: unknown. A rough guide for sweep estimates.
+    seconds_per_iteration: ClassVar[tuple[float, float] | None] = None
+    #: the option an iteration's cost grows with, its default, and the share of the cost that grows
+    #: with it linearly (e.g. ``("batch_real", 256, 0.9)``)
+    cost_option: ClassVar[tuple[str, float, float] | None] = None
+
+    def preparation(self, context: IdentityContext, train_images: int) -> Preparation | None:
+        """Work done before distilling that runs of a sweep share (MTT's expert trajectories), for
+        the sweep's estimate; None when these options need none."""
+        return None
+
+    def evaluation_overrides(self) -> dict[str, float]:
+        """Settings evaluation must use for this synthetic set instead of the protocol's, saved
+        with it: ``{"lr": …}`` for a learned evaluation learning rate (MTT). Keys: `EVALUATION_OVERRIDES`."""
+        return {}
+
     def setup(self, context: MatchContext) -> None:
+        """Called once before the first iteration; an override must call ``super().setup(context)``
+        (it keeps ``self.context``). Build networks with ``context.build_network(name)``."""
         self.context = context
 
     @property
@@ -324,7 +407,10 @@ class Matcher(Plugin):
 
     @abc.abstractmethod
     def loss(self, images: Tensor, labels: Tensor, real: RealSampler) -> Tensor:
-        """Scalar loss on the full synthetic set ``images`` (requires grad) with class ``labels``."""
+        """Scalar loss on the full synthetic set ``images`` (requires grad) with class ``labels``.
+
+        ``images`` are normalised with the dataset's mean/std, and so are the real batches that
+        ``real`` returns (`RealSampler`): compare them as they come."""
 
     def after_step(self, images: Tensor, labels: Tensor, real: RealSampler) -> None:
         """Hook after each optimiser step; ``images`` are detached."""
@@ -360,6 +446,10 @@ class Evaluator(Plugin):
     protocol_lrs: ClassVar[dict[str, float]] = {}
     #: smallest input resolution the architecture supports
     min_resolution: ClassVar[int] = 1
+    # -- what tools read of an evaluator (see `Plugin`)
+    #: one-core CPU seconds at 28 px per training image per epoch and per test image; None:
+    #: unknown. A rough guide for sweep estimates.
+    seconds_per_image: ClassVar[tuple[float, float] | None] = None
 
     @abc.abstractmethod
     def build(self, channels: int, num_classes: int, resolution: int) -> nn.Module:
@@ -394,6 +484,10 @@ __all__: Sequence[str] = [
     "RealData",
     "LatentState",
     "IdentityContext",
+    "Preparation",
+    "DEFAULT_BASE_LR",
+    "ANY_TENSOR",
+    "EVALUATION_OVERRIDES",
     "Plugin",
     "DatasetPlugin",
     "Prior",

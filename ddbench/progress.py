@@ -86,11 +86,14 @@ class _RateTracking:
         state = next(t for t in self.progress.tasks if t.id == task)
         if state.speed:
             self.progress.update(task, rate=f"{state.speed:.2f} it/s")
-        if not self.progress.console.is_terminal:
+        console = self.progress.console
+        # a live bar on a terminal; status lines where output is a file, or its copy is (run.log)
+        log = console if not console.is_terminal else getattr(console, "log_copy", None)
+        if log is not None:
             now = self.clock()
             if state.finished or now - self._logged_at.get(task, -1e9) >= self.log_every_s:
                 self._logged_at[task] = now
-                self.progress.console.print(_status_line(state), highlight=False, markup=False, soft_wrap=True)
+                log.print(_status_line(state), highlight=False, markup=False, soft_wrap=True)
 
     def advance(self, task: int, amount: float = 1) -> None:
         self.update(task, advance=amount)

@@ -6,15 +6,19 @@ only when it is requested, and an import failure is raised with its original tra
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.metadata
 import inspect
+import sys
+import traceback
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Iterator, TypeVar
 
 from stevedore import DriverManager
 
-from ddbench.errors import InvalidOptionError, PluginLoadError, UnknownPluginError
+from ddbench.errors import DDBenchError, InvalidOptionError, PluginError, PluginLoadError, UnknownPluginError
 
 FAMILIES: dict[str, str] = {
     "dataset": "ddbench.datasets",
@@ -59,6 +63,39 @@ def list_plugins(family: str) -> list[PluginInfo]:
             ),
         )
     return [found[name] for name in sorted(found)]
+
+
+def static_description(info: PluginInfo) -> str:
+    """The ``description`` a plugin class declares, read from its source without importing it (a
+    listing must not load torch or a model library); ``""`` when the source does not say it plainly."""
+    module, _, qualname = info.target.partition(":")
+    return _declared_string(module, qualname.rpartition(".")[2], "description", hops=3)
+
+
+def _declared_string(module: str, class_name: str, attribute: str, hops: int) -> str:
+    """``attribute = "..."`` in the body of ``class_name`` in ``module``'s source, following
+    ``from X import class_name`` re-exports (a package's ``__init__``) up to ``hops`` times."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8")) if spec and spec.origin else None
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return ""
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            for statement in node.body:
+                value = getattr(statement, "value", None)
+                targets = statement.targets if isinstance(statement, ast.Assign) else [getattr(statement, "target", None)]
+                named = any(isinstance(t, ast.Name) and t.id == attribute for t in targets)
+                if named and isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    return value.value
+            return ""
+    for node in ast.walk(tree) if tree is not None and hops > 0 else ():
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and any(a.name == class_name for a in node.names):
+            return _declared_string(node.module, class_name, attribute, hops - 1)
+    return ""
 
 
 def plugin_names(family: str) -> list[str]:
@@ -109,6 +146,47 @@ def _check_base_class(family: str, name: str, cls: Any) -> None:
         )
 
 
+def _distribution_of(family: str, name: str, cls: type) -> str:
+    """``ddbench-dct 0.3`` for the distribution that registered (or ships) a plugin class."""
+    try:
+        info = plugin_info(family, name)
+        return f"{info.distribution} {info.version}"
+    except UnknownPluginError:  # built directly, not through an entry point (tests, notebooks)
+        pass
+    top = cls.__module__.split(".")[0]
+    for dist in importlib.metadata.packages_distributions().get(top, []):
+        return f"{dist} {importlib.metadata.version(dist)}"
+    return f"module {cls.__module__}"
+
+
+def _where_it_failed(err: BaseException, cls: type) -> str:
+    """``dct.py:42 in setup``: the innermost frame inside the plugin's own package (else the innermost)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames:
+        return "?"
+    top_file = getattr(sys.modules.get(cls.__module__.split(".")[0]), "__file__", None)
+    own = [f for f in frames if top_file and Path(f.filename).is_relative_to(Path(top_file).parent)]
+    frame = (own or frames)[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+
+
+@contextlib.contextmanager
+def plugin_code(family: str, name: str, cls: type, step: str) -> Iterator[None]:
+    """Run a plugin's own code (``__init__``, ``setup``, ``effective_options``): an exception that
+    is not a ddbench error (those carry the user's fix already) becomes one `PluginError` naming the
+    plugin, its distribution, the step and the line of the plugin's code where it failed."""
+    try:
+        yield
+    except DDBenchError:
+        raise
+    except Exception as err:
+        raise PluginError(
+            f"The {family} plugin '{name}' ({_distribution_of(family, name, cls)}) failed in {step}: "
+            f"{type(err).__name__}: {err} (at {_where_it_failed(err, cls)}); this is a bug in that plugin, "
+            "please report it to its authors"
+        ) from err
+
+
 def get_plugin_class(family: str, name: str) -> type:
     """Import and return the class registered as ``name`` in ``family``."""
     namespace = _namespace(family)
@@ -141,7 +219,8 @@ def create(family: str, name: str, **options: Any) -> Any:
         ) from None
     options = coerce_options(f"{family.capitalize()} '{name}'", cls, options)
     bound = signature.bind(**options)
-    instance = cls(**options)
+    with plugin_code(family, name, cls, "__init__"):
+        instance = cls(**options)
     bound.apply_defaults()
     instance._options = dict(bound.arguments)
     if not getattr(instance, "name", ""):

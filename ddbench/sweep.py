@@ -13,60 +13,31 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
+import torch
 from rich.console import Console
 
+from ddbench import registry
 from ddbench.distill import CHECKPOINT_FILE
+from ddbench.errors import DDBenchError
 from ddbench.executor import Executor, SweepTask, TaskResult
+from ddbench.interfaces import IdentityContext, Matcher, Preparation
+from ddbench.run_state import StoreSnapshot
 from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore
 
 # ------------------------------------------------------------------------------------ cost model
+#
+# One-core CPU seconds at 28 px, from what each plugin declares: a matcher's seconds per iteration
+# with raw pixels (`Matcher.seconds_per_iteration`, scaled by its `cost_option`), times the prior's
+# `cost_factor`; an evaluator's `seconds_per_image`; a matcher's shared `preparation` (MTT's expert
+# trajectories). Other resolutions scale with the pixel count. A rough guide, not a measurement.
 
-#: Distillation seconds per iteration on ONE CPU core at 28 px (Fashion-MNIST), with each
-#: matcher's default options, at IPC 1 and IPC 10 (other IPCs: linear through these two points).
-#: Measured on the 2-core AMD EPYC development machine (torch 2.14.1, DM without torch.compile), one
-#: thread per run: pixel + DM 5.8 / 6.8 s (1.84 / 2.45 s with batch_real 64 in the fmnist-cpu sweep,
-#: two workers side by side), pixel + DC at IPC 1 19.5 s (eager; the compiled real side that DC
-#: uses from batch_real 64 is ~20 % faster on two threads, not re-measured on one); MTT with
-#: syn_steps 10 in that sweep 1.61 s (IPC 1) and 21.2 s (IPC 10: ten differentiable steps over
-#: all 100 images), so 6.7 / 88 s at the default 50 steps; GLaD + DM 1.71 / 2.92 s at batch_real 64. DC at IPC 10 in that sweep, with
-#: batch_real 32: pixel 326 / 289 s, GLaD 311 / 312 s (suite versions 2 / 3), LD3M 543 s; the entries
-#: are those ÷ 0.3 (the batch_real factor below), which overstates the default batch_real 256, since
-#: the 450 inner training steps of an IPC-10 iteration do not grow with it. LD3M's tiny LDM dominates
-#: its iterations, so its rows are its own fmnist-cpu figures ÷ the option factor too: MTT 8.8 /
-#: 40.4 s, DC at IPC 1 3.9 s. DM rows: the bf16 real side (2026-11-30) made pixel + DM 0.69 / 0.93
-#: s/it on two threads, ×1.6 for one core; GLaD keeps its old ratio to pixel; LD3M + DM at IPC 10
-#: takes 3.8× pixel + DM since the engine generates a set that fits one chunk in one pass
-#: (benchmarks/profile_ld3m.py; 7.5× before); at IPC 1 2× is assumed, not measured. Other resolutions scale with the
-#: pixel count. A rough guide.
-SECONDS_PER_ITERATION: dict[tuple[str, str], tuple[float, float]] = {
-    ("pixel", "dm"): (1.1, 1.5),
-    ("pixel", "dc"): (19.5, 1085.0),
-    ("pixel", "mtt"): (6.7, 88.0),
-    ("glad", "dm"): (1.2, 1.7),
-    ("glad", "dc"): (20.5, 1040.0),
-    ("glad", "mtt"): (6.6, 90.0),
-    ("ld3m", "dm"): (2.2, 5.7),
-    ("ld3m", "dc"): (13.0, 1810.0),
-    ("ld3m", "mtt"): (37.0, 168.0),
-}
-#: the option a matcher's cost grows with, its default, and the share of the cost that grows with it
-#: (DM: 1.95 s at batch_real 64 vs 5.8 s at 256 → 0.88)
-COST_OPTIONS: dict[str, tuple[str, float, float]] = {
-    "dm": ("batch_real", 256, 0.88),
-    "dc": ("batch_real", 256, 0.8),
-    "mtt": ("syn_steps", 50, 0.95),
-}
-#: unknown (prior, matcher) pairs: this many seconds per iteration
+#: per iteration for a matcher that declares no cost
 DEFAULT_SECONDS_PER_ITERATION = 5.0
-#: evaluation on 1 core at 28 px: seconds per training image per epoch (with DSA) and per test image
-#: (ConvNet-3 measured: 0.0075 s per image-epoch at IPC 1, 46 s for the 10 000 test images)
-EVAL_SECONDS_PER_IMAGE_EPOCH: dict[str, float] = {"convnet": 0.008, "alexnet": 0.008, "vgg11": 0.025, "resnet18": 0.04, "vit": 0.025}
-EVAL_SECONDS_PER_TEST_IMAGE: dict[str, float] = {"convnet": 0.0046, "alexnet": 0.0046, "vgg11": 0.015, "resnet18": 0.025, "vit": 0.015}
-#: MTT expert training: seconds per real training image per epoch (ConvNet-3, batch 256, DSA, 1 core, 28 px)
-EXPERT_SECONDS_PER_IMAGE_EPOCH = 0.012
+#: an evaluator that declares no cost: seconds per training image per epoch, per test image
+DEFAULT_SECONDS_PER_IMAGE = (0.005, 0.002)
 #: training images per class and classes when the spec does not slice the data (Fashion-MNIST sizes)
 DEFAULT_TRAIN_PER_CLASS, DEFAULT_TEST_SIZE, DEFAULT_CLASSES = 6000, 10000, 10
 
@@ -75,16 +46,34 @@ def _pixel_scale(spec: RunSpec) -> float:
     return ((spec.res or 28) / 28) ** 2
 
 
+def _plugin_class(family: str, name: str) -> type | None:
+    """The plugin's class for its cost hints; None for one that is not installed (default costs)."""
+    try:
+        return registry.get_plugin_class(family, name)
+    except DDBenchError:
+        return None
+
+
+def _between(pair: tuple[float, float], ipc: int) -> float:
+    """A figure given at IPC 1 and IPC 10, linear through them (never below the IPC-1 figure)."""
+    ipc1, ipc10 = pair
+    return max(ipc1, ipc1 + (ipc10 - ipc1) * (ipc - 1) / 9)
+
+
 def estimate_distill_seconds(spec: RunSpec) -> float:
-    """Rough 1-core CPU seconds of a spec's distillation (see SECONDS_PER_ITERATION)."""
-    if spec.matcher == "real":
+    """Rough 1-core CPU seconds of a spec's distillation (see the cost model above)."""
+    matcher = _plugin_class("matcher", spec.matcher)
+    if matcher is not None and not matcher.distils:
         return 0.0
-    ipc1, ipc10 = SECONDS_PER_ITERATION.get((spec.prior, spec.matcher), (DEFAULT_SECONDS_PER_ITERATION,) * 2)
-    per_iteration = max(ipc1, ipc1 + (ipc10 - ipc1) * (spec.ipc - 1) / 9)
-    option = COST_OPTIONS.get(spec.matcher)
-    if option is not None and option[0] in spec.matcher_options:
+    declared = getattr(matcher, "seconds_per_iteration", None) or (DEFAULT_SECONDS_PER_ITERATION,) * 2
+    per_iteration = _between(declared, spec.ipc)
+    option = getattr(matcher, "cost_option", None)
+    options = spec.plugin_options("matcher")
+    if option is not None and options.get(option[0]) is not None:
         name, default, share = option
-        per_iteration *= (1 - share) + share * float(spec.matcher_options[name]) / default
+        per_iteration *= (1 - share) + share * float(options[name]) / default
+    prior = _plugin_class("prior", spec.prior)
+    per_iteration *= _between(getattr(prior, "cost_factor", (1.0, 1.0)), spec.ipc)
     return per_iteration * spec.iterations * _pixel_scale(spec)
 
 
@@ -98,31 +87,27 @@ def estimate_eval_seconds(spec: RunSpec) -> float:
         epochs = 1000
     images = spec.ipc * DEFAULT_CLASSES
     test = spec.test_size or DEFAULT_TEST_SIZE
-    per_seed = sum(
-        EVAL_SECONDS_PER_IMAGE_EPOCH.get(e, 0.005) * images * epochs + EVAL_SECONDS_PER_TEST_IMAGE.get(e, 0.002) * test
-        for e in spec.evaluators
-    )
+    per_seed = 0.0
+    for name in spec.evaluators:
+        train, per_test = getattr(_plugin_class("evaluator", name), "seconds_per_image", None) or DEFAULT_SECONDS_PER_IMAGE
+        per_seed += train * images * epochs + per_test * test
     return per_seed * len(spec.eval_seeds) * _pixel_scale(spec)
 
 
-def estimate_expert_seconds(spec: RunSpec) -> float:
-    """Rough 1-core CPU seconds of building an MTT spec's expert trajectories (0 unless build_experts)."""
-    if spec.matcher != "mtt" or not spec.matcher_options.get("build_experts"):
-        return 0.0
-    from ddbench_plugins.matchers.mtt import default_hyperparameters
-
-    defaults = default_hyperparameters(spec.res or 28, spec.ipc)
-    opts = spec.matcher_options
-    epochs = opts.get("expert_train_epochs") or (
-        (opts.get("max_start_epoch") or defaults["max_start_epoch"]) + (opts.get("expert_epochs") or defaults["expert_epochs"])
-    )
-    images = (spec.train_per_class or DEFAULT_TRAIN_PER_CLASS) * DEFAULT_CLASSES
-    return opts.get("num_experts", 10) * epochs * images * EXPERT_SECONDS_PER_IMAGE_EPOCH * _pixel_scale(spec)
-
-
-def _expert_key(spec: RunSpec) -> tuple[Any, ...]:
-    opts = spec.matcher_options
-    return (spec.dataset, spec.res, spec.train_per_class, opts.get("net", "convnet"), opts.get("num_experts"), opts.get("expert_train_epochs"))
+def estimate_preparation(spec: RunSpec) -> Preparation | None:
+    """The shared work a spec's matcher does before distilling (`Matcher.preparation`), its cost
+    scaled to the spec's resolution and keyed by the data it is done on; None when there is none."""
+    cls = _plugin_class("matcher", spec.matcher)
+    if cls is None or cls.preparation is Matcher.preparation:
+        return None  # building it would only say "none"
+    matcher = registry.create("matcher", spec.matcher, **spec.plugin_options("matcher"))
+    context = IdentityContext(dataset=spec.dataset, resolution=spec.res or 28, ipc=spec.ipc, device=torch.device("cpu"))
+    train_images = (spec.train_per_class or DEFAULT_TRAIN_PER_CLASS) * DEFAULT_CLASSES
+    prepared = matcher.preparation(context, train_images)
+    if prepared is None:
+        return None
+    key = f"{spec.dataset}:{spec.res}:{spec.train_per_class}:{spec.matcher}:{prepared.key}"
+    return Preparation(key, prepared.one_core_seconds * _pixel_scale(spec))
 
 
 # ---------------------------------------------------------------------------------------- plan
@@ -139,28 +124,25 @@ class PlannedRun:
 
 def plan_sweep(specs: Sequence[RunSpec], env: RunEnv, store: ResultsStore | None) -> list[PlannedRun]:
     """What a sweep would do with each spec, and its estimated 1-core cost."""
-    runs = store.runs_frame() if store is not None else None
-    status = dict(zip(runs["run_id"], runs["status"])) if runs is not None and not runs.empty else {}
-    scored: set[tuple[str, str, int, str]] = set()
-    if store is not None:
-        scores = store.scores_frame()
-        scored = set(zip(scores["run_id"], scores["evaluator"], scores["seed"].astype(int), scores["protocol"])) if not scores.empty else set()
-    experts_seen: set[tuple[Any, ...]] = set()
+    snapshot = StoreSnapshot.read(store)
+    prepared: set[str] = set()
     planned = []
     for spec in specs:
-        wanted = [(spec.run_id, e, s, spec.protocol_key()) for e in spec.evaluators for s in spec.eval_seeds]
-        missing = sum(key not in scored for key in wanted)
-        run_status = status.get(spec.run_id)
+        stored = snapshot.state(spec)  # "already done?" (ddbench.run_state)
+        wanted = len(spec.evaluators) * len(spec.eval_seeds)
+        missing = len(stored.missing)
+        run_status = stored.status
         distill = estimate_distill_seconds(spec)
-        if spec.matcher == "mtt" and _expert_key(spec) not in experts_seen:
-            experts_seen.add(_expert_key(spec))
-            distill += estimate_expert_seconds(spec)
-        evaluate = estimate_eval_seconds(spec) * (missing / max(1, len(wanted)))
+        preparation = estimate_preparation(spec)
+        if preparation is not None and preparation.key not in prepared:
+            prepared.add(preparation.key)  # done once, for the first run that needs it
+            distill += preparation.one_core_seconds
+        evaluate = estimate_eval_seconds(spec) * (missing / max(1, wanted))
         if env.force:
-            state, cost, missing = "new", distill + estimate_eval_seconds(spec), len(wanted)
-        elif run_status == "done" and missing == 0:
+            state, cost, missing = "new", distill + estimate_eval_seconds(spec), wanted
+        elif stored.complete:
             state, cost = "done", 0.0
-        elif run_status == "done":
+        elif stored.distilled:
             state, cost = "evaluate", evaluate
         elif env.resume and (env.run_dir(spec) / CHECKPOINT_FILE).exists():
             state, cost = "resume", distill + evaluate  # the checkpoint's progress is not counted: an upper bound
@@ -198,7 +180,7 @@ def print_plan(planned: Sequence[PlannedRun], console: Console, workers: int = 1
     console.print(
         f"{len(todo)} to run, {len(planned) - len(todo)} already done; estimated {format_duration(total)} on one CPU core, "
         f"about {format_duration(total / max(1, workers))} with {workers} worker(s) "
-        "(a rough CPU guide from ddbench.sweep.SECONDS_PER_ITERATION; GPUs are much faster)",
+        "(a rough CPU guide from the plugins' declared costs; GPUs are much faster)",
         soft_wrap=True,
     )
 
@@ -339,5 +321,5 @@ def _count_states(planned: Sequence[PlannedRun]) -> dict[str, int]:
 
 __all__ = [
     "PlannedRun", "SweepSummary", "SweepProgress", "plan_sweep", "print_plan", "run_sweep",
-    "estimate_distill_seconds", "estimate_eval_seconds", "estimate_expert_seconds", "format_duration",
+    "estimate_distill_seconds", "estimate_eval_seconds", "estimate_preparation", "format_duration",
 ]  # fmt: skip

@@ -35,7 +35,7 @@ class LinearPrior(Prior):
     """images = W · z with a fixed random W: a generator with a graph, for the split backward."""
 
     name = "linear-test"
-    default_lrs = {"*": {"z": 0.5}}
+    base_lrs = {"z": 0.5}
 
     def setup(self, data, device) -> None:
         self.shape = (data.channels, data.resolution, data.resolution)

@@ -144,7 +144,7 @@ def test_avg_w_init_and_w_only_mode() -> None:
     images = prior.generate(state, torch.arange(3))
     images.sum().backward()
     assert state.params["w"].grad.abs().sum() > 0
-    assert prior.learning_rates("dm") == {"w": 0.01}
+    assert prior.learning_rates(10.0) == {"w": 0.01}  # DM's scale
 
 
 def test_rgb_generator_on_grey_data_averages_channels_and_resizes() -> None:
@@ -161,12 +161,13 @@ def test_rgb_generator_on_grey_data_averages_channels_and_resizes() -> None:
 
 def test_learning_rates_follow_the_protocol() -> None:
     prior = GLaDPrior()
-    assert prior.learning_rates("dc") == {"features": 1.0, "w": 0.001}
-    assert prior.learning_rates("dm") == {"features": 10.0, "w": 0.01}
-    assert prior.learning_rates("mtt") == {"features": 10000.0, "w": 10.0}
-    assert prior.learning_rates("mtt", {"w": 5}) == {"features": 10000.0, "w": 5.0}
+    scale = {name: registry.get_plugin_class("matcher", name).lr_scale for name in ("dc", "dm", "mtt")}
+    assert prior.learning_rates(scale["dc"]) == {"features": 1.0, "w": 0.001}
+    assert prior.learning_rates(scale["dm"]) == {"features": 10.0, "w": 0.01}
+    assert prior.learning_rates(scale["mtt"]) == {"features": 10000.0, "w": 10.0}
+    assert prior.learning_rates(scale["mtt"], {"w": 5}) == {"features": 10000.0, "w": 5.0}
     with pytest.raises(InvalidOptionError, match="no learnable tensor 'z'"):
-        prior.learning_rates("dm", {"z": 1.0})
+        prior.learning_rates(scale["dm"], {"z": 1.0})
 
 
 def test_options_are_validated_with_the_fix() -> None:

@@ -118,11 +118,13 @@ def test_state_layout_and_paper_learning_rates() -> None:
     assert set(state.params) == {"z", "c"} and set(state.buffers) == {"noise_seed"}
     assert state.params["z"].shape == (K * IPC, 3, 8, 8)  # VQ-f2 at 16 px
     assert state.params["c"].shape == (K * IPC, 1, 64)
-    assert prior.learning_rates("dc") == {"z": 1e-3, "c": 1e-3}
-    assert prior.learning_rates("dm") == {"z": 1e-2, "c": 1e-2}
-    assert prior.learning_rates("mtt", {"c": 5}) == {"z": 10.0, "c": 5.0}
+    # the paper's rates are the base rate × each matcher's scale (DC ×1, DM ×10, MTT ×10⁴)
+    scale = {name: registry.get_plugin_class("matcher", name).lr_scale for name in ("dc", "dm", "mtt")}
+    assert prior.learning_rates(scale["dc"]) == {"z": 1e-3, "c": 1e-3}
+    assert prior.learning_rates(scale["dm"]) == {"z": 1e-2, "c": 1e-2}
+    assert prior.learning_rates(scale["mtt"], {"c": 5}) == {"z": 10.0, "c": 5.0}
     with pytest.raises(InvalidOptionError, match="no learnable tensor 'w'"):
-        prior.learning_rates("dm", {"w": 1})
+        prior.learning_rates(scale["dm"], {"w": 1})
     # c is initialised with the class embedding of each sample's class
     expected = prior.backend.class_embedding(class_labels(K, IPC))
     torch.testing.assert_close(state.params["c"], expected)

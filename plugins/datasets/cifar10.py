@@ -114,6 +114,7 @@ class CIFAR10(DatasetPlugin):
 
     name = "cifar10"
     description = "CIFAR-10, 10 classes, 32x32 RGB (50k train / 10k test), torchvision's cifar-10-batches-py"
+    display_order = 1
     resolutions = (SIZE,)
     version = 1
 

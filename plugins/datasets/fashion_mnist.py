@@ -110,6 +110,7 @@ class FashionMNIST(DatasetPlugin):
 
     name = "fashion-mnist"
     description = "Fashion-MNIST, 10 classes, 28x28 grayscale (60k train / 10k test); the CPU default"
+    display_order = 0
     resolutions = (SIZE,)
     version = 1
 

@@ -158,48 +158,58 @@ class ImageNetSubset(DatasetPlugin):
 class ImageNetA(ImageNetSubset):
     name = "imagenet-a"
     description = "ImageNet-A (GLaD/LD3M): 10 ILSVRC-2012 classes, Leonberg to limpkin; 128 or 256 px"
+    display_order = 2
 
 
 class ImageNetB(ImageNetSubset):
     name = "imagenet-b"
     description = "ImageNet-B (GLaD/LD3M): 10 ILSVRC-2012 classes, spoonbill to ruddy turnstone; 128 or 256 px"
+    display_order = 3
 
 
 class ImageNetC(ImageNetSubset):
     name = "imagenet-c"
     description = "ImageNet-C (GLaD/LD3M): 10 ILSVRC-2012 classes, freight car to goldfinch; 128 or 256 px"
+    display_order = 4
 
 
 class ImageNetD(ImageNetSubset):
     name = "imagenet-d"
     description = "ImageNet-D (GLaD/LD3M): 10 ILSVRC-2012 classes, ostrich to ringlet; 128 or 256 px"
+    display_order = 5
 
 
 class ImageNetE(ImageNetSubset):
     name = "imagenet-e"
     description = "ImageNet-E (GLaD/LD3M): 10 ILSVRC-2012 classes, spindle to lycaenid; 128 or 256 px"
+    display_order = 6
 
 
 class ImageNette(ImageNetSubset):
     name = "imagenette"
     description = "ImageNette: 10 easy ILSVRC-2012 classes (tench, church, parachute, ...); 128 or 256 px"
+    display_order = 7
 
 
 class ImageWoof(ImageNetSubset):
     name = "imagewoof"
     description = "ImageWoof: 10 ILSVRC-2012 dog breeds; 128 or 256 px"
+    display_order = 8
 
 
 class ImageNetBirds(ImageNetSubset):
     name = "imagenet-birds"
     description = "ImageNet-Birds (ImageSquawk): 10 ILSVRC-2012 bird classes; 128 or 256 px"
+    display_order = 9
 
 
 class ImageNetFruits(ImageNetSubset):
     name = "imagenet-fruits"
     description = "ImageNet-Fruits (ImageFruit): 10 ILSVRC-2012 fruit and vegetable classes; 128 or 256 px"
+    display_order = 10
 
 
 class ImageNetCats(ImageNetSubset):
     name = "imagenet-cats"
     description = "ImageNet-Cats (ImageMeow): 10 ILSVRC-2012 cat classes; 128 or 256 px"
+    display_order = 11

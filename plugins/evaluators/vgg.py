@@ -72,6 +72,8 @@ class VGG(FeaturesThenLinear):
 class VGG11Evaluator(Evaluator):
     name = "vgg11"
     description = "VGG11 with instance norm after every conv (small-image variant: 28 px padded to 32, flattened head)."
+    display_order = 2
+    seconds_per_image = (0.025, 0.015)  # one-core: ConvNet-3's measured figure scaled by the network's size
     # GLaD trains VGG11 with a 10× smaller lr than the other architectures
     protocol_lrs: ClassVar[dict[str, float]] = {"glad": 1e-4}
     #: five 2× max-pools need 32 px; 28-px images are padded to 32 by the first conv

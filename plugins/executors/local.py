@@ -60,7 +60,8 @@ class LocalExecutor(Executor):
 
     Options:
         workers: runs at once. 1 runs them one after another in this process (data is loaded
-            once); more start that many worker processes (spawned, so CUDA and threads are clean).
+            once; each run's progress shows on the terminal as well as in its log); more start that
+            many worker processes (spawned, so CUDA and threads are clean).
         threads: torch threads per worker process; default the CPU cores divided by ``workers``.
     """
 
@@ -90,7 +91,7 @@ class LocalExecutor(Executor):
         if self.workers == 1:
             for task in tasks:
                 on_start(task)
-                on_done(task, execute_task(task))
+                on_done(task, execute_task(task, echo=True))  # this process: the run shows on the terminal
             return
         queue = list(tasks)
         while queue:

@@ -123,6 +123,11 @@ class GradientMatching(Matcher):
     name = "dc"
     description = "Gradient matching (DC/DSA): layer-wise cosine distance of real and synthetic gradients."
     version = 1
+    display_order = 0
+    lr_scale = 1.0  # the reference scale: priors' base learning rates are DC's
+    # sweep estimates: one-core figures from the fmnist-cpu sweep (benchmarks/suite_cost.py)
+    seconds_per_iteration = (19.5, 1085.0)
+    cost_option = ("batch_real", 256, 0.8)
 
     def __init__(
         self,

@@ -45,6 +45,11 @@ class DistributionMatching(Matcher):
     name = "dm"
     description = "Distribution matching: mean embeddings of a fresh random network per iteration."
     version = 1
+    display_order = 1
+    lr_scale = 10.0  # protocols.md: DM's rates are ten times DC's for every prior
+    # sweep estimates: one-core figures from the fmnist-cpu sweep (benchmarks/suite_cost.py)
+    seconds_per_iteration = (1.1, 1.5)
+    cost_option = ("batch_real", 256, 0.88)
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ functional copy of the network (``torch.func.functional_call`` on one flat param
 at θ*_s and takes ``syn_steps`` differentiable SGD steps on synthetic minibatches with a learnable
 learning rate α; the loss is ``‖θ̂ − θ*_{s+E}‖² / ‖θ*_s − θ*_{s+E}‖²`` with E = ``expert_epochs``.
 Gradients reach the images and α. The learned α is saved with the synthetic set
-(``synthetic_metadata``) and evaluation trains with it, as the MTT protocol does.
+(``evaluation_overrides``) and evaluation trains with it, as the MTT protocol does.
 
 Memory: only the current parameter vector is held by Python; each step's graph (activations of one
 minibatch and the update θ_k → θ_{k+1}) is what the backward needs, so peak memory grows linearly
@@ -34,11 +34,14 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ddbench.errors import DataNotFoundError, DDBenchError, InvalidOptionError
-from ddbench.interfaces import IdentityContext, MatchContext, Matcher, RealSampler
+from ddbench.interfaces import IdentityContext, MatchContext, Matcher, Preparation, RealSampler
 
 from ddbench_plugins.matchers.experts import ExpertBuffer, ExpertConfig, ExpertTrajectory, default_root, missing_buffer_message
 
 LR_MOMENTUM = 0.5  # SGD momentum of the learnable lr, as the reference
+#: expert training for sweep estimates: one-core seconds per real training image per epoch
+#: (ConvNet-3, batch 256, DSA, 28 px)
+EXPERT_SECONDS_PER_IMAGE_EPOCH = 0.012
 
 
 class LearningRateDivergedError(DDBenchError, FloatingPointError):
@@ -83,6 +86,11 @@ class TrajectoryMatching(Matcher):
     name = "mtt"
     description = "Trajectory matching: unrolled student SGD steps against expert trajectories, learnable lr."
     version = 1
+    display_order = 2
+    lr_scale = 1e4  # protocols.md: MTT's rates are 10⁴ times DC's for every prior
+    # sweep estimates: one-core figures from the fmnist-cpu sweep (benchmarks/suite_cost.py)
+    seconds_per_iteration = (6.7, 88.0)
+    cost_option = ("syn_steps", 50, 0.95)
     #: where the expert buffer lives and whether a missing one is trained: the same experts either way
     neutral_options = ("expert_dir", "build_experts")
 
@@ -201,6 +209,19 @@ class TrajectoryMatching(Matcher):
 
     def synthetic_metadata(self) -> dict[str, Any]:
         return {"lr": float(self.syn_lr.detach())}
+
+    def evaluation_overrides(self) -> dict[str, float]:
+        return {"lr": float(self.syn_lr.detach())}  # the MTT protocol evaluates with the learned lr
+
+    def preparation(self, context: IdentityContext, train_images: int) -> Preparation | None:
+        """Training the expert buffer, when ``build_experts`` may have to (a cached one costs nothing)."""
+        if not self.build_experts:
+            return None
+        defaults = default_hyperparameters(context.resolution or 28, context.ipc)
+        given = {k: v if v is not None else defaults[k] for k, v in self.options_given.items()}
+        epochs = self.expert_train_epochs or int(given["max_start_epoch"] + given["expert_epochs"])
+        key = f"experts:{self.net_name}:{self.num_experts}x{epochs}:lr{self.lr_teacher}:seed{self.expert_seed}"
+        return Preparation(key, self.num_experts * epochs * train_images * EXPERT_SECONDS_PER_IMAGE_EPOCH)
 
     def iteration_metrics(self) -> dict[str, float]:
         return {"lr": float(self.syn_lr.detach())}  # the learned lr's course, for metrics.jsonl and plots

@@ -13,6 +13,7 @@ class RandomReal(Matcher):
     description = "No distillation: keep the prior's initialisation (random real images for `pixel`)."
     version = 1
     distils = False
+    display_order = 3
 
     def loss(self, images: Tensor, labels: Tensor, real: RealSampler) -> Tensor:
         return torch.zeros((), device=images.device)

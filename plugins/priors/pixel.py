@@ -12,14 +12,12 @@ from ddbench.interfaces import LatentState, Prior
 class PixelPrior(Prior):
     name = "pixel"
     description = "Raw pixels: the synthetic images are optimised directly."
+    #: init="real" starts from the real images themselves; "noise" from none
+    starts_from_real = {"init": "real"}
     version = 1
-    # protocols.md: DC 0.1, DM 1 (IPC ≤ 50), MTT lr_img 1000 (CIFAR-10 IPC 1)
-    default_lrs = {
-        "dc": {"images": 0.1},
-        "dm": {"images": 1.0},
-        "mtt": {"images": 1000.0},
-        "*": {"images": 0.1},
-    }
+    display_order = 0
+    # protocols.md: DC 0.1, DM 1 (IPC ≤ 50), MTT lr_img 1000 (CIFAR-10 IPC 1) = 0.1 × each matcher's lr_scale
+    base_lrs = {"images": 0.1}
 
     def __init__(self, init: str = "real") -> None:
         if init not in ("real", "noise"):

@@ -16,7 +16,7 @@ from ddbench.interfaces import LatentState, Prior
 class LowResPixelPrior(Prior):
     name = "lowres"
     description = "Pixels learnt at 1/factor resolution and upsampled bilinearly."
-    default_lrs = {"dm": {"small": 1.0}, "*": {"small": 0.1}}
+    base_lrs = {"small": 0.1}  # × the matcher's lr_scale (DM: 1.0)
 
     def __init__(self, factor: int = 2) -> None:
         if factor < 1:

@@ -18,13 +18,14 @@ data gives the mean of its three channels, and a 1-channel one on RGB data is re
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import LatentState, Prior, RealData
+from ddbench_plugins.priors._generator_names import generator_from_path
 from ddbench_plugins.priors.class_ids import resolve_class_ids
 from ddbench_plugins.priors.glad.generator import StyleGenerator
 from ddbench_plugins.priors.images import DataImageSpace
@@ -71,18 +72,26 @@ class GLaDPrior(Prior):
 
     name = "glad"
     description = "GLaD: W+ codes and an intermediate feature map of a StyleGAN (tiny or StyleGAN-XL)."
+    #: w of a random z or the class's mean w: no real image is ever inverted
+    starts_from_real = False
     version = 1
     #: the run id hashes the generator's weights, not where they lie
     path_options = ("weights",)
-    # protocols.md (GLaD): feature map / W+ — DC 1 / 0.001, DM 10 / 0.01, MTT 10000 / 10
-    default_lrs = {
-        "dc": {"features": 1.0, "w": 0.001},
-        "dm": {"features": 10.0, "w": 0.01},
-        "mtt": {"features": 10000.0, "w": 10.0},
-        "*": {"features": 10.0, "w": 0.01},  # other matchers: DM's values
-    }
+    display_order = 1
+    # protocols.md (GLaD): feature map / W+ — DC 1 / 0.001, DM 10 / 0.01, MTT 10000 / 10: the DC
+    # rates × each matcher's lr_scale
+    base_lrs = {"features": 1.0, "w": 0.001}
     #: consent to unpickle, not a setting of the images: recorded with a run, left out of its id
     neutral_options = ("trust_pickle",)
+    #: not what makes a variant in a report's label: where the code lies, how a GPU runs it, the
+    #: dataset's class mapping
+    housekeeping_options = ("stylegan_xl_src", "cuda_ops", "class_ids")
+    cost_factor = (1.1, 1.1)  # sweep estimates: measured against pixels in the fmnist-cpu sweep
+
+    @classmethod
+    def generator_label(cls, options: Mapping[str, Any]) -> str:
+        weights = options.get("weights")
+        return generator_from_path(weights) if weights else "random"
 
     def __init__(
         self,
@@ -193,15 +202,9 @@ class GLaDPrior(Prior):
                 params["features"] = torch.cat([gen.features(chunk, self.layer) for chunk in params["w"].split(INIT_CHUNK)]).float()
         return LatentState(params={k: v.contiguous().requires_grad_(True) for k, v in params.items()})
 
-    def learning_rates(self, matcher: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
-        table = self.default_lrs.get(matcher) or self.default_lrs["*"]
-        learnable = ("w",) if getattr(self, "layer", self.layer_option) == -1 else ("w", "features")
-        lrs = {k: v for k, v in table.items() if k in learnable}
-        for key, value in (overrides or {}).items():
-            if key not in lrs:
-                raise InvalidOptionError(f"Prior 'glad' has no learnable tensor '{key}'; expected one of {sorted(lrs)}")
-            lrs[key] = float(value)
-        return lrs
+    def is_learnable(self, name: str) -> bool:
+        # layer -1 optimises W+ alone: there is no feature map
+        return name == "w" or getattr(self, "layer", self.layer_option) != -1
 
     # -------------------------------------------------------------------------- generation
 
