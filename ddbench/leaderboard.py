@@ -60,6 +60,21 @@ MISSING = "—"
 _IDENTITY_HINTS = ("dataset", "prior", "matcher", "ipc", "res", "protocol", "report", "evaluator", "run_id")
 
 
+#: a cell filled by a run with other settings than its table's (e.g. a smoke run in a suite's cell)
+OTHER_SETTINGS = "†"
+#: a cell whose run does not measure what its row says (`ddbench.baselines`)
+NOT_MEANINGFUL = "‡"
+
+
+@dataclasses.dataclass(frozen=True)
+class CellMark:
+    """Why a cell is not the table's own number: ``symbol`` is shown in the cell, ``note`` says why
+    (on hover in HTML, below the table elsewhere). A marked cell never counts as the best."""
+
+    symbol: str
+    note: str
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """One aggregated cell; ``mean`` and ``std`` are fractions (0..1), ``n`` counts the scores."""
@@ -68,10 +83,16 @@ class Cell:
     std: float
     n: int
     best: bool = False
+    marks: tuple[CellMark, ...] = ()
 
     def text(self) -> str:
         """``mean ± std`` in percent with one decimal, the papers' notation."""
         return f"{100 * self.mean:.1f} ± {100 * self.std:.1f}"
+
+    @property
+    def symbols(self) -> str:
+        """The marks' symbols, each once (``†‡``); empty for an unmarked cell."""
+        return "".join(dict.fromkeys(m.symbol for m in self.marks))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +106,14 @@ class Delta:
 
     value: float
     best: bool = False  # never marked: a difference is not a score
+    marks: tuple[CellMark, ...] = ()  # those of our cell
 
     def text(self) -> str:
         return f"{100 * self.value:+.1f}"
 
+    @property
+    def symbols(self) -> str:
+        return "".join(dict.fromkeys(m.symbol for m in self.marks))
 
 #: what a value column of a `LeaderboardTable` may hold besides ``None`` (missing)
 VALUE_TYPES = (Cell, Delta)
@@ -129,8 +154,8 @@ def _order_key(field: str, value: Any) -> tuple[Any, ...]:
     return (2, 0, text)
 
 
-def _plain(value: Any) -> Any:
-    """numpy/pandas scalars → Python values, NA → None (the table is plain data)."""
+def plain_value(value: Any) -> Any:
+    """numpy/pandas scalars → Python values, NA → None: a table's key values as its rows hold them."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
     return value.item() if hasattr(value, "item") else value
@@ -162,7 +187,7 @@ def apply_filters(frame: pd.DataFrame, filters: Mapping[str, Any] | None) -> pd.
         if any(v is None for v in values):
             mask |= column.isna()
         if not mask.any() and len(frame):
-            recorded = sorted({str(_plain(v)) for v in column.unique()})
+            recorded = sorted({str(plain_value(v)) for v in column.unique()})
             raise InvalidOptionError(
                 f"No scores with {name}={', '.join(map(str, values))}; recorded values: {', '.join(recorded)}"
             )
@@ -177,7 +202,7 @@ def _check_unambiguous(data: pd.DataFrame, identity: list[str]) -> None:
         return
     grouped = duplicated.groupby(identity, dropna=False)
     varying = {
-        column: sorted({str(_plain(v)) for v in duplicated[column].unique()})
+        column: sorted({str(plain_value(v)) for v in duplicated[column].unique()})
         for column in _IDENTITY_HINTS
         if column in duplicated.columns
         and column not in identity
@@ -284,6 +309,7 @@ def leaderboard_table(
     row_values: Sequence[tuple[Any, ...]] | None = None,
     average_label: str = AVG_COLUMN,
     average_first: bool = False,
+    marks: Mapping[tuple[tuple[Any, ...], Any], Sequence[CellMark]] | None = None,
 ) -> LeaderboardTable:
     """A table of mean ± std cells: one row per combination of ``rows``, one column per ``columns`` value.
 
@@ -300,6 +326,10 @@ def leaderboard_table(
     average needs every listed column; anything else found follows in the default order.
     ``average_label`` names the average column and ``average_first`` puts it before the others
     (the paper's "All").
+
+    ``marks`` maps ``(row values, column value)`` to the `CellMark` s of that cell, or
+    ``(row values, None)`` to those of every cell of the row; an average carries the marks of its
+    cells, and marked cells are never marked best.
     """
     row_keys = [rows] if isinstance(rows, str) else list(rows)
     cells = aggregate(frame, row_keys, columns, filters, value)
@@ -307,9 +337,11 @@ def leaderboard_table(
 
     found: dict[tuple[Any, ...], dict[Any, Cell]] = {}
     for record in cells.to_dict("records"):
-        row_id = tuple(_plain(record[k]) for k in row_keys)
-        found.setdefault(row_id, {})[_plain(record[columns])] = Cell(
-            float(record["mean"]), float(record["std"]), int(record["n"])
+        row_id = tuple(plain_value(record[k]) for k in row_keys)
+        column = plain_value(record[columns])
+        cell_marks = tuple((marks or {}).get((row_id, column), ())) + tuple((marks or {}).get((row_id, None), ()))
+        found.setdefault(row_id, {})[column] = Cell(
+            float(record["mean"]), float(record["std"]), int(record["n"]), marks=tuple(dict.fromkeys(cell_marks))
         )
     fixed_columns = list(dict.fromkeys(column_values or ()))
     extra_columns = sorted(
@@ -351,23 +383,26 @@ def average_cell(cells: Sequence[Cell | None]) -> Cell | None:
         sum(c.mean for c in present) / len(present),
         sum(c.std for c in present) / len(present),
         sum(c.n for c in present),
+        marks=tuple(dict.fromkeys(m for c in present for m in c.marks)),
     )
 
 
 def mark_best(grid: list[list[Cell | None]], groups: Sequence[Any] | None = None) -> None:
     """Mark, in place, the best mean of each column (ties at the displayed precision all marked);
-    ``groups`` gives each row's group, and rows compete only within theirs (default: one group)."""
+    ``groups`` gives each row's group, and rows compete only within theirs (default: one group).
+    Cells with a `CellMark` (other settings, not meaningful) do not compete."""
     if not grid:
         return
     groups = list(groups) if groups is not None else [None] * len(grid)
     for group in dict.fromkeys(groups):
         lines = [line for line, g in zip(grid, groups) if g == group]
         for j in range(len(grid[0])):
-            shown = [round(100 * line[j].mean, 1) for line in lines if line[j] is not None]  # type: ignore[union-attr]
+            competing = [line for line in lines if line[j] is not None and not line[j].marks]  # type: ignore[union-attr]
+            shown = [round(100 * line[j].mean, 1) for line in competing]  # type: ignore[union-attr]
             if not shown:
                 continue
             top = max(shown)
-            for line in lines:
+            for line in competing:
                 cell = line[j]
                 if cell is not None and round(100 * cell.mean, 1) == top:
                     line[j] = dataclasses.replace(cell, best=True)
@@ -391,7 +426,7 @@ def to_rich(table: LeaderboardTable, title: str | None = None) -> Table:
     for row in table.rows:
         out.add_row(
             *(
-                Text(v.text(), style="bold" if v.best else "")
+                Text(v.text() + v.symbols, style="bold" if v.best else "")
                 if isinstance(v, VALUE_TYPES)
                 else Text(MISSING, style="dim")
                 if v is None and i in value_columns
@@ -420,7 +455,7 @@ def to_markdown(table: LeaderboardTable) -> str:
 
     def cell(v: Any) -> str:
         if isinstance(v, VALUE_TYPES):
-            return f"**{v.text()}**" if v.best else v.text()
+            return (f"**{v.text()}**" if v.best else v.text()) + v.symbols
         return markdown_escape(_key_text(v))
 
     return tabulate(
@@ -438,6 +473,19 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
 
 
+_LATEX_MARKS = {OTHER_SETTINGS: r"\dag", NOT_MEANINGFUL: r"\ddag"}
+
+
+def _latex_marks(symbols: str) -> str:
+    return f"\\textsuperscript{{{''.join(_LATEX_MARKS.get(c, _latex_escape(c)) for c in symbols)}}}" if symbols else ""
+
+
+def mark_notes(table: LeaderboardTable) -> list[str]:
+    """One line per distinct `CellMark` in the table, ``"† note"``, in the order they first appear."""
+    marks = dict.fromkeys(m for row in table.rows for v in row if isinstance(v, VALUE_TYPES) for m in v.marks)
+    return [f"{m.symbol} {m.note}" for m in marks]
+
+
 def to_latex(table: LeaderboardTable) -> str:
     """A LaTeX tabular with booktabs rules (``\\usepackage{booktabs}``); best cells in ``\\textbf``,
     ± as ``$\\pm$``, missing cells as an em dash (---)."""
@@ -445,9 +493,9 @@ def to_latex(table: LeaderboardTable) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, Cell):
             text = f"{100 * v.mean:.1f} $\\pm$ {100 * v.std:.1f}"
-            return f"\\textbf{{{text}}}" if v.best else text
+            return (f"\\textbf{{{text}}}" if v.best else text) + _latex_marks(v.symbols)
         if isinstance(v, Delta):
-            return f"${v.text()}$"
+            return f"${v.text()}$" + _latex_marks(v.symbols)
         return "---" if v is None else _latex_escape(str(v))
 
     value_columns = range(table.n_keys, len(table.columns))
@@ -536,6 +584,10 @@ def render(table: LeaderboardTable, fmt: str = "rich", console: Console | None =
 
 __all__ = [
     "Cell",
+    "CellMark",
+    "OTHER_SETTINGS",
+    "NOT_MEANINGFUL",
+    "mark_notes",
     "PaperCell",
     "Delta",
     "average_cell",
@@ -543,6 +595,7 @@ __all__ = [
     "LeaderboardTable",
     "aggregate",
     "apply_filters",
+    "plain_value",
     "leaderboard_table",
     "grouping_rows",
     "markdown_escape",

@@ -235,3 +235,27 @@ def test_best_is_marked_per_ipc_when_ipc_is_a_row_key() -> None:
     table = leaderboard_table(frame, rows=("prior", "matcher", "ipc"))
     best = {(r[0], r[2]): r[3].best for r in table.rows}
     assert best == {("pixel", 1): True, ("glad", 1): False, ("pixel", 10): True, ("glad", 10): False}
+
+
+def test_marked_cells_show_their_mark_in_every_format_and_never_win() -> None:
+    frame = scores(
+        ("pixel", "dm", "cifar10", "convnet", [0.50, 0.52]),
+        ("glad", "dm", "cifar10", "convnet", [0.70, 0.72]),  # higher, but from a smoke run
+        ("glad", "real", "cifar10", "convnet", [0.10, 0.12]),
+    )
+    smoke = leaderboard.CellMark(leaderboard.OTHER_SETTINGS, "run glad-dm has other settings: iterations 1 (suite: 100)")
+    wrong = leaderboard.CellMark(leaderboard.NOT_MEANINGFUL, "run glad-real is not meaningful: random latents")
+    table = leaderboard_table(frame, marks={(("glad", "dm"), "cifar10"): [smoke], (("glad", "real"), None): [wrong]})
+    rows = {row[:2]: row[2] for row in table.rows}
+    assert rows[("pixel", "dm")].best and not rows[("pixel", "dm")].marks
+    assert not rows[("glad", "dm")].best and rows[("glad", "dm")].symbols == "†"
+    assert rows[("glad", "real")].symbols == "‡"
+    markdown = format_table(table, "markdown")
+    assert "**51.0 ± 1.0**" in markdown and "| 71.0 ± 1.0†" in markdown and "| 11.0 ± 1.0‡" in markdown
+    assert "71.0 $\\pm$ 1.0\\textsuperscript{\\dag}" in format_table(table, "latex")
+    assert "71.0 ± 1.0†" in format_table(table, "rich")
+    assert leaderboard.mark_notes(table) == [f"† {smoke.note}", f"‡ {wrong.note}"]
+    # an average carries the marks of its cells
+    averaged = leaderboard_table(frame, columns="evaluator", marks={(("glad", "dm"), "convnet"): [smoke]})
+    glad_dm = next(row for row in averaged.rows if row[:2] == ("glad", "dm"))
+    assert glad_dm[-1].marks == (smoke,) and not glad_dm[-1].best
