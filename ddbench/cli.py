@@ -153,6 +153,7 @@ def run(**opts: Any) -> None:
     )
     # the one place where specs become runs: their ids now hash what will run (ddbench.identity)
     specs = resolve_specs(specs, env)
+    specs = _meaningful_runs(specs, from_suite=bool(opts["suite"]))
     sweep = bool(opts["suite"] or opts["dry_run"] or {"executor", "workers", "slurm_opts", "exec_opts"} & given)
     if not opts["dry_run"]:
         check_writable_dir(env.out, "--out")
@@ -170,6 +171,24 @@ def run(**opts: Any) -> None:
             if outcome.reused_distillation:
                 console.print(f"[dim]reused stored distillation {outcome.run_id} (use --force to recompute)")
         _print_leaderboard(store, fmt="rich", rows=("prior", "matcher", "ipc"), columns="dataset", filters={"run_id": [s.run_id for s in specs], "protocol": sorted({s.protocol_key() for s in specs})})
+
+
+def _meaningful_runs(specs: list[RunSpec], from_suite: bool) -> list[RunSpec]:
+    """Runs whose rows would mislead (a random-real baseline that starts from no real image,
+    `ddbench.baselines`): a cross product skips them, saying why, and refuses when nothing is left;
+    a suite keeps them, its author chose them, and its report marks their cells."""
+    from ddbench.baselines import fix_hint, split_meaningful
+
+    kept, dropped = split_meaningful(specs)
+    if not dropped:
+        return specs
+    if not kept:
+        spec, problem = dropped[0]
+        raise InvalidOptionError(f"{spec.label}: {problem}; {fix_hint(spec.prior)}")
+    for spec, problem in dropped:
+        verb = "kept, its report cells marked ‡" if from_suite else "skipped"
+        console.print(f"[yellow]{verb}: {escape(spec.label)}: {escape(problem)}", highlight=False)
+    return specs if from_suite else kept
 
 
 #: the command line `main` was given (None when click is driven directly, e.g. by CliRunner)
