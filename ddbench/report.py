@@ -537,8 +537,11 @@ def _figure_html(run: Mapping[str, Any], store_dir: Path) -> str:
     return f'<figure id="run-{html.escape(run["run_id"])}">{body}<figcaption>{caption}</figcaption></figure>'
 
 
-def html_report(tables: Sequence[ReportTable], runs: pd.DataFrame, store_dir: Path, title: str = "ddbench report") -> str:
-    """One self-contained HTML page: every table, then each table's image grids (``data:`` URIs).
+def html_report(
+    tables: Sequence[ReportTable], runs: pd.DataFrame, store_dir: Path, title: str = "ddbench report", plots_html: str = ""
+) -> str:
+    """One self-contained HTML page: every table, then each table's image grids (``data:`` URIs),
+    then ``plots_html`` (`ddbench.plots.plots_section_html`) when given.
 
     Nothing is fetched: styles are inline, there is no script, and images are embedded; a missing
     grid is a visible note. ``store_dir`` is the folder of ``results.sqlite`` (to find run dirs).
@@ -574,6 +577,8 @@ def html_report(tables: Sequence[ReportTable], runs: pd.DataFrame, store_dir: Pa
                 figures.append(f'<p class="note"><a href="#run-{html.escape(run_id)}">grid of run {html.escape(run_id)} above</a></p>')
         parts.append(f"<h3>Image grids ({len(figures)})</h3>")
         parts.append(f'<div class="grids">{"".join(figures)}</div>' if figures else '<p class="note">No stored runs.</p>')
+    if plots_html:
+        parts.append(plots_html)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
