@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ddbench import paper, report
+from ddbench import paper, report, report_grids
 from ddbench.cli import cli, main
 from ddbench.errors import InvalidOptionError
 from ddbench.leaderboard import Cell, Delta, PaperCell, format_table
@@ -331,3 +331,107 @@ def test_golden_files_are_plain_markdown_tables() -> None:
     for path in GOLDEN.glob("table*.md"):
         lines = path.read_text().splitlines()
         assert lines[1].startswith("|--") and all(line.startswith("|") for line in lines), path
+
+
+# ------------------------------------------------------------- grids, marks, meaningless rows
+
+
+def store_suite_runs(out: Path, runs: list[tuple[RunSpec, dict[str, str]]], accuracy_of=None, grids: bool = True) -> None:
+    """Each run stored with one score per evaluator and seed 0, and (``grids``) a small grid.png."""
+    import torch
+
+    from ddbench.image_grid import save_grid
+
+    with ResultsStore(store_path(out), provenance=Provenance({}, None, {})) as store:
+        for index, (spec, _) in enumerate(runs):
+            run_dir = out / "runs" / spec.dataset / f"{spec.prior}-{spec.matcher}-ipc{spec.ipc}-{spec.run_id}"
+            run_dir.mkdir(parents=True)
+            if grids:
+                labels = torch.arange(10).repeat_interleave(spec.ipc)
+                save_grid(torch.rand(len(labels), 1, 4, 4), labels, run_dir / "grid.png", [f"class {c}" for c in range(10)], min_cell=8)
+            store.start_run(spec.run_id, spec.to_dict(), run_dir)
+            store.finish_run(spec.run_id, 1.0, None, None)
+            acc = accuracy_of(spec) if accuracy_of else 0.3 + 0.01 * index
+            for evaluator in spec.evaluators:
+                store.add_score(spec.run_id, evaluator, 0, {"name": spec.protocol_key()}, acc, None, 1.0, 1.0, None)
+
+
+def grid_order(page: str, section: str) -> list[str]:
+    """The run ids of the figures in one section of the page, in order."""
+    match = re.search(f'<section id="{re.escape(section)}">(.*?)</section>', page, flags=re.S)
+    assert match, f"no section {section}"
+    return re.findall(r'<figure class="grid" id="run-([0-9a-f]+)">', match.group(1))
+
+
+def test_report_grids_come_per_ipc_in_table_order_linked_both_ways(tmp_path: Path) -> None:
+    runs = suite_runs("fmnist-cpu")
+    store_suite_runs(tmp_path, runs)
+    scores, stored = frames(store_path(tmp_path))
+    suite = load_suite("fmnist-cpu")
+    made = report.suite_table(scores, stored, runs, suite.layout, "fmnist-cpu")
+    page = report.html_report([made], stored, store_dir=tmp_path, title="fmnist-cpu")
+    assert_self_contained(page)
+    # the table's rows, each with an id and a link to its run's grid
+    rows = re.findall(r'<tr id="(fmnist-cpu-row-\d+)">(.*?)</tr>', page)
+    assert len(rows) == len(made.table.rows) == 20
+    linked = [re.search(r'href="#run-([0-9a-f]+)"', cells).group(1) for _, cells in rows]
+    ipc_of = {spec.run_id: spec.ipc for spec, _ in runs}
+    assert [ipc_of[r] for r in linked] != sorted(ipc_of[r] for r in linked), "the table interleaves IPCs"
+    for ipc in (1, 10):
+        in_table_order = [r for r in linked if ipc_of[r] == ipc]
+        assert grid_order(page, f"fmnist-cpu-ipc-{ipc}") == in_table_order and len(in_table_order) == 10
+    # a figure's caption links back to the row that links to it
+    row_of = dict(zip(linked, (anchor for anchor, _ in rows)))
+    for run_id, anchor in row_of.items():
+        figure = re.search(f'<figure class="grid" id="run-{run_id}">(.*?)</figure>', page, flags=re.S).group(1)
+        assert f'<figcaption><a href="#{anchor}">' in figure
+    # thumbnails: IPC 1 a strip, IPC 10 a block, both small; the PNG is embedded whole
+    sizes = {r: tuple(map(int, re.search(f'id="run-{r}">.*?width="(\\d+)" height="(\\d+)"', page, flags=re.S).groups())) for r in linked}
+    assert all(w > 3 * h and w <= report_grids.STRIP_THUMB_WIDTH for r, (w, h) in sizes.items() if ipc_of[r] == 1)
+    assert all(h > w / 2 and w <= report_grids.BLOCK_THUMB_WIDTH for r, (w, h) in sizes.items() if ipc_of[r] == 10)
+
+
+def test_cells_of_runs_with_other_settings_are_marked_in_the_cell_and_not_ranked(tmp_path: Path) -> None:
+    suite = load_suite("table4-fmnist")
+    runs = suite_runs("table4-fmnist")
+    smoke = {r.spec.run_id: r.spec for r in suite.expand(overrides={"budget": "smoke"}, require_env=False, validate=False)}
+    pixel_dm = next(spec for spec in smoke.values() if (spec.prior, spec.matcher) == ("pixel", "dm"))
+    exact = [(spec, labels) for spec, labels in runs if spec.matcher == "dc" and spec.prior == "pixel"]
+    # the smoke run scores higher than the suite's own pixel + DC run
+    store_suite_runs(tmp_path, [(pixel_dm, {}), *exact], accuracy_of=lambda spec: 0.9 if spec is pixel_dm else 0.4, grids=False)
+    scores, stored = frames(store_path(tmp_path))
+    made = report.suite_table(scores, stored, runs, suite.layout, "table4-fmnist")
+    rows = {row[:2]: row[2:] for row in made.table.rows}
+    assert all(c.symbols == "†" and not c.best for c in rows[("dm", "pixel")]), "every cell of the smoke row, average included"
+    assert all(c.best and not c.marks for c in rows[("dc", "pixel")]), "the suite's own run is the best"
+    note = next(n for n in made.notes if n.startswith("† "))
+    assert f"run {pixel_dm.run_id[:8]} has other settings than the suite's" in note and "iterations 20 (suite: 500)" in note
+    assert "eval_epochs 50 (suite: 300)" in note
+    markdown = format_table(made.table, "markdown")
+    assert "90.0 ± 0.0†" in markdown and "**90.0" not in markdown and "**40.0 ± 0.0**" in markdown
+    page = report.html_report([made], stored, store_dir=tmp_path)
+    mark = re.search(r'<td class="num marked">90\.0 ± 0\.0<sup class="mark" title="([^"]*)">†</sup></td>', page)
+    assert mark and "iterations 20 (suite: 500)" in mark.group(1)
+    assert "<summary>†: 1 run(s) marked in their cells" in page
+
+
+def test_a_real_baseline_under_a_prior_without_real_images_is_marked_with_the_reason(tmp_path: Path) -> None:
+    suite_file = tmp_path / "baselines.toml"
+    suite_file.write_text(
+        'name = "baselines"\nversion = 1\n[defaults]\ndatasets = ["fashion-mnist"]\nbudget = "smoke"\n'
+        '[[grid]]\npriors = ["pixel", "glad"]\nmatchers = ["real", "dm"]\nipcs = [1]\n'
+        '[layout]\nrows = ["prior", "matcher"]\ncolumns = "dataset"\n'
+    )
+    runs = suite_runs(str(suite_file))
+    store_suite_runs(tmp_path, runs, grids=False)
+    scores, stored = frames(store_path(tmp_path))
+    made = report.suite_table(scores, stored, runs, load_suite(str(suite_file)).layout, "baselines")
+    rows = {row[:2]: row[2] for row in made.table.rows}
+    assert rows[("glad", "real")].symbols == "‡" and not rows[("glad", "real")].best
+    assert not rows[("pixel", "real")].marks and not rows[("glad", "dm")].marks
+    reason = next(n for n in made.notes if n.startswith("‡ "))
+    assert "'real' keeps the prior's initial images without distilling" in reason and "'glad' never starts from real images" in reason
+    # the whole-store report marks it too
+    (table,) = report.store_tables(scores, stored)
+    glad_real = next(row for row in table.table.rows if row[1:3] == ("glad", "real"))
+    assert glad_real[-1].symbols == "‡"
