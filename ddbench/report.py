@@ -17,10 +17,8 @@ How cells are computed (the aggregation itself is `ddbench.leaderboard.aggregate
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import html
-import io
 import json
 import re
 from datetime import datetime, timezone
@@ -30,31 +28,31 @@ from typing import Any, Mapping, Protocol, Sequence
 import pandas as pd
 
 from ddbench import __version__
+from ddbench.baselines import run_problem
 from ddbench.errors import InvalidOptionError
 from ddbench.leaderboard import (
     AVG_COLUMN,
     MISSING,
+    NOT_MEANINGFUL,
+    OTHER_SETTINGS,
     Cell,
+    CellMark,
     Delta,
     LeaderboardTable,
     PaperCell,
     leaderboard_table,
     mark_best,
+    mark_notes,
+    plain_value,
 )
 from ddbench.paper import PaperTable, effective_options, generator_name, paper_row_name, paper_table
+from ddbench.report_grids import GRIDS_CSS, figure_id, grid_data_uri, grid_sections_html, resolve_run_dir
 from ddbench.spec import RunSpec
 
 #: row keys a layout may use (`run_keys`)
 ROW_KEYS = ("prior", "matcher", "generator", "variant", "dataset", "ipc", "res", "iterations")
 #: prior options that do not change what a run is (left out of generic row labels)
 HOUSEKEEPING_OPTIONS = frozenset({"checkpoint", "cuda_ops", "class_ids", "stylegan_xl_src", "weights", "model_dir", "trust_pickle"})
-#: image grids wider than this are scaled down, so a report of many runs stays a few MB
-GRID_MAX_WIDTH = 1200
-GRID_FILE = "grid.png"
-#: narrower grids are shown enlarged by an integer factor up to GRID_MAX_ZOOM
-GRID_MIN_SHOWN_WIDTH = 176
-GRID_MAX_ZOOM = 4
-GRID_MAX_SHOWN_HEIGHT = 900  # no zoom that makes a tall grid (one row per class) taller than this
 
 
 class LayoutLike(Protocol):
@@ -77,6 +75,10 @@ class ReportTable:
     notes: list[str] = dataclasses.field(default_factory=list)
     #: stored runs behind the table, in row order (their image grids go into the HTML report)
     run_ids: list[str] = dataclasses.field(default_factory=list)
+    #: the stored runs behind each row (by its key values), for links from rows to image grids
+    row_runs: dict[tuple[Any, ...], list[str]] = dataclasses.field(default_factory=dict)
+    #: the marks each run puts on its cells (other settings, not meaningful), for its grid's caption
+    run_marks: dict[str, tuple[CellMark, ...]] = dataclasses.field(default_factory=dict)
     #: runs of the suite with no stored run yet (labels)
     not_run: list[str] = dataclasses.field(default_factory=list)
 
@@ -166,14 +168,25 @@ def _same_cell(expected: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
     return set(want) == set(have) and all(_value_fits(want[k], have[k]) for k in want)
 
 
-def _settings_diff(suite_spec: Mapping[str, Any], stored: Mapping[str, Any]) -> str:
-    """``"; iterations 20 (suite: 1000), …"`` for settings where a stored run differs from the suite's."""
+#: settings a suite's cell may be filled with other values of (`_same_cell`), as `_settings_diff` names them
+_CELL_SETTINGS = ("iterations", "seed", "eval_epochs", "eval_seeds", "lrs", "matcher_options", "train_per_class", "test_size")
+
+
+def _settings_diff(suite_spec: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
+    """``["iterations 20 (suite: 1000)", "matcher_options.batch_real 64 (suite: 128)", …]``: where a
+    stored run's settings differ from the suite's (tables of options key by key)."""
     parts = []
-    for key in ("iterations", "seed", "eval_epochs", "eval_seeds", "lrs", "matcher_options", "train_per_class", "test_size"):
+    for key in _CELL_SETTINGS:
         want, have = _normalised(suite_spec.get(key)), _normalised(stored.get(key))
-        if want != have:
+        if want == have:
+            continue
+        if isinstance(want, dict) and isinstance(have, dict):
+            for option in sorted(set(want) | set(have)):
+                if want.get(option) != have.get(option):
+                    parts.append(f"{key}.{option} {have.get(option, 'default')} (suite: {want.get(option, 'default')})")
+        else:
             parts.append(f"{key} {have} (suite: {want})")
-    return "".join(f"; {p}" for p in parts)
+    return parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,14 +195,28 @@ class _Chosen:
     keys: dict[str, Any]
     evaluators: tuple[str, ...]
     protocol: str
+    dataset: str
+    #: why its cells are not the suite's own numbers (other settings, not meaningful)
+    marks: tuple[CellMark, ...] = ()
+
+
+def _run_marks(run_id: str, stored_spec: Mapping[str, Any], differs: Sequence[str]) -> tuple[CellMark, ...]:
+    marks = []
+    if differs:
+        marks.append(CellMark(OTHER_SETTINGS, f"run {run_id[:8]} has other settings than the suite's: {'; '.join(differs)}"))
+    problem = run_problem(stored_spec)
+    if problem:
+        marks.append(CellMark(NOT_MEANINGFUL, f"run {run_id[:8]} is not meaningful: {problem}"))
+    return tuple(marks)
 
 
 def _choose_runs(
     suite_runs: Sequence[tuple[RunSpec, Mapping[str, str]]], runs: pd.DataFrame, paper: str | None, fields: Sequence[str]
 ) -> tuple[list[_Chosen], list[str], list[str]]:
     """For each suite run, the stored run that fills its cell: the same run id, else a run that
-    differs only in iterations/seeds/evaluation settings (the newest finished one). Returns the
-    choices, notes on choices made, and the suite runs with no stored run."""
+    differs only in iterations/seeds/evaluation settings (the newest finished one), its cells then
+    marked (`_run_marks`). Returns the choices, notes on choices made, and the suite runs with no
+    stored run."""
     stored = [
         {**record, "spec": json.loads(record["spec_json"])}
         for record in runs.sort_values("created_at", ascending=False).to_dict("records")
@@ -202,7 +229,8 @@ def _choose_runs(
         keys = run_keys(spec.to_dict(), labels, paper, fields)
         exact = by_id.get(spec.run_id)
         if exact is not None:
-            chosen.append(_Chosen(spec.run_id, keys, spec.evaluators, spec.protocol_key()))
+            marks = _run_marks(spec.run_id, exact["spec"], ())
+            chosen.append(_Chosen(spec.run_id, keys, spec.evaluators, spec.protocol_key(), spec.dataset, marks))
             continue
         fits = [r for r in stored if _same_cell(spec.to_dict(), r["spec"])]
         if not fits:
@@ -213,10 +241,9 @@ def _choose_runs(
         differs = _settings_diff(spec.to_dict(), pick["spec"])
         if len(fits) > 1:
             others = ", ".join(r["run_id"] for r in fits[1:])
-            notes.append(f"{spec.label}: used run {pick['run_id']} (newest finished{differs}); also stored: {others}")
-        elif differs:
-            notes.append(f"{spec.label}: filled by run {pick['run_id']} ({differs.lstrip('; ')})")
-        chosen.append(_Chosen(pick["run_id"], keys, spec.evaluators, _protocol_key(pick["spec"])))
+            notes.append(f"{spec.label}: used run {pick['run_id']} (the newest finished); also stored: {others}")
+        marks = _run_marks(pick["run_id"], pick["spec"], differs)
+        chosen.append(_Chosen(pick["run_id"], keys, spec.evaluators, _protocol_key(pick["spec"]), spec.dataset, marks))
     return chosen, notes, not_run
 
 
@@ -292,6 +319,11 @@ def suite_table(
         ))  # fmt: skip
     aggregate_label = (paper.aggregate_column if paper else None) or ("all" if layout.columns == "dataset" else AVG_COLUMN)
     average_first = bool(paper and paper.columns and paper.columns[0] == aggregate_label)
+    # a run fills one cell of a dataset column, the whole row otherwise (one column per evaluator)
+    marks: dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]] = {}
+    for choice in chosen:
+        cell = (_row_of(choice, rows), choice.dataset if layout.columns == "dataset" else None)
+        marks[cell] = marks.get(cell, ()) + choice.marks
     table = leaderboard_table(
         frame,
         rows=rows,
@@ -303,21 +335,38 @@ def suite_table(
         row_values=row_values,
         average_label=aggregate_label,
         average_first=average_first,
+        marks=marks,
     )
     notes = [_cell_note(layout, suite_runs, frame), *notes]
     if compare and paper is not None:
         table = compare_with_paper(table, paper, aggregate_label)
         notes.append(f"'paper': {paper.name} of the LD3M paper ({paper.caption}); 'Δ' = ours − paper, percentage points.")
-    run_order = {tuple(c.keys[k] for k in rows): i for i, c in reversed(list(enumerate(chosen)))}
-    run_ids = [c.run_id for c in sorted(chosen, key=lambda c: run_order.get(tuple(c.keys[k] for k in rows), 0))]
+    notes += mark_notes(table)
+    # the grids follow the table's rows; within a row, the suite's order (its datasets)
+    scored = set(frame["run_id"])
+    row_runs: dict[tuple[Any, ...], list[str]] = {}
+    for choice in chosen:
+        if choice.run_id in scored:
+            row_runs.setdefault(_row_of(choice, rows), []).append(choice.run_id)
     return ReportTable(
         key=name,
         title=layout.title or name,
         table=table,
         notes=notes,
-        run_ids=list(dict.fromkeys(r for r in run_ids if r in set(frame["run_id"]))),
+        run_ids=_in_row_order(table, row_runs),
+        row_runs=row_runs,
+        run_marks={c.run_id: c.marks for c in chosen if c.marks},
         not_run=not_run,
     )
+
+
+def _row_of(choice: _Chosen, rows: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(choice.keys[k] for k in rows)
+
+
+def _in_row_order(table: LeaderboardTable, row_runs: Mapping[tuple[Any, ...], Sequence[str]]) -> list[str]:
+    """The runs of ``row_runs`` in the order of the table's rows, each once."""
+    return list(dict.fromkeys(r for row in table.rows for r in row_runs.get(tuple(row[: table.n_keys]), ())))
 
 
 def _cell_note(layout: LayoutLike, suite_runs: Sequence[tuple[RunSpec, Mapping[str, str]]], frame: pd.DataFrame) -> str:
@@ -332,7 +381,7 @@ def _cell_note(layout: LayoutLike, suite_runs: Sequence[tuple[RunSpec, Mapping[s
         )
     if layout.all_column:
         what += "; the aggregate column is the mean over the row's other columns, missing unless all exist"
-    return what + "; best per column in bold; — = missing."
+    return what + f"; best per column in bold (cells marked {OTHER_SETTINGS} or {NOT_MEANINGFUL} do not compete); — = missing."
 
 
 # ------------------------------------------------------------------------ --compare paper
@@ -376,13 +425,20 @@ def compare_with_paper(table: LeaderboardTable, paper: PaperTable, aggregate_lab
     for line, published in zip(table.rows, paper_grid):
         values: list[Any] = list(line[: table.n_keys])
         for ours, theirs in zip(line[table.n_keys :], published):
-            delta = Delta(ours.mean - theirs.mean) if isinstance(ours, Cell) and theirs is not None else None
+            delta = Delta(ours.mean - theirs.mean, marks=ours.marks) if isinstance(ours, Cell) and theirs is not None else None
             values += [ours, theirs, delta]
         out_rows.append(tuple(values))
     return LeaderboardTable(columns=(*row_keys, *header), rows=out_rows, n_keys=table.n_keys)
 
 
 # ---------------------------------------------------------------------------- whole store
+
+
+STORE_TABLE_NOTE = (
+    "accuracy %, mean ± std (ddof=0) over evaluation seeds per evaluator; avg = mean over the evaluators "
+    f"(± mean std), missing unless all were scored; best per column in bold (cells marked {NOT_MEANINGFUL} do not "
+    "compete); — = missing."
+)
 
 
 def store_tables(scores: pd.DataFrame, runs: pd.DataFrame, value: str = "accuracy") -> list[ReportTable]:
@@ -396,6 +452,7 @@ def store_tables(scores: pd.DataFrame, runs: pd.DataFrame, value: str = "accurac
     frame["prior"] = [prior_label(p, specs.get(rid, {}).get("prior_options") or {}) for p, rid in zip(frame["prior"], frame["run_id"])]
     frame["iterations"] = [specs.get(rid, {}).get("iterations") for rid in frame["run_id"]]
     frame["run"] = frame["run_id"].str[:8]
+    row_keys = ("dataset", "prior", "matcher", "iterations", "run")
     groups = ["ipc", "res", "protocol", "report"]
     tables: list[ReportTable] = []
     for key, part in frame.groupby(groups, dropna=False, sort=True):
@@ -404,16 +461,24 @@ def store_tables(scores: pd.DataFrame, runs: pd.DataFrame, value: str = "accurac
         title = f"IPC {settings['ipc']}, resolution {res}, protocol {settings['protocol']}" + (
             ", best-over-training accuracy" if settings["report"] == "max" else ""
         )
-        table = leaderboard_table(part, rows=("dataset", "prior", "matcher", "iterations", "run"), columns="evaluator", value=value)
-        run_ids = list(dict.fromkeys(part.sort_values(["dataset", "prior", "matcher"])["run_id"]))
+        first = part.drop_duplicates("run_id")
+        row_runs = {tuple(plain_value(record[k]) for k in row_keys): [record["run_id"]] for record in first.to_dict("records")}
+        run_marks = {
+            run_ids[0]: (CellMark(NOT_MEANINGFUL, f"run {run_ids[0][:8]} is not meaningful: {problem}"),)
+            for run_ids in row_runs.values()
+            if (problem := run_problem(specs.get(run_ids[0], {"prior": "", "matcher": ""})))
+        }
+        marks = {(row, None): run_marks[run_ids[0]] for row, run_ids in row_runs.items() if run_ids[0] in run_marks}
+        table = leaderboard_table(part, rows=row_keys, columns="evaluator", value=value, marks=marks)
         tables.append(
             ReportTable(
                 key=re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-"),
                 title=title,
                 table=table,
-                notes=["accuracy %, mean ± std (ddof=0) over evaluation seeds per evaluator; avg = mean over the "
-                       "evaluators (± mean std), missing unless all were scored; best per column in bold; — = missing."],
-                run_ids=run_ids,
+                notes=[STORE_TABLE_NOTE, *mark_notes(table)],
+                run_ids=_in_row_order(table, row_runs),
+                row_runs=row_runs,
+                run_marks=run_marks,
             )
         )  # fmt: skip
     return tables
@@ -430,12 +495,11 @@ th, td { border: 1px solid #ccc; padding: .25em .6em; white-space: nowrap; }
 th { background: #f2f2f5; } td.num { text-align: right; } td.key { text-align: left; }
 td.best { font-weight: 700; background: #e8f4e8; } td.missing { color: #999; text-align: center; }
 td.paper { color: #345; background: #f6f8fb; } td.delta { color: #555; }
-.grids { display: flex; flex-wrap: wrap; gap: 1.2em; }
-figure { margin: 0; border: 1px solid #ddd; padding: .5em; max-width: 100%; }
-figure img { display: block; max-width: 100%; height: auto; image-rendering: pixelated; }
-figcaption { font-size: .85em; color: #333; margin-top: .3em; }
-.missing-grid { border: 2px dashed #c66; color: #a33; padding: 1em; }
-"""
+td.marked { color: #6b5a3a; } td.grid-links a { text-decoration: none; }
+tr:target td { background: #fff6d6; }
+details.marks { color: #555; font-size: .9em; margin: .3em 0; } details.marks li { margin: .1em 0; }
+h3 { margin: 1.2em 0 .4em; font-size: 1.05em; }
+""" + GRIDS_CSS
 
 
 def _cell_html(value: Any, is_value_column: bool) -> str:
@@ -449,10 +513,24 @@ def _cell_html(value: Any, is_value_column: bool) -> str:
         if value.best:
             classes.append("best")
             text = f"<strong>{text}</strong>"
+        if value.marks:
+            classes.append("marked")
+            text += marks_html(value.marks)
         return f'<td class="{" ".join(classes)}">{text}</td>'
     if value is None and is_value_column:
         return f'<td class="missing" title="missing">{MISSING}</td>'
     return f'<td class="key">{html.escape(MISSING if value is None else str(value))}</td>'
+
+
+def marks_html(marks: Sequence[CellMark]) -> str:
+    """Each mark's symbol as a superscript whose tooltip says why (``title``)."""
+    by_symbol: dict[str, list[str]] = {}
+    for mark in marks:
+        by_symbol.setdefault(mark.symbol, []).append(mark.note)
+    return "".join(
+        f'<sup class="mark" title="{html.escape(chr(10).join(notes), quote=True)}">{html.escape(symbol)}</sup>'
+        for symbol, notes in by_symbol.items()
+    )
 
 
 def _compare_groups(table: LeaderboardTable) -> list[str] | None:
@@ -466,75 +544,47 @@ def _compare_groups(table: LeaderboardTable) -> list[str] | None:
     return None
 
 
-def table_html(table: LeaderboardTable) -> str:
-    """A leaderboard table as an HTML ``<table>``; best cells bold, missing cells as —. A comparison
-    with the paper gets a two-row header: each column over its "ours | paper | Δ"."""
+def row_anchor(table_key: str, index: int) -> str:
+    """The ``id`` of a table's row ``index`` in the HTML report."""
+    return f"{table_key}-row-{index + 1}"
+
+
+def table_html(table: LeaderboardTable, key: str | None = None, row_runs: Mapping[tuple[Any, ...], Sequence[str]] | None = None) -> str:
+    """A leaderboard table as an HTML ``<table>``; best cells bold, missing cells as —, marked cells
+    with their mark (`marks_html`). A comparison with the paper gets a two-row header: each column
+    over its "ours | paper | Δ". With ``key``, rows get ids (`row_anchor`); with ``row_runs``, a
+    last column links each row to its runs' image grids."""
     groups = _compare_groups(table)
     keys = table.columns[: table.n_keys]
+    links = row_runs is not None
     if groups is None:
-        head = "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns) + "</tr>"
+        head = "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns) + ("<th>grid</th>" if links else "") + "</tr>"
     else:
         head = (
             "<tr>" + "".join(f'<th rowspan="2">{html.escape(str(k))}</th>' for k in keys)
-            + "".join(f'<th colspan="3">{html.escape(g)}</th>' for g in groups) + "</tr>\n<tr>"
+            + "".join(f'<th colspan="3">{html.escape(g)}</th>' for g in groups)
+            + ('<th rowspan="2">grid</th>' if links else "") + "</tr>\n<tr>"
             + "<th>ours</th><th>paper</th><th>Δ</th>" * len(groups) + "</tr>"
         )  # fmt: skip
-    body = "\n".join(
-        "<tr>" + "".join(_cell_html(v, i >= table.n_keys) for i, v in enumerate(row)) + "</tr>" for row in table.rows
-    )
+    lines = []
+    for index, row in enumerate(table.rows):
+        row_id = f' id="{html.escape(row_anchor(key, index))}"' if key else ""
+        cells = "".join(_cell_html(v, i >= table.n_keys) for i, v in enumerate(row))
+        if row_runs is not None:
+            cells += _grid_links_html(row_runs.get(tuple(row[: table.n_keys]), ()))
+        lines.append(f"<tr{row_id}>{cells}</tr>")
+    body = "\n".join(lines)
     return f"<table>\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
 
-def resolve_run_dir(run_dir: str | None, store_dir: Path) -> Path | None:
-    """A stored run directory, which may be relative to where `ddbench run` was started: as
-    recorded, else under the store's parent, else the ``runs/…`` part under the store's folder."""
-    if not run_dir:
-        return None
-    path = Path(run_dir)
-    candidates = [path, store_dir.parent / path]
-    if "runs" in path.parts:
-        candidates.append(store_dir.joinpath(*path.parts[path.parts.index("runs") :]))
-    return next((c for c in candidates if c.is_dir()), path)
-
-
-def grid_data_uri(path: Path, max_width: int = GRID_MAX_WIDTH) -> tuple[str, int, int]:
-    """A PNG as a ``data:`` URI, scaled down to ``max_width`` pixels, with its width and height."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        image.load()
-        if image.width > max_width:
-            height = max(1, round(image.height * max_width / image.width))
-            image = image.resize((max_width, height), Image.Resampling.LANCZOS)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", optimize=True)
-        size = image.size
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), size[0], size[1]
-
-
-def _figure_html(run: Mapping[str, Any], store_dir: Path) -> str:
-    spec = json.loads(run["spec_json"])
-    caption = html.escape(
-        f"{run['dataset']} · {prior_label(run['prior'], spec.get('prior_options') or {})} + {run['matcher']} · "
-        f"IPC {run['ipc']} · {spec.get('iterations')} it. · run {run['run_id']} ({run['status']})"
+def _grid_links_html(run_ids: Sequence[str]) -> str:
+    if not run_ids:
+        return '<td class="grid-links"></td>'
+    links = " ".join(
+        f'<a href="#{figure_id(r)}" title="image grid of run {html.escape(r)}">{"▦" if len(run_ids) == 1 else i + 1}</a>'
+        for i, r in enumerate(run_ids)
     )
-    run_dir = resolve_run_dir(run.get("run_dir"), store_dir)
-    grid = run_dir / GRID_FILE if run_dir is not None else None
-    if grid is not None and grid.is_file():
-        try:
-            uri, width, height = grid_data_uri(grid)
-            # small grids (28-px images at IPC 1) are shown at an integer zoom, pixels kept sharp
-            zoom = max(1, min(GRID_MAX_ZOOM, GRID_MIN_SHOWN_WIDTH // max(1, width), GRID_MAX_SHOWN_HEIGHT // max(1, height)))
-            body = (
-                f'<img src="{uri}" width="{width * zoom}" height="{height * zoom}" '
-                f'alt="image grid of run {html.escape(run["run_id"])}">'
-            )
-        except OSError as err:  # a truncated or foreign file: say so instead of a broken image
-            body = f'<div class="missing-grid">grid.png unreadable ({html.escape(str(err))}): {html.escape(str(grid))}</div>'
-    else:
-        where = html.escape(str(grid) if grid is not None else "no run directory recorded")
-        body = f'<div class="missing-grid">image grid missing: {where}</div>'
-    return f'<figure id="run-{html.escape(run["run_id"])}">{body}<figcaption>{caption}</figcaption></figure>'
+    return f'<td class="grid-links">{links}</td>'
 
 
 def html_report(
@@ -564,23 +614,57 @@ def html_report(
     shown: set[str] = set()
     for table in tables:
         parts.append(f'<h2 id="{html.escape(table.key)}">{html.escape(table.title)}</h2>')
-        parts.append(table_html(table.table))
-        parts += [f'<p class="note">{html.escape(note)}</p>' for note in table.notes]
-        if table.not_run:
-            parts.append(f'<p class="note">Not run yet ({len(table.not_run)}): {html.escape("; ".join(table.not_run))}</p>')
-        figures = []
-        for run_id in table.run_ids:
-            if run_id in by_id and run_id not in shown:
-                shown.add(run_id)
-                figures.append(_figure_html(by_id[run_id], store_dir))
-            elif run_id in shown:
-                figures.append(f'<p class="note"><a href="#run-{html.escape(run_id)}">grid of run {html.escape(run_id)} above</a></p>')
-        parts.append(f"<h3>Image grids ({len(figures)})</h3>")
-        parts.append(f'<div class="grids">{"".join(figures)}</div>' if figures else '<p class="note">No stored runs.</p>')
+        # the table with its notes, and beside it (below, on a narrow screen) its image grids
+        parts.append('<div class="table-grids"><div class="table-side">')
+        parts.append(table_html(table.table, table.key, table.row_runs))
+        parts += _notes_html(table)
+        parts.append('</div><div class="grids-side">')
+        parts += _table_grids_html(table, by_id, store_dir, shown)
+        parts.append("</div></div>")
     if plots_html:
         parts.append(plots_html)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _notes_html(table: ReportTable) -> list[str]:
+    """The table's notes; those of its cell marks (one per marked run) folded into one line."""
+    marked = mark_notes(table.table)
+    parts = [f'<p class="note">{html.escape(note)}</p>' for note in table.notes if note not in marked]
+    if marked:
+        symbols = "".join(dict.fromkeys(note.split(" ", 1)[0] for note in marked))
+        items = "".join(f"<li>{html.escape(note)}</li>" for note in marked)
+        parts.append(
+            f'<details class="marks"><summary>{html.escape(symbols)}: {len(marked)} run(s) marked in their cells '
+            f"(hover a mark for its reason; {OTHER_SETTINGS} other settings than the table's, not ranked; "
+            f"{NOT_MEANINGFUL} not meaningful)</summary><ul>{items}</ul></details>"
+        )
+    if table.not_run:
+        parts.append(f'<p class="note">Not run yet ({len(table.not_run)}): {html.escape("; ".join(table.not_run))}</p>')
+    return parts
+
+
+def _table_grids_html(table: ReportTable, by_id: Mapping[str, Mapping[str, Any]], store_dir: Path, shown: set[str]) -> list[str]:
+    """The table's image grids, per IPC, in row order; captions name the row and link back to it."""
+    keys = table.table.columns[: table.table.n_keys]
+    row_of: dict[str, tuple[int, tuple[Any, ...]]] = {}
+    for index, row in enumerate(table.table.rows):
+        for run_id in table.row_runs.get(tuple(row[: table.table.n_keys]), ()):
+            row_of.setdefault(run_id, (index, row))
+
+    def label(run_id: str) -> str:
+        if run_id not in row_of:
+            return run_id[:8]
+        values = row_of[run_id][1][: table.table.n_keys]
+        return " · ".join(str(v) for k, v in zip(keys, values) if k not in ("ipc", "run") and v is not None)
+
+    def back(run_id: str) -> str | None:
+        return row_anchor(table.key, row_of[run_id][0]) if run_id in row_of else None
+
+    def marks(run_id: str) -> str:
+        return marks_html(table.run_marks.get(run_id, ()))
+
+    return grid_sections_html(table.key, table.run_ids, by_id, store_dir, shown, label, back, marks)
 
 
 def external_references(page: str) -> list[str]:
@@ -604,4 +688,6 @@ __all__ = [
     "run_keys",
     "resolve_run_dir",
     "grid_data_uri",
+    "marks_html",
+    "row_anchor",
 ]
