@@ -78,6 +78,7 @@ def plugin_labels(cls: type, effective: dict[str, Any]) -> dict[str, Any]:
     labels: dict[str, Any] = {
         "display_order": getattr(cls, "display_order", None),
         "hidden_options": sorted({*cls.neutral_options, *cls.path_options, *cls.housekeeping_options}),
+        "path_options": list(cls.path_options),
     }
     if hasattr(cls, "generator_label"):
         labels["generator"] = cls.generator_label(effective)

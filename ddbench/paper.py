@@ -11,9 +11,9 @@ our leaderboard (the row's key values, the column), as fractions::
     >>> table.cells[(("dc", "pixel"), "alexnet")]
     (0.259, 0.002)
 
-Some paper rows are not separate plugins of ours; `PAPER_ROW_SPECS` says how our specs express
-each of them (prior options, a generator), and `paper_row_name` applies it to a run. Suite files
-may name rows explicitly instead (``[grid.labels]``), which wins.
+Some paper rows are not separate plugins of ours; each table's ``row_specs`` in the data say how
+our specs express them (prior options, a generator), and `paper_row_name` applies them to a run.
+Suite files may name rows explicitly instead (``[grid.labels]``), which wins.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import functools
 import inspect
 import json
 from importlib import resources
-from pathlib import PurePath
 from typing import Any, Mapping
 
 import pandas as pd
@@ -134,79 +133,59 @@ class PaperRowSpec:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-#: Paper row names that are not plain plugin names, per table and row key. Rows of tables 1–3 (and
-#: table 6's ``glad``/table 7's ``glad``) are named by our prior names; table 3's ``generator`` column
-#: is `generator_name` (``-`` for pixels). Checked in order; the first rule that holds names the row.
-PAPER_ROW_SPECS: dict[str, dict[str, tuple[PaperRowSpec, ...]]] = {
-    "table4": {
-        "prior": (
-            PaperRowSpec("pixel", "pixel"),
-            PaperRowSpec("glad-random", "glad", {"generator": "random"}),  # randomly initialised generator
-            PaperRowSpec("glad-trained", "glad", {"generator": "trained"}),  # a generator trained on CIFAR-10
-            PaperRowSpec("ld3m-trained", "ld3m", {"generator": "trained"}),  # an LDM trained on CIFAR-10
-        )
-    },
-    "table6": {
-        "prior": (
-            PaperRowSpec("glad", "glad"),
-            PaperRowSpec("ld3m-no-diffusion", "ld3m", {"diffusion": "off"}),  # decoder only, images = D(Z)
-            PaperRowSpec("ld3m", "ld3m", {"diffusion": "on"}),
-        )
-    },
-    "table7": {
-        "variant": (
-            PaperRowSpec("glad", "glad"),
-            PaperRowSpec("ld3m-learn-c", "ld3m", {"learn": "c"}),  # only the class conditioning learnable
-            PaperRowSpec("ld3m-learn-zc-no-eq12", "ld3m", {"learn": "zc", "residual": "none"}),  # plain Eq. 10
-            PaperRowSpec("ld3m-learn-zc-eq12", "ld3m", {"learn": "zc", "residual": "mean"}),  # the paper's LD3M
-        )
-    },
-}
-
-#: generator weights whose path names one of these are named after it (first match wins)
-KNOWN_GENERATOR_DATA = (("ffhq", "ffhq"), ("cin256", "imagenet"), ("imagenet", "imagenet"), ("cifar", "cifar10"))
-#: prior options that say where the generator's weights are
-WEIGHT_OPTIONS = ("weights", "model_dir")
-#: priors that have a generator (random unless weights are given); others have none ("-")
-GENERATIVE_PRIORS = ("glad", "ld3m")
+@functools.cache
+def row_specs(table: str, field: str) -> tuple[PaperRowSpec, ...]:
+    """How our runs express ``table``'s rows named by ``field`` (``prior`` or ``variant``) where they
+    are not plain plugin names (the table's ``row_specs`` in the shipped data); () where it has none.
+    Checked in order; the first rule that holds names the row."""
+    raw = (_raw_tables().get(table) or {}).get("row_specs", {}).get(field, ())
+    return tuple(PaperRowSpec(r["name"], r["prior"], r.get("options", {})) for r in raw)
 
 
-def generator_name(prior: str, options: Mapping[str, Any]) -> str:
-    """Which generator a run used, in the paper's words (Table 3's column).
+@functools.cache
+def _prior_class(prior: str) -> type | None:
+    """A prior plugin's class (imports it, and torch); None when it is not installed."""
+    from ddbench import registry
 
-    ``-`` for a prior without one (pixels), ``random`` for a generator without weights (randomly
-    initialised), else the data the weights were trained on when their path names it (``ffhq``,
-    ``imagenet`` — ``cin256`` is the class-conditional ImageNet LDM —, ``cifar10``), else the
-    file's stem. The path is a heuristic; a suite's ``labels.generator`` names a row explicitly.
-    """
-    declared = options.get("generator")
-    if isinstance(declared, str) and declared != "auto":
-        return declared  # a prior that names its generator in its resolved options says it best
-    path = next((options[k] for k in WEIGHT_OPTIONS if options.get(k)), None)
-    if path is None:
-        return "random" if prior in GENERATIVE_PRIORS else "-"
-    text = str(path).lower()
-    for where in (PurePath(text).name, text):  # the file's own name first, then its folders
-        for needle, name in KNOWN_GENERATOR_DATA:
-            if needle in where:
-                return name
-    return PurePath(str(path)).stem or str(path)
+    try:
+        return registry.get_plugin_class("prior", prior)
+    except Exception:  # noqa: BLE001 - an uninstalled third-party prior: what its runs recorded only
+        return None
+
+
+def generator_name(prior: str, options: Mapping[str, Any], labels: Mapping[str, Any] | None = None) -> str:
+    """Which generator a run used, in the paper's words (Table 3's column): the label the run
+    recorded (``labels``, from its resolved spec), else what the prior says of these options
+    (`Prior.generator_label`: ``-`` for pixels, ``random``, ``trained``, ``imagenet``, ...)."""
+    if labels and labels.get("generator"):
+        return str(labels["generator"])
+    cls = _prior_class(prior)
+    return cls.generator_label(options) if cls is not None else "-"
 
 
 @functools.cache
 def _option_defaults(prior: str) -> dict[str, Any]:
     """A prior plugin's ``__init__`` defaults; {} when it is not installed (then given options only)."""
-    from ddbench import registry  # imports the plugin (and torch): only when options must be read
-
-    try:
-        cls = registry.get_plugin_class("prior", prior)
-    except Exception:  # noqa: BLE001 - an uninstalled third-party prior: compare given options only
+    cls = _prior_class(prior)
+    if cls is None:
         return {}
     return {
         name: p.default
         for name, p in inspect.signature(cls).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
+
+
+def label_options(prior: str, labels: Mapping[str, Any] | None = None) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The options a prior's variant label leaves out (neutral, path and housekeeping options) and
+    its path options (where the generator's weights are): as the run recorded them (``labels``),
+    else as the plugin declares them; none for a prior that is not installed."""
+    if labels and "hidden_options" in labels:
+        return frozenset(labels["hidden_options"]), tuple(labels.get("path_options", ()))
+    cls = _prior_class(prior)
+    if cls is None:
+        return frozenset(), ()
+    return frozenset({*cls.neutral_options, *cls.path_options, *cls.housekeeping_options}), tuple(cls.path_options)
 
 
 def effective_options(prior: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -233,8 +212,8 @@ def _holds(rule: PaperRowSpec, prior: str, options: Mapping[str, Any]) -> bool:
 
 def paper_row_name(table: str, field: str, prior: str, options: Mapping[str, Any]) -> str | None:
     """The paper's name for a run's ``field`` (``prior`` or ``variant``) in ``table``, by
-    `PAPER_ROW_SPECS`; ``None`` where the table has no rule for that field or none holds."""
-    for rule in PAPER_ROW_SPECS.get(table, {}).get(field, ()):
+    `row_specs`; ``None`` where the table has no rule for that field or none holds."""
+    for rule in row_specs(table, field):
         if _holds(rule, prior, options):
             return rule.name
     return None
@@ -243,10 +222,11 @@ def paper_row_name(table: str, field: str, prior: str, options: Mapping[str, Any
 __all__ = [
     "PaperTable",
     "PaperRowSpec",
-    "PAPER_ROW_SPECS",
+    "row_specs",
     "paper_table",
     "paper_table_names",
     "paper_row_name",
     "generator_name",
     "effective_options",
+    "label_options",
 ]

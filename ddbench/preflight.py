@@ -15,13 +15,14 @@ run anyway when the estimate is wrong for your prior.
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import torch
 
 from ddbench.errors import DataNotFoundError, InvalidOptionError
 from ddbench.interfaces import RealData
 from ddbench.memory import format_bytes
-from ddbench.spec import RunSpec
+from ddbench.spec import RunEnv, RunSpec
 
 #: copies of the synthetic set that distillation holds at once (see the module docstring)
 STATE_COPIES = 8
@@ -94,4 +95,22 @@ def check_memory(spec: RunSpec, data: RealData, device: torch.device) -> None:
         )
 
 
-__all__ = ["check_data", "check_memory", "estimate_run_bytes", "available_bytes", "STATE_COPIES"]
+def check_data_present(specs: Sequence[RunSpec], env: RunEnv) -> None:
+    """Raise the dataset's own DataNotFoundError (where it looked, how to get the data) for the first
+    dataset of ``specs`` that is not on disk, before any run starts. Resolved specs say where their
+    data was found; a dataset that cannot tell (no `locate`) is checked when it loads."""
+    from ddbench import registry
+
+    checked: set[str] = set()
+    for spec in specs:
+        found = ((spec.identity or {}).get("dataset") or {}).get("found_at")
+        if found or spec.dataset in checked:
+            continue
+        checked.add(spec.dataset)
+        try:
+            registry.create("dataset", spec.dataset).locate(env.data_root)
+        except NotImplementedError:
+            continue
+
+
+__all__ = ["check_data_present", "check_data", "check_memory", "estimate_run_bytes", "available_bytes", "STATE_COPIES"]

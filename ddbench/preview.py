@@ -34,11 +34,22 @@ def with_budget(spec: RunSpec, budget: str) -> RunSpec:
     return dataclasses.replace(spec, **preset)
 
 
+def _distils(matcher: str) -> bool:
+    """Whether the matcher runs iterations (`Matcher.distils`; an unknown one is assumed to)."""
+    from ddbench import registry
+    from ddbench.errors import DDBenchError
+
+    try:
+        return bool(registry.get_plugin_class("matcher", matcher).distils)
+    except DDBenchError:
+        return True
+
+
 def describe(spec: RunSpec, prior_label: str) -> str:
     """What one spec runs, in a few words."""
     evaluators = ",".join(spec.evaluators)
     epochs = f", {spec.eval_epochs} epochs" if spec.eval_epochs else ""
-    distil = f"{spec.iterations} iterations" if spec.matcher != "real" else "random real images"
+    distil = f"{spec.iterations} iterations" if _distils(spec.matcher) else "no distillation (the prior's initial images)"
     return (
         f"{spec.dataset} · {prior_label} + {spec.matcher} · IPC {spec.ipc} · {distil} · "
         f"{evaluators} × {len(spec.eval_seeds)} seeds ({spec.protocol} protocol{epochs})"
