@@ -100,6 +100,10 @@ def cli() -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue interrupted runs from their checkpoints.")
 @click.option("--force", is_flag=True, help="Recompute even if the store already has this spec's results.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@click.option("--soft-labels", "soft_labels", metavar="teacher[:ARCH]", default=None, help="Evaluate on the soft labels of a teacher (an evaluator, default convnet) trained on the real training split and cached in --out; scores are keyed e.g. dc[soft=ce,teacher=convnet:2ep].")
+@click.option("--teacher-epochs", type=click.IntRange(min=1), default=None, help="Epochs the teacher trains on the real training split. [default: 2]")
+@click.option("--soft-loss", type=click.Choice(["ce", "kl"]), default=None, help="Loss on teacher soft labels: soft cross-entropy, or KL divergence at --temperature. [default: ce]")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, help="Temperature of --soft-loss kl. [default: 4]")
 @click.option("--tensorboard", is_flag=True, help="Also log each run's per-iteration metrics (metrics.jsonl) as TensorBoard events in its run directory; needs ddbench[tensorboard].")
 @click.option("--suite", default=None, shell_complete=suite_names(), help="Run a suite (table1 … table4, fmnist-cpu, or a suite .toml path); --dataset/--prior/--algo/--ipc then select among its runs and other options override it.")
 @click.option("--dry-run", is_flag=True, help="List the runs, what the store already has and their estimated cost; run nothing.")
@@ -151,6 +155,7 @@ def run(**opts: Any) -> None:
         progress=opts["progress"],
         tensorboard=opts["tensorboard"],
     )
+    specs = _with_soft_labels(specs, opts)
     # the one place where specs become runs: their ids now hash what will run (ddbench.identity)
     specs = resolve_specs(specs, env)
     specs = _meaningful_runs(specs, from_suite=bool(opts["suite"]))
@@ -189,6 +194,29 @@ def _meaningful_runs(specs: list[RunSpec], from_suite: bool) -> list[RunSpec]:
         verb = "kept, its report cells marked ‡" if from_suite else "skipped"
         console.print(f"[yellow]{verb}: {escape(spec.label)}: {escape(problem)}", highlight=False)
     return specs if from_suite else kept
+
+
+def _with_soft_labels(specs: list[RunSpec], opts: dict[str, Any]) -> list[RunSpec]:
+    """``--soft-labels teacher[:ARCH]``: evaluation on a teacher's soft labels (the run ids stay: only
+    the protocol changes); the teacher trains on the run's training data (a smoke run's slice)."""
+    import dataclasses
+
+    from ddbench.soft_labels import teacher_soft_labels
+
+    if opts["soft_labels"] is None:
+        given = [f"--{name.replace('_', '-')}" for name in ("teacher_epochs", "soft_loss", "temperature") if opts[name] is not None]
+        if given:
+            raise InvalidOptionError(f"{', '.join(given)} applies to --soft-labels teacher only; add --soft-labels teacher or leave it out")
+        return specs
+    if opts["temperature"] is not None and opts["soft_loss"] != "kl":
+        raise InvalidOptionError("--temperature applies to --soft-loss kl only; add --soft-loss kl or leave it out")
+    _check_names("evaluator", [teacher_soft_labels(opts["soft_labels"], opts["soft_loss"], None, None).teacher.arch])  # type: ignore[union-attr]
+    return [
+        dataclasses.replace(spec, soft_labels=teacher_soft_labels(
+            opts["soft_labels"], opts["soft_loss"], opts["temperature"], opts["teacher_epochs"], spec.train_per_class
+        ).to_dict())  # fmt: skip
+        for spec in specs
+    ]
 
 
 #: the command line `main` was given (None when click is driven directly, e.g. by CliRunner)

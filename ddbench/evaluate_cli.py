@@ -26,10 +26,13 @@ console = stderr_console()
 @click.option("--eval-epochs", type=click.IntRange(min=1), default=None, help="Override the protocol's training epochs.")
 @click.option("--range", "range_", type=click.Choice(["auto", "normalized", "unit"]), default="auto", show_default=True, help="Image values: normalised with the dataset's mean/std, or in [0, 1]; auto detects and prints it.")
 @click.option("--experiment", type=click.IntRange(min=0), default=None, help="DC/DSA/DM res_*.pt: score experiment K only. [default: each, as NAME#K]")
-@click.option("--soft-loss", type=click.Choice(["ce", "kl", "argmax"]), default=None, help="Soft labels (N×K): soft cross-entropy (default), KL at --temperature, or their argmax as hard labels. Marked in the protocol, e.g. dc[soft=kl,T=4].")
+@click.option("--soft-labels", "soft_labels", metavar="teacher[:ARCH]", default=None, help="Train on the soft labels of a teacher (an evaluator, default convnet) trained on the real training split and cached in --out; marked in the protocol, e.g. dc[soft=ce,teacher=convnet:2ep].")
+@click.option("--teacher-epochs", type=click.IntRange(min=1), default=None, help="Epochs the teacher trains on the real training split (the protocol's optimiser). [default: 2]")
+@click.option("--soft-loss", type=click.Choice(["ce", "kl", "argmax"]), default=None, help="Soft labels (the set's N×K, or a teacher's): soft cross-entropy (default), KL at --temperature, or (the set's) argmax as hard labels. Marked in the protocol, e.g. dc[soft=kl,T=4].")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, help="Temperature of --soft-loss kl. [default: 4]")
 @click.option("--res", type=int, default=None, help="Dataset resolution (ImageNet subsets: 128 or 256).")
 @click.option("--test-size", type=click.IntRange(min=1), default=None, help="Score on the first N test images only (as --budget smoke runs do).")
+@click.option("--train-per-class", type=click.IntRange(min=1), default=None, help="The teacher trains on the first N training images of each class only (as --budget smoke runs do).")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write the set as a class-per-folder PNG tree to this directory instead of scoring it.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory (results.sqlite, runs/).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where the dataset lives (overrides $DDBENCH_DATA).")
@@ -48,6 +51,7 @@ def evaluate(path: Path, **opts: Any) -> None:
       ddbench evaluate res_DM_FashionMNIST_ConvNet_10ipc.pt --dataset fashion-mnist --name dm-official
       ddbench evaluate mtt_logged_files/ --dataset cifar10 --name mtt-official --evaluators convnet,unseen
       ddbench evaluate pngs/ --dataset fashion-mnist --name mine --seeds 5
+      ddbench evaluate pngs/ --dataset fashion-mnist --name mine --soft-labels teacher --soft-loss kl
       ddbench evaluate ddbench-out/runs/fashion-mnist/pixel-dm-ipc1-… --export pngs/
     """
     from ddbench.external import export_class_folders, read_external
@@ -69,11 +73,14 @@ def evaluate(path: Path, **opts: Any) -> None:
         soft_loss=opts["soft_loss"],
         temperature=opts["temperature"],
         device=device,
+        soft_labels=opts["soft_labels"],
+        teacher_epochs=opts["teacher_epochs"],
+        train_per_class=opts["train_per_class"],
     )
     name = check_name(opts["name"]) if opts["name"] else default_name(path)
     dataset = opts["dataset"] or _dataset_of(path)
     check_names("dataset", [dataset])
-    data = load_data(dataset, opts["data_root"], opts["res"], opts["download"], opts["test_size"])
+    data = load_data(dataset, opts["data_root"], opts["res"], opts["download"], opts["test_size"], opts["train_per_class"])
     sets = read_external(path, data.class_names, data.channels, data.resolution, opts["experiment"])
     say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731 - keys like dc[epochs=50] are not markup
     if opts["export_dir"] is not None:

@@ -257,6 +257,25 @@ def mark_old_specs(frame: pd.DataFrame, rows: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
+def mark_soft_labels(frame: pd.DataFrame, rows: Sequence[str], columns: str) -> pd.DataFrame:
+    """Where the protocol is not a row or column key, scores trained on soft labels get
+    `` (soft=…)`` after their first row key (e.g. ``pixel (soft=kl,T=4,teacher=convnet:2ep)``), so
+    that soft- and hard-label numbers are never shown, or compared, unmarked."""
+    if not rows or frame.empty or "protocol" in (*rows, columns) or "protocol" not in frame.columns:
+        return frame
+    from ddbench.soft_labels import soft_part
+
+    soft = frame["protocol"].map(lambda key: soft_part(key) if isinstance(key, str) else None)
+    if soft.isna().all():
+        return frame
+    frame = frame.copy()
+    key = rows[0]
+    frame[key] = frame[key].astype(object)
+    marked = soft.notna()
+    frame.loc[marked, key] = [f"{value} ({part})" for value, part in zip(frame.loc[marked, key], soft[marked])]
+    return frame
+
+
 def aggregate(
     frame: pd.DataFrame,
     rows: Sequence[str] = ("prior", "matcher"),
@@ -285,6 +304,7 @@ def aggregate(
         )
     data = apply_filters(frame, filters)
     data = mark_old_specs(data[data[value].notna()], rows)
+    data = mark_soft_labels(data, rows, columns)
     per_arch_keys = keys if "evaluator" in keys else [*keys, "evaluator"]
     _check_unambiguous(data, [*per_arch_keys, "seed"])
     if data.empty:
@@ -590,6 +610,7 @@ __all__ = [
     "mark_notes",
     "PaperCell",
     "Delta",
+    "mark_soft_labels",
     "average_cell",
     "mark_best",
     "LeaderboardTable",

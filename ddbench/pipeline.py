@@ -17,16 +17,18 @@ from ddbench._console import stderr_console
 from ddbench.distill import CHECKPOINT_FILE, Distiller
 from ddbench.dsa import DSA
 from ddbench.errors import DDBenchError, InvalidOptionError
-from ddbench.evaluate import evaluate_synthetic
 from ddbench.fileio import write_json_atomic
 from ddbench.identity import resolve_spec
 from ddbench.interfaces import RealData
 from ddbench.preflight import check_data, check_memory
 from ddbench.progress import make_progress
 from ddbench.protocols import get_protocol
+from ddbench.record_score import evaluate_and_record
+from ddbench.soft_labels import SoftLabels
 from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore
 from ddbench.synthetic import SyntheticSet
+from ddbench.teacher import teacher_labels
 
 log = logging.getLogger(__name__)
 
@@ -144,39 +146,25 @@ def _run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataC
 
     matcher_meta = synthetic.metadata.get("matcher", {})
     learned_lr = matcher_meta.get("lr")  # MTT protocol: evaluate with the distilled learning rate
+    key = spec.protocol_key()
+    missing = [(e, s) for e in spec.evaluators for s in spec.eval_seeds if not store.has_score(run_id, e, s, key)]
+    soft = SoftLabels.from_dict(spec.soft_labels) if spec.soft_labels else None
+    labels = synthetic.labels
+    if soft is not None and soft.teacher is not None and missing:
+        console.print(f"soft labels: {soft.describe()}", highlight=False, markup=False)
+        fingerprint = ((spec.identity or {}).get("dataset") or {}).get("key", {}).get("fingerprint")
+        labels = teacher_labels(
+            synthetic.images, data, soft.teacher, spec.protocol, cache_dir=env.out / "cache", fingerprint=fingerprint,
+            device=device, progress=bar, say=lambda text: console.print(text, highlight=False, markup=False),
+        )  # fmt: skip
     scores = []
-    for evaluator in spec.evaluators:
-        for seed in spec.eval_seeds:
-            if store.has_score(run_id, evaluator, seed, spec.protocol_key()):
-                continue
-            result = evaluate_synthetic(
-                synthetic.images,
-                synthetic.labels,
-                data,
-                evaluator,
-                protocol,
-                seed=seed,
-                device=device,
-                epochs=spec.eval_epochs,
-                lr=learned_lr,
-                report=spec.report,
-                progress=bar,
-            )
-            # the store keys scores by the protocol's name with its overrides, e.g. "dc[epochs=300]"
-            protocol_record = {**dict(result.protocol), "name": spec.protocol_key(), "report": spec.report}
-            store.add_score(
-                run_id,
-                evaluator,
-                seed,
-                protocol_record,
-                result.accuracy,
-                result.accuracy_max,
-                result.train_seconds,
-                result.eval_seconds,
-                result.peak_memory_bytes,
-            )
-            scores.append({"evaluator": evaluator, "seed": seed, "accuracy": result.accuracy})
-            console.print(f"  {evaluator} seed {seed}: {100 * result.accuracy:.2f} %")
+    for evaluator, seed in missing:
+        result = evaluate_and_record(
+            synthetic.images, labels, data, evaluator, protocol, seed, key=key, device=device,
+            epochs=spec.eval_epochs, lr=learned_lr, report=spec.report, soft=soft, store=store, run_id=run_id, progress=bar,
+        )  # fmt: skip
+        scores.append({"evaluator": evaluator, "seed": seed, "accuracy": result.accuracy})
+        console.print(f"  {evaluator} seed {seed}: {100 * result.accuracy:.2f} %")
     return RunOutcome(run_id=run_id, run_dir=run_dir, reused_distillation=reused, scores=scores)
 
 

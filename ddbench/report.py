@@ -138,8 +138,9 @@ def run_keys(
 
 def _protocol_key(spec: Mapping[str, Any]) -> str:
     # RunSpec.protocol_key of a stored spec dict (which may come from another ddbench version)
-    epochs = spec.get("eval_epochs")
-    return str(spec.get("protocol", "dc")) if epochs is None else f"{spec.get('protocol', 'dc')}[epochs={epochs}]"
+    from ddbench.soft_labels import stored_protocol_key
+
+    return stored_protocol_key(spec)
 
 
 # --------------------------------------------------------------------- finding a suite's runs

@@ -10,10 +10,8 @@ The run id hashes the content hash, the dataset (name, resolution, data fingerpr
 and the learned lr that came with the set; scores are keyed by evaluator, seed and protocol as
 ``ddbench run``'s are, so scoring the same set again trains nothing.
 
->>> protocol_key("dc", 300, None)
-'dc[epochs=300]'
->>> protocol_key("dc", None, SoftLabels("kl", 4.0))
-'dc[soft=kl,T=4]'
+Soft labels (the set's own, or a teacher's with ``soft_labels="teacher"``) and the protocol keys
+they are stored under are `ddbench.soft_labels`'.
 """
 
 from __future__ import annotations
@@ -32,13 +30,15 @@ from torch import Tensor
 
 from ddbench import registry
 from ddbench.errors import DataNotFoundError, InvalidOptionError
-from ddbench.evaluate import evaluate_synthetic
 from ddbench.external import SOFT_LATENT, ExternalSet
 from ddbench.interfaces import RealData
 from ddbench.protocols import get_protocol
+from ddbench.record_score import evaluate_and_record
+from ddbench.soft_labels import SoftLabels, protocol_key, teacher_soft_labels
 from ddbench.spec import SPEC_VERSION
 from ddbench.store import ResultsStore
 from ddbench.synthetic import SyntheticSet
+from ddbench.teacher import teacher_labels
 
 EXTERNAL = "external"  # the pseudo-prior (and matcher prefix) external sets are stored under
 RANGES = ("auto", "normalized", "unit")
@@ -48,44 +48,6 @@ IDENTITY_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+#-]{0,79}$")
 
 Say = Callable[[str], None]
-
-
-@dataclasses.dataclass(frozen=True)
-class SoftLabels:
-    """How soft labels are trained on: ``ce`` (soft cross-entropy) or ``kl`` (KL divergence to the
-    labels at ``temperature``, scaled by T² as in distillation)."""
-
-    loss: str
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.loss not in ("ce", "kl"):
-            raise InvalidOptionError(f"Expected a soft-label loss 'ce' or 'kl' but got '{self.loss}'")
-        if not self.temperature > 0:
-            raise InvalidOptionError(f"Expected a temperature > 0 but got {self.temperature}")
-
-    @property
-    def key(self) -> str:
-        return "soft=ce" if self.loss == "ce" else f"soft=kl,T={self.temperature:g}"
-
-    def loss_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
-        if self.loss == "ce":
-            return lambda logits, target: F.cross_entropy(logits, target)
-        t = self.temperature
-
-        def kl(logits: Tensor, target: Tensor) -> Tensor:
-            # the labels' distribution at temperature t (softmax(log p / t)), KL to the student's at t
-            teacher = F.log_softmax(target.clamp_min(1e-12).log() / t, dim=1)
-            return F.kl_div(F.log_softmax(logits / t, dim=1), teacher, log_target=True, reduction="batchmean") * t * t
-
-        return kl
-
-
-def protocol_key(protocol: str, eval_epochs: int | None, soft: SoftLabels | None) -> str:
-    """The key scores are stored under: ``dc``, ``dc[epochs=300]``, ``dc[epochs=2,soft=kl,T=4]``.
-    Soft-label scores always carry ``soft=…``, so they never share a cell with hard-label ones."""
-    parts = ([f"epochs={eval_epochs}"] if eval_epochs is not None else []) + ([soft.key] if soft else [])
-    return f"{protocol}[{','.join(parts)}]" if parts else protocol
 
 
 @dataclasses.dataclass
@@ -100,6 +62,11 @@ class Settings:
     soft_loss: str | None = None  # ce, kl or argmax; None: ce for soft labels
     temperature: float | None = None
     device: str = "cpu"
+    #: ``"teacher"`` or ``"teacher:ARCH"``: train on a teacher's soft labels instead of the set's labels
+    soft_labels: str | None = None
+    teacher_epochs: int | None = None
+    #: the teacher trains on the first N training images of each class (None: all of them)
+    train_per_class: int | None = None
 
     def __post_init__(self) -> None:
         self.evaluators, self.seeds = tuple(self.evaluators), tuple(int(s) for s in self.seeds)
@@ -111,7 +78,17 @@ class Settings:
             raise InvalidOptionError(f"Expected soft-label loss one of {SOFT_LOSSES} but got '{self.soft_loss}'")
         if self.temperature is not None and self.soft_loss != "kl":
             raise InvalidOptionError("--temperature applies to --soft-loss kl only; add --soft-loss kl or leave it out")
+        if self.soft_labels is None and self.teacher_epochs is not None:
+            raise InvalidOptionError("--teacher-epochs applies to --soft-labels teacher only; add --soft-labels teacher or leave it out")
         get_protocol(self.protocol)  # an unknown protocol fails before any data loads
+        _ = self.teacher  # a bad --soft-labels or --soft-loss argmax with a teacher fails here, before data loads
+
+    @property
+    def teacher(self) -> SoftLabels | None:
+        """The teacher's soft labels ``--soft-labels teacher[:ARCH]`` asks for (None: the set's labels)."""
+        if self.soft_labels is None:
+            return None
+        return teacher_soft_labels(self.soft_labels, self.soft_loss, self.temperature, self.teacher_epochs, self.train_per_class)
 
 
 @dataclasses.dataclass
@@ -232,9 +209,13 @@ def content_hash(images: Tensor, labels: Tensor) -> str:
 def prepare(found: ExternalSet, data: RealData, settings: Settings, say: Say = lambda _: None) -> PreparedSet:
     """``found`` as normalised images at ``data``'s resolution and checked labels, with its hash."""
     images, record = _prepare_images(found, data, settings.range, say)
-    labels, is_soft = _prepare_labels(found, len(images), data, settings.soft_loss, say)
+    teacher = settings.teacher  # with a teacher, --soft-loss names its loss, not the set's
+    labels, is_soft = _prepare_labels(found, len(images), data, None if teacher else settings.soft_loss, say)
     soft = None
-    if is_soft:
+    if teacher is not None:
+        replaced = "the set's soft labels are replaced by " if is_soft else "trained on "
+        say(f"{replaced}{teacher.describe()} (protocol marked {teacher.key})")
+    elif is_soft:
         loss = settings.soft_loss if settings.soft_loss in ("ce", "kl") else "ce"
         soft = SoftLabels(loss, settings.temperature if settings.temperature is not None else (4.0 if loss == "kl" else 1.0))
         say(f"soft labels: trained with {'soft cross-entropy' if loss == 'ce' else f'KL divergence at T={soft.temperature:g}'} (protocol marked {soft.key})")
@@ -256,10 +237,14 @@ def prepare(found: ExternalSet, data: RealData, settings: Settings, say: Say = l
 # ---------------------------------------------------------------------------- data and identity
 
 
-def load_data(dataset: str, data_root: str | None = None, res: int | None = None, download: bool = False, test_size: int | None = None) -> RealData:
-    """The dataset an external set is scored on (its test split, first ``test_size`` images)."""
+def load_data(
+    dataset: str, data_root: str | None = None, res: int | None = None, download: bool = False,
+    test_size: int | None = None, train_per_class: int | None = None,
+) -> RealData:
+    """The dataset an external set is scored on (its test split, first ``test_size`` images; a
+    teacher trains on its training split, the first ``train_per_class`` images of each class)."""
     data = registry.create("dataset", dataset).load(root=data_root, res=res, download=download)
-    return data.subset(None, test_size) if test_size else data
+    return data.subset(train_per_class, test_size) if test_size or train_per_class else data
 
 
 def data_fingerprint(dataset: str, data_root: str | None, res: int | None) -> str | None:
@@ -355,7 +340,8 @@ def score_prepared(
     """Train every evaluator × seed on ``prepared`` (skipping those ``store`` already has) and
     return one row per score: name, run_id, dataset, evaluator, seed, protocol, accuracy, reused."""
     check_name(name)
-    key = protocol_key(settings.protocol, settings.eval_epochs, prepared.soft)
+    soft = settings.teacher or prepared.soft
+    key = protocol_key(settings.protocol, settings.eval_epochs, soft)
     run_id = external_run_id(prepared, data, fingerprint, test_size, lr)
     spec = _spec_record(name, prepared, data, settings, res, test_size)
     stored: dict[tuple[str, int], float] = {}
@@ -372,6 +358,7 @@ def score_prepared(
         mine = scores[(scores["run_id"] == run_id) & (scores["protocol"] == key)]
         stored = {(r.evaluator, int(r.seed)): float(r.accuracy) for r in mine.itertuples()}
     protocol = get_protocol(settings.protocol)
+    labels: Tensor | None = None  # the teacher's labels are made only when something is trained
     rows = []
     for evaluator in settings.evaluators:
         for seed in settings.seeds:
@@ -379,25 +366,16 @@ def score_prepared(
                 rows.append((evaluator, seed, stored[(evaluator, seed)], True))
                 say(f"  {evaluator} seed {seed}: {100 * stored[(evaluator, seed)]:.2f} % (stored)")
                 continue
-            result = evaluate_synthetic(
-                prepared.images,
-                prepared.labels,
-                data,
-                evaluator,
-                protocol,
-                seed=seed,
-                device=settings.device,
-                epochs=settings.eval_epochs,
-                lr=lr,
-                progress=progress,
-                loss_fn=prepared.soft.loss_fn() if prepared.soft else None,
-            )
-            if store is not None:
-                record = {**result.protocol, "name": key, "report": "final"}
-                if prepared.soft:
-                    record["soft_labels"] = {"loss": prepared.soft.loss, "temperature": prepared.soft.temperature}
-                store.add_score(run_id, evaluator, seed, record, result.accuracy, result.accuracy_max,
-                                result.train_seconds, result.eval_seconds, result.peak_memory_bytes)  # fmt: skip
+            if labels is None:
+                labels = prepared.labels if settings.teacher is None else teacher_labels(
+                    prepared.images, data, settings.teacher.teacher, settings.protocol,  # type: ignore[arg-type]
+                    cache_dir=None if store is None else (out or store.path.parent) / "cache",
+                    fingerprint=fingerprint, device=settings.device, progress=progress, say=say,
+                )  # fmt: skip
+            result = evaluate_and_record(
+                prepared.images, labels, data, evaluator, protocol, seed, key=key, device=settings.device,
+                epochs=settings.eval_epochs, lr=lr, soft=soft, store=store, run_id=run_id, progress=progress,
+            )  # fmt: skip
             rows.append((evaluator, seed, result.accuracy, False))
             say(f"  {evaluator} seed {seed}: {100 * result.accuracy:.2f} %")
     return pd.DataFrame(
@@ -424,6 +402,9 @@ def evaluate_set(
     lr: float | None = None,
     soft_loss: str | None = None,
     temperature: float | None = None,
+    soft_labels: str | None = None,
+    teacher_epochs: int | None = None,
+    train_per_class: int | None = None,
     data_root: str | None = None,
     res: int | None = None,
     test_size: int | None = None,
@@ -437,7 +418,9 @@ def evaluate_set(
     resolution. ``labels``: class ids (N,) or soft labels (N, K), trained on with ``soft_loss``
     ``"ce"`` (default), ``"kl"`` (at ``temperature``, default 4) or ``"argmax"``. ``seeds``: a
     count (0..N-1) or the seeds. ``lr``: a learned evaluation lr (MTT) instead of the protocol's.
-    With ``out``, the run and its scores go into ``out/results.sqlite`` (and appear on
+    ``soft_labels="teacher"`` (or ``"teacher:ARCH"``) trains on the soft labels of a teacher trained
+    ``teacher_epochs`` epochs on the real training split (its first ``train_per_class`` images per
+    class where given), with ``soft_loss`` ``"ce"`` or ``"kl"``; it is cached in ``out``. With ``out``, the run and its scores go into ``out/results.sqlite`` (and appear on
     ``ddbench leaderboard --out OUT`` as ``external:<name>``); a set scored before is not trained on
     again. Returns one row per evaluator × seed: name, run_id, dataset, evaluator, seed, protocol,
     accuracy (a fraction), reused.
@@ -461,11 +444,14 @@ def evaluate_set(
         soft_loss=soft_loss,
         temperature=temperature,
         device=str(resolve_device(device)),
+        soft_labels=soft_labels,
+        teacher_epochs=teacher_epochs,
+        train_per_class=train_per_class,
     )
     check_name(name)
     console = stderr_console()
     say: Say = (lambda text: console.print(text, highlight=False, markup=False)) if verbose else (lambda _: None)
-    data = load_data(dataset, data_root, res, test_size=test_size)
+    data = load_data(dataset, data_root, res, test_size=test_size, train_per_class=train_per_class)
     found = ExternalSet(torch.as_tensor(images), torch.as_tensor(labels), "tensors", "<in memory>", lr=lr)
     prepared = prepare(found, data, settings, say)
     if out is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ddbench.errors import InvalidOptionError
+from ddbench.soft_labels import SoftLabels, stored_protocol_key
 
 #: 2: the run id hashes the resolved identity (effective options, versions, data and model digests);
 #: runs stored with version 1 hashed the typed options and are kept apart in leaderboards
@@ -63,6 +64,8 @@ class RunSpec:
     report: str = "final"
     #: evaluate on the first N test images only (smoke runs); None = the whole test split
     test_size: int | None = None
+    #: train evaluators on a teacher's soft labels (`ddbench.soft_labels.SoftLabels.to_dict`); None = hard labels
+    soft_labels: dict[str, Any] | None = None
     #: what will run, recorded by `ddbench.identity.resolve_spec` (None: not resolved yet)
     identity: dict[str, Any] | None = None
 
@@ -79,6 +82,8 @@ class RunSpec:
             raise InvalidOptionError("Expected at least one evaluator")
         if not self.eval_seeds:
             raise InvalidOptionError("Expected at least one evaluation seed")
+        if self.soft_labels is not None and SoftLabels.from_dict(self.soft_labels).teacher is None:
+            raise InvalidOptionError("A run's soft labels come from a teacher (--soft-labels teacher); its set has hard labels")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -123,8 +128,9 @@ class RunSpec:
         return f"{self.dataset} {self.prior}+{self.matcher} ipc{self.ipc}"
 
     def protocol_key(self) -> str:
-        """Names the evaluation protocol and its overrides, e.g. ``dc`` or ``dc[epochs=300]``."""
-        return self.protocol if self.eval_epochs is None else f"{self.protocol}[epochs={self.eval_epochs}]"
+        """Names the evaluation protocol and its overrides, e.g. ``dc``, ``dc[epochs=300]`` or, with
+        teacher soft labels, ``dc[epochs=300,soft=ce,teacher=convnet:2ep]``."""
+        return stored_protocol_key({"protocol": self.protocol, "eval_epochs": self.eval_epochs, "soft_labels": self.soft_labels})
 
 
 #: entries of an identity that are recorded but never hashed
