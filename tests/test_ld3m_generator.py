@@ -119,3 +119,26 @@ def test_generator_options_fail_with_the_fix() -> None:
     prior = registry.create("prior", "ld3m", generator="random")
     with pytest.raises(InvalidOptionError, match="prior train ld3m --dataset tiny"):
         prior.setup(make_tiny_data(), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("generator", ["trained", "random"])
+def test_the_default_sampler_carries_z_to_the_images(generator: str, fmnist_slice: Path) -> None:
+    """Eq. 12 with z_T = Z (the default) starts from images near the real ones Z was encoded from and
+    passes Z a real gradient; with the reference's z_T drawn at t = 901 neither holds."""
+    data = registry.create("dataset", "fashion-mnist").load(root=str(fmnist_slice))
+    labels = class_labels(data.num_classes, 2)
+    gen = torch.Generator().manual_seed(0)
+    real = torch.cat([data.sample_class(c, 2, gen) for c in range(data.num_classes)])
+
+    def signal(**options) -> tuple[float, float]:
+        prior = registry.create("prior", "ld3m", generator=generator, **options)
+        prior.setup(data, torch.device("cpu"))
+        state = prior.init_state(real, labels, torch.Generator().manual_seed(1))
+        images = prior.generate(state, torch.arange(len(labels)))
+        images.pow(2).mean().backward()
+        return float(((images.detach() - real) ** 2).mean()), float(state.params["z"].grad.norm())
+
+    default_mse, default_grad = signal()
+    noised_mse, noised_grad = signal(forward_noise=True)
+    assert default_mse < 0.3 < noised_mse
+    assert default_grad > 5 * noised_grad

@@ -24,6 +24,16 @@ Which generator (``generator``, the "generator" column of the paper's Table 3):
   come out alike (`benchmarks/ld3m_random_spread.py` measures it). Kept for tests and plumbing.
 - ``auto``: ``trained`` when a model is known (``model_dir`` or a shipped one), else ``untrained``
   with a warning.
+
+z_T (a documented deviation): the paper writes z_T ~ q(z_T | Z) without the noise level; the
+reference code draws it at the first sampling step's ᾱ (t = 901 at T = 10, √ᾱ ≈ 0.03), so z_T is
+nearly pure noise, and carries Z to the image through its x̂0 blend toward quantize(Z) instead of
+Eq. 12. Eq. 12 with that z_T keeps about 3 % of Z: the images start far from the real images Z was
+encoded from and the gradient reaching Z is some thirty times smaller than with z_T = Z, which
+defeats Eq. 12's stated purpose (gradient flow to Z) and sank the random LDM below random real
+images. So ddbench keeps Eq. 12 and feeds z_T = Z (``forward_noise=False``); ``forward_noise=True``
+restores the reference's draw. ``benchmarks/ld3m_z_signal.py`` measures the signal and gradient per
+variant; benchmarks/README.md has the accuracies.
 """
 
 from __future__ import annotations
@@ -87,7 +97,10 @@ class LD3MPrior(Prior):
         init: ``real`` (Z = E(X_s)) or ``noise`` (Z ~ N(0, I), paper Table 5).
         resample_noise: draw fresh noise at every generation from the global RNG, as the reference
             code does; the loss and backward passes then see different images.
-        forward_noise: z_T ~ q(z_T | Z) at the first step's ᾱ (paper); False feeds z_T = Z.
+        forward_noise: False (default) feeds z_T = Z; True draws z_T ~ q(z_T | Z) at the first
+            step's ᾱ, as the reference code does (t = 901 at T = 10). See "z_T" in the module
+            docstring for why the default deviates; the reference code is ``residual=x0
+            forward_noise=true``.
         checkpoint: recompute each denoiser call in backward (memory flat in T).
         precision: ``fp32``, ``bf16`` (the denoiser and decoder under bfloat16 autocast; latents,
             Eq. 12's arithmetic and the learnable Z and c stay fp32) or ``auto`` (bf16 where the
@@ -140,7 +153,7 @@ class LD3MPrior(Prior):
         diffusion: str = "on",
         init: str = "real",
         resample_noise: bool = False,
-        forward_noise: bool = True,
+        forward_noise: bool = False,
         checkpoint: bool = True,
         precision: str = "fp32",
         class_ids: Sequence[int] | None = None,
