@@ -339,12 +339,15 @@ def _print_leaderboard(store: Any, fmt: str, rows: tuple[str, ...], columns: str
 @click.option("--ipc", "ipcs", multiple=True, help="Only these IPCs.")
 @click.option("--evaluators", "evaluators", multiple=True, shell_complete=plugin_names("evaluator", "unseen"), help="Only these evaluators ('unseen' = the four unseen architectures).")
 @click.option("--protocol", "protocols", multiple=True, help="Only these evaluation protocols, e.g. dc or 'dc[epochs=300]'.")
-def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, output: Path | None, rows: str, columns: str, datasets: tuple[str, ...], ipcs: tuple[str, ...], evaluators: tuple[str, ...], protocols: tuple[str, ...]) -> None:
+@click.option("--reference", is_flag=True, help="One row per run × evaluator × protocol with the gap to the full-data baseline (HLR), the gain over random real images at the same IPC (IOR) and DD-Ranking's combined score.")
+@click.option("--ddrs-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="--reference: the weight w of IOR in the DD-Ranking score (1 − w on HLR).")
+def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, output: Path | None, rows: str, columns: str, datasets: tuple[str, ...], ipcs: tuple[str, ...], evaluators: tuple[str, ...], protocols: tuple[str, ...], reference: bool, ddrs_weight: float) -> None:
     """Mean ± std over seeds of every stored score, as a pivot table.
 
     \b
     Examples:
       ddbench leaderboard --format markdown
+      ddbench leaderboard --reference --ipc 10
       ddbench leaderboard --suite table1 --compare paper
       ddbench leaderboard --suite table2 --format html --output table2.html
     """
@@ -370,6 +373,8 @@ def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, out
     # a reader writes nothing: no lock file, no schema, and it works on a read-only copy of a store
     with ResultsStore(path, read_only=True) as store:
         scores, runs = store.scores_frame(), store.runs_frame()
+    if reference:
+        return _reference_leaderboard(scores, filters or None, fmt, suite, output, ddrs_weight)
     row_keys = tuple(_split([rows]))
     if click.get_current_context().get_parameter_source("rows") == ParameterSource.DEFAULT:
         # the default view groups what it would otherwise refuse to mix (several IPCs, resolutions, …)
@@ -383,6 +388,28 @@ def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, out
         render(leaderboard_table(scores, rows=row_keys, columns=columns, filters=filters or None), fmt)
         return
     _leaderboard_report(out, scores, runs, fmt, suite, compare == "paper", output, row_keys, columns, filters or None)
+
+
+def _reference_leaderboard(scores: Any, filters: dict[str, Any] | None, fmt: str, suite: str | None, output: Path | None, weight: float) -> None:
+    """`ddbench leaderboard --reference`: accuracy, HLR, IOR and the DD-Ranking score per row."""
+    from ddbench.fileio import write_atomic
+    from ddbench.leaderboard import format_table, render
+    from ddbench.reference import reference_table
+
+    if suite is not None or fmt == "html":
+        raise InvalidOptionError("--reference is a table of its own; leave out --suite and --format html")
+    if scores.empty:
+        console.print("[yellow]The store has no scores yet; run `ddbench run` first.")
+        return
+    table, notes = reference_table(scores, filters, weight)
+    if output is not None:
+        text = format_table(table, fmt, width=250)
+        write_atomic(output, lambda tmp: tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8"))
+        console.print(f"wrote {output}")
+    else:
+        render(table, fmt, console=Console(width=None if sys.stdout.isatty() else 250))
+    for note in notes:
+        console.print(f"[dim]{escape(note)}", highlight=False)
 
 
 def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str | None, compare: bool, output: Path | None, rows: tuple[str, ...], columns: str, filters: dict[str, Any] | None) -> None:
@@ -514,6 +541,11 @@ def plugins() -> None:
 from ddbench.evaluate_cli import evaluate as _evaluate  # noqa: E402
 
 cli.add_command(_evaluate)
+
+# `ddbench baseline`: the full-data reference of `ddbench leaderboard --reference`
+from ddbench.baseline_cli import baseline as _baseline  # noqa: E402
+
+cli.add_command(_baseline)
 
 
 @cli.group(cls=EntryPointGroup, entry_point_group="ddbench.prior_commands")

@@ -115,8 +115,25 @@ class Delta:
     def symbols(self) -> str:
         return "".join(dict.fromkeys(m.symbol for m in self.marks))
 
+@dataclasses.dataclass(frozen=True)
+class TextCell:
+    """A cell shown as ``shown``: a unitless ``value`` (the DD-Ranking score of ``--reference``,
+    ``0.512``), or no number but what would fill the cell (the command of a missing baseline)."""
+
+    shown: str
+    value: float | None = None
+    best: bool = False
+    marks: tuple[CellMark, ...] = ()
+    symbols: str = ""
+
+    def text(self) -> str:
+        return self.shown
+
+    __str__ = text
+
+
 #: what a value column of a `LeaderboardTable` may hold besides ``None`` (missing)
-VALUE_TYPES = (Cell, Delta)
+VALUE_TYPES = (Cell, Delta, TextCell)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -565,6 +582,8 @@ def to_csv(table: LeaderboardTable) -> str:
                 line.extend(["", "", ""])
             elif isinstance(v, Delta):
                 line.extend([f"{100 * v.value:+.2f}", "", ""])
+            elif isinstance(v, TextCell):
+                line.extend(["" if v.value is None else f"{v.value:.4f}", "", ""])
             else:
                 line.extend([f"{100 * v.mean:.2f}", f"{100 * v.std:.2f}", "" if isinstance(v, PaperCell) else str(v.n)])
         writer.writerow(line)
@@ -610,6 +629,7 @@ __all__ = [
     "mark_notes",
     "PaperCell",
     "Delta",
+    "TextCell",
     "mark_soft_labels",
     "average_cell",
     "mark_best",
