@@ -434,7 +434,7 @@ def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str 
 
     if fmt == "html":
         title = f"ddbench report: {tables[0].title}" if suite is not None else f"ddbench report: {store_path(out)}"
-        page = report.html_report(tables, runs, store_dir=out, title=title)
+        page = report.html_report(tables, runs, store_dir=out, title=title, plots_html=_report_plots(tables, scores, runs, out))
         # the suite's name comes from a file: it names a file inside --out, never a path out of it
         target = output or out / (f"report-{safe_name(loaded.name)}.html" if suite is not None else "report.html")
         check_writable_dir(target.parent, "--output" if output is not None else "--out (or --output)")
@@ -456,6 +456,14 @@ def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str 
             console.print(f"[dim]{note}", highlight=False)
         if item.not_run:
             console.print(f"[yellow]{len(item.not_run)} run(s) of the suite not in the store yet, e.g. {item.not_run[0]}", highlight=False)
+
+
+def _report_plots(tables: list[Any], scores: Any, runs: Any, out: Path) -> str:
+    """The report's Plots section, drawn from the runs its tables show."""
+    from ddbench.plots import plots_section_html
+
+    shown = {run_id for table in tables for run_id in table.run_ids}
+    return plots_section_html(scores[scores["run_id"].isin(shown)], runs[runs["run_id"].isin(shown)], out)
 
 
 def _filtered(scores: Any, filters: dict[str, Any] | None) -> Any:
@@ -522,6 +530,32 @@ def runs(out: Path, datasets: tuple[str, ...], priors: tuple[str, ...], matchers
     failed = sum(row[columns.index("status")] == "failed" for row in rows)
     if failed:
         console.print(f"[dim]{failed} failed; `ddbench show RUN_ID` has the whole error, the run's log is in its directory; the same `ddbench run` retries them.", highlight=False)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory holding results.sqlite.")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for the PNG files (and the plotted data as JSON). [default: OUT/plots]")
+@click.option("--kind", "kinds", type=click.Choice(["ipc", "arch", "loss", "cost", "all"]), multiple=True, default=("all",), show_default=True, help="ipc: accuracy against IPC; arch: accuracy per architecture; loss: loss curves; cost: s/it, wall time, peak memory. Repeatable.")
+def plot(out: Path, output: Path | None, kinds: tuple[str, ...]) -> None:
+    """Draw the store's results as PNG files and print their paths (needs ddbench[plots]).
+
+    \b
+    Examples:
+      ddbench plot
+      ddbench plot --out ddbench-out --kind loss --output figures
+    """
+    from ddbench.plots import PLOT_KINDS, build_plots, require_matplotlib, write_plots
+    from ddbench.store import ResultsStore, store_path
+
+    require_matplotlib()  # before reading anything: the one line that says how to install it
+    with ResultsStore(store_path(out), read_only=True) as store:
+        scores, runs = store.scores_frame(), store.runs_frame()
+    target = check_writable_dir(output or out / "plots", "--output")
+    plots, notes = build_plots(scores, runs, out, PLOT_KINDS if "all" in kinds else tuple(dict.fromkeys(kinds)))
+    for note in notes:
+        console.print(f"[yellow]{note}", highlight=False)
+    for path in write_plots(plots, target):
+        click.echo(str(path))
 
 
 @cli.command()

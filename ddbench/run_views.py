@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ddbench.metrics import METRICS_FILE
 from ddbench.units import format_bytes, format_percent, format_seconds
 
 #: how `runs` colours a status
@@ -199,16 +200,29 @@ def _final_loss(run_dir: Path | None) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _loss_line(summary: Mapping[str, Any], run_dir: Path | None) -> str:
+    """``0.01234 (first 1.5, min 0.0121 over 200 iterations)`` from the store's metrics summary;
+    runs stored before it only have the final loss in their synthetic.json."""
+    loss = summary.get("loss_final") if summary else _final_loss(run_dir)
+    if not isinstance(loss, (int, float)):
+        return "—"
+    first, lowest, count = summary.get("loss_first"), summary.get("loss_min"), summary.get("iterations")
+    if isinstance(first, (int, float)) and isinstance(lowest, (int, float)) and count:
+        return f"{loss:.6g} (first {first:.4g}, min {lowest:.4g} over {count} iterations)"
+    return f"{loss:.6g}"
+
+
 def cost_rows(run: Mapping[str, Any], scores: Any) -> list[tuple[str, str]]:
-    """Wall times, s/it, peak memory and the final loss of a run."""
+    """Wall times, s/it, peak memory, the loss and the matcher's last reported scalars of a run."""
     spi = _value(run.get("seconds_per_iteration"))
     run_dir = Path(run["run_dir"]) if _value(run.get("run_dir")) else None
-    loss = _final_loss(run_dir)
+    summary = _json(run.get("metrics_json"))
     rows = [
         ("distillation", f"{format_seconds(_value(run.get('distill_seconds')))} wall, " + ("— s/it" if spi is None else f"{spi:.3g} s/it")
          + f", peak memory {format_bytes(_value(run.get('distill_peak_memory_bytes')))}"),
-        ("final loss", "—" if loss is None else f"{loss:.6g}"),
+        ("final loss", _loss_line(summary, run_dir)),
     ]  # fmt: skip
+    rows += [(f"final {name}", f"{value:.6g}") for name, value in (summary.get("final") or {}).items() if isinstance(value, (int, float))]
     if scores is not None and not scores.empty:
         seconds = [s for s in (_value(a) for a in scores["train_seconds"]) if s is not None]
         seconds += [s for s in (_value(a) for a in scores["eval_seconds"]) if s is not None]
@@ -261,6 +275,9 @@ def show_renderables(run: Mapping[str, Any], scores: Any) -> list[RenderableType
     if run_dir:
         grid = Path(run_dir) / "grid.png"
         parts += [Text(""), Text.assemble(("image grid: ", "bold"), str(grid), ("" if grid.exists() else " (missing)", "yellow"))]
+        metrics = Path(run_dir) / METRICS_FILE
+        if metrics.exists():
+            parts.append(Text.assemble(("per-iteration metrics: ", "bold"), str(metrics), " (`ddbench plot --kind loss` draws them)"))
     return [Group(*parts)]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from ddbench._entry_commands import entry_point_short_help
 
-HELP_COMMANDS = [[], ["run"], ["leaderboard"], ["show"], ["runs"], ["plugins"], ["experts"], ["prior"], ["prior", "train"], ["prior", "convert-ldm"]]
+HELP_COMMANDS = [[], ["run"], ["leaderboard"], ["show"], ["runs"], ["plot"], ["plugins"], ["experts"], ["prior"], ["prior", "train"], ["prior", "convert-ldm"]]
 
 # runs `ddbench ARGS` in a fresh interpreter, then reports which heavy modules got imported
 _PROBE = """

@@ -196,3 +196,22 @@ def test_tensorboard_missing_is_one_line_with_the_install(monkeypatch, tmp_path)
     monkeypatch.setattr(metrics.importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a))
     with pytest.raises(InvalidOptionError, match=r"pip install 'ddbench\[tensorboard\]'"):
         RunMetrics(tmp_path, tensorboard=True)
+
+
+def test_show_prints_the_summary_and_where_the_metrics_are(tmp_path):
+    from click.testing import CliRunner
+
+    from ddbench.cli import cli
+    from ddbench.store import store_path
+
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / METRICS_FILE).write_text('{"iteration": 0, "loss": 2.0, "seconds": 1.0, "peak_memory_bytes": 1}\n')
+    with ResultsStore(store_path(tmp_path)) as store:
+        store.start_run("r1", _SPEC, str(run_dir))
+        store.finish_run("r1", 3.0, 2**20, 1.0, {"iterations": 3, "loss_first": 2.0, "loss_final": 0.5, "loss_min": 0.25, "final": {"lr": 0.0125}})
+    result = CliRunner().invoke(cli, ["show", "r1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "final loss    0.5 (first 2, min 0.25 over 3 iterations)" in result.output
+    assert "final lr      0.0125" in result.output
+    assert f"per-iteration metrics: {run_dir / METRICS_FILE}" in result.output
