@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ddbench.errors import InvalidOptionError
 from ddbench.evaluate import EvalResult, evaluate_synthetic
 from ddbench.interfaces import RealData
 from ddbench.progress import ProgressArg
@@ -37,6 +38,8 @@ def evaluate_and_record(
     """`evaluate_synthetic`, then, with a ``store``, the score of ``run_id`` under the protocol
     ``key`` (e.g. ``dc[epochs=300]``). ``labels`` are soft (N, K) exactly when ``soft`` is given;
     its loss trains them and its settings go into the score's protocol record."""
+    if store is not None and run_id is None:
+        raise InvalidOptionError("evaluate_and_record: a score stored needs its run_id")
     result = evaluate_synthetic(
         images,
         labels,
@@ -56,7 +59,7 @@ def evaluate_and_record(
         if soft is not None:
             record["soft_labels"] = soft.to_dict()
         store.add_score(
-            run_id or "",
+            run_id,
             evaluator,
             seed,
             record,
