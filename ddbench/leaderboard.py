@@ -34,20 +34,8 @@ from tabulate import tabulate
 from ddbench.errors import InvalidOptionError
 from ddbench.spec import SPEC_VERSION, spec_version
 
-#: row and column orders of the paper's tables; names not listed follow, alphabetically
-PRIOR_ORDER = ("pixel", "glad", "ld3m")
-MATCHER_ORDER = ("dc", "dm", "mtt")
-DATASET_ORDER = (
-    "fashion-mnist", "cifar10", "imagenet-a", "imagenet-b", "imagenet-c", "imagenet-d", "imagenet-e",
-    "imagenette", "imagewoof", "imagenet-birds", "imagenet-fruits", "imagenet-cats",
-)  # fmt: skip
-EVALUATOR_ORDER = ("convnet", "alexnet", "vgg11", "resnet18", "vit")
-ORDERS: dict[str, tuple[str, ...]] = {
-    "prior": PRIOR_ORDER,
-    "matcher": MATCHER_ORDER,
-    "dataset": DATASET_ORDER,
-    "evaluator": EVALUATOR_ORDER,
-}
+#: the row and column keys whose values sort by `display_orders` (others: alphabetically)
+ORDERED_FIELDS = ("dataset", "prior", "matcher", "evaluator")
 
 AVG_COLUMN = "avg"
 # Row keys that set the experiment rather than the method: bests are marked within each of their values
@@ -115,6 +103,7 @@ class Delta:
     def symbols(self) -> str:
         return "".join(dict.fromkeys(m.symbol for m in self.marks))
 
+
 @dataclasses.dataclass(frozen=True)
 class TextCell:
     """A cell shown as ``shown``: a unitless ``value`` (the DD-Ranking score of ``--reference``,
@@ -156,18 +145,42 @@ class LeaderboardTable:
 # ------------------------------------------------------------------------------ aggregation
 
 
-def _order_key(field: str, value: Any) -> tuple[Any, ...]:
-    """Known names first in the paper's order (variants such as ``glad-random`` after their base),
-    then other names alphabetically, numbers numerically, missing values last."""
+def display_orders(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Where each dataset, prior, matcher and evaluator of ``frame`` sorts, as its runs recorded it
+    (``spec_json``): a plugin's `display_order` (the paper's order for the built-ins), and evaluators
+    in the order the runs asked for them. Read from the store only: no plugin is imported."""
+    orders: dict[str, dict[str, float]] = {field: {} for field in ORDERED_FIELDS}
+    if "spec_json" not in frame.columns:
+        return orders
+    for text in frame["spec_json"].dropna().unique():
+        try:
+            spec = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        identity = spec.get("identity") or {}
+        for field in ("dataset", "prior", "matcher"):
+            record = identity.get(field) or {}
+            order = (record.get("labels") or {}).get("display_order")
+            if order is not None:
+                orders[field].setdefault(str(record.get("name", spec.get(field))), order)
+        for rank, name in enumerate(spec.get("evaluators") or ()):
+            orders["evaluator"].setdefault(str(name), rank)
+    return orders
+
+
+def _order_key(field: str, value: Any, orders: Mapping[str, Mapping[str, float]] | None = None) -> tuple[Any, ...]:
+    """Names with a display order first, by it (variants such as ``glad-random`` or
+    ``ld3m[diffusion=off]`` after their base), then other names alphabetically, numbers numerically,
+    missing values last."""
     if value is None:
         return (3,)
     if isinstance(value, (int, float)):
         return (1, value, "")
     text = str(value)
-    order = ORDERS.get(field, ())
-    for rank, known in enumerate(order):
-        if text == known or text.startswith(known + "-"):
-            return (0, rank, text)
+    known = (orders or {}).get(field, {})
+    base = next((name for name in known if text == name or text.startswith((name + "-", name + "[", name + " "))), None)
+    if base is not None:
+        return (0, known[base], text)
     return (2, 0, text)
 
 
@@ -380,16 +393,17 @@ def leaderboard_table(
         found.setdefault(row_id, {})[column] = Cell(
             float(record["mean"]), float(record["std"]), int(record["n"]), marks=tuple(dict.fromkeys(cell_marks))
         )
+    orders = display_orders(frame)
     fixed_columns = list(dict.fromkeys(column_values or ()))
     extra_columns = sorted(
-        {c for row in found.values() for c in row} - set(fixed_columns), key=lambda v: _order_key(columns, v)
+        {c for row in found.values() for c in row} - set(fixed_columns), key=lambda v: _order_key(columns, v, orders)
     )
     column_values = [*fixed_columns, *extra_columns]
     fixed_rows = list(dict.fromkeys(tuple(r) for r in (row_values or ())))
     for r in fixed_rows:
         if len(r) != len(row_keys):
             raise InvalidOptionError(f"Expected row values with {len(row_keys)} keys {tuple(row_keys)} but got {r}")
-    extra_rows = sorted(set(found) - set(fixed_rows), key=lambda r: tuple(_order_key(k, v) for k, v in zip(row_keys, r)))
+    extra_rows = sorted(set(found) - set(fixed_rows), key=lambda r: tuple(_order_key(k, v, orders) for k, v in zip(row_keys, r)))
     row_ids = [*fixed_rows, *extra_rows]
     found_or_empty = {r: found.get(r, {}) for r in row_ids}
 

@@ -45,14 +45,12 @@ from ddbench.leaderboard import (
     mark_notes,
     plain_value,
 )
-from ddbench.paper import PaperTable, effective_options, generator_name, paper_row_name, paper_table
+from ddbench.paper import PaperTable, effective_options, generator_name, label_options, paper_row_name, paper_table
 from ddbench.report_grids import GRIDS_CSS, figure_id, grid_data_uri, grid_sections_html, resolve_run_dir
 from ddbench.spec import RunSpec
 
 #: row keys a layout may use (`run_keys`)
 ROW_KEYS = ("prior", "matcher", "generator", "variant", "dataset", "ipc", "res", "iterations")
-#: prior options that do not change what a run is (left out of generic row labels)
-HOUSEKEEPING_OPTIONS = frozenset({"checkpoint", "cuda_ops", "class_ids", "stylegan_xl_src", "weights", "model_dir", "trust_pickle"})
 
 
 class LayoutLike(Protocol):
@@ -86,20 +84,21 @@ class ReportTable:
 # ------------------------------------------------------------------------------- row keys
 
 
-def prior_label(prior: str, options: Mapping[str, Any]) -> str:
+def prior_label(prior: str, options: Mapping[str, Any], labels: Mapping[str, Any] | None = None) -> str:
     """A prior and the options that make it a variant: ``ld3m``, ``ld3m[diffusion=off]``,
     ``glad[generator=ffhq]``. Options equal to the plugin's default and housekeeping options
     (checkpointing, CUDA ops, class ids, source paths) are left out; weights appear as the generator."""
     shown: dict[str, Any] = {}
     if options:
         defaults = effective_options(prior, {})
+        hidden, path_options = label_options(prior, labels)  # as the prior declares (`Plugin.housekeeping_options`)
         shown = {
             k: v
             for k, v in sorted(options.items())
-            if k not in HOUSEKEEPING_OPTIONS and (k not in defaults or defaults[k] != v)
+            if k not in hidden and (k not in defaults or defaults[k] != v)
         }
-        if any(options.get(k) for k in ("weights", "model_dir")):
-            shown["generator"] = generator_name(prior, options)
+        if any(options.get(k) for k in path_options):
+            shown["generator"] = generator_name(prior, options, labels)
     if not shown:
         return prior
     return f"{prior}[{','.join(f'{k}={v}' for k, v in shown.items())}]"
@@ -114,20 +113,22 @@ def run_keys(
     """Row-key values of a run, for ``fields`` (some of `ROW_KEYS`).
 
     ``prior``/``variant`` are the paper's row names when ``paper`` has a rule for them
-    (`ddbench.paper.PAPER_ROW_SPECS`), the plain prior name for other paper tables, and
+    (`ddbench.paper.row_specs`), the plain prior name for other paper tables, and
     `prior_label` otherwise; ``labels`` (a suite entry's ``[grid.labels]``) win over all of it.
     Only the fields asked for are computed (reading plugin defaults imports the plugin).
     """
     labels = dict(labels or {})
     prior = str(spec["prior"]["name"] if isinstance(spec["prior"], Mapping) else spec["prior"])
     options = dict(spec.get("prior_options") or {})
+    # what a resolved run recorded of its prior (`ddbench.identity.plugin_labels`): no plugin import
+    recorded = ((spec.get("identity") or {}).get("prior") or {}).get("labels")
     makers = {
         "prior": lambda: (paper_row_name(paper, "prior", prior, options) if paper else None)
-        or (prior if paper else prior_label(prior, options)),
+        or (prior if paper else prior_label(prior, options, recorded)),
         "variant": lambda: (paper_row_name(paper, "variant", prior, options) if paper else None)
-        or prior_label(prior, options),
+        or prior_label(prior, options, recorded),
         "matcher": lambda: str(spec["matcher"]["name"] if isinstance(spec["matcher"], Mapping) else spec["matcher"]),
-        "generator": lambda: generator_name(prior, options),
+        "generator": lambda: generator_name(prior, options, recorded),
         "dataset": lambda: spec.get("dataset"),
         "ipc": lambda: spec.get("ipc"),
         "res": lambda: spec.get("res"),

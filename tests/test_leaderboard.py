@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import json
 import io
 from pathlib import Path
 
@@ -10,19 +11,41 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from ddbench import leaderboard
-from ddbench.errors import InvalidOptionError
+from ddbench import leaderboard, registry
+from ddbench.errors import DDBenchError, InvalidOptionError
 from ddbench.leaderboard import Cell, format_table, leaderboard_table, render, to_rich
 from ddbench.provenance import Provenance
 from ddbench.store import ResultsStore, store_path
 
 
+def _display_order(family: str, name: str) -> int | None:
+    """The plugin's declared display order, as `ddbench.identity` records it with a run."""
+    try:
+        return registry.get_plugin_class(family, name.split("-")[0] if family == "prior" else name).display_order
+    except DDBenchError:
+        return None
+
+
+def recorded_spec(dataset: str, prior: str, matcher: str, evaluators: list[str]) -> str:
+    """The spec_json a resolved run stores: its plugins' display orders among its identity labels."""
+    identity = {
+        field: {"name": name, "labels": {"display_order": _display_order(field, name)}}
+        for field, name in (("dataset", dataset), ("prior", prior), ("matcher", matcher))
+    }
+    return json.dumps({"dataset": dataset, "prior": prior, "matcher": matcher, "evaluators": evaluators, "identity": identity})
+
+
+#: the evaluators runs ask for (`--evaluators convnet,unseen`), which orders evaluator columns
+EVALUATORS = ["convnet", "alexnet", "vgg11", "resnet18", "vit"]
+
+
 def scores(*cells: tuple[str, str, str, str, list[float]], **extra: object) -> pd.DataFrame:
-    """A scores frame: one (prior, matcher, dataset, evaluator, accuracies by seed) per cell."""
+    """A scores frame as the store gives it: one (prior, matcher, dataset, evaluator, accuracies by
+    seed) per cell, each run's spec_json recording its plugins' display orders."""
     records = [
         {"run_id": f"{prior}-{matcher}-{dataset}", "dataset": dataset, "prior": prior, "matcher": matcher,
          "ipc": 1, "res": None, "evaluator": evaluator, "seed": seed, "protocol": "dc", "report": "final",
-         "accuracy": acc, "accuracy_max": None, **extra}  # fmt: skip
+         "accuracy": acc, "accuracy_max": None, "spec_json": recorded_spec(dataset, prior, matcher, EVALUATORS), **extra}  # fmt: skip
         for prior, matcher, dataset, evaluator, accs in cells
         for seed, acc in enumerate(accs)
     ]
@@ -73,18 +96,21 @@ def test_best_cell_per_column_and_missing_cells() -> None:
     assert best == [[True, False], [False, True], [False, True]]
 
 
-def test_rows_follow_the_papers_order() -> None:
-    frame = scores(
-        *(
-            (prior, matcher, "cifar10", "convnet", [0.5])
-            for prior in ("zeta", "ld3m", "glad-random", "pixel", "glad", "alpha")
-            for matcher in ("mtt", "custom", "dm", "dc")
-        )
-    )
+def test_rows_follow_the_display_order_the_runs_recorded() -> None:
+    cells = [(prior, matcher) for prior in ("zeta", "ld3m", "glad-random", "pixel", "glad", "alpha") for matcher in ("mtt", "custom", "dm", "dc")]
+    frame = scores(*((p, m, "cifar10", "convnet", [0.5]) for p, m in cells))
     keys = [row[:2] for row in leaderboard_table(frame).rows]
     priors = list(dict.fromkeys(prior for prior, _ in keys))
     assert priors == ["pixel", "glad", "glad-random", "ld3m", "alpha", "zeta"]
     assert [m for p, m in keys if p == "pixel"] == ["dc", "dm", "mtt", "custom"]
+    # without recorded orders (a store from before, a hand-made frame): alphabetical
+    plain = leaderboard_table(frame.drop(columns=["spec_json"]))
+    assert list(dict.fromkeys(row[0] for row in plain.rows)) == ["alpha", "glad", "glad-random", "ld3m", "pixel", "zeta"]
+
+
+def test_evaluator_columns_follow_the_order_runs_asked_for() -> None:
+    frame = scores(*(("pixel", "dc", "cifar10", e, [0.5]) for e in ("alexnet", "vgg11")), spec_json=recorded_spec("cifar10", "pixel", "dc", ["vgg11", "alexnet"]))
+    assert leaderboard_table(frame, rows=("prior",), columns="evaluator").columns == ("prior", "vgg11", "alexnet", "avg")
 
 
 def test_evaluator_columns_with_average() -> None:

@@ -51,3 +51,14 @@ def test_unknown_option_of_a_plugin_is_an_error(plugin_site, tmp_path):
     out = subprocess.run([sys.executable, "-m", "ddbench.cli", *args], env=plugin_site, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "factr" in out.stderr and "factor" in out.stderr
+
+
+def test_the_example_package_runs_the_contract_kit_in_its_own_tests(plugin_site):
+    """ddbench.testing, as a third party uses it: the example package's own test file."""
+    tests = EXAMPLE / "tests" / "test_contract.py"
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(EXAMPLE), str(tests)],
+        env=plugin_site, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 passed" in out.stdout
