@@ -19,19 +19,24 @@ def stderr_console() -> Console:
 class LoggedConsole(Console):
     """A terminal console whose messages are also printed to a log console (a run's ``run.log``).
 
-    Live displays (progress bars) draw on the terminal only; `ddbench.progress` writes their status
-    lines to ``log`` instead. Used where a run executes in the user's own process."""
+    Live displays (progress bars) draw on the terminal only, and only with ``live``; `ddbench.progress`
+    writes their status lines to ``log_copy`` instead. Used where a run executes in the user's process."""
 
-    def __init__(self, log: Console, **kwargs: Any) -> None:
+    def __init__(self, log: Console, live: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.log_copy = log
+        self.live = live
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
+        if any(isinstance(o, Control) for o in objects):  # a live display's redraw, not a message
+            if self.live:
+                super().print(*objects, **kwargs)
+            return
         super().print(*objects, **kwargs)
-        if not any(isinstance(o, Control) for o in objects):  # a live display's redraw, not a message
-            self.log_copy.print(*objects, **kwargs)
+        self.log_copy.print(*objects, **kwargs)
 
 
-def echoing_console(log: Console) -> LoggedConsole:
-    """`stderr_console`'s settings, with every message also printed to ``log``."""
-    return LoggedConsole(log, stderr=True, soft_wrap=not sys.stderr.isatty())
+def echoing_console(log: Console, live: bool = True) -> LoggedConsole:
+    """`stderr_console`'s settings, with every message also printed to ``log``; progress bars show
+    on the terminal only with ``live`` (``--progress``)."""
+    return LoggedConsole(log, live=live, stderr=True, soft_wrap=not sys.stderr.isatty())

@@ -75,8 +75,8 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--dataset", "datasets", multiple=True, shell_complete=plugin_names("dataset"), help="Dataset name(s); comma-separated or repeated. Default: the paper's datasets on disk, else fashion-mnist.")
-@click.option("--prior", "priors", multiple=True, default=("pixel",), show_default=True, shell_complete=plugin_names("prior"), help="Prior name(s).")
-@click.option("--algo", "matchers", multiple=True, default=("dm",), show_default=True, shell_complete=plugin_names("matcher"), help="Matcher name(s): dc, dm, mtt, real (random real images).")
+@click.option("--prior", "priors", multiple=True, default=("pixel",), show_default=True, shell_complete=plugin_names("prior"), help="Prior name(s); `ddbench plugins` lists them.")
+@click.option("--algo", "matchers", multiple=True, default=("dm",), show_default=True, shell_complete=plugin_names("matcher"), help="Matcher name(s); `ddbench plugins` lists them.")
 @click.option("--ipc", "ipcs", multiple=True, default=("1",), show_default=True, help="Images per class; several build the cross product.")
 @click.option("--evaluators", "evaluators", multiple=True, default=("convnet",), show_default=True, shell_complete=plugin_names("evaluator", "unseen"), help="Evaluator names; 'unseen' = alexnet,vgg11,resnet18,vit.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="Number of evaluation seeds (0..N-1). [default: 3]")
@@ -89,7 +89,6 @@ def cli() -> None:
 @click.option("--lr", "lrs", multiple=True, help="Learning-rate override for a learnable tensor, NAME=VALUE (e.g. images=0.5).")
 @click.option("--prior-opt", "prior_opts", multiple=True, help="Prior option KEY=VALUE (repeatable); NAME.KEY=VALUE applies to prior NAME only.")
 @click.option("--algo-opt", "matcher_opts", multiple=True, help="Matcher option KEY=VALUE (repeatable); NAME.KEY=VALUE applies to matcher NAME only (e.g. dm.batch_real=64).")
-@click.option("--build-experts", is_flag=True, help="MTT: train the missing expert trajectories first (shorthand for --algo-opt mtt.build_experts=true).")
 @click.option("--no-dsa", is_flag=True, help="Distil without differentiable siamese augmentation.")
 @click.option("--budget", type=click.Choice(sorted(BUDGETS)), default=None, help="Preset: smoke (seconds), demo (~10 min on 2 cores), paper (protocol defaults).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory (results.sqlite, runs/).")
@@ -107,10 +106,9 @@ def cli() -> None:
 @click.option("--tensorboard", is_flag=True, help="Also log each run's per-iteration metrics (metrics.jsonl) as TensorBoard events in its run directory; needs ddbench[tensorboard].")
 @click.option("--suite", default=None, shell_complete=suite_names(), help="Run a suite (table1 … table4, fmnist-cpu, or a suite .toml path); --dataset/--prior/--algo/--ipc then select among its runs and other options override it.")
 @click.option("--dry-run", is_flag=True, help="List the runs, what the store already has and their estimated cost; run nothing.")
-@click.option("--executor", default="local", show_default=True, shell_complete=plugin_names("executor"), help="Where runs execute: local or slurm (plugins of ddbench.executors).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Runs at once (local: worker processes; slurm: array parallelism). [default: 1]")
-@click.option("--slurm-opt", "slurm_opts", multiple=True, help="SLURM option KEY=VALUE: partition, gpus_per_node, cpus_per_task, mem_gb, time, account, qos, constraint, setup.")
-@click.option("--exec-opt", "exec_opts", multiple=True, help="Option KEY=VALUE of the executor plugin (see its docstring).")
+@click.option("--executor", default="local", show_default=True, shell_complete=plugin_names("executor"), help="Where runs execute: an executor plugin (`ddbench plugins` lists them).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Runs at once (the executor's `workers` option). [default: 1]")
+@click.option("--exec-opt", "exec_opts", multiple=True, help="Option KEY=VALUE of the executor plugin, repeatable (see its docstring), e.g. partition=gpu.")
 def run(**opts: Any) -> None:
     """Distil and evaluate the cross product datasets × priors × algos × IPCs, or a suite.
 
@@ -119,12 +117,12 @@ def run(**opts: Any) -> None:
       ddbench run --dataset fashion-mnist --prior pixel --algo dm --ipc 1,10 --budget demo
       ddbench run --suite fmnist-cpu --workers 2
       ddbench run --suite table1 --dry-run
-      ddbench run --suite table2 --executor slurm --slurm-opt partition=gpu --slurm-opt gpus_per_node=1
+      ddbench run --suite table2 --executor slurm --exec-opt partition=gpu --exec-opt gpus_per_node=1
+
+    Every run goes through the executor: it claims the run (a lock), logs to the run's run.log and
+    records a failure in the store without stopping the others; what the store already has is skipped.
     """
     from ddbench.identity import resolve_specs
-    from ddbench.pipeline import DataCache, run_spec
-    from ddbench.store import ResultsStore, store_path
-
     from ddbench.pipeline import resolve_device
 
     ctx = click.get_current_context()
@@ -159,41 +157,14 @@ def run(**opts: Any) -> None:
     # the one place where specs become runs: their ids now hash what will run (ddbench.identity)
     specs = resolve_specs(specs, env)
     specs = _meaningful_runs(specs, from_suite=bool(opts["suite"]))
-    sweep = bool(opts["suite"] or opts["dry_run"] or {"executor", "workers", "slurm_opts", "exec_opts"} & given)
     if not opts["dry_run"]:
         check_writable_dir(env.out, "--out")
+        if not env.download:
+            from ddbench.preflight import check_data_present
+
+            check_data_present(specs, env)  # one line for absent data, before any run is claimed
         _print_preview(specs, opts)
-    if sweep:
-        _run_sweep(specs, env, opts)
-        return
-    env.out.mkdir(parents=True, exist_ok=True)
-    data_cache = DataCache(env)
-    console.print(f"{len(specs)} run(s) → {env.out}")
-    with ResultsStore(store_path(env.out)) as store:
-        for spec in specs:
-            console.rule(f"{spec.label}  [dim]{spec.run_id}")
-            outcome = run_spec(spec, env, store, data_cache, console)
-            if outcome.reused_distillation:
-                console.print(f"[dim]reused stored distillation {outcome.run_id} (use --force to recompute)")
-        _print_leaderboard(store, fmt="rich", rows=("prior", "matcher", "ipc"), columns="dataset", filters={"run_id": [s.run_id for s in specs], "protocol": sorted({s.protocol_key() for s in specs})})
-
-
-def _meaningful_runs(specs: list[RunSpec], from_suite: bool) -> list[RunSpec]:
-    """Runs whose rows would mislead (a random-real baseline that starts from no real image,
-    `ddbench.baselines`): a cross product skips them, saying why, and refuses when nothing is left;
-    a suite keeps them, its author chose them, and its report marks their cells."""
-    from ddbench.baselines import fix_hint, split_meaningful
-
-    kept, dropped = split_meaningful(specs)
-    if not dropped:
-        return specs
-    if not kept:
-        spec, problem = dropped[0]
-        raise InvalidOptionError(f"{spec.label}: {problem}; {fix_hint(spec.prior)}")
-    for spec, problem in dropped:
-        verb = "kept, its report cells marked ‡" if from_suite else "skipped"
-        console.print(f"[yellow]{verb}: {escape(spec.label)}: {escape(problem)}", highlight=False)
-    return specs if from_suite else kept
+    _run_sweep(specs, env, opts)
 
 
 def _with_soft_labels(specs: list[RunSpec], opts: dict[str, Any]) -> list[RunSpec]:
@@ -219,6 +190,24 @@ def _with_soft_labels(specs: list[RunSpec], opts: dict[str, Any]) -> list[RunSpe
     ]
 
 
+def _meaningful_runs(specs: list[RunSpec], from_suite: bool) -> list[RunSpec]:
+    """Runs whose rows would mislead (a random-real baseline that starts from no real image,
+    `ddbench.baselines`): a cross product skips them, saying why, and refuses when nothing is left;
+    a suite keeps them, its author chose them, and its report marks their cells."""
+    from ddbench.baselines import fix_hint, split_meaningful
+
+    kept, dropped = split_meaningful(specs)
+    if not dropped:
+        return specs
+    if not kept:
+        spec, problem = dropped[0]
+        raise InvalidOptionError(f"{spec.label}: {problem}; {fix_hint(spec.prior)}")
+    for spec, problem in dropped:
+        verb = "kept, its report cells marked ‡" if from_suite else "skipped"
+        console.print(f"[yellow]{verb}: {escape(spec.label)}: {escape(problem)}", highlight=False)
+    return specs if from_suite else kept
+
+
 #: the command line `main` was given (None when click is driven directly, e.g. by CliRunner)
 _ARGV: list[str] | None = None
 
@@ -239,7 +228,7 @@ _GRID_OPTIONS = {
     "datasets": "datasets", "priors": "priors", "matchers": "matchers", "ipcs": "ipcs",
     "evaluators": "evaluators", "seeds": "seeds", "distill_seed": "seed", "iterations": "iterations",
     "eval_epochs": "eval_epochs", "protocol": "protocol", "report": "report", "res": "res", "lrs": "lrs",
-    "prior_opts": "prior_options", "matcher_opts": "matcher_options", "build_experts": "build_experts",
+    "prior_opts": "prior_options", "matcher_opts": "matcher_options",
     "no_dsa": "dsa", "budget": "budget",
 }  # fmt: skip
 
@@ -261,7 +250,6 @@ def _grid_from_options(opts: dict[str, Any]) -> SpecGrid:
         lrs=parse_lrs(parse_key_values(opts["lrs"], "--lr"), "--lr"),
         prior_options=parse_key_values(opts["prior_opts"], "--prior-opt"),
         matcher_options=parse_key_values(opts["matcher_opts"], "--algo-opt"),
-        build_experts=opts["build_experts"],
         dsa=not opts["no_dsa"],
         budget=opts["budget"],
     )
@@ -281,10 +269,6 @@ def _suite_specs(name: str, grid: SpecGrid, given: set[str], require_env: bool) 
 
 def _executor(opts: dict[str, Any]) -> Any:
     options = parse_key_values(opts["exec_opts"], "--exec-opt")
-    if opts["slurm_opts"]:
-        if opts["executor"] != "slurm":
-            raise InvalidOptionError(f"--slurm-opt applies to --executor slurm, not '{opts['executor']}'; use --exec-opt for other executors")
-        options.update(parse_key_values(opts["slurm_opts"], "--slurm-opt"))
     if opts["workers"] is not None:
         options["workers"] = opts["workers"]
     _check_names("executor", [opts["executor"]])
@@ -292,7 +276,7 @@ def _executor(opts: dict[str, Any]) -> Any:
 
 
 def _run_sweep(specs: list[RunSpec], env: RunEnv, opts: dict[str, Any]) -> None:
-    """Suites and parallel runs: skip what the store has, resume, run through an executor, never stop on a failure."""
+    """Every `ddbench run`: skip what the store has, resume, run through an executor, never stop on a failure."""
     from ddbench.store import ResultsStore, store_path
     from ddbench.sweep import plan_sweep, print_plan, run_sweep
 
@@ -560,13 +544,13 @@ def plot(out: Path, output: Path | None, kinds: tuple[str, ...]) -> None:
 
 @cli.command()
 def plugins() -> None:
-    """Every installed plugin per family, with the distribution it comes from."""
+    """Every installed plugin per family: its description and the distribution it comes from."""
     table = Table(title="ddbench plugins")
-    for column in ("family", "name", "distribution", "target"):
+    for column in ("family", "name", "description", "distribution", "target"):
         table.add_column(column)
     for family in registry.FAMILIES:
         for info in registry.list_plugins(family):
-            table.add_row(family, info.name, f"{info.distribution} {info.version}", info.target)
+            table.add_row(family, info.name, registry.static_description(info), f"{info.distribution} {info.version}", info.target)
     # in a pipe rich assumes 80 columns; keep the table whole there
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 

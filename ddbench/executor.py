@@ -118,9 +118,9 @@ def execute_task(task: SweepTask, echo: bool = False) -> TaskResult:
     if not lock.acquire():
         return TaskResult(spec.run_id, "busy", error=f"running in {lock.owner()}")
     t0 = time.perf_counter()
-    # progress goes to the run's log file (status lines every LOG_EVERY_S), never to a worker's stderr;
-    # on the user's terminal it follows their --progress/--no-progress
-    env = dataclasses.replace(task.env, progress=task.env.progress if echo else True)
+    # progress always goes to the run's log file (status lines every LOG_EVERY_S), never to a
+    # worker's stderr; on the user's terminal (echo) it follows their --progress/--no-progress
+    env = dataclasses.replace(task.env, progress=True)
     try:
         if env.force:
             # clear the run here, before its log file opens (run_spec's --force would delete the open log)
@@ -132,7 +132,7 @@ def execute_task(task: SweepTask, echo: bool = False) -> TaskResult:
         with open(task.log_path, "a", encoding="utf-8", buffering=1) as log_file, run_log_capture(log_file, echo):
             # the run's own log: the pipeline's messages and every warning (e.g. a corrupt checkpoint)
             log_console = Console(file=log_file, width=120, force_terminal=False, no_color=True, soft_wrap=True)
-            console = echoing_console(log_console) if echo else log_console
+            console = echoing_console(log_console, live=task.env.progress) if echo else log_console
             log_console.print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.label} {spec.run_id} on {socket.gethostname()} pid {os.getpid()}")
             cache_key = (env.data_root, env.download)
             data_cache = _DATA_CACHES.get(cache_key)

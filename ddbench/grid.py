@@ -108,7 +108,6 @@ class SpecGrid:
     #: ``KEY`` or ``NAME.KEY`` → value, as `--prior-opt` / `--algo-opt`
     prior_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     matcher_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    build_experts: bool = False
     dsa: bool = True
     budget: str | None = None
     #: data slices (as the smoke budget sets them): the first N training images per class, N test images
@@ -210,14 +209,11 @@ def build_specs(grid: SpecGrid, validate: bool = True) -> list[RunSpec]:
         lrs=parse_lrs(grid.lrs, "lrs"),
         **settings,
     )
-    matcher_opts = dict(grid.matcher_options)
-    if grid.build_experts and "mtt" in grid.matchers:
-        matcher_opts.setdefault("mtt.build_experts", True)
     specs = [
         RunSpec(
             dataset=d, prior=p, matcher=m, ipc=i,
             prior_options=options_for(p, grid.prior_options, grid.priors),
-            matcher_options=options_for(m, matcher_opts, grid.matchers),
+            matcher_options=options_for(m, grid.matcher_options, grid.matchers),
             **common,
         )  # fmt: skip
         for d, p, m, i in itertools.product(grid.datasets, grid.priors, grid.matchers, grid.ipcs)

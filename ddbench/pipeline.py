@@ -19,11 +19,12 @@ from ddbench.dsa import DSA
 from ddbench.errors import DDBenchError, InvalidOptionError
 from ddbench.fileio import write_json_atomic
 from ddbench.identity import resolve_spec
-from ddbench.interfaces import RealData
+from ddbench.interfaces import EVALUATION_OVERRIDES, RealData
 from ddbench.preflight import check_data, check_memory
 from ddbench.progress import make_progress
 from ddbench.protocols import get_protocol
 from ddbench.record_score import evaluate_and_record
+from ddbench.run_state import StoreSnapshot
 from ddbench.soft_labels import SoftLabels
 from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore
@@ -104,9 +105,9 @@ def _run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataC
         store.delete_run(run_id)
         _clear_run_dir(run_dir)
 
-    existing = store.get_run(run_id)
+    stored = StoreSnapshot.read(store).state(spec)  # "already done?" (ddbench.run_state)
     synthetic: SyntheticSet | None = None
-    if existing is not None and existing.get("status") == "done":
+    if stored.distilled:
         try:
             synthetic = SyntheticSet.load(run_dir)
         except DDBenchError as err:
@@ -144,13 +145,10 @@ def _run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataC
             + (f" ({result.seconds_per_iteration:.2f} s/it)" if result.seconds_per_iteration else "")
         )
 
-    matcher_meta = synthetic.metadata.get("matcher", {})
-    learned_lr = matcher_meta.get("lr")  # MTT protocol: evaluate with the distilled learning rate
-    key = spec.protocol_key()
-    missing = [(e, s) for e in spec.evaluators for s in spec.eval_seeds if not store.has_score(run_id, e, s, key)]
+    overrides = evaluation_overrides(synthetic.metadata)
     soft = SoftLabels.from_dict(spec.soft_labels) if spec.soft_labels else None
     labels = synthetic.labels
-    if soft is not None and soft.teacher is not None and missing:
+    if soft is not None and soft.teacher is not None and stored.missing:
         console.print(f"soft labels: {soft.describe()}", highlight=False, markup=False)
         fingerprint = ((spec.identity or {}).get("dataset") or {}).get("key", {}).get("fingerprint")
         labels = teacher_labels(
@@ -158,14 +156,23 @@ def _run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataC
             device=device, progress=bar, say=lambda text: console.print(text, highlight=False, markup=False),
         )  # fmt: skip
     scores = []
-    for evaluator, seed in missing:
+    for evaluator, seed in stored.missing:
         result = evaluate_and_record(
-            synthetic.images, labels, data, evaluator, protocol, seed, key=key, device=device,
-            epochs=spec.eval_epochs, lr=learned_lr, report=spec.report, soft=soft, store=store, run_id=run_id, progress=bar,
+            synthetic.images, labels, data, evaluator, protocol, seed, key=spec.protocol_key(), device=device,
+            epochs=spec.eval_epochs, lr=overrides.get("lr"), report=spec.report, soft=soft, store=store, run_id=run_id, progress=bar,
         )  # fmt: skip
         scores.append({"evaluator": evaluator, "seed": seed, "accuracy": result.accuracy})
         console.print(f"  {evaluator} seed {seed}: {100 * result.accuracy:.2f} %")
     return RunOutcome(run_id=run_id, run_dir=run_dir, reused_distillation=reused, scores=scores)
+
+
+def evaluation_overrides(metadata: dict[str, Any]) -> dict[str, float]:
+    """What evaluation of a synthetic set uses instead of the protocol's values (`Matcher.evaluation_overrides`)."""
+    overrides = metadata.get("evaluation")
+    if overrides is None:
+        # sets saved before matchers declared overrides kept them in the matcher's metadata
+        overrides = {k: v for k, v in (metadata.get("matcher") or {}).items() if k in EVALUATION_OVERRIDES}
+    return {k: float(v) for k, v in overrides.items()}
 
 
 def spec_from_run_dir(run_dir: Path) -> RunSpec:

@@ -87,8 +87,8 @@ class _RateTracking:
         if state.speed:
             self.progress.update(task, rate=f"{state.speed:.2f} it/s")
         console = self.progress.console
-        # a live bar on a terminal; status lines where output is a file, or its copy is (run.log)
-        log = console if not console.is_terminal else getattr(console, "log_copy", None)
+        # a live bar on a terminal; status lines where output is a file, or to a terminal's log copy (run.log)
+        log = getattr(console, "log_copy", None) or (console if not console.is_terminal else None)
         if log is not None:
             now = self.clock()
             if state.finished or now - self._logged_at.get(task, -1e9) >= self.log_every_s:

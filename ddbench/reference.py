@@ -31,7 +31,7 @@ import pandas as pd
 from ddbench.full_baseline import FULL_DATA
 from ddbench.leaderboard import Cell, Delta, LeaderboardTable, TextCell, _order_key, aggregate, apply_filters, plain_value
 from ddbench.soft_labels import SoftLabels, hard_protocol_key, key_epochs, protocol_name, soft_part
-from ddbench.spec import BUDGETS
+from ddbench.spec import BUDGETS, RunSpec
 
 #: the prior and matcher of ddbench's random-real baseline (the default plugins' names)
 RANDOM_REAL = ("pixel", "real")
@@ -129,7 +129,7 @@ def _full_hint(row: Mapping[str, Any]) -> TextCell:
     name = protocol_name(row["protocol"])
     return TextCell(
         f"ddbench baseline --dataset {row['dataset']} --evaluators {row['evaluator']}"
-        + (f" --protocol {name}" if name != "dc" else "")
+        + (f" --protocol {name}" if name != RunSpec.protocol else "")  # the default protocol goes unsaid
         + (f" --res {row['res']}" if row["res"] is not None else "")
         + _test_size_option(row["test_size"], "baseline")
     )
@@ -142,7 +142,7 @@ def _random_hint(row: Mapping[str, Any], record: Mapping[str, Any] | None) -> Te
     name, epochs = protocol_name(key), key_epochs(key)
     return TextCell(
         f"ddbench run --dataset {row['dataset']} --algo {RANDOM_REAL[1]} --ipc {row['ipc']} --evaluators {row['evaluator']}"
-        + (f" --protocol {name}" if name != "dc" else "")
+        + (f" --protocol {name}" if name != RunSpec.protocol else "")  # the default protocol goes unsaid
         + (f" --eval-epochs {epochs}" if epochs is not None else "")
         + (f" --res {row['res']}" if row["res"] is not None else "")
         + _soft_options(record)

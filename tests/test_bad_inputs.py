@@ -241,7 +241,7 @@ CASES = [
     case("algo-opt-foreign-scope", f"{RUN} --algo-opt mtt.syn_steps=5", "not among"),
     case("lr-no-equals", f"{RUN} --lr images", "KEY=VALUE"),
     case("exec-opt-unknown", f"{RUN} --exec-opt nosuch=1", "Accepted options"),
-    case("slurm-opt-without-slurm", f"{RUN} --slurm-opt partition=gpu", "--slurm-opt applies to --executor slurm"),
+    case("slurm-option-for-local", f"{RUN} --exec-opt partition=gpu", "Accepted options"),
     case("algo-opt-bad-value", f"{RUN_DM} --algo-opt batch_real=abc", "batch_real"),
     case("lr-bad-value", f"{RUN_DM} --lr images=abc", "images"),
     case("device-unknown", f"{RUN} --device tpu", "--device"),

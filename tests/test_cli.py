@@ -60,6 +60,7 @@ def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
     # before anything runs: what will run, the estimate and a shorter command
     assert proc.stderr.index("will run fashion-mnist · pixel + dm · IPC 1 · 3 iterations") < proc.stderr.index("run(s) →")
     assert "2 runs, estimated" in proc.stderr and "--budget demo" in proc.stderr
+    assert "no distillation" in proc.stderr  # the `real` baseline, told by Matcher.distils
     run_dirs = sorted((out / "runs" / "fashion-mnist").iterdir())
     assert len(run_dirs) == 2
     for run_dir in run_dirs:
@@ -67,9 +68,17 @@ def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
         assert (run_dir / "synthetic.safetensors").exists()
     assert "pixel" in proc.stdout and "±" in proc.stdout
 
+    # one way to run: through the executor (a lock per run, its run.log), typed options or not
+    assert (out / "locks").is_dir()
+    for run_dir in run_dirs:
+        assert "=== done in" in (run_dir / "run.log").read_text()
+    assert "Distilled" in proc.stderr  # the run is in this process: its messages show here too
+
     again = subprocess.run([*DDBENCH, *args], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert again.stderr.count("reused stored distillation") == 2
+    assert "2 already in the store, 0 to run" in again.stderr  # "already done?": ddbench.run_state
+    typed_default = subprocess.run([*DDBENCH, *args, "--executor", "local", "--workers", "1"], capture_output=True, text=True, timeout=600)
+    assert typed_default.returncode == 0 and "2 already in the store, 0 to run" in typed_default.stderr
 
     from ddbench.store import ResultsStore
 

@@ -225,8 +225,8 @@ def test_local_executor_with_worker_processes(tmp_path, fmnist_slice):
 def test_submitit_local_executor_completes_a_sweep(tmp_path, fmnist_slice):
     pytest.importorskip("submitit")
     code, output = _run_small(
-        tmp_path, fmnist_slice, "--executor", "slurm", "--slurm-opt", "cluster=local", "--slurm-opt", "poll_seconds=0.5",
-        "--slurm-opt", "time=10", "--workers", "2",
+        tmp_path, fmnist_slice, "--executor", "slurm", "--exec-opt", "cluster=local", "--exec-opt", "poll_seconds=0.5",
+        "--exec-opt", "time=10", "--workers", "2",
     )  # fmt: skip
     assert code == 0, output
     assert "2/2 done" in output
