@@ -47,7 +47,7 @@ def _minutes(value: int | str) -> int:
 class SlurmExecutor(Executor):
     """Submits a sweep as a SLURM job array (needs ``pip install ddbench[slurm]``).
 
-    Options (``--slurm-opt KEY=VALUE``):
+    Options (``--exec-opt KEY=VALUE``):
         partition, account, qos, constraint: passed to sbatch.
         gpus_per_node, cpus_per_task, mem_gb: resources of each job.
         time: wall-time limit per job, minutes or [D-]HH:MM[:SS].
