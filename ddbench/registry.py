@@ -142,7 +142,7 @@ def _check_base_class(family: str, name: str, cls: Any) -> None:
         raise PluginLoadError(
             f"The {family} plugin '{name}' ({info.target}, from {info.distribution} {info.version}) is "
             f"{'the class ' + cls.__qualname__ if isinstance(cls, type) else repr(cls)}, which does not subclass "
-            f"{module}.{attr}; every {family} plugin must subclass it (see 'Writing a plugin' in the README)"
+            f"{module}.{attr}; every {family} plugin must subclass it (see docs/plugins.md in ddbench's repository)"
         )
 
 

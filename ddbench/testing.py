@@ -10,7 +10,7 @@
 
 Each check builds the plugin from its options, drives it the way the engine does on a tiny
 in-memory dataset (`tiny_data`: a few seconds on a CPU) and raises `ContractError` naming the rule
-that failed; the README's "Writing a plugin" states the same rules. `check_declarations` is the
+that failed; docs/plugins.md ("Writing a plugin") states the same rules. `check_declarations` is the
 static part (class attributes tools read) and runs inside every other check.
 """
 
@@ -51,7 +51,7 @@ class ContractError(AssertionError):
 def _require(condition: bool, plugin: Any, rule: str) -> None:
     if not condition:
         name = getattr(plugin, "name", "") or getattr(plugin, "__name__", type(plugin).__name__)
-        raise ContractError(f"plugin '{name}': {rule} (see 'Writing a plugin' in ddbench's README)")
+        raise ContractError(f"plugin '{name}': {rule} (see docs/plugins.md in ddbench's repository)")
 
 
 def tiny_data(num_classes: int = 3, per_class: int = 8, channels: int = 1, res: int = 16, seed: int = 0) -> RealData:

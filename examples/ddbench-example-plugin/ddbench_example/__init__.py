@@ -1,1 +1,1 @@
-"""An example third-party ddbench plugin package (see the README's "Writing a plugin")."""
+"""An example third-party ddbench plugin package (see ddbench's docs/plugins.md)."""
