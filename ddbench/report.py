@@ -241,8 +241,9 @@ def _choose_runs(
         fits.sort(key=lambda r: (r["status"] == "done", str(r["created_at"])), reverse=True)
         pick = fits[0]
         differs = _settings_diff(spec.to_dict(), pick["spec"])
-        if len(fits) > 1:
-            others = ", ".join(r["run_id"] for r in fits[1:])
+        # other finished candidates are worth a note; a failed attempt left in the store is not
+        others = ", ".join(r["run_id"] for r in fits[1:] if r["status"] == "done")
+        if others:
             notes.append(f"{spec.label}: used run {pick['run_id']} (the newest finished); also stored: {others}")
         marks = _run_marks(pick["run_id"], pick["spec"], differs)
         chosen.append(_Chosen(pick["run_id"], keys, spec.evaluators, _protocol_key(pick["spec"]), spec.dataset, marks))

@@ -20,7 +20,7 @@ GRID_MAX_WIDTH = 1200
 GRID_FILE = "grid.png"
 #: thumbnails: a wide strip (IPC 1: one row of classes) and a block (classes × images)
 STRIP_THUMB_WIDTH = 280
-BLOCK_THUMB_WIDTH = 200
+BLOCK_THUMB_WIDTH = 170
 #: a grid at least this many times wider than tall is shown as a strip
 STRIP_ASPECT = 2.5
 #: grids narrower than their thumbnail (tiny images) are shown enlarged by up to this factor

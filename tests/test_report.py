@@ -137,11 +137,15 @@ def test_a_smoke_run_of_the_suite_fills_its_cell(tmp_path: Path) -> None:
             store.finish_run(spec.run_id, 1.0, None, None)
             for evaluator in spec.evaluators:
                 store.add_score(spec.run_id, evaluator, 0, {"name": spec.protocol_key()}, 0.5, None, 1.0, 1.0, None)
+        failed = RunSpec.from_dict({**smoke[0].spec.to_dict(), "iterations": 9})
+        store.start_run(failed.run_id, failed.to_dict(), None)
+        store.fail_run(failed.run_id, "killed")
     scores, runs = frames(store_path(tmp_path))
     made = report.suite_table(scores, runs, suite_runs("table4"), suite.layout, "table4")
     dc_pixel = next(r for r in made.table.rows if r[:2] == ("dc", "pixel"))
     assert dc_pixel[2].text() == "50.0 ± 0.0" and dc_pixel[-1].text() == "50.0 ± 0.0"
-    assert any("also stored" in note for note in made.notes)  # two candidates: which one was used is said
+    (also,) = [note for note in made.notes if "also stored" in note]  # two candidates: which one was used is said
+    assert failed.run_id not in also, "a failed attempt is no candidate worth naming"
 
 
 # ---------------------------------------------------------------------- --compare paper
