@@ -619,7 +619,7 @@ def html_report(
         parts.append(f'<h2 id="{html.escape(table.key)}">{html.escape(table.title)}</h2>')
         # the table with its notes, and beside it (below, on a narrow screen) its image grids
         parts.append('<div class="table-grids"><div class="table-side">')
-        parts.append(table_html(table.table, table.key, table.row_runs))
+        parts.append(table_html(table.table, table.key, table.row_runs or None))  # no grid column without runs
         parts += _notes_html(table)
         parts.append('</div><div class="grids-side">')
         parts += _table_grids_html(table, by_id, store_dir, shown)

@@ -439,3 +439,14 @@ def test_a_real_baseline_under_a_prior_without_real_images_is_marked_with_the_re
     (table,) = report.store_tables(scores, stored)
     glad_real = next(row for row in table.table.rows if row[1:3] == ("glad", "real"))
     assert glad_real[-1].symbols == "‡"
+
+
+def test_a_table_without_stored_runs_has_no_grid_column(tmp_path: Path) -> None:
+    fill_store(store_path(tmp_path), "table4")
+    scores, runs = frames(store_path(tmp_path))
+    layout = load_suite("table4").layout
+    with_runs = report.suite_table(scores, runs, suite_runs("table4"), layout, "table4", compare=True)
+    assert '<th rowspan="2">grid</th>' in report.html_report([with_runs], runs, store_dir=tmp_path)
+    empty = report.suite_table(scores.iloc[0:0], runs.iloc[0:0], suite_runs("table4"), layout, "table4", compare=True)
+    page = report.html_report([empty], runs.iloc[0:0], store_dir=tmp_path)
+    assert ">grid</th>" not in page and "No stored runs." in page
