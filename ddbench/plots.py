@@ -26,12 +26,14 @@ import pandas as pd
 from ddbench.errors import InvalidOptionError
 from ddbench.fileio import write_atomic
 from ddbench.metrics import CORE_KEYS, read_metrics
-from ddbench.report import prior_label, resolve_run_dir
+from ddbench.report import prior_label
+from ddbench.report_grids import resolve_run_dir
 
 PLOT_KINDS = ("ipc", "arch", "loss", "cost")
 MATPLOTLIB_INSTALL = "pip install 'ddbench[plots]' (or pip install matplotlib)"
-#: inches per panel; a figure is at most this many panels wide
+#: inches per panel; a figure is at most this many panels wide, and never narrower than its title needs
 PANEL_SIZE = (4.6, 3.4)
+MIN_WIDTH = 6.4
 MAX_COLUMNS = 3
 DPI = 100
 
@@ -117,7 +119,7 @@ def _figure(panels: int, title: str) -> tuple[Any, list[Any]]:
 
     columns = min(MAX_COLUMNS, max(1, panels))
     rows = math.ceil(max(1, panels) / columns)
-    figure = Figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows + 0.5), dpi=DPI, layout="constrained")
+    figure = Figure(figsize=(max(MIN_WIDTH, PANEL_SIZE[0] * columns), PANEL_SIZE[1] * rows + 0.5), dpi=DPI, layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel().tolist()
     for extra in axes[panels:]:
         extra.set_visible(False)
@@ -170,7 +172,7 @@ def accuracy_vs_ipc(scores: pd.DataFrame, runs: pd.DataFrame, evaluator: str | N
         return None
     points = _accuracy_points(frame, ["dataset", "method", "ipc"]).sort_values(["dataset", "method", "ipc"])
     datasets = list(dict.fromkeys(points["dataset"]))
-    title = f"Test accuracy against images per class ({evaluator})"
+    title = f"Test accuracy vs images per class ({evaluator})"
     figure, axes = _figure(len(datasets), title)
     colours = _palette(sorted(points["method"].unique()))
     series: Series = {}
@@ -380,9 +382,11 @@ def plots_section_html(scores: pd.DataFrame, runs: pd.DataFrame, store_dir: Path
     plots, notes = build_plots(scores, runs, store_dir)
     for plot in plots:
         uri = "data:image/png;base64," + base64.b64encode(figure_png(plot)).decode("ascii")
+        # inline style: the section fits any report page, scaled down to its width
         parts.append(
-            f'<figure class="plot" id="plot-{plot.kind}"><img src="{uri}" alt="{html.escape(plot.title)}" '
-            f'style="image-rendering: auto"><figcaption>{html.escape(plot.caption)}</figcaption></figure>'
+            f'<figure class="plot" id="plot-{plot.kind}" style="margin: 1em 0; max-width: 100%">'
+            f'<img src="{uri}" alt="{html.escape(plot.title)}" style="display: block; max-width: 100%; height: auto">'
+            f"<figcaption>{html.escape(plot.caption)}</figcaption></figure>"
         )
     parts += [f'<p class="note">{html.escape(note)}</p>' for note in notes]
     return "\n".join(parts)
