@@ -54,8 +54,17 @@ def _require(condition: bool, plugin: Any, rule: str) -> None:
         raise ContractError(f"plugin '{name}': {rule} (see docs/plugins.md in ddbench's repository)")
 
 
-def tiny_data(num_classes: int = 3, per_class: int = 8, channels: int = 1, res: int = 16, seed: int = 0) -> RealData:
-    """A small in-memory dataset whose classes differ in brightness, for contract checks."""
+def tiny_data(
+    num_classes: int = 3,
+    per_class: int = 8,
+    channels: int = 1,
+    res: int = 16,
+    seed: int = 0,
+    test_per_class: int | None = None,
+    name: str = "contract-tiny",
+) -> RealData:
+    """A small in-memory dataset whose classes differ in brightness (so they are learnable), for
+    contract checks and tests; ``test_per_class`` defaults to half of ``per_class``."""
     gen = torch.Generator().manual_seed(seed)
 
     def split(n: int) -> tuple[Tensor, Tensor]:
@@ -65,9 +74,9 @@ def tiny_data(num_classes: int = 3, per_class: int = 8, channels: int = 1, res: 
         return (base + noise).clamp(0, 255).to(torch.uint8), labels
 
     train_images, train_labels = split(per_class)
-    test_images, test_labels = split(max(2, per_class // 2))
+    test_images, test_labels = split(test_per_class or max(2, per_class // 2))
     return RealData(
-        name="contract-tiny",
+        name=name,
         train_images=train_images,
         train_labels=train_labels,
         test_images=test_images,

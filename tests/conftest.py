@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ddbench.interfaces import RealData
+from ddbench.testing import tiny_data as contract_tiny_data
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -18,26 +19,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 def make_tiny_data(num_classes: int = 3, per_class: int = 12, channels: int = 1, res: int = 16, seed: int = 0) -> RealData:
     """Random uint8 images with a class-dependent brightness, so classes are learnable."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.arange(num_classes).repeat_interleave(n)
-        base = (labels.float() / max(1, num_classes - 1) * 160 + 40).view(-1, 1, 1, 1)
-        noise = torch.randn(len(labels), channels, res, res, generator=gen) * 30
-        return (base + noise).clamp(0, 255).to(torch.uint8), labels
-
-    train_x, train_y = split(per_class)
-    test_x, test_y = split(max(2, per_class // 3))
-    return RealData(
-        name="tiny",
-        train_images=train_x,
-        train_labels=train_y,
-        test_images=test_x,
-        test_labels=test_y,
-        class_names=[f"class{i}" for i in range(num_classes)],
-        mean=(0.5,) * channels,
-        std=(0.25,) * channels,
-    )
+    return contract_tiny_data(num_classes, per_class, channels, res, seed, test_per_class=max(2, per_class // 3), name="tiny")
 
 
 @pytest.fixture
