@@ -99,6 +99,7 @@ def cli() -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue interrupted runs from their checkpoints.")
 @click.option("--force", is_flag=True, help="Recompute even if the store already has this spec's results.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@click.option("--eval-batch/--no-eval-batch", default=None, help="Train each evaluator's seeds as one batched model (equal scores up to float rounding), or one after another. [default: batched on a GPU, one after another on a CPU]")
 @click.option("--soft-labels", "soft_labels", metavar="teacher[:ARCH]", default=None, help="Evaluate on the soft labels of a teacher (an evaluator, default convnet) trained on the real training split and cached in --out; scores are keyed e.g. dc[soft=ce,teacher=convnet:2ep].")
 @click.option("--teacher-epochs", type=click.IntRange(min=1), default=None, help="Epochs the teacher trains on the real training split. [default: 2]")
 @click.option("--soft-loss", type=click.Choice(["ce", "kl"]), default=None, help="Loss on teacher soft labels: soft cross-entropy, or KL divergence at --temperature. [default: ce]")
@@ -152,6 +153,7 @@ def run(**opts: Any) -> None:
         force=opts["force"],
         progress=opts["progress"],
         tensorboard=opts["tensorboard"],
+        eval_batch=opts["eval_batch"],
     )
     specs = _with_soft_labels(specs, opts)
     # the one place where specs become runs: their ids now hash what will run (ddbench.identity)

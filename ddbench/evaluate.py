@@ -7,13 +7,21 @@ The learning rate is, by precedence: an explicit ``lr`` (MTT's distilled lr) →
 every ~10% of training and records the best of those rounds as ``accuracy_max`` — GLaD's code
 reports that number (model selection on the test set), so use it only to compare with published
 tables; ``accuracy`` stays the final score either way.
+
+`evaluate_seeds` evaluates several seeds of one evaluator. Batched (by default on a GPU, see
+`resolve_batched`) and where the evaluator allows it (`Evaluator.batching_obstacle`), the seeds
+train as one batched model and are tested in one pass (`ddbench.seed_batching`): each seed with the
+initialisation, data order and DSA draws of its sequential run, so its score differs from that
+run's only by floating-point summation order. A network that cannot be batched is evaluated seed
+after seed, and the run's log says so once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -21,11 +29,14 @@ from torch import Tensor
 from ddbench import registry
 from ddbench.dsa import DSA
 from ddbench.errors import InvalidOptionError
-from ddbench.interfaces import RealData
+from ddbench.interfaces import Evaluator, RealData
 from ddbench.memory import PeakMemory
 from ddbench.protocols import EvalProtocol, get_protocol
 from ddbench.progress import ProgressArg
+from ddbench.seed_batching import StackedNetworks, stacked_test_accuracies, train_stacked
 from ddbench.training import test_accuracy, train_classifier
+
+log = logging.getLogger(__name__)
 
 REPORTS = ("final", "max")
 #: with report="max", the number of test rounds spread evenly over training
@@ -42,6 +53,9 @@ class EvalResult:
     train_seconds: float  # training only, test rounds excluded
     eval_seconds: float  # every test pass
     peak_memory_bytes: int
+    #: trained in one batched model with the other seeds of its `evaluate_seeds` call (its seconds
+    #: are then the batch's divided by the number of seeds, its peak memory the batch's)
+    batched: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,6 +84,28 @@ def round_epochs(epochs: int, rounds: int = MAX_ROUNDS) -> set[int]:
     return {e for e in range(epochs - 1) if (e + 1) % every == 0}
 
 
+def _prepare(
+    images: Tensor,
+    labels: Tensor,
+    data: RealData,
+    evaluator: str,
+    protocol: str | EvalProtocol,
+    epochs: int | None,
+    lr: float | None,
+    report: str,
+    evaluator_options: dict[str, Any] | None,
+) -> tuple[Evaluator, EvalProtocol]:
+    """The checked evaluator plugin and the protocol with its overrides and effective lr applied."""
+    if report not in REPORTS:
+        raise InvalidOptionError(f"Expected report in {REPORTS} but got '{report}'")
+    _check_synthetic(images, labels, data)
+    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    plugin = registry.create("evaluator", evaluator, **(evaluator_options or {}))
+    plugin.check_input(data.channels, data.resolution)
+    effective_lr = lr if lr is not None else plugin.protocol_lrs.get(proto.name, proto.lr)
+    return plugin, proto.with_overrides(epochs=epochs, lr=float(effective_lr))
+
+
 def evaluate_synthetic(
     images: Tensor,
     labels: Tensor,
@@ -90,14 +126,7 @@ def evaluate_synthetic(
     ``evaluator_options`` are the evaluator plugin's constructor options (e.g. ``{"width": 64}``).
     ``loss_fn(logits, labels)`` replaces cross-entropy (soft-label losses, `ddbench.scoring.SoftLabels`).
     """
-    if report not in REPORTS:
-        raise InvalidOptionError(f"Expected report in {REPORTS} but got '{report}'")
-    _check_synthetic(images, labels, data)
-    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    plugin = registry.create("evaluator", evaluator, **(evaluator_options or {}))
-    plugin.check_input(data.channels, data.resolution)
-    effective_lr = lr if lr is not None else plugin.protocol_lrs.get(proto.name, proto.lr)
-    proto = proto.with_overrides(epochs=epochs, lr=float(effective_lr))
+    plugin, proto = _prepare(images, labels, data, evaluator, protocol, epochs, lr, report, evaluator_options)
     device = torch.device(device)
 
     torch.manual_seed(seed)  # the network's init (and any dropout) is reproducible per seed
@@ -152,3 +181,130 @@ def evaluate_synthetic(
         eval_seconds=eval_seconds,
         peak_memory_bytes=int(mem.peak_bytes),
     )
+
+
+#: (evaluator, reason) pairs whose fallback to sequential seeds was already logged by this process
+_FALLBACKS_SAID: set[tuple[str, str]] = set()
+
+
+def resolve_batched(batched: bool | None, device: torch.device | str) -> bool:
+    """Whether `evaluate_seeds` batches seeds: as asked, else (``None``) on a GPU only. On a CPU the
+    batched model costs as much CPU time as the seeds one after another, or more, since its grouped
+    convolutions are no faster than separate ones (benchmarks/README.md, "Batched evaluation")."""
+    return batched if batched is not None else torch.device(device).type != "cpu"
+
+
+def evaluate_seeds(
+    images: Tensor,
+    labels: Tensor,
+    data: RealData,
+    evaluator: str,
+    protocol: str | EvalProtocol,
+    seeds: Sequence[int],
+    device: torch.device | str,
+    epochs: int | None = None,
+    lr: float | None = None,
+    report: str = "final",
+    progress: ProgressArg = None,
+    evaluator_options: dict[str, Any] | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    batched: bool | None = None,
+) -> list[EvalResult]:
+    """`evaluate_synthetic` for each of ``seeds``, in order, as one batched model where possible.
+
+    Batched (``batched=True``, or ``None`` on a GPU: `resolve_batched`) with more than one seed, the
+    seeds train together when the evaluator allows it (`Evaluator.batching_obstacle`); otherwise
+    one after another.
+    """
+    seeds = [int(seed) for seed in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise InvalidOptionError(f"Expected distinct seeds but got {seeds}")
+    plugin, proto = _prepare(images, labels, data, evaluator, protocol, epochs, lr, report, evaluator_options)
+    batched = resolve_batched(batched, device)
+    obstacle = plugin.batching_obstacle() if batched and len(seeds) > 1 else None
+    if obstacle is not None and (evaluator, obstacle) not in _FALLBACKS_SAID:
+        _FALLBACKS_SAID.add((evaluator, obstacle))
+        log.warning("evaluator %s trains its seeds one after another, not batched: %s", evaluator, obstacle)
+    if not batched or len(seeds) < 2 or obstacle is not None:
+        options = dict(device=device, epochs=epochs, lr=lr, report=report, progress=progress,
+                       evaluator_options=evaluator_options, loss_fn=loss_fn)  # fmt: skip
+        return [evaluate_synthetic(images, labels, data, evaluator, protocol, seed=seed, **options) for seed in seeds]
+    return _evaluate_batched(images, labels, data, evaluator, plugin, proto, seeds, torch.device(device), report, progress, loss_fn)
+
+
+def _evaluate_batched(
+    images: Tensor,
+    labels: Tensor,
+    data: RealData,
+    evaluator: str,
+    plugin: Evaluator,
+    proto: EvalProtocol,
+    seeds: list[int],
+    device: torch.device,
+    report: str,
+    progress: ProgressArg,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None,
+) -> list[EvalResult]:
+    networks = []
+    for seed in seeds:
+        torch.manual_seed(seed)  # each seed's init, exactly as its sequential run builds it
+        networks.append(plugin.build(data.channels, data.num_classes, data.resolution).to(device))
+    stack = StackedNetworks(networks)
+    del networks
+
+    eval_seconds = 0.0
+    best: list[float] | None = None
+    rounds = round_epochs(proto.epochs) if report == "max" else set()
+
+    def test_all() -> list[float]:
+        nonlocal eval_seconds
+        start = time.perf_counter()
+        accuracies = stacked_test_accuracies(stack, data.test_images, data.test_labels, data.normalise, device=device)
+        eval_seconds += time.perf_counter() - start
+        return accuracies
+
+    def test_round(epoch: int, _losses: list[float]) -> None:
+        nonlocal best
+        if epoch in rounds:
+            accuracies = test_all()
+            best = accuracies if best is None else [max(a, b) for a, b in zip(best, accuracies)]
+
+    with PeakMemory(device) as mem:
+        start = time.perf_counter()
+        train_stacked(
+            stack,
+            images,
+            labels,
+            seeds=seeds,
+            epochs=proto.epochs,
+            lr=proto.lr,
+            batch_size=proto.batch_size,
+            momentum=proto.momentum,
+            weight_decay=proto.weight_decay,
+            schedule=proto.schedule,
+            dsa=DSA() if proto.dsa else None,
+            device=device,
+            progress=progress,
+            on_epoch_end=test_round if rounds else None,
+            description=f"eval {evaluator} seeds {', '.join(map(str, seeds))}",
+            loss_fn=loss_fn,
+        )
+        train_seconds = time.perf_counter() - start - eval_seconds
+        accuracies = test_all()
+    if report == "max":
+        best = accuracies if best is None else [max(a, b) for a, b in zip(best, accuracies)]
+    share = len(seeds)
+    return [
+        EvalResult(
+            evaluator=evaluator,
+            seed=seed,
+            protocol=proto.as_dict(),
+            accuracy=accuracy,
+            accuracy_max=None if best is None else best[index],
+            train_seconds=train_seconds / share,
+            eval_seconds=eval_seconds / share,
+            peak_memory_bytes=int(mem.peak_bytes),
+            batched=True,
+        )
+        for index, (seed, accuracy) in enumerate(zip(seeds, accuracies))
+    ]

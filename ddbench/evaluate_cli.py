@@ -39,6 +39,7 @@ console = stderr_console()
 @click.option("--download", is_flag=True, help="Allow downloading the dataset where a network exists.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@click.option("--eval-batch/--no-eval-batch", default=None, help="Train each evaluator's seeds as one batched model (equal scores up to float rounding), or one after another. [default: batched on a GPU, one after another on a CPU]")
 def evaluate(path: Path, **opts: Any) -> None:
     """Score a synthetic set made elsewhere with ddbench's evaluators, seeds and store.
 
@@ -76,6 +77,7 @@ def evaluate(path: Path, **opts: Any) -> None:
         soft_labels=opts["soft_labels"],
         teacher_epochs=opts["teacher_epochs"],
         train_per_class=opts["train_per_class"],
+        eval_batch=opts["eval_batch"],
     )
     name = check_name(opts["name"]) if opts["name"] else default_name(path)
     dataset = opts["dataset"] or _dataset_of(path)

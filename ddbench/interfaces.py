@@ -446,6 +446,17 @@ class Evaluator(Plugin):
     protocol_lrs: ClassVar[dict[str, float]] = {}
     #: smallest input resolution the architecture supports
     min_resolution: ClassVar[int] = 1
+    #: whether the seeds of one evaluation may train as one batched model (`ddbench.seed_batching`):
+    #: every op of the network must have a vmap rule and its forward must draw no random numbers
+    batched_seeds: ClassVar[bool] = False
+
+    def batching_obstacle(self) -> str | None:
+        """Why this instance (with its options) cannot train several seeds as one batched model,
+        or None when it can. Override to refuse option by option (e.g. dropout > 0)."""
+        if not self.batched_seeds:
+            return "it does not declare batched_seeds"
+        return None
+
     # -- what tools read of an evaluator (see `Plugin`)
     #: one-core CPU seconds at 28 px per training image per epoch and per test image; None:
     #: unknown. A rough guide for sweep estimates.

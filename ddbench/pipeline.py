@@ -23,7 +23,7 @@ from ddbench.interfaces import EVALUATION_OVERRIDES, RealData
 from ddbench.preflight import check_data, check_memory
 from ddbench.progress import make_progress
 from ddbench.protocols import get_protocol
-from ddbench.record_score import evaluate_and_record
+from ddbench.record_score import evaluate_and_record_seeds
 from ddbench.run_state import StoreSnapshot
 from ddbench.soft_labels import SoftLabels
 from ddbench.spec import RunEnv, RunSpec
@@ -156,13 +156,16 @@ def _run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataC
             device=device, progress=bar, say=lambda text: console.print(text, highlight=False, markup=False),
         )  # fmt: skip
     scores = []
-    for evaluator, seed in stored.missing:
-        result = evaluate_and_record(
-            synthetic.images, labels, data, evaluator, protocol, seed, key=spec.protocol_key(), device=device,
-            epochs=spec.eval_epochs, lr=overrides.get("lr"), report=spec.report, soft=soft, store=store, run_id=run_id, progress=bar,
+    for evaluator in dict.fromkeys(name for name, _ in stored.missing):
+        seeds = [seed for name, seed in stored.missing if name == evaluator]
+        results = evaluate_and_record_seeds(
+            synthetic.images, labels, data, evaluator, protocol, seeds, key=spec.protocol_key(), device=device,
+            epochs=spec.eval_epochs, lr=overrides.get("lr"), report=spec.report, soft=soft, store=store, run_id=run_id,
+            progress=bar, batched=env.eval_batch,
         )  # fmt: skip
-        scores.append({"evaluator": evaluator, "seed": seed, "accuracy": result.accuracy})
-        console.print(f"  {evaluator} seed {seed}: {100 * result.accuracy:.2f} %")
+        for result in results:
+            scores.append({"evaluator": evaluator, "seed": result.seed, "accuracy": result.accuracy})
+            console.print(f"  {evaluator} seed {result.seed}: {100 * result.accuracy:.2f} %")
     return RunOutcome(run_id=run_id, run_dir=run_dir, reused_distillation=reused, scores=scores)
 
 

@@ -33,7 +33,7 @@ from ddbench.errors import DataNotFoundError, InvalidOptionError
 from ddbench.external import SOFT_LATENT, ExternalSet
 from ddbench.interfaces import RealData
 from ddbench.protocols import get_protocol
-from ddbench.record_score import evaluate_and_record
+from ddbench.record_score import evaluate_and_record_seeds
 from ddbench.soft_labels import SoftLabels, protocol_key, teacher_soft_labels
 from ddbench.spec import SPEC_VERSION
 from ddbench.store import ResultsStore
@@ -67,6 +67,8 @@ class Settings:
     teacher_epochs: int | None = None
     #: the teacher trains on the first N training images of each class (None: all of them)
     train_per_class: int | None = None
+    #: train an evaluator's seeds as one batched model; None: on a GPU only (`ddbench.evaluate.resolve_batched`)
+    eval_batch: bool | None = None
 
     def __post_init__(self) -> None:
         self.evaluators, self.seeds = tuple(self.evaluators), tuple(int(s) for s in self.seeds)
@@ -365,19 +367,24 @@ def score_prepared(
             if (evaluator, seed) in stored:
                 rows.append((evaluator, seed, stored[(evaluator, seed)], True))
                 say(f"  {evaluator} seed {seed}: {100 * stored[(evaluator, seed)]:.2f} % (stored)")
-                continue
-            if labels is None:
-                labels = prepared.labels if settings.teacher is None else teacher_labels(
-                    prepared.images, data, settings.teacher.teacher, settings.protocol,  # type: ignore[arg-type]
-                    cache_dir=None if store is None else (out or store.path.parent) / "cache",
-                    fingerprint=fingerprint, device=settings.device, progress=progress, say=say,
-                )  # fmt: skip
-            result = evaluate_and_record(
-                prepared.images, labels, data, evaluator, protocol, seed, key=key, device=settings.device,
-                epochs=settings.eval_epochs, lr=lr, soft=soft, store=store, run_id=run_id, progress=progress,
+        missing = [seed for seed in settings.seeds if (evaluator, seed) not in stored]
+        if not missing:
+            continue
+        if labels is None:
+            labels = prepared.labels if settings.teacher is None else teacher_labels(
+                prepared.images, data, settings.teacher.teacher, settings.protocol,  # type: ignore[arg-type]
+                cache_dir=None if store is None else (out or store.path.parent) / "cache",
+                fingerprint=fingerprint, device=settings.device, progress=progress, say=say,
             )  # fmt: skip
-            rows.append((evaluator, seed, result.accuracy, False))
-            say(f"  {evaluator} seed {seed}: {100 * result.accuracy:.2f} %")
+        results = evaluate_and_record_seeds(
+            prepared.images, labels, data, evaluator, protocol, missing, key=key, device=settings.device,
+            epochs=settings.eval_epochs, lr=lr, soft=soft, store=store, run_id=run_id, progress=progress,
+            batched=settings.eval_batch,
+        )  # fmt: skip
+        for result in results:
+            rows.append((evaluator, result.seed, result.accuracy, False))
+            say(f"  {evaluator} seed {result.seed}: {100 * result.accuracy:.2f} %")
+    rows.sort(key=lambda row: (settings.evaluators.index(row[0]), settings.seeds.index(row[1])))
     return pd.DataFrame(
         [
             {"name": name, "run_id": run_id, "dataset": data.name, "evaluator": e, "seed": s, "protocol": key, "accuracy": a, "reused": r}
@@ -409,6 +416,7 @@ def evaluate_set(
     res: int | None = None,
     test_size: int | None = None,
     device: str = "cpu",
+    eval_batch: bool | None = None,
     verbose: bool = True,
 ) -> pd.DataFrame:
     """Score a synthetic set held in memory, as ``ddbench evaluate`` scores one on disk.
@@ -422,7 +430,8 @@ def evaluate_set(
     ``teacher_epochs`` epochs on the real training split (its first ``train_per_class`` images per
     class where given), with ``soft_loss`` ``"ce"`` or ``"kl"``; it is cached in ``out``. With ``out``, the run and its scores go into ``out/results.sqlite`` (and appear on
     ``ddbench leaderboard --out OUT`` as ``external:<name>``); a set scored before is not trained on
-    again. Returns one row per evaluator × seed: name, run_id, dataset, evaluator, seed, protocol,
+    again. ``eval_batch``: train an evaluator's seeds as one batched model (None: on a GPU only).
+    Returns one row per evaluator × seed: name, run_id, dataset, evaluator, seed, protocol,
     accuracy (a fraction), reused.
 
     Example (a notebook; ``images`` in [0, 1])::
@@ -447,6 +456,7 @@ def evaluate_set(
         soft_labels=soft_labels,
         teacher_epochs=teacher_epochs,
         train_per_class=train_per_class,
+        eval_batch=eval_batch,
     )
     check_name(name)
     console = stderr_console()

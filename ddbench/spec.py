@@ -173,6 +173,9 @@ class RunEnv:
     progress: bool = True
     #: also log each run's per-iteration metrics as TensorBoard events (``ddbench run --tensorboard``)
     tensorboard: bool = False
+    #: train an evaluator's seeds as one batched model (``--eval-batch/--no-eval-batch``); None: on a
+    #: GPU only (`ddbench.evaluate.resolve_batched`). A score changes only by floating-point summation order.
+    eval_batch: bool | None = None
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.out / "runs" / spec.dataset / f"{spec.prior}-{spec.matcher}-ipc{spec.ipc}-{spec.run_id}"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ddbench.dsa import DSA
 from ddbench.errors import DDBenchError
@@ -262,6 +262,25 @@ def check_evaluator(cls: type[Evaluator], channels: int = 1, num_classes: int = 
     _require(tuple(logits.shape) == (2, num_classes), evaluator, f"build(...) returns a network whose logits are (batch, {num_classes})")
     embed = getattr(net, "embed", None)
     _require(callable(embed) and embed(x).shape[0] == 2, evaluator, "the network has embed(x) → features (distribution matching uses it)")
+    if evaluator.batching_obstacle() is None:
+        _check_batched_seeds(evaluator, net, channels, num_classes, resolution)
+
+
+def _check_batched_seeds(evaluator: Evaluator, net: nn.Module, channels: int, num_classes: int, resolution: int) -> None:
+    """An evaluator that allows batched seeds gives each seed's own logits when two are stacked."""
+    from ddbench.seed_batching import StackedNetworks
+
+    torch.manual_seed(1)
+    other = evaluator.build(channels, num_classes, resolution)
+    x = torch.randn(2, 3, channels, resolution, resolution)
+    try:
+        batched = StackedNetworks([net, other]).forward(x)
+    except RuntimeError as err:
+        _require(False, evaluator, f"a network that allows batched seeds runs under torch.func.vmap ({err}); "
+                 "return a reason from batching_obstacle() instead")  # fmt: skip
+    alone = torch.stack([net(x[0]), other(x[1])])
+    _require(torch.allclose(batched, alone, rtol=1e-4, atol=1e-5), evaluator,
+             "a network that allows batched seeds gives each seed its own logits when stacked (batching_obstacle)")  # fmt: skip
 
 
 def check_dataset(cls: type[DatasetPlugin], **options: Any) -> None:

@@ -55,7 +55,8 @@ class TrainStats:
         return self.accuracies[-1] if self.accuracies else None
 
 
-def _as_float(images: Tensor, normalise: Normalise | None) -> Tensor:
+def as_float(images: Tensor, normalise: Normalise | None) -> Tensor:
+    """Float images as they are; uint8 images through ``normalise``."""
     if images.is_floating_point():
         return images
     if normalise is None:
@@ -64,6 +65,35 @@ def _as_float(images: Tensor, normalise: Normalise | None) -> Tensor:
             "or normalised float images"
         )
     return normalise(images)
+
+
+def shuffle_generator(seed: int) -> torch.Generator:
+    """The generator of a training run's epoch orders (one ``randperm`` per epoch)."""
+    return torch.Generator().manual_seed(derive_seed("train-shuffle", seed))
+
+
+def dsa_seed(seed: int, step: int) -> int:
+    """The DSA seed of optimiser step ``step`` (0-based, counted over all epochs) of a training run."""
+    return derive_seed("train-dsa", seed, step)
+
+
+def check_training_inputs(epochs: int, lr: float, batch_size: int, schedule: str, images: Tensor, labels: Tensor) -> None:
+    """Raise InvalidOptionError for settings or data no training run can use."""
+    if epochs < 0 or batch_size < 1 or lr < 0:
+        raise InvalidOptionError(f"Expected epochs ≥ 0, batch_size ≥ 1, lr ≥ 0 but got {epochs}, {batch_size}, {lr}")
+    if schedule not in SCHEDULES:
+        raise InvalidOptionError(f"Unknown lr schedule '{schedule}'; expected one of {SCHEDULES}")
+    if len(images) != len(labels) or len(images) == 0:
+        raise InvalidOptionError(f"Expected as many labels as images (and at least one) but got {len(labels)} and {len(images)}")
+
+
+def check_finite_loss(mean_loss: float, epoch: int, epochs: int, lr: float, what: str = "Training loss") -> None:
+    """Raise NonFiniteLossError when an epoch's mean loss diverged."""
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLossError(
+            f"{what} became {mean_loss} in epoch {epoch + 1}/{epochs} (lr {lr}); "
+            "lower the learning rate (--eval-lr / the protocol's lr) and run again"
+        )
 
 
 def train_classifier(
@@ -93,12 +123,7 @@ def train_classifier(
     ``on_epoch_end(epoch, mean_loss)`` runs after every epoch (0-based), e.g. to snapshot
     parameters or to test. Raises NonFiniteLossError if the loss diverges.
     """
-    if epochs < 0 or batch_size < 1 or lr < 0:
-        raise InvalidOptionError(f"Expected epochs ≥ 0, batch_size ≥ 1, lr ≥ 0 but got {epochs}, {batch_size}, {lr}")
-    if schedule not in SCHEDULES:
-        raise InvalidOptionError(f"Unknown lr schedule '{schedule}'; expected one of {SCHEDULES}")
-    if len(images) != len(labels) or len(images) == 0:
-        raise InvalidOptionError(f"Expected as many labels as images (and at least one) but got {len(labels)} and {len(images)}")
+    check_training_inputs(epochs, lr, batch_size, schedule, images, labels)
     device = torch.device(device)
     model.to(device).train()
     # uint8 images stay on the host and are normalised per batch (a dataset's normalise is CPU-only,
@@ -107,7 +132,7 @@ def train_classifier(
     labels = labels.detach().to(device)
     n = len(images)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    shuffle = torch.Generator().manual_seed(derive_seed("train-shuffle", seed))
+    shuffle = shuffle_generator(seed)
     stats = TrainStats(losses=[], accuracies=[])
     step = 0
     with progress_task(progress, description, epochs) as (bar, task):
@@ -119,10 +144,10 @@ def train_classifier(
             correct = torch.zeros((), device=device)
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
-                x = _as_float(images[idx.to(images.device)], normalise).to(device, non_blocking=True)
+                x = as_float(images[idx.to(images.device)], normalise).to(device, non_blocking=True)
                 y = labels[idx]
                 if dsa is not None:
-                    x = dsa(x, derive_seed("train-dsa", seed, step))
+                    x = dsa(x, dsa_seed(seed, step))
                 logits = model(x)
                 loss = F.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, y)
                 optimizer.zero_grad(set_to_none=True)
@@ -134,11 +159,7 @@ def train_classifier(
                 target = y.argmax(1) if y.dim() == 2 else y
                 correct += (logits.detach().argmax(1) == target).sum()
             mean_loss = float(loss_sum) / n
-            if not math.isfinite(mean_loss):
-                raise NonFiniteLossError(
-                    f"Training loss became {mean_loss} in epoch {epoch + 1}/{epochs} (lr {lr}); "
-                    "lower the learning rate (--eval-lr / the protocol's lr) and run again"
-                )
+            check_finite_loss(mean_loss, epoch, epochs, lr)
             stats.losses.append(mean_loss)
             stats.accuracies.append(float(correct) / n)
             bar.update(task, advance=1, loss=mean_loss)
@@ -164,7 +185,7 @@ def test_accuracy(
     model.to(device).eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     for start in range(0, len(images), batch_size):
-        x = _as_float(images[start : start + batch_size], normalise).to(device, non_blocking=True)
+        x = as_float(images[start : start + batch_size], normalise).to(device, non_blocking=True)
         y = labels[start : start + batch_size].to(device)
         correct += (model(x).argmax(1) == y).sum()
     model.train(was_training)

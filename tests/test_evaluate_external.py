@@ -66,7 +66,7 @@ def test_dc_repository_file_one_row_per_experiment_and_rescoring_reuses(tmp_path
     def no_training(*_args, **_kwargs):
         raise AssertionError("re-scoring the same file trained again")
 
-    monkeypatch.setattr(record_score, "evaluate_synthetic", no_training)
+    monkeypatch.setattr(record_score, "evaluate_seeds", no_training)
     code, err = _evaluate(capsys, fmnist_slice, out, str(path), "--name", "dm-official", "--experiment", "1")
     assert code == 0, err
     assert "(stored)" in err and "1 reused from the store" in err and "(dc[epochs=2])" in err

@@ -58,6 +58,7 @@ class AlexNetEvaluator(Evaluator):
     protocol_lrs: ClassVar[dict[str, float]] = {}  # AlexNet uses each protocol's own lr
     #: three 2× max-pools need at least 8 px (28 px is padded to 32)
     min_resolution: ClassVar[int] = 1 << POOLINGS
+    batched_seeds: ClassVar[bool] = True
 
     def check_input(self, channels: int, resolution: int) -> None:
         check_channels(self.name, channels)

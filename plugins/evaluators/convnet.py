@@ -117,6 +117,7 @@ class ConvNetEvaluator(Evaluator):
     seconds_per_image = (0.008, 0.0046)  # one-core, measured for ConvNet-3 (the sweep estimate)
     protocol_lrs: ClassVar[dict[str, float]] = {}  # ConvNet uses each protocol's own lr
     min_resolution: ClassVar[int] = 8
+    batched_seeds: ClassVar[bool] = True
 
     def __init__(self, width: int = 128, depth: int | None = None, norm: str = "instancenorm") -> None:
         if width < 1:

@@ -65,6 +65,7 @@ class ResNet18Evaluator(Evaluator):
     protocol_lrs: ClassVar[dict[str, float]] = {}  # ResNet18 uses each protocol's own lr
     #: with instance norm the last stage must be at least 2×2: a 1×1 map normalises to a constant
     min_resolution: ClassVar[int] = 9
+    batched_seeds: ClassVar[bool] = True
 
     def __init__(self, norm: str = "instancenorm") -> None:
         self.norm = check_norm(norm)

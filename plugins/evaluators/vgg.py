@@ -78,6 +78,7 @@ class VGG11Evaluator(Evaluator):
     protocol_lrs: ClassVar[dict[str, float]] = {"glad": 1e-4}
     #: five 2× max-pools need 32 px; 28-px images are padded to 32 by the first conv
     min_resolution: ClassVar[int] = 28
+    batched_seeds: ClassVar[bool] = True
 
     def __init__(self, norm: str = "instancenorm", head: str = "flatten") -> None:
         self.norm = check_norm(norm)

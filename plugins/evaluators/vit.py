@@ -64,6 +64,8 @@ class ViTEvaluator(Evaluator):
     protocol_lrs: ClassVar[dict[str, float]] = {}  # ViT uses each protocol's own lr
     #: one 4-px patch (the automatic patch size below 128 px)
     min_resolution: ClassVar[int] = SMALL_PATCH
+    #: only without dropout: see `batching_obstacle`
+    batched_seeds: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -94,6 +96,15 @@ class ViTEvaluator(Evaluator):
         self.mlp_dim = mlp_dim
         self.dropout = dropout
         self.emb_dropout = emb_dropout
+
+    def batching_obstacle(self) -> str | None:
+        if self.dropout > 0 or self.emb_dropout > 0:
+            # each seed's dropout masks come from the global RNG stream its sequential run consumes
+            return (
+                f"dropout {self.dropout} / emb_dropout {self.emb_dropout}: a batched model cannot draw "
+                "each seed's masks from that seed's own RNG stream (with dropout=0 and emb_dropout=0 it can)"
+            )
+        return None
 
     def patch_for(self, resolution: int) -> int:
         return self.patch_size if self.patch_size is not None else auto_patch_size(resolution)
