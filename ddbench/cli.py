@@ -165,6 +165,10 @@ def run(**opts: Any) -> None:
             from ddbench.preflight import check_data_present
 
             check_data_present(specs, env)  # one line for absent data, before any run is claimed
+        if (opts["workers"] or 1) == 1 and not opts["suite"]:
+            from ddbench.pipeline import check_runnable
+
+            check_runnable(specs, env)  # this process runs them: bad input fails before the store is touched
         _print_preview(specs, opts)
     _run_sweep(specs, env, opts)
 

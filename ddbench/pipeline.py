@@ -7,7 +7,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Sequence, Any
 
 import torch
 from rich.console import Console
@@ -58,6 +58,19 @@ class DataCache:
         if spec.train_per_class or spec.test_size:
             data = data.subset(spec.train_per_class, spec.test_size)
         return data
+
+
+def check_runnable(specs: Sequence[RunSpec], env: RunEnv) -> None:
+    """Raise, before the store or any run directory is touched, what each run would raise first:
+    an unknown device or protocol, data that cannot be a benchmark (IPC above a class's size, a
+    corrupt file) or a run that cannot fit in memory — so bad input is one line and loses nothing."""
+    device = resolve_device(env.device)
+    data_cache = DataCache(env)
+    for spec in specs:
+        get_protocol(spec.protocol)
+        data = data_cache.get(spec)
+        check_data(spec, data)
+        check_memory(spec, data, device)
 
 
 def resolve_device(name: str) -> torch.device:
