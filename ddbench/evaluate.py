@@ -27,7 +27,6 @@ import torch
 from torch import Tensor
 
 from ddbench import registry
-from ddbench.dsa import DSA
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import Evaluator, RealData
 from ddbench.memory import PeakMemory
@@ -151,13 +150,7 @@ def evaluate_synthetic(
             model,
             images,
             labels,
-            epochs=proto.epochs,
-            lr=proto.lr,
-            batch_size=proto.batch_size,
-            momentum=proto.momentum,
-            weight_decay=proto.weight_decay,
-            schedule=proto.schedule,
-            dsa=DSA() if proto.dsa else None,
+            **proto.training_kwargs(),
             seed=seed,
             device=device,
             progress=progress,
@@ -276,13 +269,7 @@ def _evaluate_batched(
             images,
             labels,
             seeds=seeds,
-            epochs=proto.epochs,
-            lr=proto.lr,
-            batch_size=proto.batch_size,
-            momentum=proto.momentum,
-            weight_decay=proto.weight_decay,
-            schedule=proto.schedule,
-            dsa=DSA() if proto.dsa else None,
+            **proto.training_kwargs(),
             device=device,
             progress=progress,
             on_epoch_end=test_round if rounds else None,

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from ddbench import registry
-from ddbench.dsa import DSA
 from ddbench.fileio import FileLock, safe_name, write_atomic
 from ddbench.interfaces import RealData
 from ddbench.progress import ProgressArg
@@ -92,13 +91,7 @@ def train_on_real(data: RealData, key: FullDataKey, device: torch.device | str =
         model,
         data.train_images,
         data.train_labels,
-        epochs=key.epochs,
-        lr=float(plugin.protocol_lrs.get(proto.name, proto.lr)),
-        batch_size=proto.batch_size,
-        momentum=proto.momentum,
-        weight_decay=proto.weight_decay,
-        schedule=proto.schedule,
-        dsa=DSA() if proto.dsa else None,
+        **proto.with_overrides(epochs=key.epochs, lr=float(plugin.protocol_lrs.get(proto.name, proto.lr))).training_kwargs(),
         seed=key.seed,
         device=device,
         progress=progress,
