@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Callable
 
 import torch
+from ddbench_plugins.evaluators.convnet import ConvNet
 from tabulate import tabulate
 from torch import Tensor
-
-from ddbench_plugins.evaluators.convnet import ConvNet
 
 
 def _sync(device: torch.device) -> None:
@@ -32,7 +31,12 @@ def _sync(device: torch.device) -> None:
 
 
 def time_embed(
-    net: ConvNet, images: Tensor, repeats: int, autocast: torch.dtype | None, device: torch.device, chunk: int | None = None
+    net: ConvNet,
+    images: Tensor,
+    repeats: int,
+    autocast: torch.dtype | None,
+    device: torch.device,
+    chunk: int | None = None,
 ) -> list[float]:
     """Seconds per embed of ``images`` (in chunks of ``chunk`` samples), one reset of the weights before each timed call."""
     parts = images.split(chunk) if chunk else (images,)
@@ -52,7 +56,6 @@ def time_embed(
             _sync(device)
             times.append(time.perf_counter() - start)
     return times
-
 
 
 #: the issue's calibration on its machine: 10 × 256 Fashion-MNIST images embedded by ConvNet-3 in fp32

@@ -30,12 +30,12 @@ from statistics import median
 from typing import Any
 
 import torch
+from spec_runs import draw_cells
 from tabulate import tabulate
 
 from ddbench.memory import format_bytes
 from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore
-from spec_runs import draw_cells
 
 #: MTT experts for the benchmark: 4 epochs cover max_start_epoch 2 + expert_epochs 2 (the IPC-1 rule)
 MTT_EXPERT_OPTIONS = {"num_experts": 5, "build_experts": True}
@@ -43,10 +43,9 @@ MTT_EXPERT_OPTIONS = {"num_experts": 5, "build_experts": True}
 
 def _child(args: argparse.Namespace) -> None:
     """One distillation in this process; prints a JSON line with its timing and peak memory."""
+    from ddbench import registry
     from ddbench.distill import Distiller
     from ddbench.dsa import DSA
-
-    from ddbench import registry
 
     spec = RunSpec.from_dict(json.loads(args.spec))
     data = registry.create("dataset", spec.dataset).load().subset(spec.train_per_class)
@@ -68,6 +67,7 @@ def _reference_child(args: argparse.Namespace) -> None:
     """The reference implementation's DC iteration at IPC 1 (``dc_reference.reference_iteration``),
     the baseline for s/it on the same machine."""
     from dc_reference import IMAGE_LR, IMAGE_MOMENTUM, initial_images, reference_iteration
+
     from ddbench import registry
     from ddbench.interfaces import MatchContext
     from ddbench.memory import PeakMemory
@@ -125,12 +125,21 @@ def speed(args: argparse.Namespace) -> None:
     for steps in [int(s) for s in args.syn_steps.split(",") if s]:
         options = {**MTT_EXPERT_OPTIONS, "num_experts": 1, "syn_steps": steps}
         # speed and memory do not depend on how good the experts are: a small buffer on a data slice
-        settings.append((f"MTT (syn_steps {steps})", RunSpec(matcher="mtt", matcher_options=options, train_per_class=100, **common)))
+        settings.append(
+            (f"MTT (syn_steps {steps})", RunSpec(matcher="mtt", matcher_options=options, train_per_class=100, **common))
+        )
     medians = []
     for label, spec in settings:
         m = _measure(spec, args)
         medians.append(m["seconds_per_iteration"])
-        rows.append([label, f"{m['seconds_per_iteration']:.3f}", f"{m['run_seconds_per_iteration']:.3f}", format_bytes(m["peak_memory_bytes"])])
+        rows.append(
+            [
+                label,
+                f"{m['seconds_per_iteration']:.3f}",
+                f"{m['run_seconds_per_iteration']:.3f}",
+                format_bytes(m["peak_memory_bytes"]),
+            ]
+        )
         print(rows[-1], file=sys.stderr, flush=True)
     memory = "peak GPU allocation" if args.device.startswith("cuda") else "peak process RSS"
     headers = ["setting (Fashion-MNIST, IPC 1)", "s/it (median)", "s/it (run mean)", memory]
@@ -153,7 +162,14 @@ def accuracy(args: argparse.Namespace) -> None:
     with ResultsStore(args.out / "results.sqlite") as store:
         for label, make_spec in _accuracy_rows(args, dc_it, mtt_it):
             rows.append([label, *draw_cells(make_spec, draws, env, store, cache)])
-    headers = ["Fashion-MNIST IPC 1", "accuracy %", "draws × eval seeds", "mean per draw", "s/it (median)", "peak memory"]
+    headers = [
+        "Fashion-MNIST IPC 1",
+        "accuracy %",
+        "draws × eval seeds",
+        "mean per draw",
+        "s/it (median)",
+        "peak memory",
+    ]
     print(tabulate(rows, headers=headers, tablefmt="github"))
 
 
@@ -161,7 +177,9 @@ def _accuracy_rows(args: argparse.Namespace, dc_it: int, mtt_it: int) -> list[tu
     """(label, draw → spec) for each method the accuracy table compares."""
     common = dict(dataset="fashion-mnist", prior="pixel", ipc=1, eval_epochs=args.eval_epochs,
                   eval_seeds=tuple(range(args.seeds)), protocol=args.protocol, train_per_class=args.train_per_class)  # fmt: skip
-    rows: list[tuple[str, Callable[[int], RunSpec]]] = [("random real", lambda d: RunSpec(matcher="real", seed=d, **common))]
+    rows: list[tuple[str, Callable[[int], RunSpec]]] = [
+        ("random real", lambda d: RunSpec(matcher="real", seed=d, **common))
+    ]
     for precision in [p for p in args.precisions.split(",") if p]:  # '' = no DC rows
         options: dict[str, Any] = {"real_precision": precision}
         if args.dc_compile != "auto":  # only when set, so specs stored without it are still reused
@@ -169,7 +187,9 @@ def _accuracy_rows(args: argparse.Namespace, dc_it: int, mtt_it: int) -> list[tu
         rows.append((f"pixel + DC ({precision}, no DSA, {dc_it} it)",
                      lambda d, o=options: RunSpec(matcher="dc", iterations=dc_it, dsa=False, matcher_options=o, seed=d, **common)))  # fmt: skip
     if not args.skip_dc_dsa:
-        rows.append((f"pixel + DC (fp32, DSA, {dc_it} it)", lambda d: RunSpec(matcher="dc", iterations=dc_it, seed=d, **common)))
+        rows.append(
+            (f"pixel + DC (fp32, DSA, {dc_it} it)", lambda d: RunSpec(matcher="dc", iterations=dc_it, seed=d, **common))
+        )
     for lr in [float(v) for v in args.mtt_image_lrs.split(",") if v]:
         rows.append((f"pixel + MTT (images lr {lr:g}, {mtt_it} it)",
                      lambda d, lr=lr: RunSpec(matcher="mtt", iterations=mtt_it, matcher_options=MTT_EXPERT_OPTIONS, lrs={"images": lr}, seed=d, **common)))  # fmt: skip
@@ -188,29 +208,48 @@ def main() -> None:
     sub.choices["speed"].add_argument("--warmup", type=int, default=1)
     sub.choices["speed"].add_argument("--precisions", default="fp32,bf16", help="DC real-side precision(s)")
     sub.choices["speed"].add_argument("--syn-steps", default="10,20,50", help="MTT unrolled steps to measure")
-    sub.choices["speed"].add_argument("--calibrate", action="store_true", help="also scale s/it to the issue's machine (bench_convnet_embed.calibration_seconds)")
+    sub.choices["speed"].add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also scale s/it to the issue's machine (bench_convnet_embed.calibration_seconds)",
+    )
     sub.choices["child"].add_argument("--spec", required=True)
     sub.choices["child"].add_argument("--warmup", type=int, default=0)
     sub.choices["reference"].add_argument("--iterations", type=int, default=5)
     sub.choices["reference"].add_argument("--warmup", type=int, default=1)
     acc = sub.choices["accuracy"]
     acc.add_argument("--seeds", type=int, default=3)
-    acc.add_argument("--protocol", default="dc-noaug", help="evaluation protocol: dc-noaug (the reference figure: no augmentation) or dc (DSA)")
+    acc.add_argument(
+        "--protocol",
+        default="dc-noaug",
+        help="evaluation protocol: dc-noaug (the reference figure: no augmentation) or dc (DSA)",
+    )
     acc.add_argument("--eval-epochs", type=int, default=300)
     acc.add_argument("--dc-iterations", type=int, default=50, help="the reference figure's budget")
     acc.add_argument("--mtt-iterations", type=int, default=200)
     acc.add_argument("--precisions", default="fp32,bf16", help="DC real-side precision(s) ('' = no DC)")
     acc.add_argument("--mtt-image-lrs", default="1000,100", help="pixel learning rate(s) for MTT ('' = no MTT)")
-    acc.add_argument("--dc-compile", default="auto", choices=["auto", "true", "false"], help="DC's compile option (auto: DC's own rule)")
+    acc.add_argument(
+        "--dc-compile",
+        default="auto",
+        choices=["auto", "true", "false"],
+        help="DC's compile option (auto: DC's own rule)",
+    )
     acc.add_argument("--skip-dc-dsa", action="store_true", help="leave out DC distilled with DSA")
     acc.add_argument("--train-per-class", type=int, default=None, help="a training slice (quick checks only)")
-    acc.add_argument("--distill-seeds", default="0", help="spec seeds, i.e. draws of the real images (random real, real init): '0,1,2,3,4'")
+    acc.add_argument(
+        "--distill-seeds",
+        default="0",
+        help="spec seeds, i.e. draws of the real images (random real, real init): '0,1,2,3,4'",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     {"speed": speed, "accuracy": accuracy, "child": _child, "reference": _reference_child}[args.part](args)
     if args.part in ("speed", "accuracy"):
-        print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()}, device: {args.device})")
+        print(
+            f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()}, device: {args.device})"
+        )
 
 
 if __name__ == "__main__":

@@ -34,9 +34,10 @@ import time
 from pathlib import Path
 
 import torch
+from bench_convnet_embed import calibration_seconds, machine_factor
+from spec_runs import draw_cells
 from tabulate import tabulate
 
-from bench_convnet_embed import calibration_seconds, machine_factor
 from ddbench import registry
 from ddbench.distill import Distiller
 from ddbench.dsa import DSA
@@ -44,7 +45,6 @@ from ddbench.memory import PeakMemory, format_bytes
 from ddbench.pipeline import DataCache
 from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore
-from spec_runs import draw_cells
 
 
 def main() -> None:
@@ -56,11 +56,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--precisions", default="bf16", help="DM real-embedding precision(s) to compare: fp32,bf16")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--distill-seeds", default="0", help="spec seeds, i.e. draws of the real images (random real, real init): '0,1,2'")
+    parser.add_argument(
+        "--distill-seeds",
+        default="0",
+        help="spec seeds, i.e. draws of the real images (random real, real init): '0,1,2'",
+    )
     parser.add_argument("--speed-only", type=int, default=0, metavar="N", help="only time N iterations per setting")
-    parser.add_argument("--real-chunks", default="auto", help="--speed-only: DM real_chunk value(s) to compare, e.g. auto,32,256")
-    parser.add_argument("--reference", action="store_true", help="--speed-only: also time the reference DM loop re-typed (same machine baseline)")
-    parser.add_argument("--calibrate", action="store_true", help="--speed-only: also scale s/it to the issue's machine (its fp32 embed: 2.3 s)")
+    parser.add_argument(
+        "--real-chunks", default="auto", help="--speed-only: DM real_chunk value(s) to compare, e.g. auto,32,256"
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="--speed-only: also time the reference DM loop re-typed (same machine baseline)",
+    )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="--speed-only: also scale s/it to the issue's machine (its fp32 embed: 2.3 s)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,7 +157,9 @@ def reference_speed(ipcs: list[int], iterations: int) -> list[list[object]]:
                 opt.step()
                 if it:
                     times.append(time.perf_counter() - start)
-        rows.append([ipc, "reference DM loop (re-typed, fp32)", "—", statistics.median(times), format_bytes(mem.peak_bytes)])
+        rows.append(
+            [ipc, "reference DM loop (re-typed, fp32)", "—", statistics.median(times), format_bytes(mem.peak_bytes)]
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -161,11 +177,24 @@ def speed_only(ipcs: list[int], precisions: list[str], iterations: int, chunks: 
                     options = {"real_precision": precision, **({"real_chunk": chunk} if chunk else {})}
                     spec = RunSpec(matcher="dm", ipc=ipc, iterations=iterations + 1, matcher_options=options)
                     stamps: list[float] = []
-                    distiller = Distiller(spec, data, Path(tmp) / f"{ipc}-{precision}-{chunk}", dsa=DSA(), progress=False)
+                    distiller = Distiller(
+                        spec, data, Path(tmp) / f"{ipc}-{precision}-{chunk}", dsa=DSA(), progress=False
+                    )
                     with PeakMemory() as mem:
-                        distiller.run(resume=False, on_iteration=lambda it, loss: stamps.append(time.perf_counter()))
+                        distiller.run(
+                            resume=False,
+                            on_iteration=lambda it, loss, stamps=stamps: stamps.append(time.perf_counter()),
+                        )
                     per_iteration = [b - a for a, b in zip(stamps, stamps[1:])]
-                    rows.append([ipc, f"pixel + DM ({precision} real side)", chunk or "auto", statistics.median(per_iteration), format_bytes(mem.peak_bytes)])
+                    rows.append(
+                        [
+                            ipc,
+                            f"pixel + DM ({precision} real side)",
+                            chunk or "auto",
+                            statistics.median(per_iteration),
+                            format_bytes(mem.peak_bytes),
+                        ]
+                    )
                     print(rows[-1], flush=True)
     return rows
 

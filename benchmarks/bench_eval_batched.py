@@ -44,7 +44,9 @@ def synthetic_set(data: Any, ipc: int, seed: int = 0) -> tuple[Any, Any]:
     return images, labels
 
 
-def time_variant(images: Any, labels: Any, data: Any, evaluator: str, seeds: list[int], epochs: int, batched: bool) -> dict[str, Any]:
+def time_variant(
+    images: Any, labels: Any, data: Any, evaluator: str, seeds: list[int], epochs: int, batched: bool
+) -> dict[str, Any]:
     from ddbench.evaluate import evaluate_seeds
 
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -71,12 +73,22 @@ def main() -> None:
     parser.add_argument("--evaluators", default=",".join(EVALUATORS))
     parser.add_argument("--ipcs", default="1,10")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs per seed (the DC protocol has 1000; fmnist-cpu uses 300)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=20,
+        help="training epochs per seed (the DC protocol has 1000; fmnist-cpu uses 300)",
+    )
     parser.add_argument("--full-epochs", type=int, default=300, help="the budget the extrapolated column is for")
     parser.add_argument("--test-size", type=int, default=2000, help="first N test images (the split has 10 000)")
     parser.add_argument("--repeats", type=int, default=1, help="timings per cell and variant (medians reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--out", type=Path, default=None, help="directory of the JSON record [default: $DDBENCH_BENCH_OUT or bench-out/benchmarks]")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory of the JSON record [default: $DDBENCH_BENCH_OUT or bench-out/benchmarks]",
+    )
     args = parser.parse_args()
 
     import torch
@@ -106,7 +118,9 @@ def main() -> None:
                 summary[variant] = {
                     "wall_s_median": statistics.median(r["wall_s"] for r in records),
                     "cpu_s_median": statistics.median(r["cpu_s"] for r in records),
-                    "full_budget_s_median": statistics.median(extrapolate(r, args.epochs, test_size, args.full_epochs) for r in records),
+                    "full_budget_s_median": statistics.median(
+                        extrapolate(r, args.epochs, test_size, args.full_epochs) for r in records
+                    ),
                     "accuracies": records[0]["accuracies"],  # every repeat trains the same seeds
                     "ran_batched": records[0]["batched"],
                     "runs": records,
@@ -140,6 +154,7 @@ def main() -> None:
         os.environ["DDBENCH_BENCH_OUT"] = str(args.out)  # where write_record puts its file
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "test_images": test_size}
     write_record("bench_eval_batched", {"settings": settings, "total_s": total, "cells": cells})
+
 
 if __name__ == "__main__":
     main()

@@ -130,10 +130,31 @@ def run_speed(args: argparse.Namespace) -> None:
             print(f"  {evaluator} {resolution} px: {record['epoch_s_median']:.3f} s/epoch", file=sys.stderr)
     device = torch.device(args.device)
     threads = args.threads or torch.get_num_threads()
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {threads} thread(s), load {os.getloadavg()[0]:.1f}"
-    print(f"IPC-{IPC} synthetic set ({CLASSES} classes × {IPC}), {args.epochs} timed epochs after 1 warm-up, on {where}")
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {threads} thread(s), load {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"IPC-{IPC} synthetic set ({CLASSES} classes × {IPC}), {args.epochs} timed epochs after 1 warm-up, on {where}"
+    )
     memory = "peak allocated (CUDA)" if device.type == "cuda" else "peak RSS"
-    print(tabulate(rows, headers=["evaluator", "input", "protocol", "params", "s / epoch (median)", "warm-up epoch s", memory, "+ over start"], tablefmt="github"))
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "evaluator",
+                "input",
+                "protocol",
+                "params",
+                "s / epoch (median)",
+                "warm-up epoch s",
+                memory,
+                "+ over start",
+            ],
+            tablefmt="github",
+        )
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=2))
 
@@ -175,7 +196,9 @@ def run_accuracy(args: argparse.Namespace) -> None:
         ])  # fmt: skip
     test = f"first {args.test_size} test images" if args.test_size else "the full test split"
     print(f"Fashion-MNIST, random real images, IPC 10, protocol {spec.protocol_key()}, {test}")
-    print(tabulate(rows, headers=["evaluator", "seeds", "accuracy % (mean ± std)", "train s / seed"], tablefmt="github"))
+    print(
+        tabulate(rows, headers=["evaluator", "seeds", "accuracy % (mean ± std)", "train s / seed"], tablefmt="github")
+    )
     print(f"\n$ {shlex.join([sys.executable, *sys.argv])}")
 
 

@@ -26,10 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spec_runs import RESULT_HEADERS, result_cells, run_in_fresh_processes
 from tabulate import tabulate
 
 from ddbench.cli import parse_key_values
-from spec_runs import RESULT_HEADERS, result_cells, run_in_fresh_processes
 
 
 def _row(store: Any, spec: Any, label: str, env: Any) -> list[Any]:
@@ -48,7 +48,12 @@ def main() -> None:
     parser.add_argument("--layer-ipc", type=int, default=1, help="IPC of the layer sweep")
     parser.add_argument("--glad-opt", action="append", default=[], help="glad option KEY=VALUE (repeatable)")
     parser.add_argument("--ld3m-opt", action="append", default=[], help="ld3m option KEY=VALUE (repeatable)")
-    parser.add_argument("--dm-opt", action="append", default=[], help="DM option KEY=VALUE (repeatable), e.g. real_precision=bf16 to reuse bench_dm_fmnist.py's pixel runs in the same --out")
+    parser.add_argument(
+        "--dm-opt",
+        action="append",
+        default=[],
+        help="DM option KEY=VALUE (repeatable), e.g. real_precision=bf16 to reuse bench_dm_fmnist.py's pixel runs in the same --out",
+    )
     parser.add_argument("--priors", default="pixel,glad,ld3m", help="priors of the main comparison")
     parser.add_argument("--train-per-class", type=int, default=None, help="first N training images per class (checks)")
     parser.add_argument("--test-size", type=int, default=None, help="first N test images (checks)")
@@ -93,7 +98,9 @@ def main() -> None:
         if sweep:
             print(f"\n### GLaD layer sweep (IPC {args.layer_ipc}; -1 = W+ only)\n")
             print(tabulate([_row(store, s, label, env) for s, label in sweep], headers=headers, tablefmt="github"))
-    memory = "peak CUDA allocation" if args.device.startswith("cuda") else "peak process RSS of the setting's own process"
+    memory = (
+        "peak CUDA allocation" if args.device.startswith("cuda") else "peak process RSS of the setting's own process"
+    )
     print(f"\nmemory: {memory}; command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
 
 

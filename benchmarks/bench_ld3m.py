@@ -21,10 +21,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from spec_runs import RESULT_HEADERS, result_cells, run_in_fresh_processes
 from tabulate import tabulate
 
 from ddbench.cli import parse_key_values
-from spec_runs import RESULT_HEADERS, result_cells, run_in_fresh_processes
 
 # Paper Tables 6 and 7 (IPC 1): each ablation changes one option of the full method; the last row is
 # the reference code's residual (x̂0 blended toward quantize(Z)) in place of the paper's Eq. 12
@@ -48,17 +48,23 @@ def main() -> None:
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--ld3m-opt", action="append", default=[], help="ld3m option KEY=VALUE (repeatable)")
     parser.add_argument("--dm-opt", action="append", default=[], help="DM option KEY=VALUE (repeatable)")
-    parser.add_argument("--lr", action="append", default=[], help="ld3m learning rate NAME=VALUE (z, c; repeatable), "
-                        "e.g. z=1 c=1 for the reference code's DM values instead of the paper's 1e-2")
+    parser.add_argument(
+        "--lr",
+        action="append",
+        default=[],
+        help="ld3m learning rate NAME=VALUE (z, c; repeatable), "
+        "e.g. z=1 c=1 for the reference code's DM values instead of the paper's 1e-2",
+    )
     parser.add_argument("--train-per-class", type=int, default=None, help="first N training images per class (checks)")
     parser.add_argument("--test-size", type=int, default=None, help="first N test images (checks)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
 
+    from ddbench_plugins.priors.ld3m.backends import load_backend
+
     from ddbench.spec import RunEnv, RunSpec
     from ddbench.store import ResultsStore, store_path
-    from ddbench_plugins.priors.ld3m.backends import load_backend
 
     load_backend(args.model_dir)  # fail here, with the fix in the message, not in the first child process
     ld3m_opts = {**parse_key_values(args.ld3m_opt, "--ld3m-opt"), "model_dir": str(args.model_dir.resolve())}
@@ -75,10 +81,14 @@ def main() -> None:
     rows: list[tuple[RunSpec, str]] = []
     for ipc in (int(i) for i in args.ipcs.split(",")):
         rows += [(RunSpec(prior="pixel", ipc=ipc, **common), "pixel + DM"), (ld3m(ipc), "ld3m + DM")]
-    ablations = [] if args.no_ablations else [
-        (ld3m(args.ablation_ipc), "ld3m + DM (full)"),
-        *[(ld3m(args.ablation_ipc, **opts), label) for label, opts in ABLATIONS.items()],
-    ]
+    ablations = (
+        []
+        if args.no_ablations
+        else [
+            (ld3m(args.ablation_ipc), "ld3m + DM (full)"),
+            *[(ld3m(args.ablation_ipc, **opts), label) for label, opts in ABLATIONS.items()],
+        ]
+    )
 
     env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
     run_in_fresh_processes([spec for spec, _ in rows + ablations], env, args.threads)
@@ -87,11 +97,23 @@ def main() -> None:
     with ResultsStore(store_path(args.out)) as store:
         lrs = ", ".join(f"{k} {v:g}" for k, v in ld3m_lrs.items()) or "the paper's defaults"
         print(f"### Fashion-MNIST, DM: pixel vs LD3M ({args.model_dir.name}; ld3m learning rates: {lrs})\n")
-        print(tabulate([[s.ipc, label, *result_cells(store, s, env)] for s, label in rows], headers=headers, tablefmt="github"))
+        print(
+            tabulate(
+                [[s.ipc, label, *result_cells(store, s, env)] for s, label in rows], headers=headers, tablefmt="github"
+            )
+        )
         if ablations:
             print(f"\n### LD3M ablations (IPC {args.ablation_ipc})\n")
-            print(tabulate([[s.ipc, label, *result_cells(store, s, env)] for s, label in ablations], headers=headers, tablefmt="github"))
-    memory = "peak CUDA allocation" if args.device.startswith("cuda") else "peak process RSS of the setting's own process"
+            print(
+                tabulate(
+                    [[s.ipc, label, *result_cells(store, s, env)] for s, label in ablations],
+                    headers=headers,
+                    tablefmt="github",
+                )
+            )
+    memory = (
+        "peak CUDA allocation" if args.device.startswith("cuda") else "peak process RSS of the setting's own process"
+    )
     print(f"\nmemory: {memory}; command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
 
 

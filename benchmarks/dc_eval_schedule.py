@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from ddbench_plugins.evaluators.convnet import ConvNet
 from torch import Tensor, nn
 
 from ddbench import registry
 from ddbench.synthetic import load_synthetic_dataset
-from ddbench_plugins.evaluators.convnet import ConvNet
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 
@@ -63,7 +63,10 @@ def train_reference(x: Tensor, y: Tensor, seed: int) -> nn.Module:
 def accuracy(net: nn.Module, images: Tensor, labels: Tensor) -> float:
     net.eval()
     with torch.no_grad():
-        correct = sum(int((net(images[i : i + 1000]).argmax(1) == labels[i : i + 1000]).sum()) for i in range(0, len(labels), 1000))
+        correct = sum(
+            int((net(images[i : i + 1000]).argmax(1) == labels[i : i + 1000]).sum())
+            for i in range(0, len(labels), 1000)
+        )
     return 100.0 * correct / len(labels)
 
 
@@ -80,7 +83,9 @@ def main() -> None:
         results["ddbench dc-noaug"].append(accuracy(train_ddbench(x, y, seed), test_x, test_y))
         results["reference schedule"].append(accuracy(train_reference(x, y, seed), test_x, test_y))
     for name, accs in results.items():
-        print(f"{name:20s} {statistics.mean(accs):.2f} ± {statistics.pstdev(accs):.2f}  ({' '.join(f'{a:.1f}' for a in accs)})")
+        print(
+            f"{name:20s} {statistics.mean(accs):.2f} ± {statistics.pstdev(accs):.2f}  ({' '.join(f'{a:.1f}' for a in accs)})"
+        )
     print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
 
 

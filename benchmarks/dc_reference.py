@@ -26,14 +26,14 @@ import time
 from pathlib import Path
 
 import torch
+from dc_eval_schedule import accuracy, train_reference
+from ddbench_plugins.matchers.dc import layer_distance
 from tabulate import tabulate
 from torch import Tensor
 
-from dc_eval_schedule import accuracy, train_reference
 from ddbench import registry
 from ddbench.interfaces import MatchContext, RealData
 from ddbench.seeding import generator, seed_everything
-from ddbench_plugins.matchers.dc import layer_distance
 
 BATCH_REAL, IMAGE_LR, IMAGE_MOMENTUM = 256, 0.1, 0.5
 
@@ -85,17 +85,23 @@ def ddbench_distill(
 
     spec = RunSpec(dataset="fashion-mnist", prior="pixel", matcher="dc", ipc=1, iterations=iterations, dsa=False,
                    matcher_options=options, seed=draw)  # fmt: skip
-    result = Distiller(spec, data, out / spec.run_id, device=device, dsa=None, progress=False, checkpoint_every=10**9).run(resume=False)
+    result = Distiller(
+        spec, data, out / spec.run_id, device=device, dsa=None, progress=False, checkpoint_every=10**9
+    ).run(resume=False)
     return result.synthetic.images.to(device), result.seconds_per_iteration or float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", default="0,1,2", help="spec seeds: draws of the initial images and of the distillation")
+    parser.add_argument(
+        "--draws", default="0,1,2", help="spec seeds: draws of the initial images and of the distillation"
+    )
     parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds per synthetic set")
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--precisions", default="fp32", help="ddbench DC real-side precision(s)")
-    parser.add_argument("--dc-compile", default="auto", choices=["auto", "true", "false"], help="ddbench DC's compile option")
+    parser.add_argument(
+        "--dc-compile", default="auto", choices=["auto", "true", "false"], help="ddbench DC's compile option"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("bench-out/dc-reference"))
     parser.add_argument("--train-per-class", type=int, default=None, help="a training slice (smoke checks only)")
@@ -120,14 +126,28 @@ def main() -> None:
         score("random real (the initial images)", initial_images(data, draw).to(device), None)
         score("reference DC, re-typed (fp32)", *reference_distill(data, draw, args.iterations, device))
         for precision in [p for p in args.precisions.split(",") if p]:
-            options = {"real_precision": precision, "compile": args.dc_compile if args.dc_compile == "auto" else args.dc_compile == "true"}
-            score(f"ddbench DC ({precision} real side)", *ddbench_distill(data, draw, args.iterations, device, options, args.out))
+            options = {
+                "real_precision": precision,
+                "compile": args.dc_compile if args.dc_compile == "auto" else args.dc_compile == "true",
+            }
+            score(
+                f"ddbench DC ({precision} real side)",
+                *ddbench_distill(data, draw, args.iterations, device, options, args.out),
+            )
     table = [[label, f"{statistics.mean(r['acc']):.2f} ± {statistics.pstdev(r['acc']):.2f}",
               f"{len(r['draw_means'])} × {args.seeds}", " / ".join(f"{m:.1f}" for m in r["draw_means"]),
               f"{statistics.median(r['spi']):.3f}" if r["spi"] else "—"] for label, r in rows.items()]  # fmt: skip
-    headers = [f"Fashion-MNIST IPC 1, {args.iterations} it", "accuracy %", "draws × eval seeds", "mean per draw", "s/it (median over draws)"]
+    headers = [
+        f"Fashion-MNIST IPC 1, {args.iterations} it",
+        "accuracy %",
+        "draws × eval seeds",
+        "mean per draw",
+        "s/it (median over draws)",
+    ]
     print(tabulate(table, headers=headers, tablefmt="github"))
-    print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()}, device: {device})")
+    print(
+        f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()}, device: {device})"
+    )
 
 
 if __name__ == "__main__":

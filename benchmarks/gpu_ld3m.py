@@ -18,11 +18,11 @@ import time
 import traceback
 
 import torch
+from ddbench_plugins.priors.ld3m.backends import CIN256_SCHEDULER, build_cin256, build_ldm, tiny_components
 from torch import Tensor
 
 from ddbench import registry
 from ddbench.interfaces import LatentState, MatchContext, Matcher, Prior, RealData, RealSampler, chunked, class_labels
-from ddbench_plugins.priors.ld3m.backends import CIN256_SCHEDULER, build_cin256, build_ldm, tiny_components
 
 NUM_CLASSES = 10
 IPC = 1
@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             for attempt_real in (batch_real, args.retry_batch_real):
                 note = f" (batch_real {attempt_real})" if attempt_real else ""
                 try:
-                    seconds, peak = run_setting(backend, matcher_name, resolution, T, device, args.iters, dsa, attempt_real)
+                    seconds, peak = run_setting(
+                        backend, matcher_name, resolution, T, device, args.iters, dsa, attempt_real
+                    )
                     mem = f"{peak / 2**30:13.2f} GiB" if peak is not None else f"{'n/a (cpu)':>16}"
                     print(f"{label} {seconds:8.2f} {mem}{note}", flush=True)
                     break

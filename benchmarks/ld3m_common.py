@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
+from ddbench_plugins.priors.ld3m import LD3MPrior
 from torch import Tensor
 
 from ddbench import registry
 from ddbench.distill import split_backward_step
 from ddbench.interfaces import LatentState, Matcher, RealData, RealSampler, class_labels
-from ddbench_plugins.priors.ld3m import LD3MPrior
 
 
 def load_data(train_per_class: int = 64) -> RealData:
@@ -21,7 +21,9 @@ def load_data(train_per_class: int = 64) -> RealData:
         g = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (10 * train_per_class, 1, 28, 28), dtype=torch.uint8, generator=g)
         labels = torch.arange(10).repeat_interleave(train_per_class)
-        return RealData("random", images, labels, images[:100], labels[:100], [str(i) for i in range(10)], (0.29,), (0.35,))
+        return RealData(
+            "random", images, labels, images[:100], labels[:100], [str(i) for i in range(10)], (0.29,), (0.35,)
+        )
 
 
 class PixelTarget(Matcher):
@@ -48,7 +50,9 @@ def make_prior(
     return prior, prior.init_state(real, labels, gen), labels, real
 
 
-def engine_step(prior: LD3MPrior, matcher: Matcher, state: LatentState, labels: Tensor, real: RealSampler | None, chunk: int) -> float:
+def engine_step(
+    prior: LD3MPrior, matcher: Matcher, state: LatentState, labels: Tensor, real: RealSampler | None, chunk: int
+) -> float:
     """One split-backward loss evaluation, exactly as the engine runs it; gradients land in state.params."""
     for p in state.params.values():
         p.grad = None

@@ -17,15 +17,16 @@ import statistics
 import time
 
 import torch
+from ld3m_common import engine_step, load_data, make_prior
 from tabulate import tabulate
 
 from ddbench import registry
 from ddbench.interfaces import MatchContext, RealSampler
 
-from ld3m_common import engine_step, load_data, make_prior
 
-
-def grad_norms(data, T: int, residual: str, iters: int, ipc: int, model_dir: str | None, batch_real: int) -> list[float]:
+def grad_norms(
+    data, T: int, residual: str, iters: int, ipc: int, model_dir: str | None, batch_real: int
+) -> list[float]:
     prior, state, labels, _ = make_prior(data, ipc, model_dir=model_dir, T=T, residual=residual)
     matcher = registry.create("matcher", "dm", batch_real=batch_real)
     matcher.setup(MatchContext(data=data, ipc=ipc, device=torch.device("cpu"), dsa=None))
@@ -61,14 +62,23 @@ def main() -> None:
             snr = mean / statistics.stdev(norms) if len(norms) > 1 and statistics.stdev(norms) > 0 else float("inf")
             stats[residual] = (mean, snr)
         rows.append(
-            [T, f"{stats['mean'][0]:.3e}", f"{stats['mean'][1]:.2f}", f"{stats['none'][0]:.3e}", f"{stats['none'][1]:.2f}",
-             f"{stats['mean'][0] / stats['none'][0]:.2f}×", f"{time.perf_counter() - start:.0f}s"]
+            [
+                T,
+                f"{stats['mean'][0]:.3e}",
+                f"{stats['mean'][1]:.2f}",
+                f"{stats['none'][0]:.3e}",
+                f"{stats['none'][1]:.2f}",
+                f"{stats['mean'][0] / stats['none'][0]:.2f}×",
+                f"{time.perf_counter() - start:.0f}s",
+            ]
         )
         print(rows[-1], flush=True)
     headers = ["T", "‖∂L/∂Z‖ Eq.12", "SNR Eq.12", "‖∂L/∂Z‖ Eq.10", "SNR Eq.10", "ratio", "time"]
     print(tabulate(rows, headers=headers, tablefmt="github"))
-    print(f"(data: {data.name}, IPC {args.ipc}, DM with batch_real {args.batch_real}, {args.iters} iterations, "
-          f"model: {args.model_dir or 'tiny, random weights'})")
+    print(
+        f"(data: {data.name}, IPC {args.ipc}, DM with batch_real {args.batch_real}, {args.iters} iterations, "
+        f"model: {args.model_dir or 'tiny, random weights'})"
+    )
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ import multiprocessing
 import time
 
 import torch
+from ld3m_common import PixelTarget, engine_step, load_data, make_prior
 from tabulate import tabulate
 
 from ddbench.interfaces import chunked
 from ddbench.memory import PeakMemory, format_bytes
-
-from ld3m_common import PixelTarget, engine_step, load_data, make_prior
 
 
 class SavedBytes:
@@ -38,7 +37,7 @@ class SavedBytes:
         self.total += t.numel() * t.element_size()
         return t
 
-    def __enter__(self) -> "SavedBytes":
+    def __enter__(self) -> SavedBytes:
         self._ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
         self._ctx.__enter__()
         return self
@@ -47,9 +46,12 @@ class SavedBytes:
         self._ctx.__exit__(*exc)
 
 
-def measure(data, T: int, checkpoint: bool, ipc: int, chunk: int, iters: int, device: str, backend) -> tuple[float, int, int]:
-    prior, state, labels, real = make_prior(data, ipc, T=T, checkpoint=checkpoint, device=device, backend=backend,
-                                            class_ids=list(range(data.num_classes)))
+def measure(
+    data, T: int, checkpoint: bool, ipc: int, chunk: int, iters: int, device: str, backend
+) -> tuple[float, int, int]:
+    prior, state, labels, real = make_prior(
+        data, ipc, T=T, checkpoint=checkpoint, device=device, backend=backend, class_ids=list(range(data.num_classes))
+    )
     matcher = PixelTarget(real)
     engine_step(prior, matcher, state, labels, None, chunk)  # warm-up
     with SavedBytes() as saved:
@@ -86,9 +88,8 @@ def main() -> None:
     args = parser.parse_args()
     backend = None
     if args.cin256:
-        from gpu_ld3m import placeholder_data
-
         from ddbench_plugins.priors.ld3m.backends import build_cin256
+        from gpu_ld3m import placeholder_data
 
         data = placeholder_data(args.res)
         with torch.device(args.device):
@@ -115,8 +116,10 @@ def main() -> None:
         headers += [f"s/iter ({name})", f"saved for backward ({name})", f"{peak_name} ({name})"]
     print(tabulate(rows, headers=headers, tablefmt="github"))
     model = f"cin256-v2 architecture, random weights, {args.res} px" if args.cin256 else "tiny backend"
-    print(f"(data: {data.name}, {data.num_classes} classes × IPC {args.ipc}, chunk {args.chunk}, {model}, "
-          f"device {args.device}, torch threads {torch.get_num_threads()})")
+    print(
+        f"(data: {data.name}, {data.num_classes} classes × IPC {args.ipc}, chunk {args.chunk}, {model}, "
+        f"device {args.device}, torch threads {torch.get_num_threads()})"
+    )
 
 
 if __name__ == "__main__":

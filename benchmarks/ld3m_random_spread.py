@@ -53,12 +53,32 @@ def main() -> None:
             images = prior.generate(state, idx)
             quantised = prior.backend.quantize(z0)
             codebook = prior.backend.vqvae.quantize.embedding.weight
-        rows.append([
-            f"ld3m generator={name}", *(f"{v:.3f}" for v in spread(images)),
-            f"{spread(z0)[0]:.3f}", f"{spread(quantised)[0]:.4f}", f"{float(codebook.abs().max()):.4f}",
-        ])
-    print(tabulate(rows, headers=["images from", "pixel std across samples", "distance to nearest", "z_0 std", "quantize(z_0) std", "max |codebook entry|"], tablefmt="github"))
-    print(f"({len(labels)} samples: {args.per_class} per class, initialised from real Fashion-MNIST images; T = 10, guidance 3, η = 1, Eq. 12)")
+        rows.append(
+            [
+                f"ld3m generator={name}",
+                *(f"{v:.3f}" for v in spread(images)),
+                f"{spread(z0)[0]:.3f}",
+                f"{spread(quantised)[0]:.4f}",
+                f"{float(codebook.abs().max()):.4f}",
+            ]
+        )
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "images from",
+                "pixel std across samples",
+                "distance to nearest",
+                "z_0 std",
+                "quantize(z_0) std",
+                "max |codebook entry|",
+            ],
+            tablefmt="github",
+        )
+    )
+    print(
+        f"({len(labels)} samples: {args.per_class} per class, initialised from real Fashion-MNIST images; T = 10, guidance 3, η = 1, Eq. 12)"
+    )
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from record import write_record
 from tabulate import tabulate
 
 from ddbench import registry
 from ddbench.interfaces import class_labels
-from record import write_record
 
 VARIANTS = {
     "paper": {},
@@ -66,14 +66,29 @@ def main() -> None:
     for generator in args.generators.split(","):
         for variant, options in VARIANTS.items():
             rows.append({"generator": generator, "variant": variant, **measure(generator, options, data, real, labels)})
-    print(tabulate(
-        [[r["generator"], r["variant"], f"{r['mse_to_source']:.3f}", f"{r['decoder_only_mse']:.3f}", f"{r['pixel_std']:.3f}",
-          f"{r['grad_z']:.2e}", f"{r['grad_c']:.2e}"] for r in rows],
-        headers=["generator", "sampler", "MSE to source images", "D(Z) alone", "pixel std", "|∂L/∂Z|", "|∂L/∂c|"],
-        tablefmt="github", disable_numparse=True,
-    ))
-    print(f"({len(labels)} samples: {args.per_class} per class; T = 10, guidance 3, η = 1; real images' pixel std "
-          f"{float(real.flatten(1).std(0).mean()):.3f})")
+    print(
+        tabulate(
+            [
+                [
+                    r["generator"],
+                    r["variant"],
+                    f"{r['mse_to_source']:.3f}",
+                    f"{r['decoder_only_mse']:.3f}",
+                    f"{r['pixel_std']:.3f}",
+                    f"{r['grad_z']:.2e}",
+                    f"{r['grad_c']:.2e}",
+                ]
+                for r in rows
+            ],
+            headers=["generator", "sampler", "MSE to source images", "D(Z) alone", "pixel std", "|∂L/∂Z|", "|∂L/∂c|"],
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )
+    print(
+        f"({len(labels)} samples: {args.per_class} per class; T = 10, guidance 3, η = 1; real images' pixel std "
+        f"{float(real.flatten(1).std(0).mean()):.3f})"
+    )
     write_record("ld3m_z_signal", {"per_class": args.per_class, "rows": rows})
 
 

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from ddbench_plugins.matchers.dc import GradientMatching
 from tabulate import tabulate
 
 from ddbench import registry
 from ddbench.interfaces import MatchContext, RealSampler, class_labels
-from ddbench_plugins.matchers.dc import GradientMatching
 
 
 def _timed(totals: dict[str, float], key: str, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import torch
+from ddbench_plugins.evaluators.convnet import ConvNet
 from tabulate import tabulate
 
 from ddbench import registry
 from ddbench.distill import Distiller
 from ddbench.dsa import DSA
 from ddbench.spec import RunSpec
-from ddbench_plugins.evaluators.convnet import ConvNet
 
 
 def profile_iterations(ipc: int, iterations: int, options: dict) -> None:
@@ -35,7 +35,11 @@ def profile_iterations(ipc: int, iterations: int, options: dict) -> None:
     spec = RunSpec(matcher="dm", ipc=ipc, iterations=iterations, matcher_options=options)
     stamps: list[float] = []
     schedule = torch.profiler.schedule(wait=2, warmup=1, active=max(1, iterations - 3))  # skip compilation
-    with tempfile.TemporaryDirectory() as tmp, torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], schedule=schedule) as prof:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], schedule=schedule) as prof,
+    ):
+
         def on_iteration(it: int, loss: float) -> None:
             stamps.append(time.perf_counter())
             prof.step()
@@ -88,14 +92,22 @@ def roofline(repeats: int, images: int = 2560) -> None:
             if isinstance(layer, torch.nn.Conv2d):
                 out = layer(h)
                 flops = 2 * out.numel() * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
-                seconds = _median_seconds(lambda: layer(h), repeats)
+                seconds = _median_seconds(lambda layer=layer, h=h: layer(h), repeats)
                 rows.append([f"{layer.in_channels}→{layer.out_channels} at {out.shape[-1]} px", f"{flops / 1e9:.1f}",
                              f"{seconds:.3f}", f"{flops / seconds / 1e9:.0f}"])  # fmt: skip
                 total_flops, total_s = total_flops + flops, total_s + seconds
             h = layer(h)
-    rows.append(["all convolutions", f"{total_flops / 1e9:.1f}", f"{total_s:.3f}", f"{total_flops / total_s / 1e9:.0f}"])
+    rows.append(
+        ["all convolutions", f"{total_flops / 1e9:.1f}", f"{total_s:.3f}", f"{total_flops / total_s / 1e9:.0f}"]
+    )
     print(f"bf16 matmul {size}×{size}: {peak / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} thread(s)")
-    print(tabulate(rows, headers=[f"convolution ({images} images, bf16 channels-last)", "GFLOP", "median s", "GFLOP/s"], tablefmt="github"))
+    print(
+        tabulate(
+            rows,
+            headers=[f"convolution ({images} images, bf16 channels-last)", "GFLOP", "median s", "GFLOP/s"],
+            tablefmt="github",
+        )
+    )
     print(f"least time for these convolutions at the matmul rate: {total_flops / peak:.3f} s")
 
 

@@ -29,7 +29,8 @@ import collections
 import contextlib
 import statistics
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from tabulate import tabulate
@@ -70,7 +71,9 @@ class StageClock:
         finally:
             self.seconds[stage] += time.perf_counter() - start
 
-    def wrap(self, fn: Callable[..., Any], no_grad: str, graph: str, recompute: str | None = None) -> Callable[..., Any]:
+    def wrap(
+        self, fn: Callable[..., Any], no_grad: str, graph: str, recompute: str | None = None
+    ) -> Callable[..., Any]:
         def timed_call(*args: Any, **kwargs: Any) -> Any:
             if self.backward_depth and recompute:
                 stage = recompute
@@ -144,7 +147,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=4, help="timed iterations per variant (after one warm-up)")
-    parser.add_argument("--chunk", type=int, default=None, help="the engine's chunk size (default: the prior's generation_chunk)")
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="the engine's chunk size (default: the prior's generation_chunk)"
+    )
     parser.add_argument("--variants", default="default=", help="NAME=k=v,k=v;… ld3m option sets to compare")
     parser.add_argument("--dm-opt", action="append", default=["real_precision=bf16", "compile=false"])
     parser.add_argument("--threads", type=int, default=None)
@@ -156,7 +161,9 @@ def main() -> None:
     from ddbench.grid import parse_key_values
 
     dm_options = parse_key_values(args.dm_opt, "--dm-opt")
-    data = registry.create("dataset", "fashion-mnist").load().subset(train_per_class=args.train_per_class, test_size=100)
+    data = (
+        registry.create("dataset", "fashion-mnist").load().subset(train_per_class=args.train_per_class, test_size=100)
+    )
     variants = parse_variants(args.variants)
     built = {}
     for name, options in variants:
@@ -201,11 +208,15 @@ def main() -> None:
     headers = ["stage"] + [name for name, _ in variants]
     rows = []
     for stage in (*STAGES, "total"):
-        rows.append([stage] + [f"{statistics.median(s.get(stage, 0.0) for s in per_variant[name]):.3f}" for name, _ in variants])
+        rows.append(
+            [stage] + [f"{statistics.median(s.get(stage, 0.0) for s in per_variant[name]):.3f}" for name, _ in variants]
+        )
     print(tabulate(rows, headers=headers, tablefmt="github"))
     chunks = {name: built[name][-1] for name, _ in variants}
-    print(f"(median s over {args.iterations} iterations after a warm-up; LD3M + DM, Fashion-MNIST, IPC {args.ipc}, "
-          f"chunks {chunks}, DM {dm_options}, torch threads {torch.get_num_threads()}; variants: {variants})")
+    print(
+        f"(median s over {args.iterations} iterations after a warm-up; LD3M + DM, Fashion-MNIST, IPC {args.ipc}, "
+        f"chunks {chunks}, DM {dm_options}, torch threads {torch.get_num_threads()}; variants: {variants})"
+    )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ import concurrent.futures
 import dataclasses
 import multiprocessing
 import statistics
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -56,7 +57,9 @@ def result_cells(store: ResultsStore, spec: RunSpec, env: RunEnv) -> list[Any]:
 RESULT_HEADERS = ["accuracy %", "seeds", "s/it", "peak memory"]
 
 
-def draw_cells(make_spec: Callable[[int], RunSpec], draws: list[int], env: RunEnv, store: ResultsStore, cache: Any) -> list[str]:
+def draw_cells(
+    make_spec: Callable[[int], RunSpec], draws: list[int], env: RunEnv, store: ResultsStore, cache: Any
+) -> list[str]:
     """Runs (or reuses) one spec per draw — its seed picks the real images and the distillation's
     randomness — and returns the table cells: accuracy mean ± std over draws × evaluation seeds,
     "draws × seeds", the mean per draw, the median s/it and the largest peak memory."""

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from ddbench.spec import RunEnv, RunSpec
 from ddbench.identity import resolve_specs
+from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore
 from ddbench.suites import load_suite
 from ddbench.sweep import format_duration, plan_sweep

@@ -13,7 +13,8 @@ import inspect
 import re
 import types
 import typing
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ddbench.errors import InvalidOptionError
 
@@ -45,7 +46,9 @@ def _describe(tp: Any) -> str:
         args = typing.get_args(tp)
         inner = _describe(args[0]) if args else "values"
         return f"a list of {inner}"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _to_int(value: Any) -> int:
@@ -102,7 +105,9 @@ def _exact(value: Any, tp: Any) -> bool:
     if tp is bool:
         return isinstance(value, bool)
     if tp in (int, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and (tp is float or isinstance(value, int))
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and (tp is float or isinstance(value, int))
+        )
     return tp is str and isinstance(value, str)
 
 

@@ -61,7 +61,11 @@ class EntryPointGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # click's own loop, over stand-ins instead of imported commands
-        commands = [(name, cmd) for name in self.list_commands(ctx) if (cmd := self._listed_command(ctx, name)) is not None and not cmd.hidden]
+        commands = [
+            (name, cmd)
+            for name in self.list_commands(ctx)
+            if (cmd := self._listed_command(ctx, name)) is not None and not cmd.hidden
+        ]
         if commands:
             limit = formatter.width - 6 - max(len(name) for name, _ in commands)
             with formatter.section("Commands"):

@@ -6,7 +6,8 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 #: the exit status of a process ended by SIGTERM (128 + 15), as shells and schedulers expect
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM

@@ -18,16 +18,68 @@ console = stderr_console()
 
 
 @click.command()
-@click.option("--dataset", default="fashion-mnist", show_default=True, shell_complete=plugin_names("dataset"), help="The dataset whose training split is trained on.")
-@click.option("--evaluators", "evaluators", multiple=True, default=("convnet",), show_default=True, shell_complete=plugin_names("evaluator", "unseen"), help="Evaluator names; 'unseen' = alexnet,vgg11,resnet18,vit.")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Number of seeds (0..N-1); each trains on the whole training split.")
-@click.option("--protocol", default="dc", show_default=True, help="The protocol whose optimiser, batch size, schedule and augmentation train it.")
-@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_TEACHER_EPOCHS, show_default=True, help="Epochs on the training split, recorded with the score (dc[epochs=2]); the default teacher's, so its seed-0 network is that teacher.")
+@click.option(
+    "--dataset",
+    default="fashion-mnist",
+    show_default=True,
+    shell_complete=plugin_names("dataset"),
+    help="The dataset whose training split is trained on.",
+)
+@click.option(
+    "--evaluators",
+    "evaluators",
+    multiple=True,
+    default=("convnet",),
+    show_default=True,
+    shell_complete=plugin_names("evaluator", "unseen"),
+    help="Evaluator names; 'unseen' = alexnet,vgg11,resnet18,vit.",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of seeds (0..N-1); each trains on the whole training split.",
+)
+@click.option(
+    "--protocol",
+    default="dc",
+    show_default=True,
+    help="The protocol whose optimiser, batch size, schedule and augmentation train it.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=DEFAULT_TEACHER_EPOCHS,
+    show_default=True,
+    help="Epochs on the training split, recorded with the score (dc[epochs=2]); the default teacher's, so its seed-0 network is that teacher.",
+)
 @click.option("--res", type=int, default=None, help="Dataset resolution (ImageNet subsets: 128 or 256).")
-@click.option("--test-size", type=click.IntRange(min=1), default=None, help="Score on the first N test images only (to match --budget smoke runs).")
-@click.option("--train-per-class", type=click.IntRange(min=1), default=None, help="Train on the first N training images of each class only (stated on the leaderboard).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory (results.sqlite; the networks in cache/full-data/).")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where the dataset lives (overrides $DDBENCH_DATA).")
+@click.option(
+    "--test-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Score on the first N test images only (to match --budget smoke runs).",
+)
+@click.option(
+    "--train-per-class",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Train on the first N training images of each class only (stated on the leaderboard).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("ddbench-out"),
+    show_default=True,
+    help="Output directory (results.sqlite; the networks in cache/full-data/).",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the dataset lives (overrides $DDBENCH_DATA).",
+)
 @click.option("--download", is_flag=True, help="Allow downloading the dataset where a network exists.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
@@ -57,7 +109,9 @@ def baseline(**opts: Any) -> None:
     check_names("evaluator", evaluators)
     check_names("dataset", [opts["dataset"]])
     get_protocol(opts["protocol"])
-    data = load_data(opts["dataset"], opts["data_root"], opts["res"], opts["download"], opts["test_size"], opts["train_per_class"])
+    data = load_data(
+        opts["dataset"], opts["data_root"], opts["res"], opts["download"], opts["test_size"], opts["train_per_class"]
+    )
     fingerprint = data_fingerprint(opts["dataset"], opts["data_root"], opts["res"])
     say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731 - keys like dc[epochs=2] are not markup
     say(f"full-data baseline: {data.name}, {len(data.train_labels)} training images, {opts['epochs']} epoch(s) of {opts['protocol']}, "

@@ -9,7 +9,8 @@ random latents it scores a generator's random samples while its row reads "real"
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ddbench import registry
 from ddbench.paper import effective_options

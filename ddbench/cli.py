@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 import sys
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, NoReturn
+from typing import Any, NoReturn
 
 import click
 from click.core import ParameterSource
@@ -56,8 +57,11 @@ def _default_datasets(data_root: str | None) -> list[str]:
         ok, _ = registry.create("dataset", name).available(data_root)
         (present if ok else missing).append(name)
     if not present:
-        console.print(f"[yellow]None of the paper's datasets is on disk; using {DEFAULT_DATASET}.[/] "
-                      "[dim](--dataset NAME picks one; `ddbench run --dataset NAME` says where it looks)", highlight=False)
+        console.print(
+            f"[yellow]None of the paper's datasets is on disk; using {DEFAULT_DATASET}.[/] "
+            "[dim](--dataset NAME picks one; `ddbench run --dataset NAME` says where it looks)",
+            highlight=False,
+        )
         return [DEFAULT_DATASET]
     if missing:
         console.print(f"[dim]not on disk, skipped: {', '.join(missing)}", highlight=False)
@@ -67,49 +71,186 @@ def _default_datasets(data_root: str | None) -> list[str]:
 # --------------------------------------------------------------------------------------- main
 
 
-@click.group(cls=EntryPointGroup, entry_point_group="ddbench.commands", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=EntryPointGroup, entry_point_group="ddbench.commands", context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="ddbench")
 def cli() -> None:
     """Dataset distillation benchmark: priors × matchers × evaluators, one engine."""
 
 
 @cli.command()
-@click.option("--dataset", "datasets", multiple=True, shell_complete=plugin_names("dataset"), help="Dataset name(s); comma-separated or repeated. Default: the paper's datasets on disk, else fashion-mnist.")
-@click.option("--prior", "priors", multiple=True, default=("pixel",), show_default=True, shell_complete=plugin_names("prior"), help="Prior name(s); `ddbench plugins` lists them.")
-@click.option("--algo", "matchers", multiple=True, default=("dm",), show_default=True, shell_complete=plugin_names("matcher"), help="Matcher name(s); `ddbench plugins` lists them.")
-@click.option("--ipc", "ipcs", multiple=True, default=("1",), show_default=True, help="Images per class; several build the cross product.")
-@click.option("--evaluators", "evaluators", multiple=True, default=("convnet",), show_default=True, shell_complete=plugin_names("evaluator", "unseen"), help="Evaluator names; 'unseen' = alexnet,vgg11,resnet18,vit.")
-@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Number of evaluation seeds (0..N-1). [default: 3]")
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    shell_complete=plugin_names("dataset"),
+    help="Dataset name(s); comma-separated or repeated. Default: the paper's datasets on disk, else fashion-mnist.",
+)
+@click.option(
+    "--prior",
+    "priors",
+    multiple=True,
+    default=("pixel",),
+    show_default=True,
+    shell_complete=plugin_names("prior"),
+    help="Prior name(s); `ddbench plugins` lists them.",
+)
+@click.option(
+    "--algo",
+    "matchers",
+    multiple=True,
+    default=("dm",),
+    show_default=True,
+    shell_complete=plugin_names("matcher"),
+    help="Matcher name(s); `ddbench plugins` lists them.",
+)
+@click.option(
+    "--ipc",
+    "ipcs",
+    multiple=True,
+    default=("1",),
+    show_default=True,
+    help="Images per class; several build the cross product.",
+)
+@click.option(
+    "--evaluators",
+    "evaluators",
+    multiple=True,
+    default=("convnet",),
+    show_default=True,
+    shell_complete=plugin_names("evaluator", "unseen"),
+    help="Evaluator names; 'unseen' = alexnet,vgg11,resnet18,vit.",
+)
+@click.option(
+    "--seeds", type=click.IntRange(min=1), default=None, help="Number of evaluation seeds (0..N-1). [default: 3]"
+)
 @click.option("--seed", "distill_seed", type=int, default=0, show_default=True, help="Distillation seed.")
 @click.option("--iterations", type=click.IntRange(min=0), default=None, help="Distillation iterations. [default: 1000]")
-@click.option("--eval-epochs", type=click.IntRange(min=1), default=None, help="Override the protocol's training epochs.")
+@click.option(
+    "--eval-epochs", type=click.IntRange(min=1), default=None, help="Override the protocol's training epochs."
+)
 @click.option("--protocol", default="dc", show_default=True, help="Evaluation protocol: dc or glad.")
-@click.option("--report", type=click.Choice(["final", "max"]), default="final", show_default=True, help="'max' = best test accuracy over training (GLaD's selection on the test set; labelled).")
+@click.option(
+    "--report",
+    type=click.Choice(["final", "max"]),
+    default="final",
+    show_default=True,
+    help="'max' = best test accuracy over training (GLaD's selection on the test set; labelled).",
+)
 @click.option("--res", type=int, default=None, help="Image resolution (ImageNet subsets: 128 or 256).")
-@click.option("--lr", "lrs", multiple=True, help="Learning-rate override for a learnable tensor, NAME=VALUE (e.g. images=0.5).")
-@click.option("--prior-opt", "prior_opts", multiple=True, help="Prior option KEY=VALUE (repeatable); NAME.KEY=VALUE applies to prior NAME only.")
-@click.option("--algo-opt", "matcher_opts", multiple=True, help="Matcher option KEY=VALUE (repeatable); NAME.KEY=VALUE applies to matcher NAME only (e.g. dm.batch_real=64).")
+@click.option(
+    "--lr", "lrs", multiple=True, help="Learning-rate override for a learnable tensor, NAME=VALUE (e.g. images=0.5)."
+)
+@click.option(
+    "--prior-opt",
+    "prior_opts",
+    multiple=True,
+    help="Prior option KEY=VALUE (repeatable); NAME.KEY=VALUE applies to prior NAME only.",
+)
+@click.option(
+    "--algo-opt",
+    "matcher_opts",
+    multiple=True,
+    help="Matcher option KEY=VALUE (repeatable); NAME.KEY=VALUE applies to matcher NAME only (e.g. dm.batch_real=64).",
+)
 @click.option("--no-dsa", is_flag=True, help="Distil without differentiable siamese augmentation.")
-@click.option("--budget", type=click.Choice(sorted(BUDGETS)), default=None, help="Preset: smoke (seconds), demo (~10 min on 2 cores), paper (protocol defaults).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory (results.sqlite, runs/).")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where the dataset lives (overrides $DDBENCH_DATA).")
+@click.option(
+    "--budget",
+    type=click.Choice(sorted(BUDGETS)),
+    default=None,
+    help="Preset: smoke (seconds), demo (~10 min on 2 cores), paper (protocol defaults).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("ddbench-out"),
+    show_default=True,
+    help="Output directory (results.sqlite, runs/).",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the dataset lives (overrides $DDBENCH_DATA).",
+)
 @click.option("--download", is_flag=True, help="Allow downloading the dataset where a network exists.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True, help="Checkpoint every N iterations.")
-@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue interrupted runs from their checkpoints.")
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Checkpoint every N iterations.",
+)
+@click.option(
+    "--resume/--no-resume", default=True, show_default=True, help="Continue interrupted runs from their checkpoints."
+)
 @click.option("--force", is_flag=True, help="Recompute even if the store already has this spec's results.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
-@click.option("--eval-batch/--no-eval-batch", default=None, help="Train each evaluator's seeds as one batched model (equal scores up to float rounding), or one after another. [default: batched on a GPU, one after another on a CPU]")
-@click.option("--soft-labels", "soft_labels", metavar="teacher[:ARCH]", default=None, help="Evaluate on the soft labels of a teacher (an evaluator, default convnet) trained on the real training split and cached in --out; scores are keyed e.g. dc[soft=ce,teacher=convnet:2ep].")
-@click.option("--teacher-epochs", type=click.IntRange(min=1), default=None, help="Epochs the teacher trains on the real training split. [default: 2]")
-@click.option("--soft-loss", type=click.Choice(["ce", "kl"]), default=None, help="Loss on teacher soft labels: soft cross-entropy, or KL divergence at --temperature. [default: ce]")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, help="Temperature of --soft-loss kl. [default: 4]")
-@click.option("--tensorboard", is_flag=True, help="Also log each run's per-iteration metrics (metrics.jsonl) as TensorBoard events in its run directory; needs ddbench[tensorboard].")
-@click.option("--suite", default=None, shell_complete=suite_names(), help="Run a suite (table1 … table4, fmnist-cpu, or a suite .toml path); --dataset/--prior/--algo/--ipc then select among its runs and other options override it.")
-@click.option("--dry-run", is_flag=True, help="List the runs, what the store already has and their estimated cost; run nothing.")
-@click.option("--executor", default="local", show_default=True, shell_complete=plugin_names("executor"), help="Where runs execute: an executor plugin (`ddbench plugins` lists them).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Runs at once (the executor's `workers` option). [default: 1]")
-@click.option("--exec-opt", "exec_opts", multiple=True, help="Option KEY=VALUE of the executor plugin, repeatable (see its docstring), e.g. partition=gpu.")
+@click.option(
+    "--eval-batch/--no-eval-batch",
+    default=None,
+    help="Train each evaluator's seeds as one batched model (equal scores up to float rounding), or one after another. [default: batched on a GPU, one after another on a CPU]",
+)
+@click.option(
+    "--soft-labels",
+    "soft_labels",
+    metavar="teacher[:ARCH]",
+    default=None,
+    help="Evaluate on the soft labels of a teacher (an evaluator, default convnet) trained on the real training split and cached in --out; scores are keyed e.g. dc[soft=ce,teacher=convnet:2ep].",
+)
+@click.option(
+    "--teacher-epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Epochs the teacher trains on the real training split. [default: 2]",
+)
+@click.option(
+    "--soft-loss",
+    type=click.Choice(["ce", "kl"]),
+    default=None,
+    help="Loss on teacher soft labels: soft cross-entropy, or KL divergence at --temperature. [default: ce]",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Temperature of --soft-loss kl. [default: 4]",
+)
+@click.option(
+    "--tensorboard",
+    is_flag=True,
+    help="Also log each run's per-iteration metrics (metrics.jsonl) as TensorBoard events in its run directory; needs ddbench[tensorboard].",
+)
+@click.option(
+    "--suite",
+    default=None,
+    shell_complete=suite_names(),
+    help="Run a suite (table1 … table4, fmnist-cpu, or a suite .toml path); --dataset/--prior/--algo/--ipc then select among its runs and other options override it.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="List the runs, what the store already has and their estimated cost; run nothing."
+)
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    shell_complete=plugin_names("executor"),
+    help="Where runs execute: an executor plugin (`ddbench plugins` lists them).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Runs at once (the executor's `workers` option). [default: 1]",
+)
+@click.option(
+    "--exec-opt",
+    "exec_opts",
+    multiple=True,
+    help="Option KEY=VALUE of the executor plugin, repeatable (see its docstring), e.g. partition=gpu.",
+)
 def run(**opts: Any) -> None:
     """Distil and evaluate the cross product datasets × priors × algos × IPCs, or a suite.
 
@@ -127,7 +268,11 @@ def run(**opts: Any) -> None:
     from ddbench.pipeline import resolve_device
 
     ctx = click.get_current_context()
-    given = {name for name in opts if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+    given = {
+        name
+        for name in opts
+        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+    }
     resolve_device(opts["device"])  # a typo in --device fails before any data loads
     if opts["tensorboard"]:
         from ddbench.metrics import check_tensorboard
@@ -181,17 +326,30 @@ def _with_soft_labels(specs: list[RunSpec], opts: dict[str, Any]) -> list[RunSpe
     from ddbench.soft_labels import teacher_soft_labels
 
     if opts["soft_labels"] is None:
-        given = [f"--{name.replace('_', '-')}" for name in ("teacher_epochs", "soft_loss", "temperature") if opts[name] is not None]
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("teacher_epochs", "soft_loss", "temperature")
+            if opts[name] is not None
+        ]
         if given:
-            raise InvalidOptionError(f"{', '.join(given)} applies to --soft-labels teacher only; add --soft-labels teacher or leave it out")
+            raise InvalidOptionError(
+                f"{', '.join(given)} applies to --soft-labels teacher only; add --soft-labels teacher or leave it out"
+            )
         return specs
     if opts["temperature"] is not None and opts["soft_loss"] != "kl":
         raise InvalidOptionError("--temperature applies to --soft-loss kl only; add --soft-loss kl or leave it out")
     _check_names("evaluator", [teacher_soft_labels(opts["soft_labels"], opts["soft_loss"], None, None).teacher.arch])  # type: ignore[union-attr]
     return [
-        dataclasses.replace(spec, soft_labels=teacher_soft_labels(
-            opts["soft_labels"], opts["soft_loss"], opts["temperature"], opts["teacher_epochs"], spec.train_per_class
-        ).to_dict())  # fmt: skip
+        dataclasses.replace(
+            spec,
+            soft_labels=teacher_soft_labels(
+                opts["soft_labels"],
+                opts["soft_loss"],
+                opts["temperature"],
+                opts["teacher_epochs"],
+                spec.train_per_class,
+            ).to_dict(),
+        )  # fmt: skip
         for spec in specs
     ]
 
@@ -223,7 +381,15 @@ def _print_preview(specs: list[RunSpec], opts: dict[str, Any]) -> None:
     from ddbench.preview import preview_lines
     from ddbench.report import prior_label
 
-    argv = _ARGV or ["run", "--prior", ",".join(_split(opts["priors"])), "--algo", ",".join(_split(opts["matchers"])), "--ipc", ",".join(_split(opts["ipcs"]))]
+    argv = _ARGV or [
+        "run",
+        "--prior",
+        ",".join(_split(opts["priors"])),
+        "--algo",
+        ",".join(_split(opts["matchers"])),
+        "--ipc",
+        ",".join(_split(opts["ipcs"])),
+    ]
     labels = [prior_label(s.prior, s.plugin_options("prior")) for s in specs]
     for line in preview_lines(specs, labels, argv, opts["budget"]):
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # labels hold [..]
@@ -299,15 +465,25 @@ def _run_sweep(specs: list[RunSpec], env: RunEnv, opts: dict[str, Any]) -> None:
         return
     summary = run_sweep(specs, env, executor, console, workers=workers)
     with ResultsStore(store_path(env.out)) as store:
-        _print_leaderboard(store, fmt="rich", rows=("prior", "matcher", "ipc"), columns="dataset", filters={"run_id": [s.run_id for s in specs], "protocol": sorted({s.protocol_key() for s in specs})})
+        _print_leaderboard(
+            store,
+            fmt="rich",
+            rows=("prior", "matcher", "ipc"),
+            columns="dataset",
+            filters={"run_id": [s.run_id for s in specs], "protocol": sorted({s.protocol_key() for s in specs})},
+        )
     if summary.failed:
         for run_id, error in summary.failed.items():
             console.print(f"[red]failed[/] {run_id}: {error}", highlight=False)
-        console.print(f"[red]{len(summary.failed)} run(s) failed[/]; their errors are in the store (`ddbench show RUN_ID`) and their logs. Run the same command again to retry them.")
+        console.print(
+            f"[red]{len(summary.failed)} run(s) failed[/]; their errors are in the store (`ddbench show RUN_ID`) and their logs. Run the same command again to retry them."
+        )
         raise click.exceptions.Exit(1)
 
 
-def _print_leaderboard(store: Any, fmt: str, rows: tuple[str, ...], columns: str, filters: dict[str, Any] | None) -> None:
+def _print_leaderboard(
+    store: Any, fmt: str, rows: tuple[str, ...], columns: str, filters: dict[str, Any] | None
+) -> None:
     from ddbench.leaderboard import leaderboard_table, render
 
     frame = store.scores_frame()
@@ -318,20 +494,92 @@ def _print_leaderboard(store: Any, fmt: str, rows: tuple[str, ...], columns: str
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory holding results.sqlite.")
-@click.option("--format", "fmt", type=click.Choice(["rich", "markdown", "latex", "csv", "html"]), default="rich", show_default=True, help="html: one self-contained page with every table and each run's image grid.")
-@click.option("--suite", default=None, shell_complete=suite_names(), help="Show a suite in its layout (table1 … table4 as the paper's tables, fmnist-cpu, or a suite .toml path; replaces --rows/--columns); see `ddbench run --suite`.")
-@click.option("--compare", type=click.Choice(["paper"]), default=None, help="Beside each column, the paper's published number and the difference (ours − paper); needs --suite of a paper table.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to this file instead of the terminal. [html default: OUT/report.html or OUT/report-SUITE.html]")
-@click.option("--rows", default="prior,matcher", show_default=True, help="Row keys (comma-separated): prior, matcher, ipc, dataset, evaluator.")
-@click.option("--columns", default="dataset", show_default=True, help="Column key: dataset or evaluator (one column per architecture, with their average).")
-@click.option("--dataset", "datasets", multiple=True, shell_complete=plugin_names("dataset"), help="Only these datasets.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("ddbench-out"),
+    show_default=True,
+    help="Output directory holding results.sqlite.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["rich", "markdown", "latex", "csv", "html"]),
+    default="rich",
+    show_default=True,
+    help="html: one self-contained page with every table and each run's image grid.",
+)
+@click.option(
+    "--suite",
+    default=None,
+    shell_complete=suite_names(),
+    help="Show a suite in its layout (table1 … table4 as the paper's tables, fmnist-cpu, or a suite .toml path; replaces --rows/--columns); see `ddbench run --suite`.",
+)
+@click.option(
+    "--compare",
+    type=click.Choice(["paper"]),
+    default=None,
+    help="Beside each column, the paper's published number and the difference (ours − paper); needs --suite of a paper table.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of the terminal. [html default: OUT/report.html or OUT/report-SUITE.html]",
+)
+@click.option(
+    "--rows",
+    default="prior,matcher",
+    show_default=True,
+    help="Row keys (comma-separated): prior, matcher, ipc, dataset, evaluator.",
+)
+@click.option(
+    "--columns",
+    default="dataset",
+    show_default=True,
+    help="Column key: dataset or evaluator (one column per architecture, with their average).",
+)
+@click.option(
+    "--dataset", "datasets", multiple=True, shell_complete=plugin_names("dataset"), help="Only these datasets."
+)
 @click.option("--ipc", "ipcs", multiple=True, help="Only these IPCs.")
-@click.option("--evaluators", "evaluators", multiple=True, shell_complete=plugin_names("evaluator", "unseen"), help="Only these evaluators ('unseen' = the four unseen architectures).")
-@click.option("--protocol", "protocols", multiple=True, help="Only these evaluation protocols, e.g. dc or 'dc[epochs=300]'.")
-@click.option("--reference", is_flag=True, help="One row per run × evaluator × protocol with the gap to the full-data baseline (HLR), the gain over random real images at the same IPC (IOR) and DD-Ranking's combined score.")
-@click.option("--ddrs-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="--reference: the weight w of IOR in the DD-Ranking score (1 − w on HLR).")
-def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, output: Path | None, rows: str, columns: str, datasets: tuple[str, ...], ipcs: tuple[str, ...], evaluators: tuple[str, ...], protocols: tuple[str, ...], reference: bool, ddrs_weight: float) -> None:
+@click.option(
+    "--evaluators",
+    "evaluators",
+    multiple=True,
+    shell_complete=plugin_names("evaluator", "unseen"),
+    help="Only these evaluators ('unseen' = the four unseen architectures).",
+)
+@click.option(
+    "--protocol", "protocols", multiple=True, help="Only these evaluation protocols, e.g. dc or 'dc[epochs=300]'."
+)
+@click.option(
+    "--reference",
+    is_flag=True,
+    help="One row per run × evaluator × protocol with the gap to the full-data baseline (HLR), the gain over random real images at the same IPC (IOR) and DD-Ranking's combined score.",
+)
+@click.option(
+    "--ddrs-weight",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="--reference: the weight w of IOR in the DD-Ranking score (1 − w on HLR).",
+)
+def leaderboard(
+    out: Path,
+    fmt: str,
+    suite: str | None,
+    compare: str | None,
+    output: Path | None,
+    rows: str,
+    columns: str,
+    datasets: tuple[str, ...],
+    ipcs: tuple[str, ...],
+    evaluators: tuple[str, ...],
+    protocols: tuple[str, ...],
+    reference: bool,
+    ddrs_weight: float,
+) -> None:
     """Mean ± std over seeds of every stored score, as a pivot table.
 
     \b
@@ -359,7 +607,9 @@ def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, out
     if evaluators:
         filters["evaluator"] = expand_evaluators(_split(evaluators))
     if compare and suite is None:
-        raise InvalidOptionError("--compare paper needs --suite NAME, a suite of one of the paper's tables (e.g. --suite table1)")
+        raise InvalidOptionError(
+            "--compare paper needs --suite NAME, a suite of one of the paper's tables (e.g. --suite table1)"
+        )
     # a reader writes nothing: no lock file, no schema, and it works on a read-only copy of a store
     with ResultsStore(path, read_only=True) as store:
         scores, runs = store.scores_frame(), store.runs_frame()
@@ -380,7 +630,9 @@ def leaderboard(out: Path, fmt: str, suite: str | None, compare: str | None, out
     _leaderboard_report(out, scores, runs, fmt, suite, compare == "paper", output, row_keys, columns, filters or None)
 
 
-def _reference_leaderboard(scores: Any, filters: dict[str, Any] | None, fmt: str, suite: str | None, output: Path | None, weight: float) -> None:
+def _reference_leaderboard(
+    scores: Any, filters: dict[str, Any] | None, fmt: str, suite: str | None, output: Path | None, weight: float
+) -> None:
     """`ddbench leaderboard --reference`: accuracy, HLR, IOR and the DD-Ranking score per row."""
     from ddbench.fileio import write_atomic
     from ddbench.leaderboard import format_table, render
@@ -402,7 +654,18 @@ def _reference_leaderboard(scores: Any, filters: dict[str, Any] | None, fmt: str
         console.print(f"[dim]{escape(note)}", highlight=False)
 
 
-def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str | None, compare: bool, output: Path | None, rows: tuple[str, ...], columns: str, filters: dict[str, Any] | None) -> None:
+def _leaderboard_report(
+    out: Path,
+    scores: Any,
+    runs: Any,
+    fmt: str,
+    suite: str | None,
+    compare: bool,
+    output: Path | None,
+    rows: tuple[str, ...],
+    columns: str,
+    filters: dict[str, Any] | None,
+) -> None:
     """`ddbench leaderboard` with --suite, --format html or --output: build the tables, then print or write them."""
     from ddbench import report
     from ddbench.fileio import write_atomic
@@ -415,7 +678,9 @@ def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str 
         loaded = load_suite(suite)
         # the runs as the suite names them; ${VAR} paths need not be set just to read results
         suite_runs = [(r.spec, r.labels) for r in loaded.expand(require_env=False, validate=False)]
-        tables = [report.suite_table(scores, runs, suite_runs, loaded.layout, loaded.name, compare=compare, filters=filters)]
+        tables = [
+            report.suite_table(scores, runs, suite_runs, loaded.layout, loaded.name, compare=compare, filters=filters)
+        ]
     elif fmt == "html":
         tables = report.store_tables(_filtered(scores, filters), runs)
     else:
@@ -424,18 +689,25 @@ def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str 
 
     if fmt == "html":
         title = f"ddbench report: {tables[0].title}" if suite is not None else f"ddbench report: {store_path(out)}"
-        page = report.html_report(tables, runs, store_dir=out, title=title, plots_html=_report_plots(tables, scores, runs, out))
+        page = report.html_report(
+            tables, runs, store_dir=out, title=title, plots_html=_report_plots(tables, scores, runs, out)
+        )
         # the suite's name comes from a file: it names a file inside --out, never a path out of it
         target = output or out / (f"report-{safe_name(loaded.name)}.html" if suite is not None else "report.html")
         check_writable_dir(target.parent, "--output" if output is not None else "--out (or --output)")
         write_atomic(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
-        console.print(f"wrote {target} ({len(tables)} table(s), {sum(len(t.run_ids) for t in tables)} image grid(s), self-contained)")
+        console.print(
+            f"wrote {target} ({len(tables)} table(s), {sum(len(t.run_ids) for t in tables)} image grid(s), self-contained)"
+        )
         return
     for item in tables:
         title = item.title or None
         if output is not None:
             text = format_table(item.table, fmt, title=title, width=250)
-            write_atomic(output, lambda tmp: tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8"))
+            write_atomic(
+                output,
+                lambda tmp, text=text: tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8"),
+            )
             console.print(f"wrote {output}")
         else:
             wide = Console(width=None if sys.stdout.isatty() else 250)  # a pipe gets the whole table, unwrapped
@@ -445,7 +717,10 @@ def _leaderboard_report(out: Path, scores: Any, runs: Any, fmt: str, suite: str 
         for note in item.notes:
             console.print(f"[dim]{note}", highlight=False)
         if item.not_run:
-            console.print(f"[yellow]{len(item.not_run)} run(s) of the suite not in the store yet, e.g. {item.not_run[0]}", highlight=False)
+            console.print(
+                f"[yellow]{len(item.not_run)} run(s) of the suite not in the store yet, e.g. {item.not_run[0]}",
+                highlight=False,
+            )
 
 
 def _report_plots(tables: list[Any], scores: Any, runs: Any, out: Path) -> str:
@@ -470,7 +745,13 @@ def _stdout_console() -> Console:
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory holding results.sqlite.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("ddbench-out"),
+    show_default=True,
+    help="Output directory holding results.sqlite.",
+)
 def show(run_id: str, out: Path) -> None:
     """One run: spec, accuracy per evaluator, cost, versions and its image grid.
 
@@ -485,7 +766,9 @@ def show(run_id: str, out: Path) -> None:
         if len(matches) != 1:
             known = ", ".join(runs["run_id"].tolist()[:20]) if not runs.empty else "none"
             what = "matches several runs" if len(matches) > 1 else "matches no run"
-            raise InvalidOptionError(f"'{run_id}' {what} in {store_path(out)}. Known runs: {known} (`ddbench runs --out {out}` lists them)")
+            raise InvalidOptionError(
+                f"'{run_id}' {what} in {store_path(out)}. Known runs: {known} (`ddbench runs --out {out}` lists them)"
+            )
         row = matches.iloc[0].to_dict()
         scores = store.scores_frame()
         scores = scores[scores["run_id"] == row["run_id"]] if not scores.empty else scores
@@ -493,12 +776,39 @@ def show(run_id: str, out: Path) -> None:
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory holding results.sqlite.")
-@click.option("--dataset", "datasets", multiple=True, shell_complete=plugin_names("dataset"), help="Only these datasets (comma-separated or repeated).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("ddbench-out"),
+    show_default=True,
+    help="Output directory holding results.sqlite.",
+)
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    shell_complete=plugin_names("dataset"),
+    help="Only these datasets (comma-separated or repeated).",
+)
 @click.option("--prior", "priors", multiple=True, shell_complete=plugin_names("prior"), help="Only these priors.")
-@click.option("--algo", "--matcher", "matchers", multiple=True, shell_complete=plugin_names("matcher"), help="Only these matchers.")
-@click.option("--status", "statuses", multiple=True, type=click.Choice(["done", "running", "failed"]), help="Only runs in this state (repeatable).")
-def runs(out: Path, datasets: tuple[str, ...], priors: tuple[str, ...], matchers: tuple[str, ...], statuses: tuple[str, ...]) -> None:
+@click.option(
+    "--algo",
+    "--matcher",
+    "matchers",
+    multiple=True,
+    shell_complete=plugin_names("matcher"),
+    help="Only these matchers.",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["done", "running", "failed"]),
+    help="Only runs in this state (repeatable).",
+)
+def runs(
+    out: Path, datasets: tuple[str, ...], priors: tuple[str, ...], matchers: tuple[str, ...], statuses: tuple[str, ...]
+) -> None:
     """Every run in the store with its status (done, running, failed with its error), oldest first.
 
     \b
@@ -514,18 +824,45 @@ def runs(out: Path, datasets: tuple[str, ...], priors: tuple[str, ...], matchers
     filters = {"dataset": _split(datasets), "prior": _split(priors), "matcher": _split(matchers)}
     columns, rows = runs_rows(frame, scores, filters, statuses)
     if not rows:
-        console.print(f"[yellow]No runs in {store_path(out)}" + (" match the filters" if any(filters.values()) or statuses else "") + ".", highlight=False)
+        console.print(
+            f"[yellow]No runs in {store_path(out)}"
+            + (" match the filters" if any(filters.values()) or statuses else "")
+            + ".",
+            highlight=False,
+        )
         return
     _stdout_console().print(runs_table(columns, rows, title=f"{len(rows)} run(s) in {store_path(out)}"))
     failed = sum(row[columns.index("status")] == "failed" for row in rows)
     if failed:
-        console.print(f"[dim]{failed} failed; `ddbench show RUN_ID` has the whole error, the run's log is in its directory; the same `ddbench run` retries them.", highlight=False)
+        console.print(
+            f"[dim]{failed} failed; `ddbench show RUN_ID` has the whole error, the run's log is in its directory; the same `ddbench run` retries them.",
+            highlight=False,
+        )
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory holding results.sqlite.")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for the PNG files (and the plotted data as JSON). [default: OUT/plots]")
-@click.option("--kind", "kinds", type=click.Choice(["ipc", "arch", "loss", "cost", "all"]), multiple=True, default=("all",), show_default=True, help="ipc: accuracy against IPC; arch: accuracy per architecture; loss: loss curves; cost: s/it, wall time, peak memory. Repeatable.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("ddbench-out"),
+    show_default=True,
+    help="Output directory holding results.sqlite.",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the PNG files (and the plotted data as JSON). [default: OUT/plots]",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(["ipc", "arch", "loss", "cost", "all"]),
+    multiple=True,
+    default=("all",),
+    show_default=True,
+    help="ipc: accuracy against IPC; arch: accuracy per architecture; loss: loss curves; cost: s/it, wall time, peak memory. Repeatable.",
+)
 def plot(out: Path, output: Path | None, kinds: tuple[str, ...]) -> None:
     """Draw the store's results as PNG files and print their paths (needs ddbench[plots]).
 
@@ -556,7 +893,9 @@ def plugins() -> None:
         table.add_column(column)
     for family in registry.FAMILIES:
         for info in registry.list_plugins(family):
-            table.add_row(family, info.name, registry.static_description(info), f"{info.distribution} {info.version}", info.target)
+            table.add_row(
+                family, info.name, registry.static_description(info), f"{info.distribution} {info.version}", info.target
+            )
     # in a pipe rich assumes 80 columns; keep the table whole there
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
@@ -610,7 +949,11 @@ def main(argv: list[str] | None = None) -> None:
         if err.errno not in _USER_OS_ERRORS:
             raise
         where = f" {err.filename}" if err.filename else ""
-        console.print(f"[bold red]error:[/] cannot use{escape(where)}: {describe_os_error(err)}; choose a location you can write to (--out, --output)", highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]error:[/] cannot use{escape(where)}: {describe_os_error(err)}; choose a location you can write to (--out, --output)",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(2)
     except KeyboardInterrupt as err:
         _interrupted(err)
@@ -619,7 +962,10 @@ def main(argv: list[str] | None = None) -> None:
 def _interrupted(err: KeyboardInterrupt) -> NoReturn:
     """Ctrl-C (exit 130) or SIGTERM (exit 143): the checkpoint stays, the same command resumes."""
     what = "Terminated (SIGTERM)" if isinstance(err, Terminated) else "Interrupted"
-    console.print(f"[red]{what}; distillation resumes from its last checkpoint (every --checkpoint-every iterations or 5 minutes) when you run the same command again.", soft_wrap=True)
+    console.print(
+        f"[red]{what}; distillation resumes from its last checkpoint (every --checkpoint-every iterations or 5 minutes) when you run the same command again.",
+        soft_wrap=True,
+    )
     sys.exit(SIGTERM_EXIT_CODE if isinstance(err, Terminated) else 130)
 
 

@@ -10,8 +10,9 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -104,7 +105,9 @@ def split_backward_step(
     return value, images.detach()
 
 
-def learning_rates_for(prior: Prior, matcher: Matcher, state: LatentState, overrides: dict[str, float]) -> dict[str, float]:
+def learning_rates_for(
+    prior: Prior, matcher: Matcher, state: LatentState, overrides: dict[str, float]
+) -> dict[str, float]:
     """The rate of every learnable tensor of ``state``: the prior's base × the matcher's scale,
     with overrides (`Prior.learning_rates`); ``"*"`` stands for tensors the prior does not list."""
     lrs = prior.learning_rates(matcher.lr_scale, overrides)
@@ -185,7 +188,9 @@ class Distiller:
     def _matcher_tensors(self) -> list[Tensor]:
         return [p for g in self.matcher.parameters() for p in g["params"]]
 
-    def _save_checkpoint(self, iteration: int, state: LatentState, opt: torch.optim.Optimizer, losses: list[float]) -> None:
+    def _save_checkpoint(
+        self, iteration: int, state: LatentState, opt: torch.optim.Optimizer, losses: list[float]
+    ) -> None:
         tensors = list(state.params.values()) + self._matcher_tensors()
         if not all(torch.isfinite(t).all() for t in tensors):
             log.warning("not checkpointing iteration %d: parameters are not finite", iteration)
@@ -222,7 +227,9 @@ class Distiller:
         except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is handled the same way
             corrupt = path.with_suffix(".pt.corrupt")
             path.replace(corrupt)
-            log.warning("checkpoint %s is unreadable (%s); moved to %s and restarting from iteration 0", path, err, corrupt)
+            log.warning(
+                "checkpoint %s is unreadable (%s); moved to %s and restarting from iteration 0", path, err, corrupt
+            )
             raise CorruptFileError(f"Checkpoint {path} is unreadable ({err}); moved aside to {corrupt}") from err
         return int(payload["iteration"]), list(payload["losses"])
 
@@ -233,7 +240,9 @@ class Distiller:
         state = self._init_state()
         with registry.plugin_code("matcher", self.spec.matcher, type(self.matcher), "setup"):
             self.matcher.setup(
-                MatchContext(data=self.data, ipc=self.spec.ipc, device=self.device, dsa=self.dsa, cache_dir=self.cache_dir)
+                MatchContext(
+                    data=self.data, ipc=self.spec.ipc, device=self.device, dsa=self.dsa, cache_dir=self.cache_dir
+                )
             )
         opt = self._optimizer(state)
         start, losses = 0, []
@@ -260,7 +269,9 @@ class Distiller:
                 self.matcher.begin_iteration(it)
                 for step in range(steps):
                     opt.zero_grad(set_to_none=True)
-                    value, images = split_backward_step(self.prior, self.matcher, state, self.labels, real, self.chunk_size)
+                    value, images = split_backward_step(
+                        self.prior, self.matcher, state, self.labels, real, self.chunk_size
+                    )
                     if not math.isfinite(value):
                         raise NonFiniteLossError(
                             f"{self.spec.label}: the loss became {value} at iteration {it} (step {step}). "
@@ -270,7 +281,9 @@ class Distiller:
                     opt.step()
                     self.matcher.after_step(images, self.labels, real)
                 losses.append(value)
-                metrics.record(it, value, time.perf_counter() - began, mem.peak_so_far(), self.matcher.iteration_metrics())
+                metrics.record(
+                    it, value, time.perf_counter() - began, mem.peak_so_far(), self.matcher.iteration_metrics()
+                )
                 bar.update(task, advance=1, loss=value)
                 if on_iteration is not None:
                     on_iteration(it, value)

@@ -24,7 +24,8 @@ True
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +85,12 @@ class DSA:
             raise InvalidOptionError(
                 f"Expected crop_pad in [0, 1) and cutout in (0, 1] but got {crop_pad} and {cutout}"
             )
-        for key, value in (("rotate", rotate), ("brightness", brightness), ("saturation", saturation), ("contrast", contrast)):
+        for key, value in (
+            ("rotate", rotate),
+            ("brightness", brightness),
+            ("saturation", saturation),
+            ("contrast", contrast),
+        ):
             if value < 0:
                 raise InvalidOptionError(f"Expected {key} ≥ 0 but got {value}")
         self.strategy = strategy

@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,8 +31,8 @@ from ddbench import registry
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import Evaluator, RealData
 from ddbench.memory import PeakMemory
-from ddbench.protocols import EvalProtocol, get_protocol
 from ddbench.progress import ProgressArg
+from ddbench.protocols import EvalProtocol, get_protocol
 from ddbench.seed_batching import StackedNetworks, stacked_test_accuracies, train_stacked
 from ddbench.training import test_accuracy, train_classifier
 
@@ -222,7 +223,9 @@ def evaluate_seeds(
         options = dict(device=device, epochs=epochs, lr=lr, report=report, progress=progress,
                        evaluator_options=evaluator_options, loss_fn=loss_fn)  # fmt: skip
         return [evaluate_synthetic(images, labels, data, evaluator, protocol, seed=seed, **options) for seed in seeds]
-    return _evaluate_batched(images, labels, data, evaluator, plugin, proto, seeds, torch.device(device), report, progress, loss_fn)
+    return _evaluate_batched(
+        images, labels, data, evaluator, plugin, proto, seeds, torch.device(device), report, progress, loss_fn
+    )
 
 
 def _evaluate_batched(

@@ -23,8 +23,9 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Callable, ClassVar, Iterator, Sequence
+from typing import IO, Any, ClassVar
 
 from rich.console import Console
 
@@ -89,7 +90,9 @@ def run_log_capture(log_file: IO[str], terminal: bool = False) -> Iterator[None]
         handlers[1].setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     warnings_log = logging.getLogger("py.warnings")
 
-    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+    def show(
+        message: Any, category: type, filename: str, lineno: int, file: Any = None, line: str | None = None
+    ) -> None:
         warnings_log.warning("%s", warnings.formatwarning(message, category, filename, lineno, line).rstrip())
 
     for handler in handlers:
@@ -133,7 +136,9 @@ def execute_task(task: SweepTask, echo: bool = False) -> TaskResult:
             # the run's own log: the pipeline's messages and every warning (e.g. a corrupt checkpoint)
             log_console = Console(file=log_file, width=120, force_terminal=False, no_color=True, soft_wrap=True)
             console = echoing_console(log_console, live=task.env.progress) if echo else log_console
-            log_console.print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.label} {spec.run_id} on {socket.gethostname()} pid {os.getpid()}")
+            log_console.print(
+                f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.label} {spec.run_id} on {socket.gethostname()} pid {os.getpid()}"
+            )
             cache_key = (env.data_root, env.download)
             data_cache = _DATA_CACHES.get(cache_key)
             if data_cache is None:

@@ -99,9 +99,13 @@ def read_external(
         raise unreadable(path, f"unknown file type '{path.suffix or path.name}'")
     if experiment is not None:
         if sets[0].format != "dc":
-            raise InvalidOptionError(f"--experiment picks one experiment of a DC/DSA/DM res_*.pt file, but {path} is a '{sets[0].format}' set; leave it out")
+            raise InvalidOptionError(
+                f"--experiment picks one experiment of a DC/DSA/DM res_*.pt file, but {path} is a '{sets[0].format}' set; leave it out"
+            )
         if not 0 <= experiment < len(sets):
-            raise InvalidOptionError(f"Expected --experiment in 0..{len(sets) - 1} ({len(sets)} experiments in {path}) but got {experiment}")
+            raise InvalidOptionError(
+                f"Expected --experiment in 0..{len(sets) - 1} ({len(sets)} experiments in {path}) but got {experiment}"
+            )
         sets = [sets[experiment]]
     return sets
 
@@ -135,7 +139,10 @@ def _scalar(value: Any) -> float | None:
 def _from_mapping(path: Path, tensors: dict[str, Any], fmt: str) -> ExternalSet:
     images, labels = _pick(tensors, IMAGE_KEYS), _pick(tensors, LABEL_KEYS)
     if images is None or labels is None:
-        raise unreadable(path, f"found keys {sorted(map(str, tensors))[:12]}, expected an image tensor under one of {IMAGE_KEYS} and labels under one of {LABEL_KEYS}")
+        raise unreadable(
+            path,
+            f"found keys {sorted(map(str, tensors))[:12]}, expected an image tensor under one of {IMAGE_KEYS} and labels under one of {LABEL_KEYS}",
+        )
     if not isinstance(images[1], Tensor) or not isinstance(labels[1], Tensor):
         raise unreadable(path, f"'{images[0]}' and '{labels[0]}' must be tensors")
     lr = _pick(tensors, LR_KEYS)
@@ -166,7 +173,9 @@ def _read_pt(path: Path) -> list[ExternalSet]:
     if isinstance(obj, (list, tuple)) and len(obj) == 2 and all(isinstance(t, Tensor) for t in obj):
         return [ExternalSet(obj[0], obj[1], "tensors", str(path))]
     if isinstance(obj, Tensor):
-        raise unreadable(path, "it holds one tensor and no labels (MTT's images_<it>.pt needs labels_<it>.pt beside it)")
+        raise unreadable(
+            path, "it holds one tensor and no labels (MTT's images_<it>.pt needs labels_<it>.pt beside it)"
+        )
     raise unreadable(path, f"it holds a {type(obj).__name__}")
 
 
@@ -190,7 +199,9 @@ def _read_mtt_dir(directory: Path) -> ExternalSet:
     numbered = sorted((int(t), t) for t in tags if t.isdigit())
     tag = "best" if "best" in tags else numbered[-1][1] if numbered else sorted(tags)[-1]
     found = _read_mtt(directory, tag)
-    found.notes.append(f"chose images_{tag}.pt of {len(tags)} ({'the best' if tag == 'best' else 'the last iteration'}; pass a file to pick another)")
+    found.notes.append(
+        f"chose images_{tag}.pt of {len(tags)} ({'the best' if tag == 'best' else 'the last iteration'}; pass a file to pick another)"
+    )
     return found
 
 
@@ -253,7 +264,9 @@ def _read_folder(directory: Path, class_names: list[str], channels: int, resolut
     taken: dict[int, str] = {}
     for name, c in classes.items():
         if c in taken:
-            raise InvalidOptionError(f"Folders '{taken[c]}' and '{name}' in {directory} both stand for class {c} ({class_names[c]}); keep one")
+            raise InvalidOptionError(
+                f"Folders '{taken[c]}' and '{name}' in {directory} both stand for class {c} ({class_names[c]}); keep one"
+            )
         taken[c] = name  # type: ignore[index]
     mode = "L" if channels == 1 else "RGB"
     images, labels, sizes = [], [], set()
@@ -269,7 +282,9 @@ def _read_folder(directory: Path, class_names: list[str], channels: int, resolut
             sizes.add((height, width))
             if (height, width) != (resolution, resolution):
                 # each image on its own: a folder may mix sizes
-                tensor = F.interpolate(tensor[None], size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)[0]
+                tensor = F.interpolate(
+                    tensor[None], size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+                )[0]
             images.append(tensor.clamp(0, 1))
             labels.append(classes[folder.name])
     if not images:
@@ -282,7 +297,9 @@ def _read_folder(directory: Path, class_names: list[str], channels: int, resolut
         resize = f"{shown} → {resolution}×{resolution} (bilinear, antialiased)"
         notes.append(f"resized {resize}")
     labels_t = torch.tensor(labels, dtype=torch.long)
-    return ExternalSet(torch.stack(images), labels_t, "folder", str(directory), range="unit", notes=notes, resize=resize)
+    return ExternalSet(
+        torch.stack(images), labels_t, "folder", str(directory), range="unit", notes=notes, resize=resize
+    )
 
 
 def export_class_folders(images_01: Tensor, labels: Tensor, class_names: list[str], directory: str | Path) -> Path:

@@ -12,8 +12,9 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ddbench.errors import InvalidOptionError
 
@@ -86,7 +87,9 @@ def check_writable_dir(directory: str | os.PathLike[str], what: str) -> Path:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
     except OSError as err:
-        raise InvalidOptionError(f"Cannot write to {path} ({describe_os_error(err)}); pass {what} a writable directory") from None
+        raise InvalidOptionError(
+            f"Cannot write to {path} ({describe_os_error(err)}); pass {what} a writable directory"
+        ) from None
     return path
 
 
@@ -153,7 +156,7 @@ class FileLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:

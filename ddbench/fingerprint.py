@@ -16,8 +16,8 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 #: suffixes of model weights and their configuration, hashed by `path_digest` in a model directory
 MODEL_SUFFIXES = frozenset({

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -96,7 +97,9 @@ def run_full_data_baseline(
     key = protocol_key(protocol, epochs, None)
     existing = store.get_run(run_id)
     if existing is None or existing.get("status") != "done":
-        store.start_run(run_id, _spec(data, identity, res, test_size, train_per_class, evaluators, seeds, protocol, epochs), None)
+        store.start_run(
+            run_id, _spec(data, identity, res, test_size, train_per_class, evaluators, seeds, protocol, epochs), None
+        )
         store.finish_run(run_id, 0.0, None, None)
     scores = store.scores_frame()
     mine = scores[(scores["run_id"] == run_id) & (scores["protocol"] == key)]
@@ -115,13 +118,20 @@ def run_full_data_baseline(
                 **get_protocol(protocol).with_overrides(epochs=epochs).as_dict(),
                 "name": key,
                 "report": "final",
-                "full_data": {"n_train": model_key.n_train, "train_per_class": train_per_class, "network": cache_path("", model_key).as_posix()},
+                "full_data": {
+                    "n_train": model_key.n_train,
+                    "train_per_class": train_per_class,
+                    "network": cache_path("", model_key).as_posix(),
+                },
             }
             store.add_score(run_id, evaluator, seed, record, accuracy, None, None, None, None)
             rows.append((evaluator, seed, accuracy, False))
             say(f"  {evaluator} seed {seed}: {100 * accuracy:.2f} %")
     return pd.DataFrame(
-        [{"run_id": run_id, "evaluator": e, "seed": s, "protocol": key, "accuracy": a, "reused": r} for e, s, a, r in rows],
+        [
+            {"run_id": run_id, "evaluator": e, "seed": s, "protocol": key, "accuracy": a, "reused": r}
+            for e, s, a, r in rows
+        ],
         columns=["run_id", "evaluator", "seed", "protocol", "accuracy", "reused"],
     )
 

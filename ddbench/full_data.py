@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,8 +61,19 @@ class FullDataKey:
     seed: int
 
     @classmethod
-    def of(cls, data: RealData, fingerprint: str | None, evaluator: str, protocol: str, epochs: int, seed: int) -> "FullDataKey":
-        return cls(data.name, data.resolution, data_identity(data, fingerprint), len(data.train_labels), evaluator, protocol, int(epochs), int(seed))
+    def of(
+        cls, data: RealData, fingerprint: str | None, evaluator: str, protocol: str, epochs: int, seed: int
+    ) -> FullDataKey:
+        return cls(
+            data.name,
+            data.resolution,
+            data_identity(data, fingerprint),
+            len(data.train_labels),
+            evaluator,
+            protocol,
+            int(epochs),
+            int(seed),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "version": TRAINING_VERSION}
@@ -83,7 +95,9 @@ def _build(key: FullDataKey, data: RealData) -> tuple[nn.Module, Any]:
     return plugin.build(data.channels, data.num_classes, data.resolution), plugin
 
 
-def train_on_real(data: RealData, key: FullDataKey, device: torch.device | str = "cpu", progress: ProgressArg = None) -> nn.Module:
+def train_on_real(
+    data: RealData, key: FullDataKey, device: torch.device | str = "cpu", progress: ProgressArg = None
+) -> nn.Module:
     """``key.evaluator`` trained on ``data``'s whole training split as ``key`` says (no cache)."""
     model, plugin = _build(key, data)
     proto = get_protocol(key.protocol)
@@ -91,7 +105,9 @@ def train_on_real(data: RealData, key: FullDataKey, device: torch.device | str =
         model,
         data.train_images,
         data.train_labels,
-        **proto.with_overrides(epochs=key.epochs, lr=float(plugin.protocol_lrs.get(proto.name, proto.lr))).training_kwargs(),
+        **proto.with_overrides(
+            epochs=key.epochs, lr=float(plugin.protocol_lrs.get(proto.name, proto.lr))
+        ).training_kwargs(),
         seed=key.seed,
         device=device,
         progress=progress,
@@ -151,7 +167,9 @@ def full_data_model(
         model = _load(path, key, data, lambda _: None)  # another process may have trained it meanwhile
         if model is not None:
             return model
-        say(f"training {key.evaluator} on {key.n_train} real training images, {key.epochs} epoch(s), seed {key.seed} → {path}")
+        say(
+            f"training {key.evaluator} on {key.n_train} real training images, {key.epochs} epoch(s), seed {key.seed} → {path}"
+        )
         model = train_on_real(data, key, device, progress)
         _save(path, key, model)
     return model
@@ -161,4 +179,12 @@ def real_test_accuracy(model: nn.Module, data: RealData, device: torch.device | 
     return test_accuracy(model, data.test_images, data.test_labels, data.normalise, device=device)
 
 
-__all__ = ["FullDataKey", "data_identity", "full_data_model", "train_on_real", "cache_path", "real_test_accuracy", "CACHE_DIR"]
+__all__ = [
+    "FullDataKey",
+    "data_identity",
+    "full_data_model",
+    "train_on_real",
+    "cache_path",
+    "real_test_accuracy",
+    "CACHE_DIR",
+]

@@ -12,7 +12,8 @@ import dataclasses
 import difflib
 import itertools
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ddbench import registry
 from ddbench.errors import InvalidOptionError, UnknownPluginError
@@ -62,7 +63,9 @@ def parse_lrs(values: Mapping[str, Any], where: str) -> dict[str, float]:
 
 def expand_evaluators(names: Iterable[str]) -> list[str]:
     """``unseen`` → the four unseen architectures; duplicates dropped, order kept."""
-    return list(dict.fromkeys(itertools.chain.from_iterable(UNSEEN_EVALUATORS if e == "unseen" else (e,) for e in names)))
+    return list(
+        dict.fromkeys(itertools.chain.from_iterable(UNSEEN_EVALUATORS if e == "unseen" else (e,) for e in names))
+    )
 
 
 def options_for(name: str, options: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
@@ -119,7 +122,7 @@ class SpecGrid:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], where: str) -> "SpecGrid":
+    def from_mapping(cls, data: Mapping[str, Any], where: str) -> SpecGrid:
         """A grid from plain data (a suite's TOML table); scalars are accepted where lists are expected."""
         known = cls.keys()
         values: dict[str, Any] = {}
@@ -152,7 +155,10 @@ class SpecGrid:
         if "lrs" in values:
             values["lrs"] = parse_lrs(values["lrs"], where)
         # TOML reads `ld3m.T = 10` as {"ld3m": {"T": 10}}: flatten plugin-named tables back to "ld3m.T"
-        for key, names in (("prior_options", values.get("priors", ["pixel"])), ("matcher_options", values.get("matchers", ["dm"]))):
+        for key, names in (
+            ("prior_options", values.get("priors", ["pixel"])),
+            ("matcher_options", values.get("matchers", ["dm"])),
+        ):
             if key in values:
                 values[key] = flatten_scoped(values[key], names)
         if values.get("budget") is not None and values["budget"] not in BUDGETS:
@@ -211,7 +217,10 @@ def build_specs(grid: SpecGrid, validate: bool = True) -> list[RunSpec]:
     )
     specs = [
         RunSpec(
-            dataset=d, prior=p, matcher=m, ipc=i,
+            dataset=d,
+            prior=p,
+            matcher=m,
+            ipc=i,
             prior_options=options_for(p, grid.prior_options, grid.priors),
             matcher_options=options_for(m, grid.matcher_options, grid.matchers),
             **common,
@@ -227,7 +236,10 @@ def validate_plugin_options(specs: Iterable[RunSpec]) -> None:
     """Fail fast on bad plugin options, before any data is loaded or any run starts."""
     seen: set[tuple[str, str, str]] = set()
     for spec in specs:
-        for family, name, options in (("prior", spec.prior, spec.prior_options), ("matcher", spec.matcher, spec.matcher_options)):
+        for family, name, options in (
+            ("prior", spec.prior, spec.prior_options),
+            ("matcher", spec.matcher, spec.matcher_options),
+        ):
             key = (family, name, json.dumps(options, sort_keys=True))
             if key not in seen:
                 seen.add(key)

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -94,7 +95,9 @@ class Resolver:
         self._plugins: dict[str, tuple[dict[str, Any], Any]] = {}
         self._datasets: dict[tuple[str, int | None], tuple[dict[str, Any], int | None]] = {}
 
-    def _plugin(self, family: str, name: str, options: dict[str, Any], context: IdentityContext) -> tuple[dict[str, Any], Any]:
+    def _plugin(
+        self, family: str, name: str, options: dict[str, Any], context: IdentityContext
+    ) -> tuple[dict[str, Any], Any]:
         """A plugin's identity record and the instance it came from."""
         key = json.dumps([family, name, options, dataclasses.astuple(context)], sort_keys=True, default=str)
         if key not in self._plugins:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -88,7 +88,9 @@ class _Cells:
         return self.tiles[0].height
 
 
-def grid_image(images_01: Tensor, labels: Tensor, class_names: Sequence[str] | None = None, min_cell: int = MIN_CELL) -> Image.Image:
+def grid_image(
+    images_01: Tensor, labels: Tensor, class_names: Sequence[str] | None = None, min_cell: int = MIN_CELL
+) -> Image.Image:
     """The labelled grid of images ``(N, C, H, W)`` in [0, 1] with class ``labels`` (see the module docstring)."""
     if len(labels) == 0:
         raise ValueError("Expected at least one image to draw a grid")
@@ -128,7 +130,9 @@ def _one_row_of_classes(cells: _Cells) -> Image.Image:
     rows = [classes[i : i + columns] for i in range(0, len(classes), columns)]
     caption_h = max(len(v) for v in captions.values()) * cells.line_height + GAP
     row_h = caption_h + cells.height + 2 * GAP
-    canvas = Image.new("RGB", (2 * MARGIN + columns * (column_w + GAP) - GAP, 2 * MARGIN + len(rows) * row_h - 2 * GAP), BACKGROUND)
+    canvas = Image.new(
+        "RGB", (2 * MARGIN + columns * (column_w + GAP) - GAP, 2 * MARGIN + len(rows) * row_h - 2 * GAP), BACKGROUND
+    )
     draw = ImageDraw.Draw(canvas)
     for r, row in enumerate(rows):
         top = MARGIN + r * row_h
@@ -144,7 +148,10 @@ def _one_row_of_classes(cells: _Cells) -> Image.Image:
 def _classes_by_images(cells: _Cells) -> Image.Image:
     ipc = max(len(v) for v in cells.by_class.values())
     label_w = max(_text_width(cells.font, name) for name in cells.names.values()) + MARGIN
-    size = (2 * MARGIN + label_w + ipc * (cells.width + GAP) - GAP, 2 * MARGIN + len(cells.by_class) * (cells.height + GAP) - GAP)
+    size = (
+        2 * MARGIN + label_w + ipc * (cells.width + GAP) - GAP,
+        2 * MARGIN + len(cells.by_class) * (cells.height + GAP) - GAP,
+    )
     canvas = Image.new("RGB", size, BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for r, (c, indices) in enumerate(cells.by_class.items()):
@@ -157,7 +164,13 @@ def _classes_by_images(cells: _Cells) -> Image.Image:
     return canvas
 
 
-def save_grid(images_01: Tensor, labels: Tensor, path: str | Path, class_names: Sequence[str] | None = None, min_cell: int = MIN_CELL) -> None:
+def save_grid(
+    images_01: Tensor,
+    labels: Tensor,
+    path: str | Path,
+    class_names: Sequence[str] | None = None,
+    min_cell: int = MIN_CELL,
+) -> None:
     """Write `grid_image` as a PNG (atomically)."""
     image = grid_image(images_01, labels, class_names, min_cell)
     write_atomic(Path(path), lambda tmp: image.save(tmp, format="PNG", optimize=True))

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ddbench.errors import InvalidOptionError
-
 
 # --------------------------------------------------------------------------------------- data
 
@@ -49,14 +49,10 @@ class RealData:
                     f"Expected {split} images as uint8 (N, C, H, W) but got {images.dtype} {tuple(images.shape)}"
                 )
             if labels.shape != (images.shape[0],):
-                raise ValueError(
-                    f"Expected {images.shape[0]} {split} labels but got shape {tuple(labels.shape)}"
-                )
+                raise ValueError(f"Expected {images.shape[0]} {split} labels but got shape {tuple(labels.shape)}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(f"Expected mean/std with {self.channels} entries, got {self.mean} / {self.std}")
-        self._class_index = [
-            torch.nonzero(self.train_labels == c, as_tuple=True)[0] for c in range(self.num_classes)
-        ]
+        self._class_index = [torch.nonzero(self.train_labels == c, as_tuple=True)[0] for c in range(self.num_classes)]
         empty = [self.class_names[c] for c, idx in enumerate(self._class_index) if len(idx) == 0]
         if empty:
             # a ValueError too; raised as a user error, as it names the data's problem and its fix
@@ -100,11 +96,9 @@ class RealData:
             pick = idx[torch.randint(len(idx), (n,), generator=generator)]
         return self.normalise(self.train_images[pick])
 
-    def subset(self, train_per_class: int | None = None, test_size: int | None = None) -> "RealData":
+    def subset(self, train_per_class: int | None = None, test_size: int | None = None) -> RealData:
         """A smaller copy (first images of each class / first test images), for smoke runs and tests."""
-        train_idx = torch.cat(
-            [idx[:train_per_class] if train_per_class else idx for idx in self._class_index]
-        )
+        train_idx = torch.cat([idx[:train_per_class] if train_per_class else idx for idx in self._class_index])
         test_n = test_size or len(self.test_labels)
         return dataclasses.replace(
             self,
@@ -127,7 +121,10 @@ class LatentState:
     buffers: dict[str, Tensor] = dataclasses.field(default_factory=dict)
 
     def tensors(self) -> dict[str, Tensor]:
-        return {**{f"param.{k}": v for k, v in self.params.items()}, **{f"buffer.{k}": v for k, v in self.buffers.items()}}
+        return {
+            **{f"param.{k}": v for k, v in self.params.items()},
+            **{f"buffer.{k}": v for k, v in self.buffers.items()},
+        }
 
 
 # ------------------------------------------------------------------------------------ plugins
@@ -160,7 +157,7 @@ class IdentityContext:
     device: torch.device
 
 
-class Plugin(abc.ABC):
+class Plugin(abc.ABC):  # noqa: B024 - a base with no abstract method of its own; the families add them
     """Common base: a registered name and a one-line description shown by `ddbench plugins`.
 
     What the run id records of a plugin (`ddbench.identity`) is declared here: its behaviour

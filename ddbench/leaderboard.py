@@ -23,7 +23,8 @@ import functools
 import io
 import json
 import re
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -210,7 +211,9 @@ def apply_filters(frame: pd.DataFrame, filters: Mapping[str, Any] | None) -> pd.
         if name not in frame.columns:
             close = difflib.get_close_matches(name, list(frame.columns), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise InvalidOptionError(f"Cannot filter on unknown column '{name}'.{hint} Columns: {', '.join(frame.columns)}")
+            raise InvalidOptionError(
+                f"Cannot filter on unknown column '{name}'.{hint} Columns: {', '.join(frame.columns)}"
+            )
         column = frame[name]
         values = _coerce(list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted], column)
         mask = column.isin([v for v in values if v is not None])
@@ -276,7 +279,9 @@ def mark_old_specs(frame: pd.DataFrame, rows: Sequence[str]) -> pd.DataFrame:
     never share a cell with current runs."""
     if not rows or frame.empty or "spec_json" not in frame.columns:
         return frame
-    versions = frame["spec_json"].map(lambda text: _stored_spec_version(text) if isinstance(text, str) else SPEC_VERSION)
+    versions = frame["spec_json"].map(
+        lambda text: _stored_spec_version(text) if isinstance(text, str) else SPEC_VERSION
+    )
     old = versions < SPEC_VERSION
     if not old.any():
         return frame
@@ -325,7 +330,9 @@ def aggregate(
         raise InvalidOptionError(f"Expected value one of {VALUES} but got '{value}'")
     keys = [*rows, columns]
     if len(set(keys)) != len(keys):
-        raise InvalidOptionError(f"Expected distinct row and column fields but got rows={tuple(rows)}, columns='{columns}'")
+        raise InvalidOptionError(
+            f"Expected distinct row and column fields but got rows={tuple(rows)}, columns='{columns}'"
+        )
     needed = [*keys, "evaluator", "seed", value]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
@@ -403,7 +410,9 @@ def leaderboard_table(
     for r in fixed_rows:
         if len(r) != len(row_keys):
             raise InvalidOptionError(f"Expected row values with {len(row_keys)} keys {tuple(row_keys)} but got {r}")
-    extra_rows = sorted(set(found) - set(fixed_rows), key=lambda r: tuple(_order_key(k, v, orders) for k, v in zip(row_keys, r)))
+    extra_rows = sorted(
+        set(found) - set(fixed_rows), key=lambda r: tuple(_order_key(k, v, orders) for k, v in zip(row_keys, r))
+    )
     row_ids = [*fixed_rows, *extra_rows]
     found_or_empty = {r: found.get(r, {}) for r in row_ids}
 
@@ -624,7 +633,9 @@ def format_table(table: LeaderboardTable, fmt: str, title: str | None = None, wi
     return console.file.getvalue()  # type: ignore[attr-defined]
 
 
-def render(table: LeaderboardTable, fmt: str = "rich", console: Console | None = None, title: str | None = None) -> None:
+def render(
+    table: LeaderboardTable, fmt: str = "rich", console: Console | None = None, title: str | None = None
+) -> None:
     """Print the table in one of `FORMATS` to ``console`` (default: stdout)."""
     _check_format(fmt)
     console = console or Console()

@@ -46,7 +46,7 @@ class PeakMemory:
             self.peak_bytes = max(self.peak_bytes, current_rss_bytes())
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

@@ -21,9 +21,10 @@ import json
 import math
 import os
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any
 
 from ddbench.errors import InvalidOptionError
 from ddbench.fileio import write_atomic
@@ -38,7 +39,9 @@ TENSORBOARD_INSTALL = "pip install 'ddbench[tensorboard]' (or pip install tensor
 def check_tensorboard() -> None:
     """One clear error, before any work starts, when ``--tensorboard`` is asked for without it."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise InvalidOptionError(f"--tensorboard needs the tensorboard package, which is not installed; {TENSORBOARD_INSTALL}")
+        raise InvalidOptionError(
+            f"--tensorboard needs the tensorboard package, which is not installed; {TENSORBOARD_INSTALL}"
+        )
 
 
 def _parse(line: str) -> dict[str, Any] | None:
@@ -65,7 +68,9 @@ def summarise(records: list[Mapping[str, Any]]) -> dict[str, Any]:
     losses = [float(r["loss"]) for r in records if isinstance(r.get("loss"), (int, float))]
     seconds = [float(r["seconds"]) for r in records if isinstance(r.get("seconds"), (int, float))]
     peaks = [int(r["peak_memory_bytes"]) for r in records if isinstance(r.get("peak_memory_bytes"), (int, float))]
-    final = {k: v for k, v in (records[-1].items() if records else ()) if k not in CORE_KEYS and isinstance(v, (int, float))}
+    final = {
+        k: v for k, v in (records[-1].items() if records else ()) if k not in CORE_KEYS and isinstance(v, (int, float))
+    }
     return {
         "iterations": len(records),
         "loss_first": losses[0] if losses else None,
@@ -98,16 +103,32 @@ class RunMetrics:
             # purge_step drops events a killed process logged after the checkpoint it resumes from
             self._writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR), purge_step=start)
 
-    def record(self, iteration: int, loss: float, seconds: float, peak_memory_bytes: int, extra: Mapping[str, float] | None = None) -> None:
+    def record(
+        self,
+        iteration: int,
+        loss: float,
+        seconds: float,
+        peak_memory_bytes: int,
+        extra: Mapping[str, float] | None = None,
+    ) -> None:
         """One iteration's line; ``extra`` are the matcher's scalars."""
         extra = dict(extra or {})
         clash = sorted(set(extra) & set(CORE_KEYS))
         if clash:
-            raise InvalidOptionError(f"The matcher reports per-iteration metrics named {clash}, names the engine uses; rename them in its iteration_metrics()")
-        record = {"iteration": iteration, "loss": loss, "seconds": round(seconds, 6), "peak_memory_bytes": int(peak_memory_bytes)}
+            raise InvalidOptionError(
+                f"The matcher reports per-iteration metrics named {clash}, names the engine uses; rename them in its iteration_metrics()"
+            )
+        record = {
+            "iteration": iteration,
+            "loss": loss,
+            "seconds": round(seconds, 6),
+            "peak_memory_bytes": int(peak_memory_bytes),
+        }
         record.update({k: float(v) for k, v in extra.items()})
         # a non-finite float is not JSON: written as null
-        line = json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()})
+        line = json.dumps(
+            {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        )
         self._file.write(line + "\n")
         self._file.flush()  # a killed process keeps what it flushed (the page cache outlives it)
         if self._writer is not None:
@@ -131,11 +152,21 @@ class RunMetrics:
             self._writer.close()
             self._writer = None
 
-    def __enter__(self) -> "RunMetrics":
+    def __enter__(self) -> RunMetrics:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
-__all__ = ["METRICS_FILE", "TENSORBOARD_DIR", "CORE_KEYS", "RunMetrics", "read_metrics", "summarise", "check_tensorboard"]
+__all__ = [
+    "METRICS_FILE",
+    "TENSORBOARD_DIR",
+    "CORE_KEYS",
+    "RunMetrics",
+    "read_metrics",
+    "summarise",
+    "check_tensorboard",
+]

@@ -23,8 +23,9 @@ import difflib
 import functools
 import inspect
 import json
+from collections.abc import Mapping
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -64,7 +65,10 @@ class PaperTable:
 
     def row_dict(self, row: tuple[str, ...]) -> dict[str, Any]:
         """A paper row's keys, plus the table-wide settings that can serve as row keys (e.g. matcher)."""
-        return {**{k: v for k, v in self.settings.items() if k in ("dataset", "matcher")}, **dict(zip(self.row_keys, row))}
+        return {
+            **{k: v for k, v in self.settings.items() if k in ("dataset", "matcher")},
+            **dict(zip(self.row_keys, row)),
+        }
 
     def frame(self) -> pd.DataFrame:
         """One line per published cell: the row keys, ``column``, ``mean`` and ``std`` (fractions)."""

@@ -6,8 +6,9 @@ import dataclasses
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Any
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -84,7 +85,9 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise InvalidOptionError(f"--device {name} is not supported; expected cpu, cuda, cuda:N or auto")
     if device.type == "cuda" and torch.cuda.is_available() and (device.index or 0) >= torch.cuda.device_count():
-        raise InvalidOptionError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 …)")
+        raise InvalidOptionError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 …)"
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidOptionError("--device cuda was requested but no CUDA GPU is visible; use --device cpu")
     return device
@@ -95,7 +98,9 @@ def _clear_run_dir(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
-def run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCache, console: Console | None = None) -> RunOutcome:
+def run_spec(
+    spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCache, console: Console | None = None
+) -> RunOutcome:
     """Distil ``spec`` (or reuse its stored synthetic set) and evaluate every missing (evaluator, seed).
 
     With ``env.progress`` the distillation and each evaluation show a bar on ``console``; where that
@@ -107,7 +112,9 @@ def run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCa
         return _run_spec(spec, env, store, data_cache, console, bar)
 
 
-def _run_spec(spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCache, console: Console, bar: Any) -> RunOutcome:
+def _run_spec(
+    spec: RunSpec, env: RunEnv, store: ResultsStore, data_cache: DataCache, console: Console, bar: Any
+) -> RunOutcome:
     device = resolve_device(env.device)
     run_id, run_dir = spec.run_id, env.run_dir(spec)
     protocol = get_protocol(spec.protocol)

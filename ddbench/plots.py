@@ -18,8 +18,9 @@ import importlib.util
 import io
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -119,7 +120,9 @@ def _figure(panels: int, title: str) -> tuple[Any, list[Any]]:
 
     columns = min(MAX_COLUMNS, max(1, panels))
     rows = math.ceil(max(1, panels) / columns)
-    figure = Figure(figsize=(max(MIN_WIDTH, PANEL_SIZE[0] * columns), PANEL_SIZE[1] * rows + 0.5), dpi=DPI, layout="constrained")
+    figure = Figure(
+        figsize=(max(MIN_WIDTH, PANEL_SIZE[0] * columns), PANEL_SIZE[1] * rows + 0.5), dpi=DPI, layout="constrained"
+    )
     axes = figure.subplots(rows, columns, squeeze=False).ravel().tolist()
     for extra in axes[panels:]:
         extra.set_visible(False)
@@ -144,7 +147,9 @@ def _accuracy_points(scores: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Mean and std (ddof=0, over seeds and runs) of accuracy in percent per ``keys``."""
     frame = scores.assign(percent=scores["accuracy"].astype(float) * 100)
     grouped = frame.groupby(keys, sort=False)["percent"]
-    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=0).fillna(0.0), "n": grouped.size()}).reset_index()
+    return pd.DataFrame(
+        {"mean": grouped.mean(), "std": grouped.std(ddof=0).fillna(0.0), "n": grouped.size()}
+    ).reset_index()
 
 
 def _with_methods(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -224,7 +229,9 @@ def accuracy_per_architecture(scores: pd.DataFrame, runs: pd.DataFrame) -> Plot 
         ax.set(title=f"{dataset}, IPC {ipc}", xlabel="evaluation architecture", ylabel="test accuracy (%)")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, title="method", title_fontsize=8)
-    caption = "Mean ± std (ddof=0) over evaluation seeds; each architecture is trained from scratch on the distilled set."
+    caption = (
+        "Mean ± std (ddof=0) over evaluation seeds; each architecture is trained from scratch on the distilled set."
+    )
     return Plot("arch", title, figure, series, caption)
 
 
@@ -244,7 +251,9 @@ def loss_curves(runs: pd.DataFrame, store_dir: Path) -> Plot | None:
     panels: list[tuple[str, str, list[str]]] = []  # (matcher or scalar, key in the records, runs)
     for matcher in dict.fromkeys(matcher_of[r] for r in curves):
         panels.append((str(matcher), "loss", [r for r in curves if matcher_of[r] == matcher]))
-    extra_keys = dict.fromkeys(k for records in curves.values() for record in records for k in record if k not in CORE_KEYS)
+    extra_keys = dict.fromkeys(
+        k for records in curves.values() for record in records for k in record if k not in CORE_KEYS
+    )
     for key in extra_keys:
         panels.append((key, key, [r for r in curves if any(key in record for record in curves[r])]))
     title = "Distillation loss per iteration"
@@ -293,7 +302,9 @@ def cost(runs: pd.DataFrame) -> Plot | None:
         return None
     labels = _run_labels(done)
     done = done.assign(label=done["run_id"].map(labels)).sort_values(["matcher", "label"], ascending=False)
-    wall, wall_unit = _scaled(done["distill_seconds"].fillna(0).astype(float).tolist(), [("s", 1), ("min", 60), ("h", 3600)])
+    wall, wall_unit = _scaled(
+        done["distill_seconds"].fillna(0).astype(float).tolist(), [("s", 1), ("min", 60), ("h", 3600)]
+    )
     memory = done["distill_peak_memory_bytes"].astype("Float64").fillna(0).astype(float).tolist()
     memory, memory_unit = _scaled(memory, [("MiB", 2**20), ("GiB", 2**30)])
     quantities = [
@@ -337,7 +348,9 @@ _EMPTY = {
 }
 
 
-def build_plots(scores: pd.DataFrame, runs: pd.DataFrame, store_dir: Path, kinds: Sequence[str] = PLOT_KINDS) -> tuple[list[Plot], list[str]]:
+def build_plots(
+    scores: pd.DataFrame, runs: pd.DataFrame, store_dir: Path, kinds: Sequence[str] = PLOT_KINDS
+) -> tuple[list[Plot], list[str]]:
     """The plots of ``kinds`` that have data, and one note per kind that has none."""
     unknown = [k for k in kinds if k not in PLOT_KINDS]
     if unknown:
@@ -377,7 +390,9 @@ def plots_section_html(scores: pd.DataFrame, runs: pd.DataFrame, store_dir: Path
     """The report's "Plots" section: every plot as an embedded PNG, or one line on installing matplotlib."""
     parts = ['<h2 id="plots">Plots</h2>']
     if not matplotlib_available():
-        parts.append(f'<p class="note">Plots need matplotlib, which is not installed: {html.escape(MATPLOTLIB_INSTALL)}</p>')
+        parts.append(
+            f'<p class="note">Plots need matplotlib, which is not installed: {html.escape(MATPLOTLIB_INSTALL)}</p>'
+        )
         return "\n".join(parts)
     plots, notes = build_plots(scores, runs, store_dir)
     for plot in plots:

@@ -15,7 +15,7 @@ run anyway when the estimate is wrong for your prior.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -50,7 +50,11 @@ def check_data(spec: RunSpec, data: RealData) -> None:
     counts = [len(data.class_indices(c)) for c in range(data.num_classes)]
     smallest = min(range(data.num_classes), key=counts.__getitem__)
     if spec.ipc > counts[smallest]:
-        sliced = f" (the run uses the first {spec.train_per_class} per class, train_per_class)" if spec.train_per_class else ""
+        sliced = (
+            f" (the run uses the first {spec.train_per_class} per class, train_per_class)"
+            if spec.train_per_class
+            else ""
+        )
         raise InvalidOptionError(
             f"--ipc {spec.ipc} is more than the {counts[smallest]} training images of class "
             f"'{data.class_names[smallest]}' of {spec.dataset}{sliced}; use --ipc {counts[smallest]} or less"

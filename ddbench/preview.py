@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-from typing import Sequence
+from collections.abc import Sequence
 
 from ddbench.spec import BUDGETS, RunSpec
 from ddbench.sweep import estimate_distill_seconds, estimate_eval_seconds, format_duration
@@ -49,7 +49,9 @@ def describe(spec: RunSpec, prior_label: str) -> str:
     """What one spec runs, in a few words."""
     evaluators = ",".join(spec.evaluators)
     epochs = f", {spec.eval_epochs} epochs" if spec.eval_epochs else ""
-    distil = f"{spec.iterations} iterations" if _distils(spec.matcher) else "no distillation (the prior's initial images)"
+    distil = (
+        f"{spec.iterations} iterations" if _distils(spec.matcher) else "no distillation (the prior's initial images)"
+    )
     return (
         f"{spec.dataset} · {prior_label} + {spec.matcher} · IPC {spec.ipc} · {distil} · "
         f"{evaluators} × {len(spec.eval_seeds)} seeds ({spec.protocol} protocol{epochs})"
@@ -71,7 +73,9 @@ def shorter_command(argv: Sequence[str], budget: str) -> str:
     return shlex.join(["ddbench", *args])
 
 
-def preview_lines(specs: Sequence[RunSpec], labels: Sequence[str], argv: Sequence[str], budget: str | None) -> list[str]:
+def preview_lines(
+    specs: Sequence[RunSpec], labels: Sequence[str], argv: Sequence[str], budget: str | None
+) -> list[str]:
     """One line per spec (at most 3 listed), then the total estimate and a shorter command.
 
     ``labels`` are the specs' prior labels (e.g. ``ld3m[generator=trained]``); ``budget`` is the

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
@@ -72,7 +73,9 @@ def progress_task(progress: ProgressArg, description: str, total: int, **fields:
 class _RateTracking:
     """Adds an ``it/s`` field computed by rich's own speed estimate, and status lines in logs."""
 
-    def __init__(self, progress: Progress, log_every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, progress: Progress, log_every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.progress = progress
         self.log_every_s = log_every_s
         self.clock = clock
@@ -124,8 +127,14 @@ def _clock(seconds: float | None) -> str:
 def _status_line(task: Task) -> str:
     """``distill 120/200 loss 0.0123 1.52 it/s elapsed 0:01:19 ETA 0:00:53``"""
     total = "?" if task.total is None else f"{task.total:g}"
-    parts = [task.description, f"{task.completed:g}/{total}", _loss_text(task),
-             task.fields.get("rate", ""), f"elapsed {_clock(task.elapsed)}", f"ETA {_clock(eta_seconds(task))}"]
+    parts = [
+        task.description,
+        f"{task.completed:g}/{total}",
+        _loss_text(task),
+        task.fields.get("rate", ""),
+        f"elapsed {_clock(task.elapsed)}",
+        f"ETA {_clock(eta_seconds(task))}",
+    ]
     return " ".join(part for part in parts if part)
 
 

@@ -41,7 +41,7 @@ class EvalProtocol:
         if self.schedule not in SCHEDULES:
             raise InvalidOptionError(f"Expected schedule in {SCHEDULES} but got '{self.schedule}'")
 
-    def with_overrides(self, **changes: Any) -> "EvalProtocol":
+    def with_overrides(self, **changes: Any) -> EvalProtocol:
         """A copy with some fields replaced; ``None`` values are ignored, unknown fields are errors."""
         fields = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - fields)

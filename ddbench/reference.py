@@ -24,12 +24,22 @@ from __future__ import annotations
 import functools
 import json
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
 from ddbench.full_baseline import FULL_DATA
-from ddbench.leaderboard import Cell, Delta, LeaderboardTable, TextCell, _order_key, aggregate, apply_filters, plain_value
+from ddbench.leaderboard import (
+    Cell,
+    Delta,
+    LeaderboardTable,
+    TextCell,
+    _order_key,
+    aggregate,
+    apply_filters,
+    plain_value,
+)
 from ddbench.soft_labels import SoftLabels, hard_protocol_key, key_epochs, protocol_name, soft_part
 from ddbench.spec import BUDGETS, RunSpec
 
@@ -94,7 +104,9 @@ def _full_data(frame: pd.DataFrame) -> tuple[dict[tuple[Any, ...], Cell], dict[t
         spec = _spec(scores["spec_json"].iloc[0])
         n_train = (spec.get("full_data") or {}).get("n_train", "?")
         per_class = spec.get("train_per_class")
-        trained = f"the first {per_class} per class, {n_train} images" if per_class else f"all {n_train} training images"
+        trained = (
+            f"the first {per_class} per class, {n_train} images" if per_class else f"all {n_train} training images"
+        )
         notes[key] = f"full data, {key[0]} {key[3]}: {chosen} on {trained}, {len(scores)} seed(s)"
     return cells, notes
 
@@ -103,7 +115,10 @@ def _random_real(frame: pd.DataFrame) -> dict[tuple[Any, ...], Cell]:
     """Random real images per (dataset, res, test_size, ipc, evaluator, protocol), pooled over runs."""
     rand = frame[(frame["prior"] == RANDOM_REAL[0]) & (frame["matcher"] == RANDOM_REAL[1])]
     groups = ["dataset", "res", "test_size", "ipc", "evaluator", "protocol"]
-    return {tuple(plain_value(v) for v in group): _cell(part["accuracy"]) for group, part in rand.groupby(groups, dropna=False, sort=False)}
+    return {
+        tuple(plain_value(v) for v in group): _cell(part["accuracy"])
+        for group, part in rand.groupby(groups, dropna=False, sort=False)
+    }
 
 
 def _soft_options(record: Mapping[str, Any] | None) -> str:
@@ -121,7 +136,11 @@ def _test_size_option(test_size: Any, command: str) -> str:
     if test_size is None:
         return ""
     if command == "run":
-        return " --budget smoke" if test_size == BUDGETS["smoke"].get("test_size") else f" (on the first {test_size} test images)"
+        return (
+            " --budget smoke"
+            if test_size == BUDGETS["smoke"].get("test_size")
+            else f" (on the first {test_size} test images)"
+        )
     return f" --test-size {test_size}"
 
 
@@ -172,11 +191,16 @@ def reference_table(
     random_real = _random_real(every)
     shown = apply_filters(every, filters)
     # the references are columns, not rows
-    references = ((shown["prior"] == FULL_DATA) & (shown["matcher"] == FULL_DATA)) | ((shown["prior"] == RANDOM_REAL[0]) & (shown["matcher"] == RANDOM_REAL[1]))
+    references = ((shown["prior"] == FULL_DATA) & (shown["matcher"] == FULL_DATA)) | (
+        (shown["prior"] == RANDOM_REAL[0]) & (shown["matcher"] == RANDOM_REAL[1])
+    )
     shown = shown[~references]
     cells = aggregate(shown, rows=[k for k in ROW_KEYS if k != "evaluator"], columns="evaluator")
     records = {r: shown[shown["protocol"] == r]["protocol_json"].iloc[0] for r in shown["protocol"].unique()}
-    by_key = {tuple(plain_value(rec[k]) for k in ROW_KEYS): Cell(float(rec["mean"]), float(rec["std"]), int(rec["n"])) for rec in cells.to_dict("records")}
+    by_key = {
+        tuple(plain_value(rec[k]) for k in ROW_KEYS): Cell(float(rec["mean"]), float(rec["std"]), int(rec["n"]))
+        for rec in cells.to_dict("records")
+    }
     order = sorted(by_key, key=lambda r: tuple(_order_key(k, v) for k, v in zip(ROW_KEYS, r)))
     used_notes: dict[str, None] = {}
     found_random = False
@@ -188,7 +212,9 @@ def reference_table(
         syn_hard = syn if hard_key == row["protocol"] else by_key.get((*row_id[:-1], hard_key))
         full_id = (row["dataset"], row["res"], row["test_size"], row["evaluator"], protocol_name(row["protocol"]))
         full_cell = full.get(full_id)
-        random_cell = random_real.get((row["dataset"], row["res"], row["test_size"], row["ipc"], row["evaluator"], row["protocol"]))
+        random_cell = random_real.get(
+            (row["dataset"], row["res"], row["test_size"], row["ipc"], row["evaluator"], row["protocol"])
+        )
         record = json.loads(records[row["protocol"]]) if isinstance(records.get(row["protocol"]), str) else None
         # a missing reference's cell names its command; the differences it would give stay empty
         hlr: Delta | TextCell | None = None
@@ -199,9 +225,16 @@ def reference_table(
         score = ddranking_score(hlr.value, ior.value, weight) if isinstance(hlr, Delta) and ior is not None else None
         found_random = found_random or random_cell is not None
         score_cell = None if score is None else TextCell(f"{score:.3f}", score)
-        lines.append((row_id, [syn, full_cell or _full_hint(row), random_cell or _random_hint(row, record), hlr, ior, score_cell]))
+        lines.append(
+            (
+                row_id,
+                [syn, full_cell or _full_hint(row), random_cell or _random_hint(row, record), hlr, ior, score_cell],
+            )
+        )
     # res and test_size are columns only where some row has one
-    keys = [k for i, k in enumerate(ROW_KEYS) if k not in ("res", "test_size") or any(r[i] is not None for r, _ in lines)]
+    keys = [
+        k for i, k in enumerate(ROW_KEYS) if k not in ("res", "test_size") or any(r[i] is not None for r, _ in lines)
+    ]
     index = [ROW_KEYS.index(k) for k in keys]
     table = LeaderboardTable(
         columns=(*keys, *VALUE_COLUMNS),
@@ -210,7 +243,9 @@ def reference_table(
     )
     notes = [DEFINITIONS.format(w=weight, v=1.0 - weight), *used_notes]
     if found_random:
-        notes.append(f"random real: every stored {RANDOM_REAL[0]}+{RANDOM_REAL[1]} run at the row's dataset, IPC, evaluator and protocol, pooled over runs and seeds")
+        notes.append(
+            f"random real: every stored {RANDOM_REAL[0]}+{RANDOM_REAL[1]} run at the row's dataset, IPC, evaluator and protocol, pooled over runs and seeds"
+        )
     return table, notes
 
 

@@ -12,9 +12,10 @@ import importlib.metadata
 import inspect
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from stevedore import DriverManager
 
@@ -87,13 +88,20 @@ def _declared_string(module: str, class_name: str, attribute: str, hops: int) ->
         if isinstance(node, ast.ClassDef) and node.name == class_name:
             for statement in node.body:
                 value = getattr(statement, "value", None)
-                targets = statement.targets if isinstance(statement, ast.Assign) else [getattr(statement, "target", None)]
+                targets = (
+                    statement.targets if isinstance(statement, ast.Assign) else [getattr(statement, "target", None)]
+                )
                 named = any(isinstance(t, ast.Name) and t.id == attribute for t in targets)
                 if named and isinstance(value, ast.Constant) and isinstance(value.value, str):
                     return value.value
             return ""
     for node in ast.walk(tree) if tree is not None and hops > 0 else ():
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and any(a.name == class_name for a in node.names):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level == 0
+            and any(a.name == class_name for a in node.names)
+        ):
             return _declared_string(node.module, class_name, attribute, hops - 1)
     return ""
 

@@ -21,9 +21,10 @@ import dataclasses
 import html
 import json
 import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -93,9 +94,7 @@ def prior_label(prior: str, options: Mapping[str, Any], labels: Mapping[str, Any
         defaults = effective_options(prior, {})
         hidden, path_options = label_options(prior, labels)  # as the prior declares (`Plugin.housekeeping_options`)
         shown = {
-            k: v
-            for k, v in sorted(options.items())
-            if k not in hidden and (k not in defaults or defaults[k] != v)
+            k: v for k, v in sorted(options.items()) if k not in hidden and (k not in defaults or defaults[k] != v)
         }
         if any(options.get(k) for k in path_options):
             shown["generator"] = generator_name(prior, options, labels)
@@ -123,10 +122,14 @@ def run_keys(
     # what a resolved run recorded of its prior (`ddbench.identity.plugin_labels`): no plugin import
     recorded = ((spec.get("identity") or {}).get("prior") or {}).get("labels")
     makers = {
-        "prior": lambda: (paper_row_name(paper, "prior", prior, options) if paper else None)
-        or (prior if paper else prior_label(prior, options, recorded)),
-        "variant": lambda: (paper_row_name(paper, "variant", prior, options) if paper else None)
-        or prior_label(prior, options, recorded),
+        "prior": lambda: (
+            (paper_row_name(paper, "prior", prior, options) if paper else None)
+            or (prior if paper else prior_label(prior, options, recorded))
+        ),
+        "variant": lambda: (
+            (paper_row_name(paper, "variant", prior, options) if paper else None)
+            or prior_label(prior, options, recorded)
+        ),
         "matcher": lambda: str(spec["matcher"]["name"] if isinstance(spec["matcher"], Mapping) else spec["matcher"]),
         "generator": lambda: generator_name(prior, options, recorded),
         "dataset": lambda: spec.get("dataset"),
@@ -171,7 +174,16 @@ def _same_cell(expected: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
 
 
 #: settings a suite's cell may be filled with other values of (`_same_cell`), as `_settings_diff` names them
-_CELL_SETTINGS = ("iterations", "seed", "eval_epochs", "eval_seeds", "lrs", "matcher_options", "train_per_class", "test_size")
+_CELL_SETTINGS = (
+    "iterations",
+    "seed",
+    "eval_epochs",
+    "eval_seeds",
+    "lrs",
+    "matcher_options",
+    "train_per_class",
+    "test_size",
+)
 
 
 def _settings_diff(suite_spec: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
@@ -205,7 +217,9 @@ class _Chosen:
 def _run_marks(run_id: str, stored_spec: Mapping[str, Any], differs: Sequence[str]) -> tuple[CellMark, ...]:
     marks = []
     if differs:
-        marks.append(CellMark(OTHER_SETTINGS, f"run {run_id[:8]} has other settings than the suite's: {'; '.join(differs)}"))
+        marks.append(
+            CellMark(OTHER_SETTINGS, f"run {run_id[:8]} has other settings than the suite's: {'; '.join(differs)}")
+        )
     problem = run_problem(stored_spec)
     if problem:
         marks.append(CellMark(NOT_MEANINGFUL, f"run {run_id[:8]} is not meaningful: {problem}"))
@@ -213,7 +227,10 @@ def _run_marks(run_id: str, stored_spec: Mapping[str, Any], differs: Sequence[st
 
 
 def _choose_runs(
-    suite_runs: Sequence[tuple[RunSpec, Mapping[str, str]]], runs: pd.DataFrame, paper: str | None, fields: Sequence[str]
+    suite_runs: Sequence[tuple[RunSpec, Mapping[str, str]]],
+    runs: pd.DataFrame,
+    paper: str | None,
+    fields: Sequence[str],
 ) -> tuple[list[_Chosen], list[str], list[str]]:
     """For each suite run, the stored run that fills its cell: the same run id, else a run that
     differs only in iterations/seeds/evaluation settings (the newest finished one), its cells then
@@ -320,7 +337,9 @@ def suite_table(
         column_values = list(dict.fromkeys(
             e for s, _ in suite_runs for e in (s.evaluators if layout.columns == "evaluator" else (s.dataset,))
         ))  # fmt: skip
-    aggregate_label = (paper.aggregate_column if paper else None) or ("all" if layout.columns == "dataset" else AVG_COLUMN)
+    aggregate_label = (paper.aggregate_column if paper else None) or (
+        "all" if layout.columns == "dataset" else AVG_COLUMN
+    )
     average_first = bool(paper and paper.columns and paper.columns[0] == aggregate_label)
     # a run fills one cell of a dataset column, the whole row otherwise (one column per evaluator)
     marks: dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]] = {}
@@ -343,7 +362,9 @@ def suite_table(
     notes = [_cell_note(layout, suite_runs, frame), *notes]
     if compare and paper is not None:
         table = compare_with_paper(table, paper, aggregate_label)
-        notes.append(f"'paper': {paper.name} of the LD3M paper ({paper.caption}); 'Δ' = ours − paper, percentage points.")
+        notes.append(
+            f"'paper': {paper.name} of the LD3M paper ({paper.caption}); 'Δ' = ours − paper, percentage points."
+        )
     notes += mark_notes(table)
     # the grids follow the table's rows; within a row, the suite's order (its datasets)
     scored = set(frame["run_id"])
@@ -384,13 +405,18 @@ def _cell_note(layout: LayoutLike, suite_runs: Sequence[tuple[RunSpec, Mapping[s
         )
     if layout.all_column:
         what += "; the aggregate column is the mean over the row's other columns, missing unless all exist"
-    return what + f"; best per column in bold (cells marked {OTHER_SETTINGS} or {NOT_MEANINGFUL} do not compete); — = missing."
+    return (
+        what
+        + f"; best per column in bold (cells marked {OTHER_SETTINGS} or {NOT_MEANINGFUL} do not compete); — = missing."
+    )
 
 
 # ------------------------------------------------------------------------ --compare paper
 
 
-def compare_with_paper(table: LeaderboardTable, paper: PaperTable, aggregate_label: str | None = None) -> LeaderboardTable:
+def compare_with_paper(
+    table: LeaderboardTable, paper: PaperTable, aggregate_label: str | None = None
+) -> LeaderboardTable:
     """Beside each value column ``c``: ``c paper`` (the published mean ± std) and ``c Δ`` (our mean
     minus the paper's, in percentage points; missing where either is). Our best marks are kept; the
     paper's column marks its own best. A row matches the paper row that agrees on every key they share."""
@@ -428,7 +454,11 @@ def compare_with_paper(table: LeaderboardTable, paper: PaperTable, aggregate_lab
     for line, published in zip(table.rows, paper_grid):
         values: list[Any] = list(line[: table.n_keys])
         for ours, theirs in zip(line[table.n_keys :], published):
-            delta = Delta(ours.mean - theirs.mean, marks=ours.marks) if isinstance(ours, Cell) and theirs is not None else None
+            delta = (
+                Delta(ours.mean - theirs.mean, marks=ours.marks)
+                if isinstance(ours, Cell) and theirs is not None
+                else None
+            )
             values += [ours, theirs, delta]
         out_rows.append(tuple(values))
     return LeaderboardTable(columns=(*row_keys, *header), rows=out_rows, n_keys=table.n_keys)
@@ -452,7 +482,9 @@ def store_tables(scores: pd.DataFrame, runs: pd.DataFrame, value: str = "accurac
         return []
     specs = {r["run_id"]: json.loads(r["spec_json"]) for r in runs.to_dict("records")}
     frame = scores.copy()
-    frame["prior"] = [prior_label(p, specs.get(rid, {}).get("prior_options") or {}) for p, rid in zip(frame["prior"], frame["run_id"])]
+    frame["prior"] = [
+        prior_label(p, specs.get(rid, {}).get("prior_options") or {}) for p, rid in zip(frame["prior"], frame["run_id"])
+    ]
     frame["iterations"] = [specs.get(rid, {}).get("iterations") for rid in frame["run_id"]]
     frame["run"] = frame["run_id"].str[:8]
     row_keys = ("dataset", "prior", "matcher", "iterations", "run")
@@ -465,7 +497,9 @@ def store_tables(scores: pd.DataFrame, runs: pd.DataFrame, value: str = "accurac
             ", best-over-training accuracy" if settings["report"] == "max" else ""
         )
         first = part.drop_duplicates("run_id")
-        row_runs = {tuple(plain_value(record[k]) for k in row_keys): [record["run_id"]] for record in first.to_dict("records")}
+        row_runs = {
+            tuple(plain_value(record[k]) for k in row_keys): [record["run_id"]] for record in first.to_dict("records")
+        }
         run_marks = {
             run_ids[0]: (CellMark(NOT_MEANINGFUL, f"run {run_ids[0][:8]} is not meaningful: {problem}"),)
             for run_ids in row_runs.values()
@@ -489,7 +523,8 @@ def store_tables(scores: pd.DataFrame, runs: pd.DataFrame, value: str = "accurac
 
 # ------------------------------------------------------------------------------------ HTML
 
-_CSS = """
+_CSS = (
+    """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em; color: #1d1d1f; }
 h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
 .meta, .note { color: #555; font-size: .9em; }
@@ -502,7 +537,9 @@ td.marked { color: #6b5a3a; } td.grid-links a { text-decoration: none; }
 tr:target td { background: #fff6d6; }
 details.marks { color: #555; font-size: .9em; margin: .3em 0; } details.marks li { margin: .1em 0; }
 h3 { margin: 1.2em 0 .4em; font-size: 1.05em; }
-""" + GRIDS_CSS
+"""
+    + GRIDS_CSS
+)
 
 
 def _cell_html(value: Any, is_value_column: bool) -> str:
@@ -542,7 +579,9 @@ def _compare_groups(table: LeaderboardTable) -> list[str] | None:
     if not values or len(values) % 3:
         return None
     names = values[0::3]
-    if all(values[i + 1] == f"{n} paper" and values[i + 2] == f"{n} Δ" for i, n in zip(range(0, len(values), 3), names)):
+    if all(
+        values[i + 1] == f"{n} paper" and values[i + 2] == f"{n} Δ" for i, n in zip(range(0, len(values), 3), names)
+    ):
         return names
     return None
 
@@ -552,7 +591,9 @@ def row_anchor(table_key: str, index: int) -> str:
     return f"{table_key}-row-{index + 1}"
 
 
-def table_html(table: LeaderboardTable, key: str | None = None, row_runs: Mapping[tuple[Any, ...], Sequence[str]] | None = None) -> str:
+def table_html(
+    table: LeaderboardTable, key: str | None = None, row_runs: Mapping[tuple[Any, ...], Sequence[str]] | None = None
+) -> str:
     """A leaderboard table as an HTML ``<table>``; best cells bold, missing cells as —, marked cells
     with their mark (`marks_html`). A comparison with the paper gets a two-row header: each column
     over its "ours | paper | Δ". With ``key``, rows get ids (`row_anchor`); with ``row_runs``, a
@@ -561,7 +602,12 @@ def table_html(table: LeaderboardTable, key: str | None = None, row_runs: Mappin
     keys = table.columns[: table.n_keys]
     links = row_runs is not None
     if groups is None:
-        head = "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns) + ("<th>grid</th>" if links else "") + "</tr>"
+        head = (
+            "<tr>"
+            + "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+            + ("<th>grid</th>" if links else "")
+            + "</tr>"
+        )
     else:
         head = (
             "<tr>" + "".join(f'<th rowspan="2">{html.escape(str(k))}</th>' for k in keys)
@@ -591,7 +637,11 @@ def _grid_links_html(run_ids: Sequence[str]) -> str:
 
 
 def html_report(
-    tables: Sequence[ReportTable], runs: pd.DataFrame, store_dir: Path, title: str = "ddbench report", plots_html: str = ""
+    tables: Sequence[ReportTable],
+    runs: pd.DataFrame,
+    store_dir: Path,
+    title: str = "ddbench report",
+    plots_html: str = "",
 ) -> str:
     """One self-contained HTML page: every table, then each table's image grids (``data:`` URIs),
     then ``plots_html`` (`ddbench.plots.plots_section_html`) when given.
@@ -647,7 +697,9 @@ def _notes_html(table: ReportTable) -> list[str]:
     return parts
 
 
-def _table_grids_html(table: ReportTable, by_id: Mapping[str, Mapping[str, Any]], store_dir: Path, shown: set[str]) -> list[str]:
+def _table_grids_html(
+    table: ReportTable, by_id: Mapping[str, Mapping[str, Any]], store_dir: Path, shown: set[str]
+) -> list[str]:
     """The table's image grids, per IPC, in row order; captions name the row and link back to it."""
     keys = table.table.columns[: table.table.n_keys]
     row_of: dict[str, tuple[int, tuple[Any, ...]]] = {}

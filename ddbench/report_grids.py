@@ -12,8 +12,9 @@ import base64
 import html
 import io
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 #: image grids wider than this are scaled down, so a report of many runs stays a few MB
 GRID_MAX_WIDTH = 1200
@@ -140,10 +141,14 @@ def grid_sections_html(
         items = []
         for run_id in by_ipc[ipc]:
             if run_id in shown:
-                items.append(f'<p class="note"><a href="#{figure_id(run_id)}">{html.escape(label_of(run_id))}: grid above</a></p>')
+                items.append(
+                    f'<p class="note"><a href="#{figure_id(run_id)}">{html.escape(label_of(run_id))}: grid above</a></p>'
+                )
                 continue
             shown.add(run_id)
-            items.append(figure_html(runs_by_id[run_id], store_dir, label_of(run_id), row_anchor_of(run_id), marks_of(run_id)))
+            items.append(
+                figure_html(runs_by_id[run_id], store_dir, label_of(run_id), row_anchor_of(run_id), marks_of(run_id))
+            )
         layout = "one row of classes" if ipc == 1 else "a row per class"
         parts.append(
             f'<section id="{html.escape(section_key)}-ipc-{html.escape(str(ipc))}">'

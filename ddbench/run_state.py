@@ -39,13 +39,17 @@ class StoreSnapshot:
     scored: frozenset[tuple[str, str, int, str]]
 
     @classmethod
-    def read(cls, store: Any) -> "StoreSnapshot":
+    def read(cls, store: Any) -> StoreSnapshot:
         """From a `ddbench.store.ResultsStore`; None (no store yet) gives an empty snapshot."""
         if store is None:
             return cls({}, frozenset())
         runs, scores = store.runs_frame(), store.scores_frame()
         statuses = dict(zip(runs["run_id"], runs["status"])) if not runs.empty else {}
-        keys = zip(scores["run_id"], scores["evaluator"], scores["seed"].astype(int), scores["protocol"]) if not scores.empty else ()
+        keys = (
+            zip(scores["run_id"], scores["evaluator"], scores["seed"].astype(int), scores["protocol"])
+            if not scores.empty
+            else ()
+        )
         return cls(statuses, frozenset((r, e, int(s), p) for r, e, s, p in keys))
 
     def state(self, spec: RunSpec) -> StoredState:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.markup import escape
@@ -24,7 +25,19 @@ from ddbench.units import format_bytes, format_percent, format_seconds
 #: how `runs` colours a status
 STATUS_STYLES = {"done": "green", "running": "yellow", "failed": "red"}
 
-RUNS_COLUMNS = ("run id", "dataset", "prior", "matcher", "ipc", "status", "accuracy %", "distil", "s/it", "finished", "error")
+RUNS_COLUMNS = (
+    "run id",
+    "dataset",
+    "prior",
+    "matcher",
+    "ipc",
+    "status",
+    "accuracy %",
+    "distil",
+    "s/it",
+    "finished",
+    "error",
+)
 
 
 def _value(x: Any) -> Any:
@@ -72,7 +85,9 @@ def _mean_std(values: Sequence[float]) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
-def runs_rows(runs: Any, scores: Any, filters: Mapping[str, Sequence[Any]] | None = None, status: Sequence[str] = ()) -> tuple[tuple[str, ...], list[list[str]]]:
+def runs_rows(
+    runs: Any, scores: Any, filters: Mapping[str, Sequence[Any]] | None = None, status: Sequence[str] = ()
+) -> tuple[tuple[str, ...], list[list[str]]]:
     """``(columns, rows)`` of `ddbench runs`: one row per run, oldest first, filtered by column values."""
     rows: list[list[str]] = []
     if runs is None or runs.empty:
@@ -83,7 +98,11 @@ def runs_rows(runs: Any, scores: Any, filters: Mapping[str, Sequence[Any]] | Non
             selected = selected[selected[column].isin(list(wanted))]
     if status:
         selected = selected[selected["status"].isin(list(status))]
-    by_run = {run_id: group for run_id, group in scores.groupby("run_id", sort=False)} if scores is not None and not scores.empty else {}
+    by_run = (
+        {run_id: group for run_id, group in scores.groupby("run_id", sort=False)}
+        if scores is not None and not scores.empty
+        else {}
+    )
     for run in selected.to_dict("records"):
         spi = _value(run.get("seconds_per_iteration"))
         rows.append([
@@ -134,10 +153,15 @@ def spec_rows(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
     dataset = identity.get("dataset") or {}
     fingerprint = (dataset.get("key") or {}).get("fingerprint")
     rows = [
-        ("dataset", _plugin_line(spec.get("dataset", "?"), dataset, {}) + (f" at {spec['res']} px" if spec.get("res") else "")),
+        (
+            "dataset",
+            _plugin_line(spec.get("dataset", "?"), dataset, {}) + (f" at {spec['res']} px" if spec.get("res") else ""),
+        ),
     ]
     if fingerprint or dataset.get("found_at"):
-        rows.append(("data", " ".join(p for p in (dataset.get("found_at"), f"[{fingerprint}]" if fingerprint else None) if p)))
+        rows.append(
+            ("data", " ".join(p for p in (dataset.get("found_at"), f"[{fingerprint}]" if fingerprint else None) if p))
+        )
     rows += [
         ("prior", _plugin_line(spec.get("prior", "?"), identity.get("prior"), spec.get("prior_options") or {})),
         ("matcher", _plugin_line(spec.get("matcher", "?"), identity.get("matcher"), spec.get("matcher_options") or {})),
@@ -150,14 +174,25 @@ def spec_rows(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows += [("source", f"{external.get('format')} set {external.get('source')}" + (f" (experiment {external['experiment']})" if external.get("experiment") is not None else "")),
                  ("content", f"sha256 {external.get('content_sha256')}; {', '.join(extras)}")]  # fmt: skip
     else:
-        rows.append(("iterations", f"{spec.get('iterations')} (seed {spec.get('seed')}, DSA {'on' if spec.get('dsa', True) else 'off'})"))
+        rows.append(
+            (
+                "iterations",
+                f"{spec.get('iterations')} (seed {spec.get('seed')}, DSA {'on' if spec.get('dsa', True) else 'off'})",
+            )
+        )
     lrs = identity.get("lrs") or spec.get("lrs")
     if lrs:
         rows.append(("learning rates", _options(lrs)))
     epochs = spec.get("eval_epochs")
-    protocol = spec.get("protocol", "?") + (f", {epochs} epochs" if epochs else "") + (", best epoch (max)" if spec.get("report") == "max" else "")
+    protocol = (
+        spec.get("protocol", "?")
+        + (f", {epochs} epochs" if epochs else "")
+        + (", best epoch (max)" if spec.get("report") == "max" else "")
+    )
     seeds = spec.get("eval_seeds") or []
-    rows.append(("evaluation", f"{', '.join(spec.get('evaluators') or [])} × {len(seeds)} seed(s); protocol {protocol}"))
+    rows.append(
+        ("evaluation", f"{', '.join(spec.get('evaluators') or [])} × {len(seeds)} seed(s); protocol {protocol}")
+    )
     subset = [f"{spec['train_per_class']} train images per class" if spec.get("train_per_class") else None,
               f"first {spec['test_size']} test images" if spec.get("test_size") else None]  # fmt: skip
     if any(subset):
@@ -174,7 +209,10 @@ def score_rows(scores: Any, evaluator_order: Sequence[str] = ()) -> tuple[tuple[
     if scores is None or scores.empty:
         return columns, rows
     order = {name: i for i, name in enumerate(evaluator_order)}
-    groups = sorted(scores.groupby(["evaluator", "protocol"], sort=False), key=lambda item: (order.get(item[0][0], len(order)), item[0]))
+    groups = sorted(
+        scores.groupby(["evaluator", "protocol"], sort=False),
+        key=lambda item: (order.get(item[0][0], len(order)), item[0]),
+    )
     for (evaluator, protocol), group in groups:
         group = group.sort_values("seed")
         accuracies = [float(a) for a in group["accuracy"]]
@@ -222,11 +260,17 @@ def cost_rows(run: Mapping[str, Any], scores: Any) -> list[tuple[str, str]]:
          + f", peak memory {format_bytes(_value(run.get('distill_peak_memory_bytes')))}"),
         ("final loss", _loss_line(summary, run_dir)),
     ]  # fmt: skip
-    rows += [(f"final {name}", f"{value:.6g}") for name, value in (summary.get("final") or {}).items() if isinstance(value, (int, float))]
+    rows += [
+        (f"final {name}", f"{value:.6g}")
+        for name, value in (summary.get("final") or {}).items()
+        if isinstance(value, (int, float))
+    ]
     if scores is not None and not scores.empty:
         seconds = [s for s in (_value(a) for a in scores["train_seconds"]) if s is not None]
         seconds += [s for s in (_value(a) for a in scores["eval_seconds"]) if s is not None]
-        rows.append(("evaluation", f"{format_seconds(sum(seconds))} wall over {len(scores)} model(s) (training and testing)"))
+        rows.append(
+            ("evaluation", f"{format_seconds(sum(seconds))} wall over {len(scores)} model(s) (training and testing)")
+        )
     return rows
 
 
@@ -262,23 +306,46 @@ def show_renderables(run: Mapping[str, Any], scores: Any) -> list[RenderableType
     if rows:
         table = Table(title="accuracy on the test split", title_justify="left")
         for column in columns:
-            table.add_column(column, justify="right" if column in ("accuracy %", "train / seed", "peak memory") else "left")
+            table.add_column(
+                column, justify="right" if column in ("accuracy %", "train / seed", "peak memory") else "left"
+            )
         for row in rows:
             table.add_row(*(escape(c) for c in row))
         parts += [Text(""), table]
     else:
         parts += [Text(""), Text("no scores stored yet", style="yellow")]
-    parts += [Text(""), _key_values("cost", cost_rows(run, scores)), Text(""), _key_values("provenance", provenance_rows(run))]
+    parts += [
+        Text(""),
+        _key_values("cost", cost_rows(run, scores)),
+        Text(""),
+        _key_values("provenance", provenance_rows(run)),
+    ]
     if _value(run.get("error")):
         parts += [Text(""), Text.assemble(("error: ", "bold red"), str(run["error"]))]
     run_dir = _value(run.get("run_dir"))
     if run_dir:
         grid = Path(run_dir) / "grid.png"
-        parts += [Text(""), Text.assemble(("image grid: ", "bold"), str(grid), ("" if grid.exists() else " (missing)", "yellow"))]
+        parts += [
+            Text(""),
+            Text.assemble(("image grid: ", "bold"), str(grid), ("" if grid.exists() else " (missing)", "yellow")),
+        ]
         metrics = Path(run_dir) / METRICS_FILE
         if metrics.exists():
-            parts.append(Text.assemble(("per-iteration metrics: ", "bold"), str(metrics), " (`ddbench plot --kind loss` draws them)"))
+            parts.append(
+                Text.assemble(
+                    ("per-iteration metrics: ", "bold"), str(metrics), " (`ddbench plot --kind loss` draws them)"
+                )
+            )
     return [Group(*parts)]
 
 
-__all__ = ["runs_rows", "runs_table", "spec_rows", "score_rows", "cost_rows", "provenance_rows", "show_renderables", "RUNS_COLUMNS"]
+__all__ = [
+    "runs_rows",
+    "runs_table",
+    "spec_rows",
+    "score_rows",
+    "cost_rows",
+    "provenance_rows",
+    "show_renderables",
+    "RUNS_COLUMNS",
+]

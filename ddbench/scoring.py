@@ -20,8 +20,9 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -73,7 +74,9 @@ class Settings:
     def __post_init__(self) -> None:
         self.evaluators, self.seeds = tuple(self.evaluators), tuple(int(s) for s in self.seeds)
         if not self.evaluators or not self.seeds:
-            raise InvalidOptionError(f"Expected at least one evaluator and one seed but got {self.evaluators} and {self.seeds}")
+            raise InvalidOptionError(
+                f"Expected at least one evaluator and one seed but got {self.evaluators} and {self.seeds}"
+            )
         if self.range not in RANGES:
             raise InvalidOptionError(f"Expected range one of {RANGES} but got '{self.range}'")
         if self.soft_loss is not None and self.soft_loss not in SOFT_LOSSES:
@@ -81,7 +84,9 @@ class Settings:
         if self.temperature is not None and self.soft_loss != "kl":
             raise InvalidOptionError("--temperature applies to --soft-loss kl only; add --soft-loss kl or leave it out")
         if self.soft_labels is None and self.teacher_epochs is not None:
-            raise InvalidOptionError("--teacher-epochs applies to --soft-labels teacher only; add --soft-labels teacher or leave it out")
+            raise InvalidOptionError(
+                "--teacher-epochs applies to --soft-labels teacher only; add --soft-labels teacher or leave it out"
+            )
         get_protocol(self.protocol)  # an unknown protocol fails before any data loads
         _ = self.teacher  # a bad --soft-labels or --soft-loss argmax with a teacher fails here, before data loads
 
@@ -90,7 +95,9 @@ class Settings:
         """The teacher's soft labels ``--soft-labels teacher[:ARCH]`` asks for (None: the set's labels)."""
         if self.soft_labels is None:
             return None
-        return teacher_soft_labels(self.soft_labels, self.soft_loss, self.temperature, self.teacher_epochs, self.train_per_class)
+        return teacher_soft_labels(
+            self.soft_labels, self.soft_loss, self.temperature, self.teacher_epochs, self.train_per_class
+        )
 
 
 @dataclasses.dataclass
@@ -125,7 +132,9 @@ def _prepare_images(found: ExternalSet, data: RealData, wanted: str, say: Say) -
     record: dict[str, Any] = {"resize": found.resize} if found.resize else {}
     if images.dtype == torch.uint8:
         if wanted == "normalized":
-            raise InvalidOptionError(f"{found.source} holds uint8 images (0–255), which cannot be normalised; leave out --range")
+            raise InvalidOptionError(
+                f"{found.source} holds uint8 images (0–255), which cannot be normalised; leave out --range"
+            )
         images, used = images.float() / 255, "unit"
         say("range: uint8 images (0–255) read as [0, 1]")
     else:
@@ -148,7 +157,9 @@ def _prepare_images(found: ExternalSet, data: RealData, wanted: str, say: Say) -
     record["range"] = used
     size = tuple(images.shape[-2:])
     if size != (data.resolution, data.resolution):
-        images = F.interpolate(images, size=(data.resolution, data.resolution), mode="bilinear", antialias=True, align_corners=False)
+        images = F.interpolate(
+            images, size=(data.resolution, data.resolution), mode="bilinear", antialias=True, align_corners=False
+        )
         record["resize"] = f"{size[1]}×{size[0]} → {data.resolution}×{data.resolution} (bilinear, antialiased)"
         say(f"resized {record['resize']}")
     if used == "unit":
@@ -165,11 +176,15 @@ def _prepare_labels(found: ExternalSet, n: int, data: RealData, soft_loss: str |
     if labels.dim() == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.shape[0] != n:
-        raise InvalidOptionError(f"Expected one label per image but {found.source} has {n} images and {labels.shape[0]} labels")
+        raise InvalidOptionError(
+            f"Expected one label per image but {found.source} has {n} images and {labels.shape[0]} labels"
+        )
     if labels.dim() == 1:
         if labels.is_floating_point():
             if not torch.equal(labels, labels.round()):
-                raise InvalidOptionError(f"Expected whole-number class ids in {found.source} but found fractional labels; soft labels are an (N, {k}) tensor")
+                raise InvalidOptionError(
+                    f"Expected whole-number class ids in {found.source} but found fractional labels; soft labels are an (N, {k}) tensor"
+                )
             labels = labels.long()
         labels = labels.long()
         if n and not 0 <= int(labels.min()) <= int(labels.max()) < k:
@@ -219,10 +234,16 @@ def prepare(found: ExternalSet, data: RealData, settings: Settings, say: Say = l
         say(f"{replaced}{teacher.describe()} (protocol marked {teacher.key})")
     elif is_soft:
         loss = settings.soft_loss if settings.soft_loss in ("ce", "kl") else "ce"
-        soft = SoftLabels(loss, settings.temperature if settings.temperature is not None else (4.0 if loss == "kl" else 1.0))
-        say(f"soft labels: trained with {'soft cross-entropy' if loss == 'ce' else f'KL divergence at T={soft.temperature:g}'} (protocol marked {soft.key})")
+        soft = SoftLabels(
+            loss, settings.temperature if settings.temperature is not None else (4.0 if loss == "kl" else 1.0)
+        )
+        say(
+            f"soft labels: trained with {'soft cross-entropy' if loss == 'ce' else f'KL divergence at T={soft.temperature:g}'} (protocol marked {soft.key})"
+        )
     elif settings.soft_loss in ("ce", "kl"):
-        raise InvalidOptionError(f"--soft-loss {settings.soft_loss} needs soft labels (an (N, {data.num_classes}) tensor) but {found.source} has hard labels; leave it out")
+        raise InvalidOptionError(
+            f"--soft-loss {settings.soft_loss} needs soft labels (an (N, {data.num_classes}) tensor) but {found.source} has hard labels; leave it out"
+        )
     digest = content_hash(images, labels)
     provenance = {
         "source": found.source,
@@ -240,8 +261,12 @@ def prepare(found: ExternalSet, data: RealData, settings: Settings, say: Say = l
 
 
 def load_data(
-    dataset: str, data_root: str | None = None, res: int | None = None, download: bool = False,
-    test_size: int | None = None, train_per_class: int | None = None,
+    dataset: str,
+    data_root: str | None = None,
+    res: int | None = None,
+    download: bool = False,
+    test_size: int | None = None,
+    train_per_class: int | None = None,
 ) -> RealData:
     """The dataset an external set is scored on (its test split, first ``test_size`` images; a
     teacher trains on its training split, the first ``train_per_class`` images of each class)."""
@@ -256,7 +281,9 @@ def data_fingerprint(dataset: str, data_root: str | None, res: int | None) -> st
         return None
 
 
-def external_run_id(prepared: PreparedSet, data: RealData, fingerprint: str | None, test_size: int | None, lr: float | None) -> str:
+def external_run_id(
+    prepared: PreparedSet, data: RealData, fingerprint: str | None, test_size: int | None, lr: float | None
+) -> str:
     payload = {
         "v": SPEC_VERSION,
         "external": IDENTITY_VERSION,
@@ -272,7 +299,9 @@ def external_run_id(prepared: PreparedSet, data: RealData, fingerprint: str | No
 
 def check_name(name: str) -> str:
     if not _NAME.match(name):
-        raise InvalidOptionError(f"Expected --name of letters, digits and . _ + # - (at most 80, e.g. mtt-official) but got {name!r}")
+        raise InvalidOptionError(
+            f"Expected --name of letters, digits and . _ + # - (at most 80, e.g. mtt-official) but got {name!r}"
+        )
     return name
 
 
@@ -285,7 +314,9 @@ def default_name(path: str | Path) -> str:
 # ---------------------------------------------------------------------------- scoring
 
 
-def _spec_record(name: str, prepared: PreparedSet, data: RealData, settings: Settings, res: int | None, test_size: int | None) -> dict[str, Any]:
+def _spec_record(
+    name: str, prepared: PreparedSet, data: RealData, settings: Settings, res: int | None, test_size: int | None
+) -> dict[str, Any]:
     """What the store keeps as the run's spec: the fields readers expect, and the provenance."""
     return {
         "dataset": data.name,
@@ -387,7 +418,16 @@ def score_prepared(
     rows.sort(key=lambda row: (settings.evaluators.index(row[0]), settings.seeds.index(row[1])))
     return pd.DataFrame(
         [
-            {"name": name, "run_id": run_id, "dataset": data.name, "evaluator": e, "seed": s, "protocol": key, "accuracy": a, "reused": r}
+            {
+                "name": name,
+                "run_id": run_id,
+                "dataset": data.name,
+                "evaluator": e,
+                "seed": s,
+                "protocol": key,
+                "accuracy": a,
+                "reused": r,
+            }
             for e, s, a, r in rows
         ],
         columns=["name", "run_id", "dataset", "evaluator", "seed", "protocol", "accuracy", "reused"],
@@ -475,4 +515,14 @@ def evaluate_set(
 
 range_ = range  # `range` is a parameter name of evaluate_set (the CLI's --range)
 
-__all__ = ["evaluate_set", "prepare", "score_prepared", "Settings", "SoftLabels", "protocol_key", "content_hash", "load_data", "EXTERNAL"]
+__all__ = [
+    "evaluate_set",
+    "prepare",
+    "score_prepared",
+    "Settings",
+    "SoftLabels",
+    "protocol_key",
+    "content_hash",
+    "load_data",
+    "EXTERNAL",
+]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,9 @@ def _quiet_fallbacks() -> Iterator[None]:
     # vmap runs an op without a batching rule (CPU attention) seed by seed, correctly, and warns about
     # the speed in terms of PyTorch internals a user cannot act on
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented the batching rule")
+        warnings.filterwarnings(
+            "ignore", message="There is a performance drop because we have not yet implemented the batching rule"
+        )
         yield
 
 
@@ -79,7 +81,7 @@ class StackedNetworks:
     def parameters(self) -> list[Tensor]:
         return list(self.params.values())
 
-    def to(self, device: torch.device) -> "StackedNetworks":
+    def to(self, device: torch.device) -> StackedNetworks:
         with torch.no_grad():
             for state in (self.params, self.buffers):
                 for name, tensor in state.items():
@@ -87,7 +89,7 @@ class StackedNetworks:
                     state[name] = moved.requires_grad_(tensor.requires_grad) if moved is not tensor else tensor
         return self
 
-    def train(self, mode: bool = True) -> "StackedNetworks":
+    def train(self, mode: bool = True) -> StackedNetworks:
         self.template.train(mode)
         return self
 
@@ -163,7 +165,10 @@ def train_stacked(
                     x = torch.stack([dsa(x[s], dsa_seed(seed, step)) for s, seed in enumerate(seeds)])
                 logits = stack.forward(x)
                 losses = torch.stack(
-                    [F.cross_entropy(logits[s], y[s]) if loss_fn is None else loss_fn(logits[s], y[s]) for s in range(stack.size)]
+                    [
+                        F.cross_entropy(logits[s], y[s]) if loss_fn is None else loss_fn(logits[s], y[s])
+                        for s in range(stack.size)
+                    ]
                 )
                 optimizer.zero_grad(set_to_none=True)
                 # seeds share no parameter, so the sum's gradient is each seed's own loss gradient
@@ -194,7 +199,9 @@ def stacked_test_accuracies(
     ``batch_size`` bounds the images of all seeds together, as `ddbench.training.test_accuracy`
     bounds one network's; on a CPU the chunks are `CPU_TEST_CHUNK` images."""
     if len(images) != len(labels) or len(images) == 0:
-        raise InvalidOptionError(f"Expected as many labels as images (and at least one) but got {len(labels)} and {len(images)}")
+        raise InvalidOptionError(
+            f"Expected as many labels as images (and at least one) but got {len(labels)} and {len(images)}"
+        )
     device = torch.device(device)
     was_training = stack.template.training
     stack.to(device).train(False)

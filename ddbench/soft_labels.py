@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ddbench.errors import InvalidOptionError
 
@@ -56,11 +57,15 @@ class Teacher:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.arch or ""):
-            raise InvalidOptionError(f"Expected a teacher architecture name (an evaluator, e.g. {DEFAULT_TEACHER}) but got {self.arch!r}")
+            raise InvalidOptionError(
+                f"Expected a teacher architecture name (an evaluator, e.g. {DEFAULT_TEACHER}) but got {self.arch!r}"
+            )
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise InvalidOptionError(f"Expected --teacher-epochs ≥ 1 but got {self.epochs!r}")
         if self.train_per_class is not None and self.train_per_class < 1:
-            raise InvalidOptionError(f"Expected the teacher's training images per class ≥ 1 but got {self.train_per_class}")
+            raise InvalidOptionError(
+                f"Expected the teacher's training images per class ≥ 1 but got {self.train_per_class}"
+            )
 
     @property
     def key(self) -> str:
@@ -99,17 +104,19 @@ class SoftLabels:
         if self.teacher is None:
             return f"the set's soft labels, {loss}"
         t = self.teacher
-        data = f"first {t.train_per_class} training images per class" if t.train_per_class else "the real training split"
+        data = (
+            f"first {t.train_per_class} training images per class" if t.train_per_class else "the real training split"
+        )
         return f"soft labels of a {t.arch} teacher ({t.epochs} epoch(s) on {data}, seed {t.seed}), {loss}"
 
-    def loss_fn(self) -> Callable[["Tensor", "Tensor"], "Tensor"]:
+    def loss_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
         import torch.nn.functional as F
 
         if self.loss == "ce":
             return lambda logits, target: F.cross_entropy(logits, target)
         t = self.temperature
 
-        def kl(logits: "Tensor", target: "Tensor") -> "Tensor":
+        def kl(logits: Tensor, target: Tensor) -> Tensor:
             # the labels' distribution at temperature t (softmax(log p / t)), KL to the student's at t
             teacher = F.log_softmax(target.clamp_min(1e-12).log() / t, dim=1)
             return F.kl_div(F.log_softmax(logits / t, dim=1), teacher, log_target=True, reduction="batchmean") * t * t
@@ -124,12 +131,14 @@ class SoftLabels:
         return record
 
     @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> "SoftLabels":
+    def from_dict(cls, record: Mapping[str, Any]) -> SoftLabels:
         if not isinstance(record, Mapping) or "loss" not in record:
             raise InvalidOptionError(f"Expected soft labels as {{'loss': 'ce' or 'kl', ...}} but got {record!r}")
         teacher = record.get("teacher")
         if teacher is not None and not isinstance(teacher, Mapping):
-            raise InvalidOptionError(f"Expected the soft labels' teacher as a table (arch, epochs, ...) but got {teacher!r}")
+            raise InvalidOptionError(
+                f"Expected the soft labels' teacher as a table (arch, epochs, ...) but got {teacher!r}"
+            )
         try:
             return cls(
                 loss=record["loss"],
@@ -146,12 +155,18 @@ def teacher_soft_labels(
     """``--soft-labels teacher[:ARCH]`` with ``--soft-loss``, ``--temperature`` and ``--teacher-epochs``."""
     name, _, arch = source.partition(":")
     if name != "teacher":
-        raise InvalidOptionError(f"Expected --soft-labels teacher or teacher:ARCH (e.g. teacher:{DEFAULT_TEACHER}) but got '{source}'")
+        raise InvalidOptionError(
+            f"Expected --soft-labels teacher or teacher:ARCH (e.g. teacher:{DEFAULT_TEACHER}) but got '{source}'"
+        )
     loss = loss or "ce"
     if loss not in SOFT_LOSSES:
         raise InvalidOptionError(f"--soft-labels teacher trains with --soft-loss ce or kl, not '{loss}'")
-    teacher = Teacher(arch or DEFAULT_TEACHER, epochs if epochs is not None else DEFAULT_TEACHER_EPOCHS, TEACHER_SEED, train_per_class)
-    return SoftLabels(loss, temperature if temperature is not None else (DEFAULT_KL_TEMPERATURE if loss == "kl" else 1.0), teacher)
+    teacher = Teacher(
+        arch or DEFAULT_TEACHER, epochs if epochs is not None else DEFAULT_TEACHER_EPOCHS, TEACHER_SEED, train_per_class
+    )
+    return SoftLabels(
+        loss, temperature if temperature is not None else (DEFAULT_KL_TEMPERATURE if loss == "kl" else 1.0), teacher
+    )
 
 
 def protocol_key(protocol: str, eval_epochs: int | None, soft: SoftLabels | None) -> str:
@@ -164,7 +179,9 @@ def protocol_key(protocol: str, eval_epochs: int | None, soft: SoftLabels | None
 def stored_protocol_key(spec: Mapping[str, Any]) -> str:
     """`protocol_key` of a spec dict (a stored run's, which may come from another ddbench version)."""
     soft = spec.get("soft_labels")
-    return protocol_key(str(spec.get("protocol", "dc")), spec.get("eval_epochs"), SoftLabels.from_dict(soft) if soft else None)
+    return protocol_key(
+        str(spec.get("protocol", "dc")), spec.get("eval_epochs"), SoftLabels.from_dict(soft) if soft else None
+    )
 
 
 def _split(key: str) -> tuple[str, list[str]]:

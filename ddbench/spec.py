@@ -83,7 +83,9 @@ class RunSpec:
         if not self.eval_seeds:
             raise InvalidOptionError("Expected at least one evaluation seed")
         if self.soft_labels is not None and SoftLabels.from_dict(self.soft_labels).teacher is None:
-            raise InvalidOptionError("A run's soft labels come from a teacher (--soft-labels teacher); its set has hard labels")
+            raise InvalidOptionError(
+                "A run's soft labels come from a teacher (--soft-labels teacher); its set has hard labels"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -93,7 +95,7 @@ class RunSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         data = dict(data)
         data.pop("spec_version", None)
         known = {f.name for f in dataclasses.fields(cls)}
@@ -130,7 +132,9 @@ class RunSpec:
     def protocol_key(self) -> str:
         """Names the evaluation protocol and its overrides, e.g. ``dc``, ``dc[epochs=300]`` or, with
         teacher soft labels, ``dc[epochs=300,soft=ce,teacher=convnet:2ep]``."""
-        return stored_protocol_key({"protocol": self.protocol, "eval_epochs": self.eval_epochs, "soft_labels": self.soft_labels})
+        return stored_protocol_key(
+            {"protocol": self.protocol, "eval_epochs": self.eval_epochs, "soft_labels": self.soft_labels}
+        )
 
 
 #: entries of an identity that are recorded but never hashed
@@ -144,7 +148,9 @@ def identity_key(identity: dict[str, Any]) -> dict[str, Any]:
     (effective options without neutral ones, model paths as content digests, the data fingerprint)
     and the learning rates; never paths, full option records or the device."""
     return {
-        name: {k: entry[k] for k in IDENTITY_HASHED if k in entry} if isinstance(entry, dict) and "key" in entry else entry
+        name: {k: entry[k] for k in IDENTITY_HASHED if k in entry}
+        if isinstance(entry, dict) and "key" in entry
+        else entry
         for name, entry in identity.items()
         if name not in IDENTITY_LABELS
     }

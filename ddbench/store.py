@@ -13,11 +13,12 @@ import math
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -156,7 +157,9 @@ class ResultsStore:
     One instance may be shared by threads; separate instances (or processes) may write at once.
     """
 
-    def __init__(self, path: str | os.PathLike[str], provenance: Provenance | None = None, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], provenance: Provenance | None = None, read_only: bool = False
+    ) -> None:
         self.path = Path(path)
         self.read_only = read_only
         if self.path.is_dir():
@@ -171,9 +174,7 @@ class ResultsStore:
             return
         check_writable_dir(self.path.parent, "--out")
         # autocommit mode (isolation_level=None): transactions are opened explicitly in `_write`
-        self._conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -195,7 +196,9 @@ class ResultsStore:
     def _open_read_only(self) -> sqlite3.Connection:
         """A connection that writes nothing: no directory, lock file or schema (``leaderboard``, ``show``)."""
         if not self.path.is_file():
-            raise InvalidOptionError(f"No results store at {self.path}; run `ddbench run --out {self.path.parent}` first or pass --out")
+            raise InvalidOptionError(
+                f"No results store at {self.path}; run `ddbench run --out {self.path.parent}` first or pass --out"
+            )
         uri = f"{self.path.resolve().as_uri()}?mode=ro"
         if not os.access(self.path.parent, os.W_OK):
             # a WAL database in a folder nobody can write (a read-only mount): SQLite cannot create
@@ -228,7 +231,9 @@ class ResultsStore:
     def _translate(self, err: sqlite3.DatabaseError) -> Exception:
         """A SQLite error as the user's problem: a corrupt file or an unwritable place (else unchanged)."""
         text = str(err).lower()
-        if isinstance(err, sqlite3.OperationalError) and ("readonly" in text or "read-only" in text or "unable to open" in text):
+        if isinstance(err, sqlite3.OperationalError) and (
+            "readonly" in text or "read-only" in text or "unable to open" in text
+        ):
             return InvalidOptionError(
                 f"Cannot write the results store {self.path} ({err}); pass --out a writable directory"
             )
@@ -271,7 +276,9 @@ class ResultsStore:
         with self._lock, self._errors():
             self._check_open()
             if self.read_only:
-                raise InvalidOptionError(f"The results store {self.path} was opened read-only; open it without read_only=True to write")
+                raise InvalidOptionError(
+                    f"The results store {self.path} was opened read-only; open it without read_only=True to write"
+                )
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -309,7 +316,7 @@ class ResultsStore:
                 self._conn.close()
                 self._conn = None  # type: ignore[assignment]
 
-    def __enter__(self) -> "ResultsStore":
+    def __enter__(self) -> ResultsStore:
         return self
 
     def __exit__(

@@ -42,8 +42,9 @@ import difflib
 import os
 import re
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ddbench import registry
 from ddbench.errors import InvalidOptionError
@@ -99,7 +100,7 @@ class SuiteLayout:
     paper_table: str | None = None
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], where: str) -> "SuiteLayout":
+    def from_mapping(cls, data: Mapping[str, Any], where: str) -> SuiteLayout:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(known))
         if unknown:
@@ -109,7 +110,9 @@ class SuiteLayout:
             raise InvalidOptionError(f"{where}: expected [layout] rows as a non-empty list of names but got {rows!r}")
         columns = data.get("columns", cls.columns)
         if columns not in LAYOUT_COLUMNS:
-            raise InvalidOptionError(f"{where}: expected [layout] columns to be one of {list(LAYOUT_COLUMNS)} but got {columns!r}")
+            raise InvalidOptionError(
+                f"{where}: expected [layout] columns to be one of {list(LAYOUT_COLUMNS)} but got {columns!r}"
+            )
         all_column = data.get("all_column", False)
         if not isinstance(all_column, bool):
             raise InvalidOptionError(f"{where}: expected [layout] all_column as true or false but got {all_column!r}")
@@ -183,14 +186,19 @@ class Suite:
             for key, value in overrides.items():
                 # options add to the entry's own (flattened below); everything else replaces
                 values[key] = {**values.get(key, {}), **value} if key in _MERGED_KEYS else value
-            for key, plugins_key, family in (("prior_options", "priors", "prior"), ("matcher_options", "matchers", "matcher")):
+            for key, plugins_key, family in (
+                ("prior_options", "priors", "prior"),
+                ("matcher_options", "matchers", "matcher"),
+            ):
                 names = values.get(plugins_key) or getattr(SpecGrid(), plugins_key)
                 names = names if isinstance(names, list) else [names]
                 kept = {}
                 for option, option_value in flatten_scoped(values.get(key, {}), installed[family]).items():
                     scope = option.rpartition(".")[0]
                     if scope and scope not in installed[family]:
-                        raise InvalidOptionError(f"{where}: option '{option}' is scoped to '{scope}', which is not an installed {family}")
+                        raise InvalidOptionError(
+                            f"{where}: option '{option}' is scoped to '{scope}', which is not an installed {family}"
+                        )
                     if scope and scope not in names:
                         continue  # [defaults] and command-line options reach only the entries with that plugin
                     used_options.add(option)
@@ -206,7 +214,9 @@ class Suite:
         for key in ("prior_options", "matcher_options"):
             unused = sorted(set(overrides.get(key, {})) - used_options)
             if unused:
-                raise InvalidOptionError(f"Options {unused} are scoped to plugins that suite '{self.name}' does not use")
+                raise InvalidOptionError(
+                    f"Options {unused} are scoped to plugins that suite '{self.name}' does not use"
+                )
         if not runs:
             raise InvalidOptionError(f"Suite '{self.name}' has no run matching {filters}; drop or change the filters")
         if validate:
@@ -312,7 +322,9 @@ def load_suite(name_or_path: str | os.PathLike[str]) -> Suite:
         merged = {**defaults, **table}
         labels = merged.pop("labels", {})
         if not isinstance(labels, Mapping) or not all(isinstance(v, str) for v in labels.values()):
-            raise InvalidOptionError(f"{where}: grid entry {index + 1}: expected labels as a table of strings but got {labels!r}")
+            raise InvalidOptionError(
+                f"{where}: grid entry {index + 1}: expected labels as a table of strings but got {labels!r}"
+            )
         # check the keys now, so a typo in a suite file fails at load time, not at expansion
         SpecGrid.from_mapping(merged, f"{where}: grid entry {index + 1}")
         entries.append(SuiteEntry(grid=merged, labels=dict(labels)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from rich.console import Console
@@ -89,7 +89,9 @@ def estimate_eval_seconds(spec: RunSpec) -> float:
     test = spec.test_size or DEFAULT_TEST_SIZE
     per_seed = 0.0
     for name in spec.evaluators:
-        train, per_test = getattr(_plugin_class("evaluator", name), "seconds_per_image", None) or DEFAULT_SECONDS_PER_IMAGE
+        train, per_test = (
+            getattr(_plugin_class("evaluator", name), "seconds_per_image", None) or DEFAULT_SECONDS_PER_IMAGE
+        )
         per_seed += train * images * epochs + per_test * test
     return per_seed * len(spec.eval_seeds) * _pixel_scale(spec)
 
@@ -166,7 +168,18 @@ def print_plan(planned: Sequence[PlannedRun], console: Console, workers: int = 1
     from rich.table import Table
 
     table = Table(title=f"{len(planned)} run(s)", show_lines=False)
-    for column in ("#", "run id", "dataset", "prior", "matcher", "ipc", "iterations", "evaluators × seeds", "state", "est. 1-core"):
+    for column in (
+        "#",
+        "run id",
+        "dataset",
+        "prior",
+        "matcher",
+        "ipc",
+        "iterations",
+        "evaluators × seeds",
+        "state",
+        "est. 1-core",
+    ):
         table.add_column(column)
     for i, run in enumerate(planned, 1):
         s = run.spec
@@ -226,17 +239,23 @@ class SweepProgress:
         run_id = result.run_id
         self.running.pop(run_id, None)
         if result.state == "busy":
-            self.console.print(f"[yellow]… {task.run_spec.label} {run_id} is {result.error}; waiting for it", soft_wrap=True)
+            self.console.print(
+                f"[yellow]… {task.run_spec.label} {run_id} is {result.error}; waiting for it", soft_wrap=True
+            )
             return
         self._ended.add(run_id)
         if result.state == "done":
             self.done += 1
             self._actual += result.seconds
             self._estimated_done += self.estimates.get(run_id, 0.0)
-            self.console.print(f"[green]✓[/] {task.run_spec.label} {run_id} ({format_duration(result.seconds)})", soft_wrap=True)
+            self.console.print(
+                f"[green]✓[/] {task.run_spec.label} {run_id} ({format_duration(result.seconds)})", soft_wrap=True
+            )
         else:
             self.failed[run_id] = result.error or "unknown error"
-            self.console.print(f"[red]✗[/] {task.run_spec.label} {run_id}: {result.error}  (log: {task.log_path})", soft_wrap=True)
+            self.console.print(
+                f"[red]✗[/] {task.run_spec.label} {run_id}: {result.error}  (log: {task.log_path})", soft_wrap=True
+            )
         self.console.print(self.line(), soft_wrap=True)
 
     def skip(self, run_id: str) -> None:
@@ -289,7 +308,7 @@ def run_sweep(
         def on_done(task: SweepTask, result: TaskResult) -> None:
             progress.finish(task, result)
             if result.state == "busy":
-                busy.append(task)
+                busy.append(task)  # noqa: B023 - on_done is used only in this pass of the loop
             elif result.state == "done":
                 done.append(result.run_id)
 
@@ -305,7 +324,9 @@ def run_sweep(
             if plan.state == "done":
                 progress.skip(plan.spec.run_id)
                 skipped.append(plan.spec.run_id)
-                console.print(f"[dim]{plan.spec.label} {plan.spec.run_id} was finished by another sweep", soft_wrap=True)
+                console.print(
+                    f"[dim]{plan.spec.label} {plan.spec.run_id} was finished by another sweep", soft_wrap=True
+                )
             else:
                 pending.append(task)
     console.print(progress.line(), soft_wrap=True)

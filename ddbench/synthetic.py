@@ -73,7 +73,7 @@ class SyntheticSet:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "SyntheticSet":
+    def load(cls, directory: str | Path) -> SyntheticSet:
         directory = Path(directory)
         tensors_path, meta_path = directory / TENSORS_FILE, directory / METADATA_FILE
         if not tensors_path.exists() or not meta_path.exists():

@@ -8,8 +8,8 @@ these probabilities to ``softmax(teacher(x) / T)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -44,7 +44,9 @@ def teacher_labels(
     key = FullDataKey.of(data, fingerprint, teacher.arch, protocol, teacher.epochs, teacher.seed)
     model = full_data_model(data, key, cache_dir, device, progress, say).to(device).eval()
     with torch.no_grad():
-        probabilities = [model(images[start : start + BATCH].to(device)).softmax(1).cpu() for start in range(0, len(images), BATCH)]
+        probabilities = [
+            model(images[start : start + BATCH].to(device)).softmax(1).cpu() for start in range(0, len(images), BATCH)
+        ]
     return torch.cat(probabilities).float()
 
 

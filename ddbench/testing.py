@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -102,7 +103,11 @@ def check_declarations(cls: type, family: str) -> None:
     """The class attributes tools read are well formed (no instance is built)."""
     base = FAMILY_BASES.get(family)
     _require(base is not None, cls, f"family '{family}' is one of {sorted(FAMILY_BASES)}")
-    _require(isinstance(cls, type) and issubclass(cls, base), cls, f"a {family} plugin subclasses ddbench.interfaces.{base.__name__}")
+    _require(
+        isinstance(cls, type) and issubclass(cls, base),
+        cls,
+        f"a {family} plugin subclasses ddbench.interfaces.{base.__name__}",
+    )
     _require(isinstance(cls.description, str) and cls.description.strip() != "" and "\n" not in cls.description, cls,
              "`description` is one non-empty line (`ddbench plugins` shows it)")  # fmt: skip
     _require(cls.version is None or (isinstance(cls.version, int) and not isinstance(cls.version, bool) and cls.version >= 0), cls,
@@ -115,7 +120,11 @@ def check_declarations(cls: type, family: str) -> None:
                  f"`{attribute}` is a tuple of __init__ options; {sorted(set(declared) - options)} are not")  # fmt: skip
     missing_defaults = [n for n, p in inspect.signature(cls).parameters.items()
                         if n in options and p.default is inspect.Parameter.empty]  # fmt: skip
-    _require(not missing_defaults, cls, f"every __init__ option has a default (a run may give none); {missing_defaults} have none")
+    _require(
+        not missing_defaults,
+        cls,
+        f"every __init__ option has a default (a run may give none); {missing_defaults} have none",
+    )
     if issubclass(cls, Prior):
         _check_prior_declarations(cls)
     if issubclass(cls, Matcher):
@@ -126,7 +135,11 @@ def check_declarations(cls: type, family: str) -> None:
 
 
 def _check_prior_declarations(cls: type[Prior]) -> None:
-    _require(not hasattr(cls, "default_lrs"), cls, "`default_lrs` tables are gone: declare `base_lrs` (rates for a matcher of lr_scale 1)")
+    _require(
+        not hasattr(cls, "default_lrs"),
+        cls,
+        "`default_lrs` tables are gone: declare `base_lrs` (rates for a matcher of lr_scale 1)",
+    )
     _require(isinstance(cls.base_lrs, dict) and all(isinstance(v, (int, float)) and v > 0 for v in cls.base_lrs.values()), cls,
              "`base_lrs` maps tensor names to positive learning rates")  # fmt: skip
     _require(ANY_TENSOR not in cls.base_lrs, cls, f"`base_lrs` names tensors; '{ANY_TENSOR}' is not one")
@@ -179,9 +192,19 @@ def check_prior(cls: type[Prior], data: RealData | None = None, ipc: int = 2, **
     everything = torch.arange(n)
     images = prior.generate(state, everything)
     shape = (n, data.channels, data.resolution, data.resolution)
-    _require(tuple(images.shape) == shape, prior, f"generate returns images of shape {shape}, got {tuple(images.shape)}")
-    _require(images.dtype == torch.float32 and bool(torch.isfinite(images).all()), prior, "generate returns finite float32 images")
-    _require(float(images.detach().abs().max()) < 50, prior, "generate returns images normalised with the dataset's mean/std, not 0-255 pixels")
+    _require(
+        tuple(images.shape) == shape, prior, f"generate returns images of shape {shape}, got {tuple(images.shape)}"
+    )
+    _require(
+        images.dtype == torch.float32 and bool(torch.isfinite(images).all()),
+        prior,
+        "generate returns finite float32 images",
+    )
+    _require(
+        float(images.detach().abs().max()) < 50,
+        prior,
+        "generate returns images normalised with the dataset's mean/std, not 0-255 pixels",
+    )
     with torch.no_grad():
         part = torch.tensor([n - 1, 0])
         # loose: batched kernels may round differently; a batch statistic would differ far more
@@ -195,9 +218,17 @@ def check_prior(cls: type[Prior], data: RealData | None = None, ipc: int = 2, **
             continue  # not learnable with these options (is_learnable)
         _require(tensor.grad is not None and bool(torch.isfinite(tensor.grad).all()), prior,
                  f"gradients of the images reach the learnable tensor '{name}' (finite)")  # fmt: skip
-    _require(all(isinstance(v, float) and v > 0 and math.isfinite(v) for v in lrs.values()), prior, "learning_rates gives positive rates")
+    _require(
+        all(isinstance(v, float) and v > 0 and math.isfinite(v) for v in lrs.values()),
+        prior,
+        "learning_rates gives positive rates",
+    )
     declared = set(lrs) - {ANY_TENSOR}
-    _require(declared <= set(state.params), prior, f"`base_lrs` names tensors init_state returns; {sorted(declared - set(state.params))} are not")
+    _require(
+        declared <= set(state.params),
+        prior,
+        f"`base_lrs` names tensors init_state returns; {sorted(declared - set(state.params))} are not",
+    )
 
 
 # ---------------------------------------------------------------------------------- matchers
@@ -213,12 +244,18 @@ def check_matcher(
     data = data or tiny_data()
     matcher = _build(cls, "matcher", options)
     device = torch.device("cpu")
-    context = MatchContext(data=data, ipc=ipc, device=device, dsa=DSA(), cache_dir=str(cache_dir) if cache_dir else None)
+    context = MatchContext(
+        data=data, ipc=ipc, device=device, dsa=DSA(), cache_dir=str(cache_dir) if cache_dir else None
+    )
     matcher.setup(context)
     _require(getattr(matcher, "context", None) is context, matcher, "setup(context) calls super().setup(context)")
     labels = class_labels(data.num_classes, ipc)
     start = torch.cat([data.sample_class(c, ipc, generator(1, "contract")) for c in range(data.num_classes)])
-    _require(isinstance(matcher.steps_per_iteration, int) and matcher.steps_per_iteration >= 1, matcher, "steps_per_iteration ≥ 1")
+    _require(
+        isinstance(matcher.steps_per_iteration, int) and matcher.steps_per_iteration >= 1,
+        matcher,
+        "steps_per_iteration ≥ 1",
+    )
 
     def loss_at(iteration: int) -> tuple[Tensor, Tensor]:
         seed_everything(1000 + iteration)  # what the engine does before each iteration
@@ -244,13 +281,19 @@ def check_matcher(
     _require(isinstance(overrides, dict) and set(overrides) <= set(EVALUATION_OVERRIDES), matcher,
              f"evaluation_overrides sets only {list(EVALUATION_OVERRIDES)}")  # fmt: skip
     for group in matcher.parameters():
-        _require(isinstance(group, dict) and "params" in group, matcher, "parameters() returns optimiser groups ({'params': [...], 'lr': ...})")
+        _require(
+            isinstance(group, dict) and "params" in group,
+            matcher,
+            "parameters() returns optimiser groups ({'params': [...], 'lr': ...})",
+        )
 
 
 # ------------------------------------------------------------------------- other families
 
 
-def check_evaluator(cls: type[Evaluator], channels: int = 1, num_classes: int = 3, resolution: int = 32, **options: Any) -> None:
+def check_evaluator(
+    cls: type[Evaluator], channels: int = 1, num_classes: int = 3, resolution: int = 32, **options: Any
+) -> None:
     """The network takes normalised images and returns logits; ``embed`` gives per-image features."""
     check_declarations(cls, "evaluator")
     evaluator = _build(cls, "evaluator", options)
@@ -259,14 +302,24 @@ def check_evaluator(cls: type[Evaluator], channels: int = 1, num_classes: int = 
     net = evaluator.build(channels, num_classes, resolution)
     x = torch.randn(2, channels, resolution, resolution)
     logits = net(x)
-    _require(tuple(logits.shape) == (2, num_classes), evaluator, f"build(...) returns a network whose logits are (batch, {num_classes})")
+    _require(
+        tuple(logits.shape) == (2, num_classes),
+        evaluator,
+        f"build(...) returns a network whose logits are (batch, {num_classes})",
+    )
     embed = getattr(net, "embed", None)
-    _require(callable(embed) and embed(x).shape[0] == 2, evaluator, "the network has embed(x) → features (distribution matching uses it)")
+    _require(
+        callable(embed) and embed(x).shape[0] == 2,
+        evaluator,
+        "the network has embed(x) → features (distribution matching uses it)",
+    )
     if evaluator.batching_obstacle() is None:
         _check_batched_seeds(evaluator, net, channels, num_classes, resolution)
 
 
-def _check_batched_seeds(evaluator: Evaluator, net: nn.Module, channels: int, num_classes: int, resolution: int) -> None:
+def _check_batched_seeds(
+    evaluator: Evaluator, net: nn.Module, channels: int, num_classes: int, resolution: int
+) -> None:
     """An evaluator that allows batched seeds gives each seed's own logits when two are stacked."""
     from ddbench.seed_batching import StackedNetworks
 
@@ -289,14 +342,22 @@ def check_dataset(cls: type[DatasetPlugin], **options: Any) -> None:
     dataset = _build(cls, "dataset", options)
     _require(all(isinstance(r, int) and r > 0 for r in cls.resolutions), dataset, "`resolutions` are positive ints")
     ok, reason = dataset.available(str(Path("/nonexistent-ddbench-contract")))
-    _require(isinstance(ok, bool) and isinstance(reason, str), dataset, "available(root) returns (bool, reason) and never raises")
+    _require(
+        isinstance(ok, bool) and isinstance(reason, str),
+        dataset,
+        "available(root) returns (bool, reason) and never raises",
+    )
 
 
 def check_executor(cls: type, **options: Any) -> None:
     """An executor subclasses `ddbench.executor.Executor`, describes itself and builds from its options."""
     from ddbench.executor import Executor
 
-    _require(isinstance(cls, type) and issubclass(cls, Executor), cls, "an executor plugin subclasses ddbench.executor.Executor")
+    _require(
+        isinstance(cls, type) and issubclass(cls, Executor),
+        cls,
+        "an executor plugin subclasses ddbench.executor.Executor",
+    )
     _require(isinstance(cls.description, str) and cls.description.strip() != "" and "\n" not in cls.description, cls,
              "`description` is one non-empty line (`ddbench plugins` shows it)")  # fmt: skip
     executor = _build(cls, "executor", options)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -77,14 +77,18 @@ def dsa_seed(seed: int, step: int) -> int:
     return derive_seed("train-dsa", seed, step)
 
 
-def check_training_inputs(epochs: int, lr: float, batch_size: int, schedule: str, images: Tensor, labels: Tensor) -> None:
+def check_training_inputs(
+    epochs: int, lr: float, batch_size: int, schedule: str, images: Tensor, labels: Tensor
+) -> None:
     """Raise InvalidOptionError for settings or data no training run can use."""
     if epochs < 0 or batch_size < 1 or lr < 0:
         raise InvalidOptionError(f"Expected epochs ≥ 0, batch_size ≥ 1, lr ≥ 0 but got {epochs}, {batch_size}, {lr}")
     if schedule not in SCHEDULES:
         raise InvalidOptionError(f"Unknown lr schedule '{schedule}'; expected one of {SCHEDULES}")
     if len(images) != len(labels) or len(images) == 0:
-        raise InvalidOptionError(f"Expected as many labels as images (and at least one) but got {len(labels)} and {len(images)}")
+        raise InvalidOptionError(
+            f"Expected as many labels as images (and at least one) but got {len(labels)} and {len(images)}"
+        )
 
 
 def check_finite_loss(mean_loss: float, epoch: int, epochs: int, lr: float, what: str = "Training loss") -> None:
@@ -179,7 +183,9 @@ def test_accuracy(
 ) -> float:
     """Top-1 accuracy of ``model`` (eval mode, no grad) on uint8 images (normalised here) or float ones."""
     if len(images) != len(labels) or len(images) == 0:
-        raise InvalidOptionError(f"Expected as many labels as images (and at least one) but got {len(labels)} and {len(images)}")
+        raise InvalidOptionError(
+            f"Expected as many labels as images (and at least one) but got {len(labels)} and {len(images)}"
+        )
     device = torch.device(device)
     was_training = model.training
     model.to(device).eval()

@@ -17,9 +17,13 @@ FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def make_tiny_data(num_classes: int = 3, per_class: int = 12, channels: int = 1, res: int = 16, seed: int = 0) -> RealData:
+def make_tiny_data(
+    num_classes: int = 3, per_class: int = 12, channels: int = 1, res: int = 16, seed: int = 0
+) -> RealData:
     """Random uint8 images with a class-dependent brightness, so classes are learnable."""
-    return contract_tiny_data(num_classes, per_class, channels, res, seed, test_per_class=max(2, per_class // 3), name="tiny")
+    return contract_tiny_data(
+        num_classes, per_class, channels, res, seed, test_per_class=max(2, per_class // 3), name="tiny"
+    )
 
 
 @pytest.fixture
@@ -46,7 +50,6 @@ def fmnist_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     _require_fmnist()
     import numpy as np
-
     from ddbench_plugins.datasets.fashion_mnist import read_split
     from fixtures_data import write_idx_gz
 

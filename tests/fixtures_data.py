@@ -9,8 +9,8 @@ import gzip
 import pickle
 import random
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -58,7 +58,15 @@ def make_cifar10(directory: Path, per_batch: int = 10, n_test: int = 10, seed: i
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         batch_labels = [int(x) for x in rng.permutation(np.arange(n) % 10)]
         with open(batches / name, "wb") as handle:
-            pickle.dump({"batch_label": name, "data": data, "labels": batch_labels, "filenames": [f"{i}.png" for i in range(n)]}, handle)
+            pickle.dump(
+                {
+                    "batch_label": name,
+                    "data": data,
+                    "labels": batch_labels,
+                    "filenames": [f"{i}.png" for i in range(n)],
+                },
+                handle,
+            )
         rows.append(data)
         labels.append(np.array(batch_labels))
     with open(batches / "batches.meta", "wb") as handle:

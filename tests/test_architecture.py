@@ -8,8 +8,9 @@ What the core needs of a plugin it reads from class attributes the plugin declar
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "ddbench"
@@ -54,7 +55,11 @@ def _docstrings(tree: ast.AST) -> set[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 found.add(id(first.value))
     return found
 
@@ -78,9 +83,16 @@ def _default_positions(tree: ast.AST) -> set[int]:
             roots.append(node.value)
         elif isinstance(node, ast.ClassDef):
             roots += [s.value for s in node.body if isinstance(s, ast.AnnAssign) and s.value is not None]
-        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id.startswith("DEFAULT") for t in node.targets):
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id.startswith("DEFAULT") for t in node.targets
+        ):
             roots.append(node.value)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" and len(node.args) == 2:
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and len(node.args) == 2
+        ):
             roots.append(node.args[1])
     return {id(n) for root in roots for n in ast.walk(root)}
 
@@ -109,8 +121,18 @@ def test_the_core_never_imports_the_builtin_plugins():
     offenders = []
     for path in core_modules():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} imports {m}" for m in modules if m.split(".")[0] == "ddbench_plugins"]
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(ROOT)}:{node.lineno} imports {m}"
+                for m in modules
+                if m.split(".")[0] == "ddbench_plugins"
+            ]
     assert not offenders, "the core reaches plugins through the registry only:\n" + "\n".join(offenders)
 
 
@@ -141,7 +163,11 @@ def test_the_scanner_finds_a_name_in_code_but_not_in_docs_or_defaults(tmp_path):
         '    """And dm here."""\n'
         '    return spec.matcher == "mtt" or "ld3m[x=1]"\n'
     )
-    assert names_in_code(module, {"mtt", "dm", "ld3m", "pixel"}) == [(3, "pixel", True), (5, "ld3m", False), (5, "mtt", False)]
+    assert names_in_code(module, {"mtt", "dm", "ld3m", "pixel"}) == [
+        (3, "pixel", True),
+        (5, "ld3m", False),
+        (5, "mtt", False),
+    ]
 
 
 def test_every_allowed_name_is_a_builtin_plugin():

@@ -15,8 +15,8 @@ import hashlib
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -154,7 +154,9 @@ def _wrong_magic(path: Path) -> None:
         handle.write(b"\x00\x00\x09\x03" + b"\x00" * 64)
 
 
-def _image_folder(classes: dict[str, int], test: dict[str, int] | None = None, corrupt: bool = False) -> Callable[[Env], None]:
+def _image_folder(
+    classes: dict[str, int], test: dict[str, int] | None = None, corrupt: bool = False
+) -> Callable[[Env], None]:
     """An image folder with ``classes`` (name → images), optionally pre-split with ``test``."""
 
     def make(env: Env) -> None:
@@ -194,6 +196,7 @@ def _fake_ckpt(env: Env) -> None:
 
 
 # the table ----------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Case:
@@ -251,64 +254,165 @@ CASES = [
     case("report-unknown", f"{RUN} --report best", "--report"),
     case("res-unsupported", f"{RUN} --res 64", "28 px"),
     case("workers-zero", f"{RUN} --workers 0", "--workers"),
-    case("glad-stylegan-xl-untrusted", f"{RUN} --prior glad --prior-opt backend=stylegan-xl --prior-opt weights={{tmp}}/g.pkl "
-         "--prior-opt stylegan_xl_src={tmp}", "glad.trust_pickle=true"),
+    case(
+        "glad-stylegan-xl-untrusted",
+        f"{RUN} --prior glad --prior-opt backend=stylegan-xl --prior-opt weights={{tmp}}/g.pkl "
+        "--prior-opt stylegan_xl_src={tmp}",
+        "glad.trust_pickle=true",
+    ),
     # suite files
     case("suite-file-missing", "run --out {out} --suite {tmp}/missing.toml", "does not exist"),
     case("suite-not-toml", "run --out {out} --suite {tmp}/bad.toml", "not valid TOML", setup=_suite("name = [")),
-    case("suite-unknown-top-key", "run --out {out} --suite {tmp}/bad.toml", "unknown top-level keys",
-         setup=_suite('version = 1\ncolour = "red"\n' + GOOD_GRID)),
+    case(
+        "suite-unknown-top-key",
+        "run --out {out} --suite {tmp}/bad.toml",
+        "unknown top-level keys",
+        setup=_suite('version = 1\ncolour = "red"\n' + GOOD_GRID),
+    ),
     case("suite-no-version", "run --out {out} --suite {tmp}/bad.toml", "'version'", setup=_suite(GOOD_GRID)),
-    case("suite-grid-typo", "run --out {out} --suite {tmp}/bad.toml", "Did you mean 'ipcs'",
-         setup=_suite("version = 1\n" + GOOD_GRID + "ipc = [1]\n")),
-    case("suite-seeds-zero", "run --out {out} --suite {tmp}/bad.toml", "'seeds' ≥ 1",
-         setup=_suite("version = 1\n" + GOOD_GRID + "seeds = 0\n")),
-    case("suite-iterations-negative", "run --out {out} --suite {tmp}/bad.toml", "≥ 0",
-         setup=_suite("version = 1\n" + GOOD_GRID + "iterations = -5\n")),
-    case("suite-ipcs-not-numbers", "run --out {out} --suite {tmp}/bad.toml", "whole numbers",
-         setup=_suite("version = 1\n" + GOOD_GRID + 'ipcs = ["one"]\n')),
-    case("suite-unknown-prior", "run --out {out} --suite {tmp}/bad.toml", "Did you mean 'pixel'",
-         setup=_suite("version = 1\n" + GOOD_GRID + 'priors = ["pixle"]\n')),
-    case("suite-priors-not-names", "run --out {out} --suite {tmp}/bad.toml", "as names",
-         setup=_suite("version = 1\n" + GOOD_GRID + "priors = [1]\n")),
-    case("suite-layout-columns", "run --out {out} --suite {tmp}/bad.toml", "[layout] columns",
-         setup=_suite("version = 1\n" + GOOD_GRID + '[layout]\ncolumns = "seed"\n')),
-    case("suite-unset-variable", "run --out {out} --suite {tmp}/bad.toml", "export",
-         setup=_suite("version = 1\n" + GOOD_GRID + '[grid.prior_options]\nweights = "${DDBENCH_NOT_SET_16}/g.pkl"\n')),
+    case(
+        "suite-grid-typo",
+        "run --out {out} --suite {tmp}/bad.toml",
+        "Did you mean 'ipcs'",
+        setup=_suite("version = 1\n" + GOOD_GRID + "ipc = [1]\n"),
+    ),
+    case(
+        "suite-seeds-zero",
+        "run --out {out} --suite {tmp}/bad.toml",
+        "'seeds' ≥ 1",
+        setup=_suite("version = 1\n" + GOOD_GRID + "seeds = 0\n"),
+    ),
+    case(
+        "suite-iterations-negative",
+        "run --out {out} --suite {tmp}/bad.toml",
+        "≥ 0",
+        setup=_suite("version = 1\n" + GOOD_GRID + "iterations = -5\n"),
+    ),
+    case(
+        "suite-ipcs-not-numbers",
+        "run --out {out} --suite {tmp}/bad.toml",
+        "whole numbers",
+        setup=_suite("version = 1\n" + GOOD_GRID + 'ipcs = ["one"]\n'),
+    ),
+    case(
+        "suite-unknown-prior",
+        "run --out {out} --suite {tmp}/bad.toml",
+        "Did you mean 'pixel'",
+        setup=_suite("version = 1\n" + GOOD_GRID + 'priors = ["pixle"]\n'),
+    ),
+    case(
+        "suite-priors-not-names",
+        "run --out {out} --suite {tmp}/bad.toml",
+        "as names",
+        setup=_suite("version = 1\n" + GOOD_GRID + "priors = [1]\n"),
+    ),
+    case(
+        "suite-layout-columns",
+        "run --out {out} --suite {tmp}/bad.toml",
+        "[layout] columns",
+        setup=_suite("version = 1\n" + GOOD_GRID + '[layout]\ncolumns = "seed"\n'),
+    ),
+    case(
+        "suite-unset-variable",
+        "run --out {out} --suite {tmp}/bad.toml",
+        "export",
+        setup=_suite("version = 1\n" + GOOD_GRID + '[grid.prior_options]\nweights = "${DDBENCH_NOT_SET_16}/g.pkl"\n'),
+    ),
     case("suite-no-grid", "run --out {out} --suite {tmp}/bad.toml", "[grid]", setup=_suite("version = 1\n")),
-    case("suite-name-escapes", "leaderboard --out {out} --suite {tmp}/bad.toml --format html", "plain name",
-         setup=_suite('name = "../../../../tmp/x/ESCAPED"\nversion = 1\n' + GOOD_GRID)),
-    case("suite-name-slash", "run --out {out} --suite {tmp}/bad.toml --dry-run", "plain name",
-         setup=_suite('name = "a/b"\nversion = 1\n' + GOOD_GRID)),
-    case("suite-batch-real-not-a-number", "run --out {out} --suite {tmp}/bad.toml", "batch_real",
-         setup=_suite('version = 1\n[grid]\ndatasets = ["fashion-mnist"]\nmatchers = ["dm"]\n[grid.matcher_options]\nbatch_real = "lots"\n')),
-    case("suite-lr-not-a-number", "run --out {out} --suite {tmp}/bad.toml", "images",
-         setup=_suite("version = 1\n" + GOOD_GRID + '[grid.lrs]\nimages = "abc"\n')),
+    case(
+        "suite-name-escapes",
+        "leaderboard --out {out} --suite {tmp}/bad.toml --format html",
+        "plain name",
+        setup=_suite('name = "../../../../tmp/x/ESCAPED"\nversion = 1\n' + GOOD_GRID),
+    ),
+    case(
+        "suite-name-slash",
+        "run --out {out} --suite {tmp}/bad.toml --dry-run",
+        "plain name",
+        setup=_suite('name = "a/b"\nversion = 1\n' + GOOD_GRID),
+    ),
+    case(
+        "suite-batch-real-not-a-number",
+        "run --out {out} --suite {tmp}/bad.toml",
+        "batch_real",
+        setup=_suite(
+            'version = 1\n[grid]\ndatasets = ["fashion-mnist"]\nmatchers = ["dm"]\n[grid.matcher_options]\nbatch_real = "lots"\n'
+        ),
+    ),
+    case(
+        "suite-lr-not-a-number",
+        "run --out {out} --suite {tmp}/bad.toml",
+        "images",
+        setup=_suite("version = 1\n" + GOOD_GRID + '[grid.lrs]\nimages = "abc"\n'),
+    ),
     case("suite-filter-matches-nothing", "run --out {out} --suite fmnist-cpu --ipc 7 --dry-run", "no run matching"),
     # missing and corrupt data
-    case("data-root-missing-cifar", f"{RUN.replace('fashion-mnist', 'cifar10').replace('{slice}', '{tmp}/nowhere')}",
-         "was not found", lines=None),
-    case("data-root-empty-fmnist", f"{RUN.replace('{slice}', '{tmp}/empty')}", "was not found", setup=_empty_dir("empty"), lines=None),
+    case(
+        "data-root-missing-cifar",
+        f"{RUN.replace('fashion-mnist', 'cifar10').replace('{slice}', '{tmp}/nowhere')}",
+        "was not found",
+        lines=None,
+    ),
+    case(
+        "data-root-empty-fmnist",
+        f"{RUN.replace('{slice}', '{tmp}/empty')}",
+        "was not found",
+        setup=_empty_dir("empty"),
+        lines=None,
+    ),
     case("data-root-is-a-file", f"{RUN.replace('{slice}', '{tmp}/bad.toml')}", "--data-root", setup=_suite("x")),
-    case("fmnist-truncated", f"{RUN.replace('{slice}', '{tmp}/fm')}", "not a complete gzip file",
-         setup=_fmnist_copy(lambda d: _truncate(d / "train-images-idx3-ubyte.gz"))),
-    case("fmnist-wrong-magic", f"{RUN.replace('{slice}', '{tmp}/fm')}", "magic number",
-         setup=_fmnist_copy(lambda d: _wrong_magic(d / "t10k-labels-idx1-ubyte.gz"))),
-    case("image-folder-one-class", "run --out {out} --dataset image-folder --data-root {tmp}/images --algo real --iterations 0 "
-         "--eval-epochs 1 --seeds 1 --no-progress", "at least 2 classes", setup=_image_folder({"only": 6})),
-    case("image-folder-class-without-test-images", "run --out {out} --dataset image-folder --data-root {tmp}/images --algo real "
-         "--iterations 0 --eval-epochs 1 --seeds 1 --no-progress", "no test images of class(es) 'single'",
-         setup=_image_folder({"many": 6, "single": 1})),
-    case("image-folder-ipc-above-class", "run --out {out} --dataset image-folder --data-root {tmp}/images --algo real "
-         "--ipc 10 --iterations 0 --eval-epochs 1 --seeds 1 --no-progress", "training images of class 'few'",
-         setup=_image_folder({"few": 3, "many": 20}, test={"few": 1, "many": 1})),
-    case("image-folder-empty-class", "run --out {out} --dataset image-folder --data-root {tmp}/images --algo real --no-progress",
-         "holds no images", setup=_image_folder({"a": 3, "b": 0})),
-    case("image-folder-missing", "run --out {out} --dataset image-folder --data-root {tmp}/nowhere --algo real --no-progress",
-         "was not found", lines=None),
-    case("image-folder-corrupt-image", "run --out {out} --dataset image-folder --data-root {tmp}/images --algo real "
-         "--iterations 0 --eval-epochs 1 --seeds 1 --no-progress", "Replace or delete the file",
-         setup=_image_folder({"a": 4, "b": 4}, corrupt=True)),
+    case(
+        "fmnist-truncated",
+        f"{RUN.replace('{slice}', '{tmp}/fm')}",
+        "not a complete gzip file",
+        setup=_fmnist_copy(lambda d: _truncate(d / "train-images-idx3-ubyte.gz")),
+    ),
+    case(
+        "fmnist-wrong-magic",
+        f"{RUN.replace('{slice}', '{tmp}/fm')}",
+        "magic number",
+        setup=_fmnist_copy(lambda d: _wrong_magic(d / "t10k-labels-idx1-ubyte.gz")),
+    ),
+    case(
+        "image-folder-one-class",
+        "run --out {out} --dataset image-folder --data-root {tmp}/images --algo real --iterations 0 "
+        "--eval-epochs 1 --seeds 1 --no-progress",
+        "at least 2 classes",
+        setup=_image_folder({"only": 6}),
+    ),
+    case(
+        "image-folder-class-without-test-images",
+        "run --out {out} --dataset image-folder --data-root {tmp}/images --algo real "
+        "--iterations 0 --eval-epochs 1 --seeds 1 --no-progress",
+        "no test images of class(es) 'single'",
+        setup=_image_folder({"many": 6, "single": 1}),
+    ),
+    case(
+        "image-folder-ipc-above-class",
+        "run --out {out} --dataset image-folder --data-root {tmp}/images --algo real "
+        "--ipc 10 --iterations 0 --eval-epochs 1 --seeds 1 --no-progress",
+        "training images of class 'few'",
+        setup=_image_folder({"few": 3, "many": 20}, test={"few": 1, "many": 1}),
+    ),
+    case(
+        "image-folder-empty-class",
+        "run --out {out} --dataset image-folder --data-root {tmp}/images --algo real --no-progress",
+        "holds no images",
+        setup=_image_folder({"a": 3, "b": 0}),
+    ),
+    case(
+        "image-folder-missing",
+        "run --out {out} --dataset image-folder --data-root {tmp}/nowhere --algo real --no-progress",
+        "was not found",
+        lines=None,
+    ),
+    case(
+        "image-folder-corrupt-image",
+        "run --out {out} --dataset image-folder --data-root {tmp}/images --algo real "
+        "--iterations 0 --eval-epochs 1 --seeds 1 --no-progress",
+        "Replace or delete the file",
+        setup=_image_folder({"a": 4, "b": 4}, corrupt=True),
+    ),
     # corrupt store, checkpoint and model files
     case("store-garbage-leaderboard", "leaderboard --out {out}", "Move it aside", setup=_garbage_store),
     case("store-page-overwritten-leaderboard", "leaderboard --out {out}", "Move it aside", setup=_overwrite_page),
@@ -316,13 +420,30 @@ CASES = [
     case("store-page-overwritten-run", f"{RUN} --ipc 1", "Move it aside", setup=_overwrite_page),
     case("store-foreign-database", "leaderboard --out {out}", "of something else", setup=_foreign_store),
     case("store-path-is-a-directory", "leaderboard --out {tmp}/dirstore", "is a directory", setup=_store_is_dir),
-    case("train-state-garbage", "prior train ld3m --out {tmp}/model --data-root {slice} --ae-steps 1 --diffusion-steps 1 --no-progress",
-         "Delete it to train from the start", setup=_state_file(lambda p: p.write_bytes(b"\x80\x04garbage"))),
-    case("train-state-missing-keys", "prior train ld3m --out {tmp}/model --data-root {slice} --ae-steps 1 --diffusion-steps 1 --no-progress",
-         "lacks", setup=_state_file(lambda p: torch.save({"stage": "ae"}, p))),
-    case("train-state-with-objects", "prior train ld3m --out {tmp}/model --data-root {slice} --ae-steps 1 --diffusion-steps 1 --no-progress",
-         "more than tensors", setup=_state_file(lambda p: torch.save({"cfg": _Cfg(1)}, p))),
-    case("convert-ldm-pickle-untrusted", "prior convert-ldm {tmp}/model.ckpt {tmp}/converted", "--trust-checkpoint", setup=_fake_ckpt),
+    case(
+        "train-state-garbage",
+        "prior train ld3m --out {tmp}/model --data-root {slice} --ae-steps 1 --diffusion-steps 1 --no-progress",
+        "Delete it to train from the start",
+        setup=_state_file(lambda p: p.write_bytes(b"\x80\x04garbage")),
+    ),
+    case(
+        "train-state-missing-keys",
+        "prior train ld3m --out {tmp}/model --data-root {slice} --ae-steps 1 --diffusion-steps 1 --no-progress",
+        "lacks",
+        setup=_state_file(lambda p: torch.save({"stage": "ae"}, p)),
+    ),
+    case(
+        "train-state-with-objects",
+        "prior train ld3m --out {tmp}/model --data-root {slice} --ae-steps 1 --diffusion-steps 1 --no-progress",
+        "more than tensors",
+        setup=_state_file(lambda p: torch.save({"cfg": _Cfg(1)}, p)),
+    ),
+    case(
+        "convert-ldm-pickle-untrusted",
+        "prior convert-ldm {tmp}/model.ckpt {tmp}/converted",
+        "--trust-checkpoint",
+        setup=_fake_ckpt,
+    ),
     case("convert-ldm-missing", "prior convert-ldm {tmp}/missing.ckpt {tmp}/converted", "No checkpoint at"),
     # the store and its commands
     case("show-missing-store", "show abc --out {tmp}/nostore", "No results store"),
@@ -333,12 +454,36 @@ CASES = [
     case("leaderboard-unknown-format", "leaderboard --out {out} --format xml", "--format"),
     case("leaderboard-filter-no-match", "leaderboard --out {out} --dataset cifar10", "recorded values: fashion-mnist"),
     # read-only locations
-    case("run-into-read-only-out", f"{RUN.replace('--out {out}', '--out {ro}/empty')}", "read-only file system", read_only=True),
-    case("run-below-read-only-out", f"{RUN.replace('--out {out}', '--out {ro}/empty/new')}", "read-only file system", read_only=True),
-    case("run-into-read-only-store", f"{RUN.replace('--out {out}', '--out {ro}/out')} --ipc 3", "read-only file system", read_only=True),
-    case("leaderboard-output-read-only", "leaderboard --out {out} --format markdown --output {ro}/empty/board.md",
-         "read-only file system", read_only=True),
-    case("leaderboard-html-into-read-only-out", "leaderboard --out {ro}/out --format html", "read-only file system", read_only=True),
+    case(
+        "run-into-read-only-out",
+        f"{RUN.replace('--out {out}', '--out {ro}/empty')}",
+        "read-only file system",
+        read_only=True,
+    ),
+    case(
+        "run-below-read-only-out",
+        f"{RUN.replace('--out {out}', '--out {ro}/empty/new')}",
+        "read-only file system",
+        read_only=True,
+    ),
+    case(
+        "run-into-read-only-store",
+        f"{RUN.replace('--out {out}', '--out {ro}/out')} --ipc 3",
+        "read-only file system",
+        read_only=True,
+    ),
+    case(
+        "leaderboard-output-read-only",
+        "leaderboard --out {out} --format markdown --output {ro}/empty/board.md",
+        "read-only file system",
+        read_only=True,
+    ),
+    case(
+        "leaderboard-html-into-read-only-out",
+        "leaderboard --out {ro}/out --format html",
+        "read-only file system",
+        read_only=True,
+    ),
 ]
 
 
@@ -415,7 +560,10 @@ def test_readers_work_on_a_read_only_store_and_write_nothing(read_only_store, ca
     out = read_only_store / "out"
     files = sorted(p.name for p in out.rglob("*"))
     assert _cli(["leaderboard", "--out", str(out)]) == 0
-    assert _cli(["leaderboard", "--out", str(out), "--format", "markdown", "--dataset", "fashion-mnist", "--ipc", "1"]) == 0
+    assert (
+        _cli(["leaderboard", "--out", str(out), "--format", "markdown", "--dataset", "fashion-mnist", "--ipc", "1"])
+        == 0
+    )
     run_id = next((out / "runs" / "fashion-mnist").iterdir()).name.rsplit("-", 1)[-1]
     assert _cli(["show", run_id[:8], "--out", str(out)]) == 0
     assert "grid.png" in capsys.readouterr().out

@@ -58,7 +58,9 @@ def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
     proc = subprocess.run([*DDBENCH, *args], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     # before anything runs: what will run, the estimate and a shorter command
-    assert proc.stderr.index("will run fashion-mnist · pixel + dm · IPC 1 · 3 iterations") < proc.stderr.index("run(s) →")
+    assert proc.stderr.index("will run fashion-mnist · pixel + dm · IPC 1 · 3 iterations") < proc.stderr.index(
+        "run(s) →"
+    )
     assert "2 runs, estimated" in proc.stderr and "--budget demo" in proc.stderr
     assert "no distillation" in proc.stderr  # the `real` baseline, told by Matcher.distils
     run_dirs = sorted((out / "runs" / "fashion-mnist").iterdir())
@@ -77,7 +79,9 @@ def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
     again = subprocess.run([*DDBENCH, *args], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "2 already in the store, 0 to run" in again.stderr  # "already done?": ddbench.run_state
-    typed_default = subprocess.run([*DDBENCH, *args, "--executor", "local", "--workers", "1"], capture_output=True, text=True, timeout=600)
+    typed_default = subprocess.run(
+        [*DDBENCH, *args, "--executor", "local", "--workers", "1"], capture_output=True, text=True, timeout=600
+    )
     assert typed_default.returncode == 0 and "2 already in the store, 0 to run" in typed_default.stderr
 
     from ddbench.store import ResultsStore
@@ -93,12 +97,16 @@ def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
     run_id = run_dirs[0].name.rsplit("-", 1)[-1]
     shown = CliRunner().invoke(cli, ["show", run_id[:8], "--out", str(out)])
     assert shown.exit_code == 0, shown.output
-    assert "grid.png" in shown.output and "pixel v" in shown.output and "accuracy %" in shown.output  # a rich view, not raw JSON
+    assert (
+        "grid.png" in shown.output and "pixel v" in shown.output and "accuracy %" in shown.output
+    )  # a rich view, not raw JSON
 
 
 def test_missing_data_says_where_it_looked(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DDBENCH_DATA", str(tmp_path / "nowhere"))
-    code = _exit_code(["run", "--dataset", "cifar10", "--data-root", str(tmp_path / "empty"), *FAST, "--out", str(tmp_path)])
+    code = _exit_code(
+        ["run", "--dataset", "cifar10", "--data-root", str(tmp_path / "empty"), *FAST, "--out", str(tmp_path)]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "empty" in err
@@ -109,10 +117,19 @@ def test_the_headline_command_says_what_it_runs_in_one_line():
     from ddbench.spec import RunSpec
 
     spec = RunSpec(prior="ld3m", matcher="dm", ipc=10, iterations=1000, eval_seeds=(0, 1, 2))
-    lines = preview_lines([spec], ["ld3m[generator=trained]"], ["run", "--prior", "ld3m", "--algo", "dm", "--ipc", "10"], None)
+    lines = preview_lines(
+        [spec], ["ld3m[generator=trained]"], ["run", "--prior", "ld3m", "--algo", "dm", "--ipc", "10"], None
+    )
     assert len(lines) == 1
     line = lines[0]
-    for part in ("fashion-mnist", "ld3m[generator=trained] + dm", "IPC 10", "1000 iterations", "convnet × 3 seeds", "estimated"):
+    for part in (
+        "fashion-mnist",
+        "ld3m[generator=trained] + dm",
+        "IPC 10",
+        "1000 iterations",
+        "convnet × 3 seeds",
+        "estimated",
+    ):
         assert part in line
     assert "shorter: ddbench run --prior ld3m --algo dm --ipc 10 --budget demo (≈" in line
     # a demo run suggests smoke; a smoke run suggests nothing shorter

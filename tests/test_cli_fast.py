@@ -14,7 +14,19 @@ import pytest
 
 from ddbench._entry_commands import entry_point_short_help
 
-HELP_COMMANDS = [[], ["run"], ["leaderboard"], ["show"], ["runs"], ["plot"], ["plugins"], ["experts"], ["prior"], ["prior", "train"], ["prior", "convert-ldm"]]
+HELP_COMMANDS = [
+    [],
+    ["run"],
+    ["leaderboard"],
+    ["show"],
+    ["runs"],
+    ["plot"],
+    ["plugins"],
+    ["experts"],
+    ["prior"],
+    ["prior", "train"],
+    ["prior", "convert-ldm"],
+]
 
 # runs `ddbench ARGS` in a fresh interpreter, then reports which heavy modules got imported
 _PROBE = """
@@ -30,7 +42,13 @@ print(json.dumps({"code": code, "heavy": sorted(m for m in ("torch", "diffusers"
 
 
 def _probe(args: list[str], env: dict[str, str] | None = None) -> tuple[dict, str]:
-    proc = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
     return json.loads(proc.stderr.strip().splitlines()[-1]), proc.stdout
 
 
@@ -54,7 +72,9 @@ def test_help_is_fast():
 
 def _complete(words: str) -> tuple[list[str], list[str]]:
     words_list = words.split(" ")
-    result, out = _probe([], env={"_DDBENCH_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(len(words_list) - 1)})
+    result, out = _probe(
+        [], env={"_DDBENCH_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(len(words_list) - 1)}
+    )
     # bash_complete prints "type,value" lines
     return [line.split(",", 1)[1] for line in out.splitlines() if line.startswith("plain,")], result["heavy"]
 
@@ -82,7 +102,9 @@ def test_python_dash_m_ddbench():
 
 
 def test_entry_point_help_is_read_from_source():
-    experts = importlib.metadata.EntryPoint("experts", "ddbench_plugins.matchers.experts_cli:experts", "ddbench.commands")
+    experts = importlib.metadata.EntryPoint(
+        "experts", "ddbench_plugins.matchers.experts_cli:experts", "ddbench.commands"
+    )
     assert entry_point_short_help(experts).startswith("Train MTT expert trajectories")
     missing = importlib.metadata.EntryPoint("gone", "no_such_package_xyz.cli:gone", "ddbench.commands")
     assert entry_point_short_help(missing) == "[module no_such_package_xyz.cli not found]"

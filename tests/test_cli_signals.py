@@ -33,11 +33,15 @@ def _run_dir(out: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
 def test_sigterm_keeps_the_checkpoint_exits_143_and_the_rerun_resumes_to_the_same_result(tmp_path, fmnist_slice):
-    reference = subprocess.run([*DDBENCH, *_args(fmnist_slice, tmp_path / "whole")], capture_output=True, text=True, timeout=600)
+    reference = subprocess.run(
+        [*DDBENCH, *_args(fmnist_slice, tmp_path / "whole")], capture_output=True, text=True, timeout=600
+    )
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     out = tmp_path / "cut"
-    proc = subprocess.Popen([*DDBENCH, *_args(fmnist_slice, out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*DDBENCH, *_args(fmnist_slice, out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("runs/*/*/checkpoint.pt")):
@@ -57,14 +61,20 @@ def test_sigterm_keeps_the_checkpoint_exits_143_and_the_rerun_resumes_to_the_sam
     assert not (run_dir / "synthetic.safetensors").exists(), "terminated after distillation: nothing was resumed"
     with sqlite3.connect(out / "results.sqlite") as conn:
         assert conn.execute("SELECT status, error FROM runs").fetchall() == [("failed", "Terminated: SIGTERM")]
-    listed = subprocess.run([*DDBENCH, "runs", "--out", str(out), "--status", "failed"], capture_output=True, text=True, timeout=120)
-    assert listed.returncode == 0 and "failed" in listed.stdout and "Terminated: SIGTERM" in listed.stdout, listed.stdout
+    listed = subprocess.run(
+        [*DDBENCH, "runs", "--out", str(out), "--status", "failed"], capture_output=True, text=True, timeout=120
+    )
+    assert listed.returncode == 0 and "failed" in listed.stdout and "Terminated: SIGTERM" in listed.stdout, (
+        listed.stdout
+    )
 
     rerun = subprocess.run([*DDBENCH, *_args(fmnist_slice, out)], capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     whole, resumed = _run_dir(tmp_path / "whole"), _run_dir(out)
     assert whole.name == resumed.name  # the same run id
-    assert torch.equal(load_file(whole / "synthetic.safetensors")["images"], load_file(resumed / "synthetic.safetensors")["images"])
+    assert torch.equal(
+        load_file(whole / "synthetic.safetensors")["images"], load_file(resumed / "synthetic.safetensors")["images"]
+    )
     final_loss = [json.loads((d / "synthetic.json").read_text())["final_loss"] for d in (whole, resumed)]
     assert final_loss[0] == final_loss[1]
     with sqlite3.connect(out / "results.sqlite") as conn:
@@ -97,7 +107,9 @@ def test_the_cuda_runtime_notice_is_filtered_and_nothing_else(caplog):
 def test_torch_says_nothing_about_cuda_on_a_cpu_run(tmp_path):
     code = "import ddbench, torch.utils.cpp_extension"
     env = {**os.environ, "CUDA_HOME": str(tmp_path)}  # a CUDA toolkit without a GPU: torch's notice
-    bare = subprocess.run([sys.executable, "-c", code.replace("ddbench, ", "")], capture_output=True, text=True, env=env, timeout=300)
+    bare = subprocess.run(
+        [sys.executable, "-c", code.replace("ddbench, ", "")], capture_output=True, text=True, env=env, timeout=300
+    )
     assert "No CUDA runtime is found" in bare.stderr  # the notice this filter exists for
     ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert ours.returncode == 0 and "No CUDA runtime is found" not in ours.stderr, ours.stderr

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from ddbench_plugins.evaluators.convnet import ConvNet, ConvNetEvaluator, auto_depth
 from torch import nn
 
 from ddbench import registry
 from ddbench.errors import InvalidOptionError
-from ddbench_plugins.evaluators.convnet import ConvNet, ConvNetEvaluator, auto_depth
 
 
 @pytest.mark.parametrize("res, depth", [(28, 3), (32, 3), (64, 4), (128, 5), (256, 6), (8, 1)])

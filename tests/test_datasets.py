@@ -5,17 +5,12 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
-from PIL import Image
-
-from ddbench import registry
-from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
-from ddbench.interfaces import DatasetPlugin
 from ddbench_plugins.datasets import common, fashion_mnist, imagenet
 from fixtures_data import (
     FASHION_FILES,
@@ -26,6 +21,11 @@ from fixtures_data import (
     make_imagenet,
     write_idx_gz,
 )
+from PIL import Image
+
+from ddbench import registry
+from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
+from ddbench.interfaces import DatasetPlugin
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -292,7 +292,9 @@ def test_imagenet_missing_wnids_are_listed(tmp_path):
     with pytest.raises(DataNotFoundError) as err:
         registry.create("dataset", "imagenette").load(root=str(tmp_path / "inet"))
     message = str(err.value)
-    assert str(tmp_path / "inet") in message and "$DDBENCH_IMAGENET" not in message.split("To get it:")[0]  # only the named root
+    assert (
+        str(tmp_path / "inet") in message and "$DDBENCH_IMAGENET" not in message.split("To get it:")[0]
+    )  # only the named root
     assert "train/ lacks n03000684 (chain saw), n03028079 (church)" in message
     assert "val/ lacks n03000684 (chain saw), n03028079 (church)" in message
     assert IMAGENETTE[0] not in message

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from ddbench_plugins.matchers.dc import GradientMatching, gradient_distance, layer_distance, loop_schedule
+from ddbench_plugins.matchers.realside import ReshapeAvgPool2d
 
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import MatchContext, RealSampler, class_labels
-from ddbench_plugins.matchers.dc import GradientMatching, gradient_distance, layer_distance, loop_schedule
-from ddbench_plugins.matchers.realside import ReshapeAvgPool2d
 
 
 def _context(data, ipc: int = 2, dsa=None) -> MatchContext:
@@ -89,7 +89,12 @@ def test_setup_resolves_schedule_and_options_override_it(tiny_data):
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"outer_loop": 0}, "outer_loop"), ({"net_lr": 0}, "net_lr"), ({"batch_real": 0}, "batch_real"), ({"real_precision": "fp8"}, "real_precision")],
+    [
+        ({"outer_loop": 0}, "outer_loop"),
+        ({"net_lr": 0}, "net_lr"),
+        ({"batch_real": 0}, "batch_real"),
+        ({"real_precision": "fp8"}, "real_precision"),
+    ],
 )
 def test_invalid_options_name_the_fix(options, message):
     with pytest.raises(InvalidOptionError, match=message):
@@ -139,7 +144,11 @@ def test_bf16_real_side_is_close_to_fp32(tiny_data):
 def test_compiled_and_chunked_real_side_match_eager_and_follow_the_network(tiny_data):
     """The real side's copy of the network takes each iteration's weights, compiled or not."""
     images, labels = _synthetic(tiny_data, 2)
-    variants = {"eager": {"compile": False}, "compiled": {"compile": True}, "chunked": {"compile": False, "real_chunk": 3}}
+    variants = {
+        "eager": {"compile": False},
+        "compiled": {"compile": True},
+        "chunked": {"compile": False, "real_chunk": 3},
+    }
     losses = {}
     for name, options in variants.items():
         matcher = _matcher(tiny_data, **options)

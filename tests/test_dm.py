@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from ddbench_plugins.matchers.dm import DistributionMatching
 
 from ddbench.dsa import DSA
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import MatchContext, RealSampler, class_labels
-from ddbench_plugins.matchers.dm import DistributionMatching
 
 
 def _matcher(data, dsa=None, **options) -> DistributionMatching:
@@ -76,7 +76,10 @@ def test_compiled_real_embedding_matches_eager(tiny_data):
 def test_real_chunk_changes_nothing_but_rounding(tiny_data):
     labels = class_labels(3, 2)
     images = torch.randn(6, 1, 16, 16)
-    losses = [_matcher(tiny_data, batch_real=12, real_chunk=chunk).loss(images, labels, _sampler(tiny_data)).item() for chunk in (None, 5)]
+    losses = [
+        _matcher(tiny_data, batch_real=12, real_chunk=chunk).loss(images, labels, _sampler(tiny_data)).item()
+        for chunk in (None, 5)
+    ]
     assert abs(losses[0] - losses[1]) <= 1e-5 * abs(losses[0])
 
 

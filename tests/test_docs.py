@@ -57,7 +57,9 @@ def dead_links(page: Path) -> list[str]:
             linked = (page.parent / path_part).resolve() if path_part else page
             if not linked.exists():
                 dead.append(f"{target} (no file {linked})")
-            elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked.read_text(encoding="utf-8")):
+            elif (
+                anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked.read_text(encoding="utf-8"))
+            ):
                 dead.append(f"{target} (no heading #{anchor} in {linked.name})")
     return dead
 

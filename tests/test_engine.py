@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
+from ddbench_plugins.priors.pixel import PixelPrior
 from torch import Tensor
 
 from ddbench.distill import CHECKPOINT_FILE, Distiller, split_backward_step
 from ddbench.errors import NonFiniteLossError
 from ddbench.interfaces import LatentState, Matcher, Prior, RealSampler, class_labels
 from ddbench.spec import RunSpec
-from ddbench_plugins.priors.pixel import PixelPrior
 
 
 class MeanMatcher(Matcher):
@@ -56,8 +56,14 @@ def _spec(**kw) -> RunSpec:
 
 def _distiller(tiny_data, tmp_path, matcher=None, prior=None, **spec_kw) -> Distiller:
     return Distiller(
-        _spec(**spec_kw), tiny_data, tmp_path, checkpoint_every=2, chunk_size=3, progress=False,
-        prior=prior or PixelPrior(), matcher=matcher or MeanMatcher(),
+        _spec(**spec_kw),
+        tiny_data,
+        tmp_path,
+        checkpoint_every=2,
+        chunk_size=3,
+        progress=False,
+        prior=prior or PixelPrior(),
+        matcher=matcher or MeanMatcher(),
     )
 
 
@@ -180,14 +186,16 @@ def test_a_matcher_that_does_not_distil_gets_no_progress_bar(tiny_data, tmp_path
     """Random real images: no iterations, so no '0/0 loss —' bar on the shared progress display."""
     import io
 
+    from ddbench_plugins.matchers.real import RandomReal
     from rich.console import Console
 
     from ddbench.progress import make_progress
-    from ddbench_plugins.matchers.real import RandomReal
 
     for matcher, shown in ((RandomReal(), False), (MeanMatcher(), True)):
         out = io.StringIO()
         with make_progress(True, console=Console(file=out, force_terminal=False)) as bar:
             spec = _spec(matcher=matcher.name, iterations=2)
-            Distiller(spec, tiny_data, tmp_path / matcher.name, progress=bar, prior=PixelPrior(), matcher=matcher).run(resume=False)
+            Distiller(spec, tiny_data, tmp_path / matcher.name, progress=bar, prior=PixelPrior(), matcher=matcher).run(
+                resume=False
+            )
         assert (spec.label in out.getvalue()) is shown

@@ -13,9 +13,9 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_tiny_data
 
-from ddbench import evaluate as evaluate_module
-from ddbench import registry
+from ddbench import evaluate as evaluate_module, registry
 from ddbench.dsa import DSA
 from ddbench.errors import InvalidOptionError, NonFiniteLossError
 from ddbench.evaluate import evaluate_seeds, evaluate_synthetic, resolve_batched
@@ -23,8 +23,6 @@ from ddbench.interfaces import Evaluator
 from ddbench.seed_batching import StackedNetworks, train_stacked
 from ddbench.testing import ContractError, check_evaluator
 from ddbench.training import train_classifier
-
-from conftest import make_tiny_data
 
 SEEDS = (0, 1, 2)
 PARAM_RTOL = 1e-4

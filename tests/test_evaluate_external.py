@@ -25,7 +25,9 @@ def _set(ipc: int = 1, seed: int = 0, size: int = 28) -> tuple[torch.Tensor, tor
     """Images in [0, 1] with a class-dependent brightness, and their labels."""
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(10).repeat_interleave(ipc)
-    images = (labels.float().view(-1, 1, 1, 1) / 10 + 0.3 * torch.rand(len(labels), 1, size, size, generator=gen)).clamp(0, 1)
+    images = (
+        labels.float().view(-1, 1, 1, 1) / 10 + 0.3 * torch.rand(len(labels), 1, size, size, generator=gen)
+    ).clamp(0, 1)
     return images, labels
 
 
@@ -60,7 +62,9 @@ def test_dc_repository_file_one_row_per_experiment_and_rescoring_reuses(tmp_path
     assert set(runs["prior"]) == {"external"} and set(runs["ipc"]) == {1}
     assert len(scores) == 2 and set(scores["protocol"]) == {"dc[epochs=2]"}
     provenance = json.loads(runs["spec_json"].iloc[0])["external"]
-    assert provenance["format"] == "dc" and provenance["source"] == str(path) and len(provenance["content_sha256"]) == 64
+    assert (
+        provenance["format"] == "dc" and provenance["source"] == str(path) and len(provenance["content_sha256"]) == 64
+    )
     assert provenance["range"] == "normalized"
 
     def no_training(*_args, **_kwargs):
@@ -90,7 +94,11 @@ def test_class_folders_of_any_size_are_resized_and_round_trip_through_export(tmp
     assert "resized 40×40 → 28×28" in err and "10 class folder(s), 20 image(s)" in err
     _, runs = _scores(out)
     provenance = json.loads(runs["spec_json"].iloc[0])["external"]
-    assert provenance["format"] == "folder" and provenance["resize"].startswith("40×40 → 28×28") and runs["ipc"].iloc[0] == 2
+    assert (
+        provenance["format"] == "folder"
+        and provenance["resize"].startswith("40×40 → 28×28")
+        and runs["ipc"].iloc[0] == 2
+    )
 
     # a stored run directory is a ddbench set: export it to PNGs (8-bit: the resized values are
     # quantised, so a new set) and score them; exporting that one again is exact, so it is reused
@@ -123,7 +131,10 @@ def test_safetensors_with_soft_labels_are_marked_by_their_loss(tmp_path, fmnist_
     scores, runs = _scores(out)
     assert sorted(scores["protocol"]) == ["dc[epochs=2,soft=ce]", "dc[epochs=2,soft=kl,T=4]", "dc[epochs=2]"]
     assert len(runs) == 2  # soft labels and their argmax are different sets
-    assert json.loads(scores[scores["protocol"].str.contains("kl")]["protocol_json"].iloc[0])["soft_labels"] == {"loss": "kl", "temperature": 4.0}
+    assert json.loads(scores[scores["protocol"].str.contains("kl")]["protocol_json"].iloc[0])["soft_labels"] == {
+        "loss": "kl",
+        "temperature": 4.0,
+    }
 
 
 def test_mtt_files_bring_their_learned_lr(tmp_path, fmnist_slice, capsys):
@@ -148,9 +159,18 @@ def test_mtt_files_bring_their_learned_lr(tmp_path, fmnist_slice, capsys):
     [
         (lambda p: p.write_text("hello"), "Cannot read"),
         (lambda p: torch.save(torch.zeros(2, 1, 28, 28), p), "one tensor and no labels"),
-        (lambda p: torch.save({"images": torch.rand(10, 1, 28, 28), "labels": torch.arange(9)}, p), "10 images and 9 labels"),
-        (lambda p: torch.save({"images": torch.rand(10, 1, 28, 28), "labels": torch.arange(10) + 3}, p), "labels in 0..9"),
-        (lambda p: torch.save({"images": torch.rand(10, 1, 28, 28), "labels": torch.rand(10, 7)}, p), "soft labels (N, 10)"),
+        (
+            lambda p: torch.save({"images": torch.rand(10, 1, 28, 28), "labels": torch.arange(9)}, p),
+            "10 images and 9 labels",
+        ),
+        (
+            lambda p: torch.save({"images": torch.rand(10, 1, 28, 28), "labels": torch.arange(10) + 3}, p),
+            "labels in 0..9",
+        ),
+        (
+            lambda p: torch.save({"images": torch.rand(10, 1, 28, 28), "labels": torch.rand(10, 7)}, p),
+            "soft labels (N, 10)",
+        ),
         (lambda p: torch.save({"images": torch.rand(10, 3, 28, 28), "labels": torch.arange(10)}, p), "1 channel(s)"),
         (lambda p: torch.save({"pixels": torch.rand(10, 1, 28, 28)}, p), "expected an image tensor"),
     ],

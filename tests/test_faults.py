@@ -97,7 +97,9 @@ def test_killed_sweep_leaves_no_worker_and_reruns_once(sig, tmp_path, fmnist_sli
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "waiting for it" not in rerun.stderr  # no orphan holds a run
     with sqlite3.connect(out / "results.sqlite") as conn:
-        keys = conn.execute("SELECT run_id, evaluator, seed, protocol, COUNT(*) FROM scores GROUP BY 1, 2, 3, 4").fetchall()
+        keys = conn.execute(
+            "SELECT run_id, evaluator, seed, protocol, COUNT(*) FROM scores GROUP BY 1, 2, 3, 4"
+        ).fetchall()
         runs = conn.execute("SELECT status FROM runs").fetchall()
     assert len(keys) == 3 and all(row[-1] == 1 for row in keys)
     assert sorted(runs) == [("done",)] * 3

@@ -9,16 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import make_tiny_data
+from ddbench_plugins.priors.glad import GLaDPrior
+from ddbench_plugins.priors.glad.tiny import TinyConfig, TinyStyleGenerator
 
 from ddbench import registry
 from ddbench.distill import Distiller, split_backward_step
 from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
 from ddbench.interfaces import LatentState, RealData, RealSampler, class_labels
 from ddbench.spec import RunSpec
-from ddbench_plugins.priors.glad import GLaDPrior
-from ddbench_plugins.priors.glad.tiny import TinyConfig, TinyStyleGenerator
-
-from conftest import make_tiny_data
 
 CPU = torch.device("cpu")
 
@@ -37,7 +36,11 @@ def make_prior(data: RealData, ipc: int = 2, **options) -> tuple[GLaDPrior, Late
     prior = registry.create("prior", "glad", **options)
     prior.setup(data, CPU)
     labels = class_labels(data.num_classes, ipc)
-    return prior, prior.init_state(torch.zeros(len(labels), data.channels, data.resolution, data.resolution), labels, torch.Generator().manual_seed(7))
+    return prior, prior.init_state(
+        torch.zeros(len(labels), data.channels, data.resolution, data.resolution),
+        labels,
+        torch.Generator().manual_seed(7),
+    )
 
 
 # ------------------------------------------------------------------------------ the generator
@@ -131,7 +134,9 @@ def test_init_is_the_generator_and_generation_is_its_normalised_output() -> None
     expected = ((raw + 1) / 2 - 0.5) / 0.25  # the dataset's own mean 0.5 / std 0.25
     with torch.no_grad():
         torch.testing.assert_close(prior.generate(state, torch.arange(6)), expected)
-        torch.testing.assert_close(prior.generate(state, torch.arange(6)), prior.generate(state, torch.arange(6)), rtol=0, atol=0)
+        torch.testing.assert_close(
+            prior.generate(state, torch.arange(6)), prior.generate(state, torch.arange(6)), rtol=0, atol=0
+        )
 
 
 def test_avg_w_init_and_w_only_mode() -> None:

@@ -17,24 +17,23 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
+from conftest import make_tiny_data
+from ddbench_plugins.priors.glad.lazy_pickle import Deferred, load_deferred, materialise
+from ddbench_plugins.priors.glad.stylegan_xl import configure_custom_ops, load_stylegan_xl
 
 from ddbench import registry
 from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
 from ddbench.interfaces import class_labels
-from ddbench_plugins.priors.glad.lazy_pickle import Deferred, load_deferred, materialise
-from ddbench_plugins.priors.glad.stylegan_xl import configure_custom_ops, load_stylegan_xl
-
-from conftest import make_tiny_data
 
 FORBID_ENV = "FAKE_SGXL_FORBID_D"
 
 TREE = {
-    "dnnlib/__init__.py": '''
+    "dnnlib/__init__.py": """
         class EasyDict(dict):
             def __getattr__(self, name):
                 try:
@@ -43,9 +42,9 @@ TREE = {
                     raise AttributeError(name)
             def __setattr__(self, name, value):
                 self[name] = value
-    ''',
+    """,
     "torch_utils/__init__.py": "",
-    "torch_utils/persistence.py": '''
+    "torch_utils/persistence.py": """
         # Same pickle format as NVIDIA's torch_utils.persistence: a persistent object reduces to
         # _reconstruct_persistent_obj(meta), meta carrying the source of the class's module.
         import inspect, sys, types, uuid
@@ -95,13 +94,13 @@ TREE = {
             obj = cls.__new__(cls)
             obj.__setstate__(dict(meta.state))
             return obj
-    ''',
-    "torch_utils/custom_ops.py": '''
+    """,
+    "torch_utils/custom_ops.py": """
         def get_plugin(module_name, **kwargs):
             raise RuntimeError(f"cannot build {module_name}: no CUDA compiler in this fake tree")
-    ''',
+    """,
     "torch_utils/ops/__init__.py": "",
-    "torch_utils/ops/bias_act.py": '''
+    "torch_utils/ops/bias_act.py": """
         import torch
         _plugin = None
 
@@ -120,9 +119,9 @@ TREE = {
             if act == "lrelu":
                 x = torch.nn.functional.leaky_relu(x, 0.2) * (2 ** 0.5 if gain is None else gain)
             return x
-    ''',
+    """,
     "training/__init__.py": "",
-    "training/networks_fake_xl.py": '''
+    "training/networks_fake_xl.py": """
         # A StyleGAN3-layout generator, small: Fourier-ish input driven by ws[:, 0], then layers.
         import numpy as np
         import torch
@@ -235,21 +234,21 @@ TREE = {
 
             def forward(self, z, c, truncation_psi=1, **kwargs):
                 return self.synthesis(self.mapping(z, c, truncation_psi=truncation_psi))
-    ''',
-    "feature_networks/__init__.py": '''
+    """,
+    "feature_networks/__init__.py": """
         import os
         if os.environ.get("FAKE_SGXL_FORBID_D"):
             raise ImportError("the discriminator's feature networks were imported while loading G_ema")
-    ''',
-    "feature_networks/net.py": '''
+    """,
+    "feature_networks/net.py": """
         import torch
         class FeatureNet(torch.nn.Module):  # plain class: pickled by reference, like timm models
             def __init__(self):
                 super().__init__()
                 self.body = torch.nn.Conv2d(3, 4, 3)
-    ''',
+    """,
     "pg_modules/__init__.py": "",
-    "pg_modules/discriminator.py": '''
+    "pg_modules/discriminator.py": """
         import torch
         from torch_utils import persistence
         from feature_networks.net import FeatureNet
@@ -260,10 +259,10 @@ TREE = {
                 super().__init__()
                 self.feature_network = FeatureNet()
                 self.head = torch.nn.Linear(4, 1)
-    ''',
+    """,
 }
 
-BUILD = '''
+BUILD = """
 import copy, pickle, sys
 import torch
 import dnnlib
@@ -289,7 +288,7 @@ with torch.no_grad():
     ws = G_ema.mapping(z, c)
     ws_trunc = G_ema.mapping(z, c, truncation_psi=0.5)
     torch.save(dict(z=z, labels=labels, ws=ws, ws_trunc=ws_trunc, img=G_ema(z, c)), sys.argv[2])
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -304,13 +303,21 @@ def fake_xl(tmp_path_factory) -> Iterator[dict[str, Path]]:
     pkl, ref = root / "fake_xl.pkl", root / "reference.pt"
     env = {k: v for k, v in os.environ.items() if k != FORBID_ENV}
     env.update(PYTHONPATH=str(src), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", BUILD, str(pkl), str(ref)], cwd=src, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", BUILD, str(pkl), str(ref)], cwd=src, capture_output=True, text=True, timeout=120, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     yield {"src": src, "pkl": pkl, "ref": ref}
     # leave no fake `dnnlib` / `torch_utils` / `training` behind for other test modules
     sys.path[:] = [p for p in sys.path if Path(p).resolve() != src.resolve()]
     for name in list(sys.modules):
-        if name.split(".")[0] in ("dnnlib", "torch_utils", "training", "feature_networks", "pg_modules") or name.startswith("_imported_module_"):
+        if name.split(".")[0] in (
+            "dnnlib",
+            "torch_utils",
+            "training",
+            "feature_networks",
+            "pg_modules",
+        ) or name.startswith("_imported_module_"):
             del sys.modules[name]
 
 
@@ -371,8 +378,14 @@ def test_glad_prior_runs_on_the_stylegan_xl_backend(fake_xl):
     # 3-channel 16-px generator on 1-channel 12-px data: channel mean, then resize
     data = make_tiny_data(num_classes=3, channels=1, res=12)
     prior = registry.create(
-        "prior", "glad", backend="stylegan-xl", weights=str(fake_xl["pkl"]), stylegan_xl_src=str(fake_xl["src"]),
-        layer=2, class_ids=[4, 0, 2], trust_pickle=True,
+        "prior",
+        "glad",
+        backend="stylegan-xl",
+        weights=str(fake_xl["pkl"]),
+        stylegan_xl_src=str(fake_xl["src"]),
+        layer=2,
+        class_ids=[4, 0, 2],
+        trust_pickle=True,
     )
     prior.setup(data, torch.device("cpu"))
     labels = class_labels(3, 2)
@@ -405,4 +418,6 @@ def test_missing_tree_pickle_or_key_are_clear_errors(fake_xl, tmp_path):
         registry.create("prior", "glad", backend="stylegan-xl", weights=str(fake_xl["pkl"]))
     # a pickle runs code when it loads: never without the user's explicit trust
     with pytest.raises(InvalidOptionError, match="glad.trust_pickle=true"):
-        registry.create("prior", "glad", backend="stylegan-xl", weights=str(fake_xl["pkl"]), stylegan_xl_src=str(fake_xl["src"]))
+        registry.create(
+            "prior", "glad", backend="stylegan-xl", weights=str(fake_xl["pkl"]), stylegan_xl_src=str(fake_xl["src"])
+        )

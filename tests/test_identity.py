@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ddbench_plugins.matchers import realside
+from ddbench_plugins.matchers.dm import DistributionMatching
+from fixtures_data import make_fashion_mnist, make_image_folder
 from PIL import Image
 
 from ddbench import registry
@@ -23,9 +26,6 @@ from ddbench.leaderboard import leaderboard_table
 from ddbench.provenance import Provenance
 from ddbench.spec import SPEC_VERSION, RunEnv, RunSpec
 from ddbench.store import ResultsStore, store_path
-from ddbench_plugins.matchers import realside
-from ddbench_plugins.matchers.dm import DistributionMatching
-from fixtures_data import make_fashion_mnist, make_image_folder
 
 FIXED = Provenance(versions={"ddbench": "test"}, git_commit="0" * 40, host={"cpu_count": 1})
 
@@ -92,7 +92,9 @@ def test_the_engine_builds_plugins_from_the_effective_options(fmnist):
 
 def test_neutral_options_are_recorded_but_not_hashed(fmnist):
     base = resolve_spec(RunSpec(matcher="mtt"), fmnist)
-    moved = resolve_spec(RunSpec(matcher="mtt", matcher_options={"expert_dir": "/elsewhere", "build_experts": True}), fmnist)
+    moved = resolve_spec(
+        RunSpec(matcher="mtt", matcher_options={"expert_dir": "/elsewhere", "build_experts": True}), fmnist
+    )
     assert moved.run_id == base.run_id
     assert moved.identity["matcher"]["options"]["expert_dir"] == "/elsewhere"
     assert "expert_dir" not in moved.identity["matcher"]["key"]
@@ -149,7 +151,10 @@ def test_another_image_folder_gives_another_id(tmp_path):
     _ppm_folder(tmp_path / "two", 200)  # the same names and sizes, other pixels
     make_image_folder(tmp_path / "three", ["cat", "dog", "emu"], per_class=2)
     shutil.copytree(tmp_path / "one", tmp_path / "one-copy")
-    ids = {n: _id(RunEnv(data_root=str(tmp_path / n)), dataset="image-folder", matcher="dm") for n in ("one", "two", "three", "one-copy")}
+    ids = {
+        n: _id(RunEnv(data_root=str(tmp_path / n)), dataset="image-folder", matcher="dm")
+        for n in ("one", "two", "three", "one-copy")
+    }
     assert len({ids["one"], ids["two"], ids["three"]}) == 3
     assert ids["one-copy"] == ids["one"]
     # the dataset's own options count too (another held-out split)
@@ -216,7 +221,9 @@ def test_an_old_store_opens_and_its_runs_stay_apart_from_new_ones(tmp_path, fmni
         store.finish_run("oldrun0000000000", 1.0, None, None)
         for seed, acc in ((0, 0.50), (1, 0.52)):
             store.add_score("oldrun0000000000", "convnet", seed, protocol, acc, None, 1.0, 1.0, None)
-    with ResultsStore(store_path(tmp_path / "out"), provenance=FIXED) as store:  # opened again, as a later ddbench would
+    with ResultsStore(
+        store_path(tmp_path / "out"), provenance=FIXED
+    ) as store:  # opened again, as a later ddbench would
         store.start_run(new_spec.run_id, new_spec.to_dict(), None)
         store.finish_run(new_spec.run_id, 1.0, None, None)
         for seed, acc in ((0, 0.80), (1, 0.82)):
@@ -267,12 +274,29 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_bad_values_on_the_command_line_and_in_suites_fail_before_any_data_loads(tmp_path):
-    bad_option = _cli("run", "--dataset", "fashion-mnist", "--algo-opt", "batch_real=abc", "--out", str(tmp_path / "o"), "--no-progress")
-    bad_lr = _cli("run", "--dataset", "fashion-mnist", "--lr", "images=abc", "--out", str(tmp_path / "o"), "--no-progress")
+    bad_option = _cli(
+        "run",
+        "--dataset",
+        "fashion-mnist",
+        "--algo-opt",
+        "batch_real=abc",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    )
+    bad_lr = _cli(
+        "run", "--dataset", "fashion-mnist", "--lr", "images=abc", "--out", str(tmp_path / "o"), "--no-progress"
+    )
     suite = tmp_path / "bad.toml"
-    suite.write_text('name = "bad"\nversion = 1\n\n[grid]\ndatasets = ["fashion-mnist"]\nmatchers = ["dm"]\nmatcher_options = { batch_real = "lots" }\n')
+    suite.write_text(
+        'name = "bad"\nversion = 1\n\n[grid]\ndatasets = ["fashion-mnist"]\nmatchers = ["dm"]\nmatcher_options = { batch_real = "lots" }\n'
+    )
     bad_suite = _cli("run", "--suite", str(suite), "--out", str(tmp_path / "o"), "--no-progress")
-    for result, words in ((bad_option, ("batch_real", "integer", "'abc'")), (bad_lr, ("images", "number", "'abc'")), (bad_suite, ("batch_real", "'lots'"))):
+    for result, words in (
+        (bad_option, ("batch_real", "integer", "'abc'")),
+        (bad_lr, ("images", "number", "'abc'")),
+        (bad_suite, ("batch_real", "'lots'")),
+    ):
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr, result.stderr
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

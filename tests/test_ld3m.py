@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
+from ddbench_plugins.priors.ld3m import LD3MPrior
+from ddbench_plugins.priors.ld3m.backends import LDMBackend, build_tiny, load_backend
+from ddbench_plugins.priors.ld3m.sampler import DDIMSchedule, reverse_process
 
 from ddbench import registry
 from ddbench.errors import DataNotFoundError, InvalidOptionError
 from ddbench.interfaces import LatentState, Matcher, RealData, class_labels
-from ddbench_plugins.priors.ld3m import LD3MPrior
-from ddbench_plugins.priors.ld3m.backends import LDMBackend, build_tiny, load_backend
-from ddbench_plugins.priors.ld3m.sampler import DDIMSchedule, reverse_process
 
 K, IPC = 3, 2
 
@@ -21,7 +21,16 @@ def fake_data(channels: int = 1, res: int = 16, per_class: int = 6) -> RealData:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (K * per_class, channels, res, res), dtype=torch.uint8, generator=g)
     labels = torch.arange(K).repeat_interleave(per_class)
-    return RealData("fake", images, labels, images[:4], labels[:4], [f"c{i}" for i in range(K)], (0.4,) * channels, (0.3,) * channels)
+    return RealData(
+        "fake",
+        images,
+        labels,
+        images[:4],
+        labels[:4],
+        [f"c{i}" for i in range(K)],
+        (0.4,) * channels,
+        (0.3,) * channels,
+    )
 
 
 def make_prior(data: RealData | None = None, **options) -> tuple[LD3MPrior, LatentState]:
@@ -134,7 +143,7 @@ def test_z_is_the_encoding_of_the_real_images() -> None:
     data = fake_data()
     prior = registry.create("prior", "ld3m", T=2)
     prior.setup(data, torch.device("cpu"))
-    real = data.normalise(data.train_images[:K * IPC])
+    real = data.normalise(data.train_images[: K * IPC])
     state = prior.init_state(real, class_labels(K, IPC), torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = prior.backend.encode(prior.to_model_images(real))
@@ -286,12 +295,14 @@ def test_an_imagenet_subset_conditions_on_its_imagenet_classes():
     """On a 1000-class model (cin256) imagenette's labels 0…9 must map to their ImageNet indices."""
     import dataclasses
 
-    from ddbench_plugins.priors.class_ids import imagenet_ids
     from conftest import make_tiny_data
+    from ddbench_plugins.priors.class_ids import imagenet_ids
 
     data = dataclasses.replace(make_tiny_data(num_classes=10, per_class=2), name="imagenette")
     prior = LD3MPrior(T=2)
     prior.setup(data, torch.device("cpu"), backend=build_tiny(image_channels=1, num_classes=1000))
     assert prior.model_class.tolist() == imagenet_ids("imagenette") != list(range(10))
     with pytest.raises(InvalidOptionError, match="class_ids"):
-        LD3MPrior(T=2, class_ids=[0, 1]).setup(data, torch.device("cpu"), backend=build_tiny(image_channels=1, num_classes=1000))
+        LD3MPrior(T=2, class_ids=[0, 1]).setup(
+            data, torch.device("cpu"), backend=build_tiny(image_channels=1, num_classes=1000)
+        )

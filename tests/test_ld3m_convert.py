@@ -6,12 +6,12 @@ import copy
 
 import pytest
 import torch
-
-from ddbench.errors import CorruptFileError
-from ddbench.interfaces import RealData, class_labels
 from ddbench_plugins.priors.ld3m import LD3MPrior
 from ddbench_plugins.priors.ld3m.backends import load_backend
 from ddbench_plugins.priors.ld3m.convert import convert_ldm, convert_state_dict
+
+from ddbench.errors import CorruptFileError
+from ddbench.interfaces import RealData, class_labels
 
 MC, MULT, NRB, CTX = 32, (1, 2), 1, 16  # UNet: model_channels, channel_mult, res blocks, context dim
 CH, N_EMBED, N_CLASSES = 32, 16, 5  # VQ: ch (mult 1-2), codebook size; ClassEmbedder rows (4 + uncond)
@@ -22,15 +22,42 @@ TINY_CONFIG = {
             "linear_start": 0.0015,
             "linear_end": 0.0195,
             "timesteps": 1000,
-            "unet_config": {"params": {
-                "image_size": 8, "in_channels": 3, "out_channels": 3, "model_channels": MC,
-                "attention_resolutions": [2], "num_res_blocks": NRB, "channel_mult": list(MULT),
-                "num_heads": 1, "use_spatial_transformer": True, "transformer_depth": 1, "context_dim": CTX}},
-            "first_stage_config": {"params": {"embed_dim": 3, "n_embed": N_EMBED, "ddconfig": {
-                "double_z": False, "z_channels": 3, "resolution": 16, "in_channels": 3, "out_ch": 3,
-                "ch": CH, "ch_mult": list(MULT), "num_res_blocks": NRB, "attn_resolutions": []}}},
-            "cond_stage_config": {"target": "ldm.modules.encoders.modules.ClassEmbedder",
-                                  "params": {"n_classes": N_CLASSES, "embed_dim": CTX}},
+            "unet_config": {
+                "params": {
+                    "image_size": 8,
+                    "in_channels": 3,
+                    "out_channels": 3,
+                    "model_channels": MC,
+                    "attention_resolutions": [2],
+                    "num_res_blocks": NRB,
+                    "channel_mult": list(MULT),
+                    "num_heads": 1,
+                    "use_spatial_transformer": True,
+                    "transformer_depth": 1,
+                    "context_dim": CTX,
+                }
+            },
+            "first_stage_config": {
+                "params": {
+                    "embed_dim": 3,
+                    "n_embed": N_EMBED,
+                    "ddconfig": {
+                        "double_z": False,
+                        "z_channels": 3,
+                        "resolution": 16,
+                        "in_channels": 3,
+                        "out_ch": 3,
+                        "ch": CH,
+                        "ch_mult": list(MULT),
+                        "num_res_blocks": NRB,
+                        "attn_resolutions": [],
+                    },
+                }
+            },
+            "cond_stage_config": {
+                "target": "ldm.modules.encoders.modules.ClassEmbedder",
+                "params": {"n_classes": N_CLASSES, "embed_dim": CTX},
+            },
         }
     }
 }
@@ -196,7 +223,8 @@ def test_every_original_tensor_lands_in_the_right_place(converted) -> None:
         u + "time_embedding.linear_1.weight": m + "time_embed.0.weight",
         u + "down_blocks.1.resnets.0.conv_shortcut.weight": m + "input_blocks.3.0.skip_connection.weight",
         u + "down_blocks.0.downsamplers.0.conv.weight": m + "input_blocks.2.0.op.weight",
-        u + "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight": m + "input_blocks.3.1.transformer_blocks.0.attn2.to_k.weight",
+        u + "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight": m
+        + "input_blocks.3.1.transformer_blocks.0.attn2.to_k.weight",
         u + "mid_block.attentions.0.proj_in.weight": m + "middle_block.1.proj_in.weight",
         u + "mid_block.resnets.1.time_emb_proj.weight": m + "middle_block.2.emb_layers.1.weight",
         u + "up_blocks.0.upsamplers.0.conv.weight": m + "output_blocks.1.2.conv.weight",

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
-
 from conftest import make_tiny_data
-from ddbench.errors import InvalidOptionError
-from ddbench.interfaces import class_labels
 from ddbench_plugins.priors.ld3m import LD3MPrior
 from ddbench_plugins.priors.ld3m.backends import load_backend
 from ddbench_plugins.priors.ld3m.dit import DiTBackend
+from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
+
+from ddbench.errors import InvalidOptionError
+from ddbench.interfaces import class_labels
 
 NUM_CLASSES = 3
 
@@ -36,7 +36,9 @@ def _tiny_dit(shared_table: bool = True) -> tuple[AutoencoderKL, DiTTransformer2
             first.normal_()
             for block in dit.transformer_blocks[1:]:
                 block.norm1.emb.class_embedder.embedding_table.weight.copy_(first)
-    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, clip_sample=False)
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, clip_sample=False
+    )
     return vae, dit, scheduler
 
 
@@ -46,7 +48,12 @@ def _pipeline_dir(root: Path) -> Path:
     vae.save_pretrained(root / "vae")
     dit.save_pretrained(root / "transformer")
     scheduler.save_pretrained(root / "scheduler")
-    index = {"_class_name": "DiTPipeline", "transformer": ["diffusers", "DiTTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDIMScheduler"]}
+    index = {
+        "_class_name": "DiTPipeline",
+        "transformer": ["diffusers", "DiTTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+    }
     (root / "model_index.json").write_text(json.dumps(index))
     return root
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import make_tiny_data
+from ddbench_plugins.priors.ld3m.backends import build_tiny, packaged_model
+from ddbench_plugins.priors.ld3m.train import reconstruction_psnr
+
 from ddbench import registry
 from ddbench.errors import InvalidOptionError
 from ddbench.identity import resolve_specs
 from ddbench.interfaces import class_labels
 from ddbench.spec import RunEnv, RunSpec
-from ddbench_plugins.priors.ld3m.backends import build_tiny, packaged_model
-from ddbench_plugins.priors.ld3m.train import reconstruction_psnr
 
 SHIPPED = packaged_model("fashion-mnist")
 
@@ -92,7 +92,9 @@ def test_shipped_model_reproduces_its_recorded_psnr_offline() -> None:
 
 
 def _run_id(tmp_path: Path, **prior_options) -> str:
-    spec = RunSpec(dataset="fashion-mnist", prior="ld3m", matcher="dm", ipc=1, iterations=2, prior_options=prior_options)
+    spec = RunSpec(
+        dataset="fashion-mnist", prior="ld3m", matcher="dm", ipc=1, iterations=2, prior_options=prior_options
+    )
     return resolve_specs([spec], RunEnv(out=tmp_path))[0].run_id
 
 

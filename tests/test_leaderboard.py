@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import doctest
-import json
 import io
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +32,9 @@ def recorded_spec(dataset: str, prior: str, matcher: str, evaluators: list[str])
         field: {"name": name, "labels": {"display_order": _display_order(field, name)}}
         for field, name in (("dataset", dataset), ("prior", prior), ("matcher", matcher))
     }
-    return json.dumps({"dataset": dataset, "prior": prior, "matcher": matcher, "evaluators": evaluators, "identity": identity})
+    return json.dumps(
+        {"dataset": dataset, "prior": prior, "matcher": matcher, "evaluators": evaluators, "identity": identity}
+    )
 
 
 #: the evaluators runs ask for (`--evaluators convnet,unseen`), which orders evaluator columns
@@ -43,9 +45,22 @@ def scores(*cells: tuple[str, str, str, str, list[float]], **extra: object) -> p
     """A scores frame as the store gives it: one (prior, matcher, dataset, evaluator, accuracies by
     seed) per cell, each run's spec_json recording its plugins' display orders."""
     records = [
-        {"run_id": f"{prior}-{matcher}-{dataset}", "dataset": dataset, "prior": prior, "matcher": matcher,
-         "ipc": 1, "res": None, "evaluator": evaluator, "seed": seed, "protocol": "dc", "report": "final",
-         "accuracy": acc, "accuracy_max": None, "spec_json": recorded_spec(dataset, prior, matcher, EVALUATORS), **extra}  # fmt: skip
+        {
+            "run_id": f"{prior}-{matcher}-{dataset}",
+            "dataset": dataset,
+            "prior": prior,
+            "matcher": matcher,
+            "ipc": 1,
+            "res": None,
+            "evaluator": evaluator,
+            "seed": seed,
+            "protocol": "dc",
+            "report": "final",
+            "accuracy": acc,
+            "accuracy_max": None,
+            "spec_json": recorded_spec(dataset, prior, matcher, EVALUATORS),
+            **extra,
+        }  # fmt: skip
         for prior, matcher, dataset, evaluator, accs in cells
         for seed, acc in enumerate(accs)
     ]
@@ -97,7 +112,11 @@ def test_best_cell_per_column_and_missing_cells() -> None:
 
 
 def test_rows_follow_the_display_order_the_runs_recorded() -> None:
-    cells = [(prior, matcher) for prior in ("zeta", "ld3m", "glad-random", "pixel", "glad", "alpha") for matcher in ("mtt", "custom", "dm", "dc")]
+    cells = [
+        (prior, matcher)
+        for prior in ("zeta", "ld3m", "glad-random", "pixel", "glad", "alpha")
+        for matcher in ("mtt", "custom", "dm", "dc")
+    ]
     frame = scores(*((p, m, "cifar10", "convnet", [0.5]) for p, m in cells))
     keys = [row[:2] for row in leaderboard_table(frame).rows]
     priors = list(dict.fromkeys(prior for prior, _ in keys))
@@ -105,12 +124,27 @@ def test_rows_follow_the_display_order_the_runs_recorded() -> None:
     assert [m for p, m in keys if p == "pixel"] == ["dc", "dm", "mtt", "custom"]
     # without recorded orders (a store from before, a hand-made frame): alphabetical
     plain = leaderboard_table(frame.drop(columns=["spec_json"]))
-    assert list(dict.fromkeys(row[0] for row in plain.rows)) == ["alpha", "glad", "glad-random", "ld3m", "pixel", "zeta"]
+    assert list(dict.fromkeys(row[0] for row in plain.rows)) == [
+        "alpha",
+        "glad",
+        "glad-random",
+        "ld3m",
+        "pixel",
+        "zeta",
+    ]
 
 
 def test_evaluator_columns_follow_the_order_runs_asked_for() -> None:
-    frame = scores(*(("pixel", "dc", "cifar10", e, [0.5]) for e in ("alexnet", "vgg11")), spec_json=recorded_spec("cifar10", "pixel", "dc", ["vgg11", "alexnet"]))
-    assert leaderboard_table(frame, rows=("prior",), columns="evaluator").columns == ("prior", "vgg11", "alexnet", "avg")
+    frame = scores(
+        *(("pixel", "dc", "cifar10", e, [0.5]) for e in ("alexnet", "vgg11")),
+        spec_json=recorded_spec("cifar10", "pixel", "dc", ["vgg11", "alexnet"]),
+    )
+    assert leaderboard_table(frame, rows=("prior",), columns="evaluator").columns == (
+        "prior",
+        "vgg11",
+        "alexnet",
+        "avg",
+    )
 
 
 def test_evaluator_columns_with_average() -> None:
@@ -132,7 +166,12 @@ def test_evaluator_columns_with_average() -> None:
 
 
 def test_filters_lists_strings_and_errors() -> None:
-    frame = pd.concat([scores(("pixel", "dc", "cifar10", "convnet", [0.5])), scores(("pixel", "dc", "cifar10", "convnet", [0.9]), ipc=10)])
+    frame = pd.concat(
+        [
+            scores(("pixel", "dc", "cifar10", "convnet", [0.5])),
+            scores(("pixel", "dc", "cifar10", "convnet", [0.9]), ipc=10),
+        ]
+    )
     frame["run_id"] = frame["run_id"] + frame["ipc"].astype(str)
     one = leaderboard_table(frame, filters={"ipc": "1"})  # as typed on a command line
     assert cell_texts(one) == [["pixel", "dc", "50.0 ± 0.0"]]
@@ -149,7 +188,12 @@ def test_filters_lists_strings_and_errors() -> None:
 
 
 def test_different_protocols_are_not_mixed() -> None:
-    frame = pd.concat([scores(("pixel", "dm", "cifar10", "convnet", [0.5])), scores(("pixel", "dm", "cifar10", "convnet", [0.6]), protocol="glad")])
+    frame = pd.concat(
+        [
+            scores(("pixel", "dm", "cifar10", "convnet", [0.5])),
+            scores(("pixel", "dm", "cifar10", "convnet", [0.6]), protocol="glad"),
+        ]
+    )
     with pytest.raises(InvalidOptionError, match="protocol in {dc, glad}"):
         leaderboard_table(frame)
     assert cell_texts(leaderboard_table(frame, filters={"protocol": "glad"})) == [["pixel", "dm", "60.0 ± 0.0"]]
@@ -185,7 +229,9 @@ def test_markdown_golden(tiny: leaderboard.LeaderboardTable) -> None:
 
 
 def test_latex_golden(tiny: leaderboard.LeaderboardTable) -> None:
-    assert format_table(tiny, "latex") == r"""\begin{tabular}{llrr}
+    assert (
+        format_table(tiny, "latex")
+        == r"""\begin{tabular}{llrr}
 \toprule
  prior   & matcher   &                 cifar10 &                my\_data \\
 \midrule
@@ -193,6 +239,7 @@ def test_latex_golden(tiny: leaderboard.LeaderboardTable) -> None:
  ld3m    & dc        & \textbf{32.0 $\pm$ 2.0} & \textbf{50.0 $\pm$ 0.0} \\
 \bottomrule
 \end{tabular}"""
+    )
 
 
 def test_csv_golden(tiny: leaderboard.LeaderboardTable) -> None:
@@ -254,7 +301,11 @@ def test_module_docstring_example_runs() -> None:
 
 def test_best_is_marked_per_ipc_when_ipc_is_a_row_key() -> None:
     by_ipc = {
-        ipc: scores(("pixel", "dm", "fashion-mnist", "convnet", [pixel]), ("glad", "dm", "fashion-mnist", "convnet", [glad]), ipc=ipc)
+        ipc: scores(
+            ("pixel", "dm", "fashion-mnist", "convnet", [pixel]),
+            ("glad", "dm", "fashion-mnist", "convnet", [glad]),
+            ipc=ipc,
+        )
         for ipc, pixel, glad in [(1, 0.69, 0.67), (10, 0.80, 0.74)]
     }
     frame = pd.concat(by_ipc.values()).assign(run_id=lambda f: f.run_id + "-" + f.ipc.astype(str))
@@ -269,7 +320,9 @@ def test_marked_cells_show_their_mark_in_every_format_and_never_win() -> None:
         ("glad", "dm", "cifar10", "convnet", [0.70, 0.72]),  # higher, but from a smoke run
         ("glad", "real", "cifar10", "convnet", [0.10, 0.12]),
     )
-    smoke = leaderboard.CellMark(leaderboard.OTHER_SETTINGS, "run glad-dm has other settings: iterations 1 (suite: 100)")
+    smoke = leaderboard.CellMark(
+        leaderboard.OTHER_SETTINGS, "run glad-dm has other settings: iterations 1 (suite: 100)"
+    )
     wrong = leaderboard.CellMark(leaderboard.NOT_MEANINGFUL, "run glad-real is not meaningful: random latents")
     table = leaderboard_table(frame, marks={(("glad", "dm"), "cifar10"): [smoke], (("glad", "real"), None): [wrong]})
     rows = {row[:2]: row[2] for row in table.rows}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ddbench_plugins.priors.pixel import PixelPrior
 from torch import Tensor
 
 from ddbench.distill import CHECKPOINT_FILE, Distiller
@@ -22,7 +23,6 @@ from ddbench.interfaces import Matcher, RealSampler
 from ddbench.metrics import METRICS_FILE, TENSORBOARD_DIR, RunMetrics, read_metrics, summarise
 from ddbench.spec import RunSpec
 from ddbench.store import SCHEMA_VERSION, ResultsStore
-from ddbench_plugins.priors.pixel import PixelPrior
 
 TESTS = Path(__file__).parent
 
@@ -50,7 +50,16 @@ class ScaledMeanMatcher(Matcher):
 
 def _distiller(data, run_dir: Path, iterations: int = 6, **kwargs) -> Distiller:
     spec = RunSpec(dataset="tiny", prior="pixel", matcher="scaled-mean-test", ipc=2, iterations=iterations, seed=3)
-    return Distiller(spec, data, run_dir, checkpoint_every=2, progress=False, prior=PixelPrior(), matcher=ScaledMeanMatcher(), **kwargs)
+    return Distiller(
+        spec,
+        data,
+        run_dir,
+        checkpoint_every=2,
+        progress=False,
+        prior=PixelPrior(),
+        matcher=ScaledMeanMatcher(),
+        **kwargs,
+    )
 
 
 def test_one_line_per_iteration_with_loss_time_memory_and_matcher_scalars(tiny_data, tmp_path):
@@ -193,7 +202,11 @@ def test_tensorboard_missing_is_one_line_with_the_install(monkeypatch, tmp_path)
     from ddbench import metrics
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(metrics.importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        metrics.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a),
+    )
     with pytest.raises(InvalidOptionError, match=r"pip install 'ddbench\[tensorboard\]'"):
         RunMetrics(tmp_path, tensorboard=True)
 
@@ -209,7 +222,13 @@ def test_show_prints_the_summary_and_where_the_metrics_are(tmp_path):
     (run_dir / METRICS_FILE).write_text('{"iteration": 0, "loss": 2.0, "seconds": 1.0, "peak_memory_bytes": 1}\n')
     with ResultsStore(store_path(tmp_path)) as store:
         store.start_run("r1", _SPEC, str(run_dir))
-        store.finish_run("r1", 3.0, 2**20, 1.0, {"iterations": 3, "loss_first": 2.0, "loss_final": 0.5, "loss_min": 0.25, "final": {"lr": 0.0125}})
+        store.finish_run(
+            "r1",
+            3.0,
+            2**20,
+            1.0,
+            {"iterations": 3, "loss_first": 2.0, "loss_final": 0.5, "loss_min": 0.25, "final": {"lr": 0.0125}},
+        )
     result = CliRunner().invoke(cli, ["show", "r1", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "final loss    0.5 (first 2, min 0.25 over 3 iterations)" in result.output

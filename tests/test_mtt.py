@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from ddbench_plugins.matchers import experts as experts_module
+from ddbench_plugins.matchers.experts import ExpertBuffer, ExpertConfig, ExpertTrajectory, save_trajectory, snapshot
+from ddbench_plugins.matchers.mtt import LearningRateDivergedError, TrajectoryMatching, default_hyperparameters
 from torch.func import functional_call
 
 from ddbench.errors import DataNotFoundError, InvalidOptionError
 from ddbench.interfaces import MatchContext, class_labels
-from ddbench_plugins.matchers import experts as experts_module
-from ddbench_plugins.matchers.experts import ExpertBuffer, ExpertConfig, ExpertTrajectory, save_trajectory, snapshot
-from ddbench_plugins.matchers.mtt import LearningRateDivergedError, TrajectoryMatching, default_hyperparameters
 
 
 def _config(data, epochs: int = 3, **kwargs) -> ExpertConfig:
@@ -218,10 +218,11 @@ def test_learned_lr_is_saved_and_checkpointed(tmp_path, tiny_data, fake_training
 
 
 def test_learned_lr_is_recorded_per_iteration(tmp_path, tiny_data, fake_training):
+    from ddbench_plugins.priors.pixel import PixelPrior
+
     from ddbench.distill import Distiller
     from ddbench.metrics import read_metrics
     from ddbench.spec import RunSpec
-    from ddbench_plugins.priors.pixel import PixelPrior
 
     matcher = _mtt(tiny_data, tmp_path / "experts", build_experts=True, lr_lr=1e-4)
     spec = RunSpec(dataset="tiny", prior="pixel", matcher="mtt", ipc=1, iterations=3)

@@ -46,14 +46,27 @@ def out(tmp_path: Path) -> Path:
                     "evaluators": list(EVALUATORS), "eval_seeds": [0, 1]}  # fmt: skip
             store.start_run(run_id, spec, str(run_dir))
             store.finish_run(run_id, 10.0 * ipc, (200 + 50 * ipc) * 2**20, 2.0 * ipc)
-            lines = [{"iteration": i, "loss": loss, "seconds": 2.0 * ipc, "peak_memory_bytes": 2**28} for i, loss in enumerate(_losses(matcher))]
+            lines = [
+                {"iteration": i, "loss": loss, "seconds": 2.0 * ipc, "peak_memory_bytes": 2**28}
+                for i, loss in enumerate(_losses(matcher))
+            ]
             if matcher == "mtt":
                 for i, line in enumerate(lines):
                     line["lr"] = 0.01 + 0.001 * i
             (run_dir / METRICS_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
             for evaluator in EVALUATORS:
                 for seed in (0, 1):
-                    store.add_score(run_id, evaluator, seed, {"name": "dc"}, _accuracy(matcher, ipc, evaluator, seed), None, 1.0, 1.0, None)
+                    store.add_score(
+                        run_id,
+                        evaluator,
+                        seed,
+                        {"name": "dc"},
+                        _accuracy(matcher, ipc, evaluator, seed),
+                        None,
+                        1.0,
+                        1.0,
+                        None,
+                    )
     return out
 
 
@@ -77,7 +90,7 @@ def test_accuracy_against_ipc_has_one_line_per_method(out):
     assert line["x"] == [1, 10]
     assert line["y"] == pytest.approx([100 * (0.40 + 0.01), 100 * (0.60 + 0.01)])  # mean over seeds 0 and 1
     assert line["err"] == pytest.approx([1.0, 1.0])  # population std of ±1 point
-    drawn = {tuple(l.get_xdata()) for l in ax.get_lines() if len(l.get_xdata()) == 2}
+    drawn = {tuple(line.get_xdata()) for line in ax.get_lines() if len(line.get_xdata()) == 2}
     assert (1, 10) in drawn
 
 
@@ -102,10 +115,12 @@ def test_loss_curves_have_a_panel_per_matcher_and_per_matcher_scalar(out):
     assert sorted(list(plot.series)[:3]) == ["dc loss", "dm loss", "mtt loss"]  # the runs' order
     assert list(plot.series)[3:] == ["lr (reported by the matcher)"]
     assert plot.series["dm loss"]["pixel + dm · IPC 10"]["y"] == _losses("dm")
-    assert plot.series["lr (reported by the matcher)"]["pixel + mtt · IPC 1"]["y"] == pytest.approx([0.01, 0.011, 0.012, 0.013, 0.014])
+    assert plot.series["lr (reported by the matcher)"]["pixel + mtt · IPC 1"]["y"] == pytest.approx(
+        [0.01, 0.011, 0.012, 0.013, 0.014]
+    )
     dm = next(a for a in _visible_axes(plot) if a.get_title() == "dm loss")
     assert dm.get_yscale() == "log"  # 100 → 4 spans more than a factor 10
-    assert [tuple(l.get_ydata()) for l in dm.get_lines()] == [tuple(_losses("dm"))] * 2
+    assert [tuple(line.get_ydata()) for line in dm.get_lines()] == [tuple(_losses("dm"))] * 2
     assert dm.get_xlabel() == "iteration"
 
 
@@ -113,7 +128,11 @@ def test_cost_shows_seconds_per_iteration_wall_time_and_memory_with_units(out):
     _, runs = _frames(out)
     plot = plots.cost(runs)
     axes = _visible_axes(plot)
-    assert [a.get_xlabel() for a in axes] == ["seconds per iteration (s)", "distillation wall time (min)", "peak memory (MiB)"]
+    assert [a.get_xlabel() for a in axes] == [
+        "seconds per iteration (s)",
+        "distillation wall time (min)",
+        "peak memory (MiB)",
+    ]
     assert plot.series["seconds per iteration"]["dc"]["y"] == pytest.approx([20.0, 2.0])
     assert plot.series["wall time"]["dm"]["y"] == pytest.approx([100 / 60, 10 / 60])
     assert plot.series["peak memory"]["mtt"]["y"] == pytest.approx([250.0])
@@ -130,7 +149,10 @@ def test_every_plot_has_titles_axis_labels_and_a_legend(out):
         assert plot.figure.legends or any(ax.get_legend() is not None for ax in axes), plot.kind
         for ax in axes:
             assert ax.get_title() and ax.get_xlabel(), (plot.kind, ax.get_title())
-            assert "(" in ax.get_xlabel() + ax.get_ylabel() or ax.get_xlabel() in ("iteration", "evaluation architecture"), plot.kind
+            assert "(" in ax.get_xlabel() + ax.get_ylabel() or ax.get_xlabel() in (
+                "iteration",
+                "evaluation architecture",
+            ), plot.kind
 
 
 def test_plot_command_writes_pngs_with_their_data(out, tmp_path):
@@ -146,14 +168,21 @@ def test_plot_command_writes_pngs_with_their_data(out, tmp_path):
     ipc = json.loads((target / "ipc.json").read_text())
     assert ipc["series"]["fashion-mnist"]["pixel + dc"]["x"] == [1, 10]
 
-    only_loss = CliRunner().invoke(cli, ["plot", "--out", str(out), "--output", str(tmp_path / "loss"), "--kind", "loss"])
-    assert only_loss.exit_code == 0 and sorted(p.name for p in (tmp_path / "loss").iterdir()) == ["loss.json", "loss.png"]
+    only_loss = CliRunner().invoke(
+        cli, ["plot", "--out", str(out), "--output", str(tmp_path / "loss"), "--kind", "loss"]
+    )
+    assert only_loss.exit_code == 0 and sorted(p.name for p in (tmp_path / "loss").iterdir()) == [
+        "loss.json",
+        "loss.png",
+    ]
 
 
 def test_a_store_without_scores_or_metrics_says_what_is_missing(tmp_path):
     out = tmp_path / "empty"
     with ResultsStore(store_path(out)) as store:
-        store.start_run("r", {"dataset": "fashion-mnist", "prior": "pixel", "matcher": "dm", "ipc": 1}, str(out / "runs" / "r"))
+        store.start_run(
+            "r", {"dataset": "fashion-mnist", "prior": "pixel", "matcher": "dm", "ipc": 1}, str(out / "runs" / "r")
+        )
     scores, runs = _frames(out)
     built, notes = plots.build_plots(scores, runs, out)
     assert built == [] and len(notes) == 4 and "metrics.jsonl" in notes[2]

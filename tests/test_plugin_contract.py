@@ -25,8 +25,14 @@ from ddbench.testing import ContractError, check_matcher, check_prior, check_reg
 CHEAP_OPTIONS: dict[tuple[str, str], dict[str, object]] = {
     ("matcher", "dc"): {"batch_real": 4, "outer_loop": 1, "inner_loop": 1, "compile": False},
     ("matcher", "dm"): {"batch_real": 4, "compile": False},
-    ("matcher", "mtt"): {"build_experts": True, "num_experts": 1, "expert_train_epochs": 2, "max_start_epoch": 1,
-                         "expert_epochs": 1, "syn_steps": 2},  # fmt: skip
+    ("matcher", "mtt"): {
+        "build_experts": True,
+        "num_experts": 1,
+        "expert_train_epochs": 2,
+        "max_start_epoch": 1,
+        "expert_epochs": 1,
+        "syn_steps": 2,
+    },  # fmt: skip
 }
 
 REGISTERED = [(family, name) for family in registry.FAMILIES for name in registry.plugin_names(family)]
@@ -63,7 +69,11 @@ class MeanVarianceMatcher(Matcher):
             if self.context.dsa is not None:
                 seed = self.dsa_seed()
                 syn, ref = self.context.dsa(syn, seed), self.context.dsa(ref, seed)
-            total = total + (syn.mean(0) - ref.mean(0)).pow(2).sum() + (syn.var(0, unbiased=False) - ref.var(0)).pow(2).sum()
+            total = (
+                total
+                + (syn.mean(0) - ref.mean(0)).pow(2).sum()
+                + (syn.var(0, unbiased=False) - ref.var(0)).pow(2).sum()
+            )
         return total
 
     def dsa_seed(self) -> int:
@@ -142,12 +152,16 @@ def test_a_prior_without_base_lrs_gets_the_default_rate_and_lr_overrides(tmp_pat
     assert groups == {"prior.coefficients": DEFAULT_BASE_LR * MeanVarianceMatcher.lr_scale}
     spec = RunSpec(dataset="tiny", prior="dct", matcher="meanvar", ipc=1, iterations=1, lrs={"coefficients": 0.5})
     distiller = Distiller(spec, data, tmp_path, progress=False, prior=DCTPrior(), matcher=MeanVarianceMatcher())
-    assert {g["name"]: g["lr"] for g in distiller._optimizer(distiller._init_state()).param_groups} == {"prior.coefficients": 0.5}
+    assert {g["name"]: g["lr"] for g in distiller._optimizer(distiller._init_state()).param_groups} == {
+        "prior.coefficients": 0.5
+    }
 
 
 def test_an_exception_in_a_plugins_setup_is_one_framed_error(tmp_path):
     spec = RunSpec(dataset="tiny", prior="broken-setup", matcher="meanvar", ipc=1, iterations=1)
-    distiller = Distiller(spec, tiny_data(), tmp_path, progress=False, prior=SetupFails(), matcher=MeanVarianceMatcher())
+    distiller = Distiller(
+        spec, tiny_data(), tmp_path, progress=False, prior=SetupFails(), matcher=MeanVarianceMatcher()
+    )
     with pytest.raises(PluginError) as info:
         distiller.run()
     message = str(info.value)
@@ -162,7 +176,9 @@ def test_an_exception_in_a_plugins_init_names_the_plugin_and_its_distribution(mo
         raise RuntimeError("boom")
 
     monkeypatch.setattr(PixelPrior, "__init__", broken_init)
-    with pytest.raises(PluginError, match=r"The prior plugin 'pixel' \(ddbench [0-9.]+\) failed in __init__: RuntimeError: boom"):
+    with pytest.raises(
+        PluginError, match=r"The prior plugin 'pixel' \(ddbench [0-9.]+\) failed in __init__: RuntimeError: boom"
+    ):
         registry.create("prior", "pixel")
 
 

@@ -6,9 +6,6 @@ import logging
 
 import pytest
 import torch
-from torch import nn
-
-from ddbench.errors import InvalidOptionError
 from ddbench_plugins.matchers.realside import (
     CompiledOrEager,
     ReshapeAvgPool2d,
@@ -17,6 +14,9 @@ from ddbench_plugins.matchers.realside import (
     resolve_real_chunk,
     use_reshape_pooling,
 )
+from torch import nn
+
+from ddbench.errors import InvalidOptionError
 
 CPU = torch.device("cpu")
 

@@ -25,11 +25,29 @@ def _store(out, runs: list[tuple[str, str, str, int, str, str, list[float]]], **
     with ResultsStore(store_path(out)) as store:
         for run_id, prior, matcher, ipc, evaluator, protocol, accs in runs:
             if store.get_run(run_id) is None:
-                spec = {"dataset": "fashion-mnist", "prior": prior, "matcher": matcher, "ipc": ipc, "spec_version": 2, **spec_extra}
+                spec = {
+                    "dataset": "fashion-mnist",
+                    "prior": prior,
+                    "matcher": matcher,
+                    "ipc": ipc,
+                    "spec_version": 2,
+                    **spec_extra,
+                }
                 store.start_run(run_id, spec, None)
                 store.finish_run(run_id, 1.0, None, None)
             for seed, acc in enumerate(accs):
-                record = {"name": protocol, **({"soft_labels": soft_labels.SoftLabels("ce", teacher=soft_labels.Teacher("convnet", 2)).to_dict()} if "soft=" in protocol else {})}
+                record = {
+                    "name": protocol,
+                    **(
+                        {
+                            "soft_labels": soft_labels.SoftLabels(
+                                "ce", teacher=soft_labels.Teacher("convnet", 2)
+                            ).to_dict()
+                        }
+                        if "soft=" in protocol
+                        else {}
+                    ),
+                }
                 store.add_score(run_id, evaluator, seed, record, acc, None, 1.0, 1.0, None)
 
 
@@ -40,7 +58,12 @@ def _frame(out):
 
 def _by_row(table) -> dict[tuple, dict[str, object]]:
     keys = table.columns[: table.n_keys]
-    return {tuple(dict(zip(keys, row))[k] for k in ("prior", "matcher", "evaluator", "protocol")): dict(zip(table.columns, row)) for row in table.rows}
+    return {
+        tuple(dict(zip(keys, row))[k] for k in ("prior", "matcher", "evaluator", "protocol")): dict(
+            zip(table.columns, row)
+        )
+        for row in table.rows
+    }
 
 
 def test_reference_columns_from_known_numbers(tmp_path) -> None:
@@ -80,11 +103,27 @@ def test_reference_columns_from_known_numbers(tmp_path) -> None:
     other = rows[("pixel", "dm", "alexnet", "dc[epochs=300]")]
     assert other["full data"].text() == "ddbench baseline --dataset fashion-mnist --evaluators alexnet"
     assert other["HLR (gap to full)"] is None and other["DD-Ranking score"] is None
-    assert any("full data, fashion-mnist convnet: dc[epochs=2]" in note and "1 seed(s)" in note for note in notes), notes
+    assert any("full data, fashion-mnist convnet: dc[epochs=2]" in note and "1 seed(s)" in note for note in notes), (
+        notes
+    )
     assert ("pixel", "real", "convnet", "dc[epochs=300]") not in rows  # a reference too
 
     # the same through the command line, as CSV numbers
-    result = CliRunner().invoke(cli, ["leaderboard", "--out", str(tmp_path), "--reference", "--format", "csv", "--ipc", "10", "--evaluators", "convnet"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "leaderboard",
+            "--out",
+            str(tmp_path),
+            "--reference",
+            "--format",
+            "csv",
+            "--ipc",
+            "10",
+            "--evaluators",
+            "convnet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = list(csv.DictReader(io.StringIO(result.stdout)))
     dm = next(line for line in lines if line["matcher"] == "dm" and line["protocol"] == "dc[epochs=300]")
@@ -94,8 +133,12 @@ def test_reference_columns_from_known_numbers(tmp_path) -> None:
 
 
 def test_ddranking_score_matches_its_definition() -> None:
-    assert ddranking_score(0.2, 0.3, weight=1.0) == pytest.approx((math.exp(0.3) - math.exp(-1)) / (math.e - math.exp(-1)))
-    assert ddranking_score(0.2, 0.3, weight=0.0) == pytest.approx((math.exp(-0.2) - math.exp(-1)) / (math.e - math.exp(-1)))
+    assert ddranking_score(0.2, 0.3, weight=1.0) == pytest.approx(
+        (math.exp(0.3) - math.exp(-1)) / (math.e - math.exp(-1))
+    )
+    assert ddranking_score(0.2, 0.3, weight=0.0) == pytest.approx(
+        (math.exp(-0.2) - math.exp(-1)) / (math.e - math.exp(-1))
+    )
     assert doctest.testmod(reference).failed == 0 and doctest.testmod(soft_labels).failed == 0
 
 
@@ -106,7 +149,9 @@ def test_soft_label_scores_are_marked_on_the_leaderboard(tmp_path) -> None:
     (row,) = leaderboard_table(frame, rows=("prior", "matcher")).rows
     assert row[0] == f"pixel ({TEACHER})"
     _store(tmp_path, [("dm10", "pixel", "dm", 10, "convnet", "dc", [0.80])])
-    result = CliRunner().invoke(cli, ["leaderboard", "--out", str(tmp_path), "--rows", "prior,matcher", "--format", "markdown"])
+    result = CliRunner().invoke(
+        cli, ["leaderboard", "--out", str(tmp_path), "--rows", "prior,matcher", "--format", "markdown"]
+    )
     assert result.exit_code == 0, result.output
     assert f"| pixel ({TEACHER}) | dm" in result.stdout
     assert result.stdout.count("| pixel") == 2  # the hard- and the soft-label row, apart
@@ -118,13 +163,28 @@ def test_soft_label_scores_are_marked_on_the_leaderboard(tmp_path) -> None:
 
 def test_full_data_baseline_is_trained_once_and_reused(tmp_path, fmnist_slice, capsys, monkeypatch) -> None:
     out = tmp_path / "out"
-    argv = ["baseline", "--dataset", "fashion-mnist", "--data-root", str(fmnist_slice), "--out", str(out), "--epochs", "1", "--no-progress"]
+    argv = [
+        "baseline",
+        "--dataset",
+        "fashion-mnist",
+        "--data-root",
+        str(fmnist_slice),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
     _main(argv)
     err = capsys.readouterr().err
     assert "120 training images, 1 epoch(s) of dc" in err and "(full-data)" in err
     with ResultsStore(store_path(out), read_only=True) as store:
         scores, runs = store.scores_frame(), store.runs_frame()
-    assert list(scores["protocol"]) == ["dc[epochs=1]"] and list(runs["prior"]) == ["full-data"] and list(runs["ipc"]) == [12]
+    assert (
+        list(scores["protocol"]) == ["dc[epochs=1]"]
+        and list(runs["prior"]) == ["full-data"]
+        and list(runs["ipc"]) == [12]
+    )
     assert len(list((out / "cache" / "full-data").glob("*.safetensors"))) == 1
 
     def no_training(*_args, **_kwargs):

@@ -25,7 +25,14 @@ from ddbench.store import ResultsStore, store_path
 from ddbench.suites import load_suite
 
 GOLDEN = Path(__file__).parent / "golden"
-PRIOR_BASE = {"pixel": 0.20, "glad": 0.25, "glad-random": 0.24, "glad-trained": 0.26, "ld3m": 0.30, "ld3m-trained": 0.29}
+PRIOR_BASE = {
+    "pixel": 0.20,
+    "glad": 0.25,
+    "glad-random": 0.24,
+    "glad-trained": 0.26,
+    "ld3m": 0.30,
+    "ld3m-trained": 0.29,
+}
 MATCHER_BASE = {"dc": 0.00, "dm": -0.02, "mtt": 0.03}
 EVALUATOR_STEP = {"alexnet": 0.000, "vgg11": 0.010, "resnet18": 0.020, "vit": -0.010}
 
@@ -62,7 +69,9 @@ def fill_store(path: Path, name: str, skip: int | None = 7, partial: int = 5, se
             for evaluator in evaluators:
                 for seed in range(seeds):
                     acc = accuracy(keys, datasets.index(spec.dataset), evaluator, seed)
-                    store.add_score(spec.run_id, evaluator, seed, {"name": spec.protocol_key()}, acc, None, 1.0, 1.0, None)
+                    store.add_score(
+                        spec.run_id, evaluator, seed, {"name": spec.protocol_key()}, acc, None, 1.0, 1.0, None
+                    )
 
 
 def frames(path: Path):
@@ -108,7 +117,9 @@ def test_table2_all_is_the_mean_of_complete_rows(tmp_path: Path) -> None:
         assert row[2].mean == pytest.approx(sum(c.mean for c in cells) / len(cells))
         assert row[2].std == pytest.approx(sum(c.std for c in cells) / len(cells))
     # drop one subset's scores of a row: its "All" goes missing, the rest stays
-    spec = next(s for s, _ in suite_runs("table2") if s.prior == "pixel" and s.matcher == "dc" and s.dataset == "imagenet-e")
+    spec = next(
+        s for s, _ in suite_runs("table2") if s.prior == "pixel" and s.matcher == "dc" and s.dataset == "imagenet-e"
+    )
     kept = scores[scores["run_id"] != spec.run_id]
     made = report.suite_table(kept, runs, suite_runs("table2"), load_suite("table2").layout, "table2")
     pixel_dc = next(r for r in made.table.rows if r[:2] == ("pixel", "dc"))
@@ -163,7 +174,9 @@ def test_compare_paper_on_known_rows(tmp_path: Path) -> None:
             store.start_run(spec.run_id, spec.to_dict(), None)
             for evaluator in spec.evaluators:
                 for seed, acc in enumerate(accs):
-                    store.add_score(spec.run_id, evaluator, seed, {"name": spec.protocol_key()}, acc, None, 1.0, 1.0, None)
+                    store.add_score(
+                        spec.run_id, evaluator, seed, {"name": spec.protocol_key()}, acc, None, 1.0, 1.0, None
+                    )
     scores, stored = frames(store_path(tmp_path))
     table = report.suite_table(scores, stored, runs, suite.layout, "table4", compare=True).table
     assert table.columns[2:5] == ("alexnet", "alexnet paper", "alexnet Δ")
@@ -200,7 +213,9 @@ def test_paper_tables_are_shipped_as_package_data() -> None:
     assert paper.paper_table_names() == ["table1", "table2", "table3", "table4", "table6", "table7"]
     t1 = paper.paper_table("table1")
     assert t1.row_keys == ("prior", "matcher") and len(t1.rows) == 9 and t1.aggregate_column is None
-    assert t1.cells[(("ld3m", "dc"), "imagenet-a")] == pytest.approx((0.423, 0.013))  # Table 1, LD3M + DC, ImageNet-A: 42.3 ± 1.3
+    assert t1.cells[(("ld3m", "dc"), "imagenet-a")] == pytest.approx(
+        (0.423, 0.013)
+    )  # Table 1, LD3M + DC, ImageNet-A: 42.3 ± 1.3
     assert paper.paper_table("table3").row_keys == ("prior", "generator")
     assert paper.paper_table("table3").settings["matcher"] == "dc"
     assert paper.paper_table("table2").columns[0] == "all"
@@ -235,12 +250,19 @@ def test_paper_row_names_from_spec_options() -> None:
     assert name("table7", "variant", "ld3m", {}) == "ld3m-learn-zc-eq12"
     assert name("table1", "prior", "ld3m", {}) is None  # tables 1-3 use our prior names as they are
     gen = paper.generator_name
-    assert [gen("pixel", {}), gen("glad", {}), gen("ld3m", {"model_dir": "/m/ld3m/cin256-v2"})] == ["-", "random", "imagenet"]
+    assert [gen("pixel", {}), gen("glad", {}), gen("ld3m", {"model_dir": "/m/ld3m/cin256-v2"})] == [
+        "-",
+        "random",
+        "imagenet",
+    ]
     assert gen("glad", {"weights": "/models/stylegan-xl/ffhq256.pkl"}) == "ffhq"
     assert gen("glad", {"weights": "/models/mine.safetensors"}) == "mine"
     assert report.prior_label("ld3m", {"diffusion": "off", "checkpoint": False}) == "ld3m[diffusion=off]"
     assert report.prior_label("ld3m", {"learn": "zc"}) == "ld3m"  # a default is not a variant
-    assert report.prior_label("glad", {"backend": "stylegan-xl", "weights": "/m/ffhq256.pkl"}) == "glad[backend=stylegan-xl,generator=ffhq]"
+    assert (
+        report.prior_label("glad", {"backend": "stylegan-xl", "weights": "/m/ffhq256.pkl"})
+        == "glad[backend=stylegan-xl,generator=ffhq]"
+    )
 
 
 # ------------------------------------------------------------------------------- HTML
@@ -304,18 +326,25 @@ def test_html_report_of_a_suite_has_its_table_and_grids(tmp_path: Path) -> None:
 def test_cli_suite_compare_markdown_and_html(tmp_path: Path) -> None:
     fill_store(store_path(tmp_path), "table4")
     runner = CliRunner()
-    result = runner.invoke(cli, ["leaderboard", "--out", str(tmp_path), "--suite", "table4", "--compare", "paper", "--format", "markdown"])
+    result = runner.invoke(
+        cli, ["leaderboard", "--out", str(tmp_path), "--suite", "table4", "--compare", "paper", "--format", "markdown"]
+    )
     assert result.exit_code == 0, result.output
     assert "| matcher   | prior        | alexnet        | alexnet paper" in result.output
     assert "Table 4" in result.output and "Δ" in result.output
     out_file = tmp_path / "t4.md"
-    result = runner.invoke(cli, ["leaderboard", "--out", str(tmp_path), "--suite", "table4", "--format", "markdown", "--output", str(out_file)])
+    result = runner.invoke(
+        cli,
+        ["leaderboard", "--out", str(tmp_path), "--suite", "table4", "--format", "markdown", "--output", str(out_file)],
+    )
     assert result.exit_code == 0, result.output
     assert out_file.read_text() == (GOLDEN / "table4.md").read_text()
     result = runner.invoke(cli, ["leaderboard", "--out", str(tmp_path), "--suite", "table4", "--format", "html"])
     assert result.exit_code == 0, result.output
     assert_self_contained((tmp_path / "report-table4.html").read_text())
-    result = runner.invoke(cli, ["leaderboard", "--out", str(tmp_path), "--format", "html", "--output", str(tmp_path / "all.html")])
+    result = runner.invoke(
+        cli, ["leaderboard", "--out", str(tmp_path), "--format", "html", "--output", str(tmp_path / "all.html")]
+    )
     assert result.exit_code == 0, result.output
     page = (tmp_path / "all.html").read_text()
     assert_self_contained(page) and "IPC 1, resolution default, protocol dc" in page
@@ -340,7 +369,9 @@ def test_golden_files_are_plain_markdown_tables() -> None:
 # ------------------------------------------------------------- grids, marks, meaningless rows
 
 
-def store_suite_runs(out: Path, runs: list[tuple[RunSpec, dict[str, str]]], accuracy_of=None, grids: bool = True) -> None:
+def store_suite_runs(
+    out: Path, runs: list[tuple[RunSpec, dict[str, str]]], accuracy_of=None, grids: bool = True
+) -> None:
     """Each run stored with one score per evaluator and seed 0, and (``grids``) a small grid.png."""
     import torch
 
@@ -352,7 +383,13 @@ def store_suite_runs(out: Path, runs: list[tuple[RunSpec, dict[str, str]]], accu
             run_dir.mkdir(parents=True)
             if grids:
                 labels = torch.arange(10).repeat_interleave(spec.ipc)
-                save_grid(torch.rand(len(labels), 1, 4, 4), labels, run_dir / "grid.png", [f"class {c}" for c in range(10)], min_cell=8)
+                save_grid(
+                    torch.rand(len(labels), 1, 4, 4),
+                    labels,
+                    run_dir / "grid.png",
+                    [f"class {c}" for c in range(10)],
+                    min_cell=8,
+                )
             store.start_run(spec.run_id, spec.to_dict(), run_dir)
             store.finish_run(spec.run_id, 1.0, None, None)
             acc = accuracy_of(spec) if accuracy_of else 0.3 + 0.01 * index
@@ -390,7 +427,10 @@ def test_report_grids_come_per_ipc_in_table_order_linked_both_ways(tmp_path: Pat
         figure = re.search(f'<figure class="grid" id="run-{run_id}">(.*?)</figure>', page, flags=re.S).group(1)
         assert f'<figcaption><a href="#{anchor}">' in figure
     # thumbnails: IPC 1 a strip, IPC 10 a block, both small; the PNG is embedded whole
-    sizes = {r: tuple(map(int, re.search(f'id="run-{r}">.*?width="(\\d+)" height="(\\d+)"', page, flags=re.S).groups())) for r in linked}
+    sizes = {
+        r: tuple(map(int, re.search(f'id="run-{r}">.*?width="(\\d+)" height="(\\d+)"', page, flags=re.S).groups()))
+        for r in linked
+    }
     assert all(w > 3 * h and w <= report_grids.STRIP_THUMB_WIDTH for r, (w, h) in sizes.items() if ipc_of[r] == 1)
     assert all(h > w / 2 and w <= report_grids.BLOCK_THUMB_WIDTH for r, (w, h) in sizes.items() if ipc_of[r] == 10)
 
@@ -398,18 +438,27 @@ def test_report_grids_come_per_ipc_in_table_order_linked_both_ways(tmp_path: Pat
 def test_cells_of_runs_with_other_settings_are_marked_in_the_cell_and_not_ranked(tmp_path: Path) -> None:
     suite = load_suite("table4-fmnist")
     runs = suite_runs("table4-fmnist")
-    smoke = {r.spec.run_id: r.spec for r in suite.expand(overrides={"budget": "smoke"}, require_env=False, validate=False)}
+    smoke = {
+        r.spec.run_id: r.spec for r in suite.expand(overrides={"budget": "smoke"}, require_env=False, validate=False)
+    }
     pixel_dm = next(spec for spec in smoke.values() if (spec.prior, spec.matcher) == ("pixel", "dm"))
     exact = [(spec, labels) for spec, labels in runs if spec.matcher == "dc" and spec.prior == "pixel"]
     # the smoke run scores higher than the suite's own pixel + DC run
-    store_suite_runs(tmp_path, [(pixel_dm, {}), *exact], accuracy_of=lambda spec: 0.9 if spec is pixel_dm else 0.4, grids=False)
+    store_suite_runs(
+        tmp_path, [(pixel_dm, {}), *exact], accuracy_of=lambda spec: 0.9 if spec is pixel_dm else 0.4, grids=False
+    )
     scores, stored = frames(store_path(tmp_path))
     made = report.suite_table(scores, stored, runs, suite.layout, "table4-fmnist")
     rows = {row[:2]: row[2:] for row in made.table.rows}
-    assert all(c.symbols == "†" and not c.best for c in rows[("dm", "pixel")]), "every cell of the smoke row, average included"
+    assert all(c.symbols == "†" and not c.best for c in rows[("dm", "pixel")]), (
+        "every cell of the smoke row, average included"
+    )
     assert all(c.best and not c.marks for c in rows[("dc", "pixel")]), "the suite's own run is the best"
     note = next(n for n in made.notes if n.startswith("† "))
-    assert f"run {pixel_dm.run_id[:8]} has other settings than the suite's" in note and "iterations 20 (suite: 500)" in note
+    assert (
+        f"run {pixel_dm.run_id[:8]} has other settings than the suite's" in note
+        and "iterations 20 (suite: 500)" in note
+    )
     assert "eval_epochs 50 (suite: 300)" in note
     markdown = format_table(made.table, "markdown")
     assert "90.0 ± 0.0†" in markdown and "**90.0" not in markdown and "**40.0 ± 0.0**" in markdown
@@ -434,7 +483,10 @@ def test_a_real_baseline_under_a_prior_without_real_images_is_marked_with_the_re
     assert rows[("glad", "real")].symbols == "‡" and not rows[("glad", "real")].best
     assert not rows[("pixel", "real")].marks and not rows[("glad", "dm")].marks
     reason = next(n for n in made.notes if n.startswith("‡ "))
-    assert "'real' keeps the prior's initial images without distilling" in reason and "'glad' never starts from real images" in reason
+    assert (
+        "'real' keeps the prior's initial images without distilling" in reason
+        and "'glad' never starts from real images" in reason
+    )
     # the whole-store report marks it too
     (table,) = report.store_tables(scores, stored)
     glad_real = next(row for row in table.table.rows if row[1:3] == ("glad", "real"))

@@ -13,10 +13,20 @@ from ddbench.provenance import Provenance
 from ddbench.run_views import runs_rows, spec_rows
 from ddbench.store import ResultsStore, store_path
 
-PROVENANCE = Provenance({"ddbench": "0.1.0", "torch": "2.14.1", "plugins": {"prior:pixel": "ddbench==0.1.0"}}, "abc1234", {"hostname": "box", "cpu_count": 2})
+PROVENANCE = Provenance(
+    {"ddbench": "0.1.0", "torch": "2.14.1", "plugins": {"prior:pixel": "ddbench==0.1.0"}},
+    "abc1234",
+    {"hostname": "box", "cpu_count": 2},
+)
 
 IDENTITY = {
-    "dataset": {"name": "fashion-mnist", "version": "v1", "options": {}, "key": {"fingerprint": "sha256:feed"}, "found_at": "/data/fm"},
+    "dataset": {
+        "name": "fashion-mnist",
+        "version": "v1",
+        "options": {},
+        "key": {"fingerprint": "sha256:feed"},
+        "found_at": "/data/fm",
+    },
     "prior": {"name": "pixel", "version": "v1", "options": {"init": "real"}, "key": {"init": "real"}},
     "matcher": {"name": "dm", "version": "v2", "options": {"batch_real": 64, "net": "convnet"}, "key": {}},
     "lrs": {"images": 1.0},
@@ -61,7 +71,11 @@ def test_runs_lists_every_run_with_status_and_the_error_of_a_failed_one(out):
     with ResultsStore(store_path(out), read_only=True) as store:
         columns, rows = runs_rows(store.runs_frame(), store.scores_frame())
     cells = [dict(zip(columns, row)) for row in rows]
-    assert [(c["run id"], c["status"]) for c in cells] == [("aaaa1111", "done"), ("bbbb2222", "failed"), ("cccc3333", "running")]
+    assert [(c["run id"], c["status"]) for c in cells] == [
+        ("aaaa1111", "done"),
+        ("bbbb2222", "failed"),
+        ("cccc3333", "running"),
+    ]
     assert cells[0]["accuracy %"] == "convnet 61.0 ± 1.0 · alexnet 42.0 ± 2.0"
     assert (cells[0]["distil"], cells[0]["s/it"], cells[0]["error"]) == ("2m05s", "0.625", "")
     # the first line of the error; `show` has it all

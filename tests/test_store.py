@@ -42,7 +42,13 @@ def test_round_trip_runs_and_scores(store: ResultsStore, tmp_path: Path) -> None
 
     run = store.get_run("run1")
     assert run["status"] == "done" and run["error"] is None
-    assert (run["dataset"], run["prior"], run["matcher"], run["ipc"], run["res"]) == ("fashion-mnist", "pixel", "dm", 10, None)
+    assert (run["dataset"], run["prior"], run["matcher"], run["ipc"], run["res"]) == (
+        "fashion-mnist",
+        "pixel",
+        "dm",
+        10,
+        None,
+    )
     assert run["spec"] == SPEC
     assert run["distill_seconds"] == 12.5 and run["distill_peak_memory_bytes"] == 2**20
     assert run["seconds_per_iteration"] == 2.5
@@ -55,7 +61,14 @@ def test_round_trip_runs_and_scores(store: ResultsStore, tmp_path: Path) -> None
     assert list(scores.columns) == list(SCORE_COLUMNS)
     assert len(scores) == 2
     row = scores[scores.evaluator == "convnet"].iloc[0]
-    assert (row.dataset, row.prior, row.matcher, row.ipc, row.seed, row.protocol) == ("fashion-mnist", "pixel", "dm", 10, 0, "dc")
+    assert (row.dataset, row.prior, row.matcher, row.ipc, row.seed, row.protocol) == (
+        "fashion-mnist",
+        "pixel",
+        "dm",
+        10,
+        0,
+        "dc",
+    )
     assert (row.accuracy, row.accuracy_max, row.report) == (0.81, 0.83, "final")
     assert (row.train_seconds, row.eval_seconds, row.peak_memory_bytes) == (30.0, 1.25, 4096)
     assert row.protocol_json == '{"epochs": 300, "lr": 0.01, "name": "dc", "report": "final"}'

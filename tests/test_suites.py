@@ -57,7 +57,9 @@ def _suite_file(tmp_path: Path, iterations: int = 2, name: str = "small.toml") -
 
 def _scores(out: Path) -> list[tuple]:
     with sqlite3.connect(out / "results.sqlite") as conn:
-        return conn.execute("SELECT run_id, evaluator, seed, protocol FROM scores ORDER BY run_id, evaluator, seed").fetchall()
+        return conn.execute(
+            "SELECT run_id, evaluator, seed, protocol FROM scores ORDER BY run_id, evaluator, seed"
+        ).fetchall()
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -91,7 +93,9 @@ def test_table1_expands_to_the_paper_grid():
         "imagenet-a", "imagenet-b", "imagenet-c", "imagenet-d", "imagenet-e",
         "imagenette", "imagewoof", "imagenet-birds", "imagenet-fruits", "imagenet-cats",
     }  # fmt: skip
-    assert {(s.prior, s.matcher) for s in specs} == {(p, m) for p in ("pixel", "glad", "ld3m") for m in ("dc", "dm", "mtt")}
+    assert {(s.prior, s.matcher) for s in specs} == {
+        (p, m) for p in ("pixel", "glad", "ld3m") for m in ("dc", "dm", "mtt")
+    }
     assert all(s.ipc == 1 and s.res == 128 and s.eval_seeds == (0, 1, 2, 3, 4) for s in specs)
     assert all(s.evaluators == ("alexnet", "vgg11", "resnet18", "vit") for s in specs)
     assert all(s.matcher_options.get("build_experts") for s in specs if s.matcher == "mtt")
@@ -109,7 +113,9 @@ def test_table3_rows_are_labelled_generators_with_weights_from_the_environment(m
         ("ld3m", "imagenet"), ("ld3m", "random"), ("ld3m", "ffhq"),
     }  # fmt: skip
     ffhq = next(r.spec for r in runs if r.spec.prior == "glad" and r.labels["generator"] == "ffhq")
-    assert ffhq.prior_options["weights"] == "/models/stylegan-xl/ffhq256.pkl" and ffhq.res == 256 and ffhq.matcher == "dc"
+    assert (
+        ffhq.prior_options["weights"] == "/models/stylegan-xl/ffhq256.pkl" and ffhq.res == 256 and ffhq.matcher == "dc"
+    )
 
 
 def test_missing_weights_variable_is_a_clear_error(monkeypatch):
@@ -147,7 +153,9 @@ def test_suite_and_run_options_share_one_expansion(tmp_path):
 def test_overrides_and_filters():
     suite = load_suite("fmnist-cpu")
     full = suite.specs(validate=False)
-    smoke = suite.specs(overrides={"budget": "smoke", "iterations": 2}, filters={"priors": ["pixel"], "ipcs": [1]}, validate=False)
+    smoke = suite.specs(
+        overrides={"budget": "smoke", "iterations": 2}, filters={"priors": ["pixel"], "ipcs": [1]}, validate=False
+    )
     assert {s.prior for s in smoke} == {"pixel"} and {s.ipc for s in smoke} == {1}
     assert all(s.iterations == 2 and s.train_per_class == 500 for s in smoke)
     # the budget replaced the suite's own evaluation settings
@@ -160,7 +168,9 @@ def test_overrides_and_filters():
     with pytest.raises(InvalidOptionError, match="'nosuch', which is not an installed prior"):
         suite.specs(overrides={"prior_options": {"nosuch.x": 1}}, validate=False)
     with pytest.raises(InvalidOptionError, match="scoped to plugins that suite 'table4' does not use"):
-        load_suite("table4").specs(overrides={"matcher_options": {"mtt.syn_steps": 5}}, require_env=False, validate=False)
+        load_suite("table4").specs(
+            overrides={"matcher_options": {"mtt.syn_steps": 5}}, require_env=False, validate=False
+        )
 
 
 def test_dry_run_lists_runs_and_cost(tmp_path):
@@ -170,7 +180,9 @@ def test_dry_run_lists_runs_and_cost(tmp_path):
     assert result.exit_code == 0, result.output
     assert "90 to run, 0 already done" in result.output and "estimated" in result.output
     assert not (tmp_path / "results.sqlite").exists()  # a dry run writes nothing
-    result = CliRunner().invoke(cli, ["run", "--suite", "fmnist-cpu", "--dry-run", "--workers", "2", "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli, ["run", "--suite", "fmnist-cpu", "--dry-run", "--workers", "2", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert "with 2 worker(s)" in result.output
 
@@ -178,7 +190,9 @@ def test_dry_run_lists_runs_and_cost(tmp_path):
 def test_fmnist_cpu_fits_about_two_and_a_half_hours_on_two_cores(tmp_path):
     """The suite's estimated cost (1-core seconds over 2 workers) stays near its description's figure."""
     specs = load_suite("fmnist-cpu").specs(validate=False)
-    assert {(s.prior, s.matcher) for s in specs} >= {(p, m) for p in ("pixel", "glad", "ld3m") for m in ("dc", "dm", "mtt")}
+    assert {(s.prior, s.matcher) for s in specs} >= {
+        (p, m) for p in ("pixel", "glad", "ld3m") for m in ("dc", "dm", "mtt")
+    }
     assert {s.ipc for s in specs} == {1, 10} and any(s.matcher == "real" for s in specs)
     total = sum(p.estimate_seconds for p in plan_sweep(specs, RunEnv(out=tmp_path), None))
     assert 1.5 * 3600 < total / 2 < 3.0 * 3600
@@ -189,7 +203,17 @@ def test_fmnist_cpu_fits_about_two_and_a_half_hours_on_two_cores(tmp_path):
 
 def _run_small(tmp_path: Path, fmnist_slice: Path, *extra: str, iterations: int = 2) -> tuple[int, str]:
     suite = _suite_file(tmp_path, iterations)
-    args = ["run", "--suite", str(suite), "--out", str(tmp_path / "out"), "--data-root", str(fmnist_slice), "--no-progress", *extra]
+    args = [
+        "run",
+        "--suite",
+        str(suite),
+        "--out",
+        str(tmp_path / "out"),
+        "--data-root",
+        str(fmnist_slice),
+        "--no-progress",
+        *extra,
+    ]
     result = CliRunner().invoke(cli, args)
     return result.exit_code, result.output
 
@@ -239,7 +263,9 @@ def test_a_failed_run_is_recorded_and_does_not_stop_the_sweep(tmp_path, fmnist_s
     # MTT without expert trajectories (and without build_experts) fails in set-up; pixel + DM still runs
     suite.write_text(SMALL_SUITE.format(iterations=2).replace('matchers = ["dm", "real"]', 'matchers = ["mtt", "dm"]'))
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["run", "--suite", str(suite), "--out", str(out), "--data-root", str(fmnist_slice), "--no-progress"])
+    result = CliRunner().invoke(
+        cli, ["run", "--suite", str(suite), "--out", str(out), "--data-root", str(fmnist_slice), "--no-progress"]
+    )
     assert result.exit_code == 1, result.output
     assert "1 run(s) failed" in result.output and "1/2 done · 0 running · 1 failed" in result.output
     with sqlite3.connect(out / "results.sqlite") as conn:
@@ -294,7 +320,10 @@ class _ScriptedExecutor(Executor):
             on_start(task)
             state = self.states[self.calls]
             self.calls += 1
-            on_done(task, TaskResult(task.run_spec.run_id, state, error="running in host pid 1" if state == "busy" else None))
+            on_done(
+                task,
+                TaskResult(task.run_spec.run_id, state, error="running in host pid 1" if state == "busy" else None),
+            )
 
 
 def test_a_run_held_by_another_sweep_is_waited_for_then_retried(tmp_path):
@@ -303,7 +332,14 @@ def test_a_run_held_by_another_sweep_is_waited_for_then_retried(tmp_path):
     spec = build_specs(SpecGrid(datasets=["fashion-mnist"], iterations=1), validate=False)[0]
     executor = _ScriptedExecutor(["busy", "busy", "done"])
     waits: list[float] = []
-    summary = run_sweep([spec], RunEnv(out=tmp_path), executor, Console(file=open(os.devnull, "w")), busy_poll_seconds=0.25, sleep=waits.append)
+    summary = run_sweep(
+        [spec],
+        RunEnv(out=tmp_path),
+        executor,
+        Console(file=open(os.devnull, "w")),
+        busy_poll_seconds=0.25,
+        sleep=waits.append,
+    )
     assert executor.calls == 3 and waits == [0.25, 0.25]
     assert summary.done == [resolve_spec(spec, RunEnv(out=tmp_path)).run_id] and not summary.failed
 
@@ -329,7 +365,18 @@ def test_execute_task_reports_busy_while_another_process_holds_the_run(tmp_path)
 def test_a_sweep_killed_mid_run_and_started_again_finishes_with_one_row_each(tmp_path, fmnist_slice):
     suite = _suite_file(tmp_path, iterations=60)
     out = tmp_path / "out"
-    args = ["run", "--suite", str(suite), "--out", str(out), "--data-root", str(fmnist_slice), "--no-progress", "--checkpoint-every", "2"]
+    args = [
+        "run",
+        "--suite",
+        str(suite),
+        "--out",
+        str(out),
+        "--data-root",
+        str(fmnist_slice),
+        "--no-progress",
+        "--checkpoint-every",
+        "2",
+    ]
     first = _popen(*args, log=tmp_path / "first.log")
     env = RunEnv(out=out, data_root=str(fmnist_slice))
     dm_spec = resolve_spec(next(s for s in load_suite(suite).specs(validate=False) if s.matcher == "dm"), env)
@@ -354,7 +401,18 @@ def test_a_sweep_killed_mid_run_and_started_again_finishes_with_one_row_each(tmp
 def test_two_sweeps_sharing_one_store_lose_nothing(tmp_path, fmnist_slice):
     suite = _suite_file(tmp_path, iterations=40)
     out = tmp_path / "out"
-    args = ["run", "--suite", str(suite), "--out", str(out), "--data-root", str(fmnist_slice), "--no-progress", "--seeds", "3"]
+    args = [
+        "run",
+        "--suite",
+        str(suite),
+        "--out",
+        str(out),
+        "--data-root",
+        str(fmnist_slice),
+        "--no-progress",
+        "--seeds",
+        "3",
+    ]
     sweeps = [_popen(*args, log=tmp_path / f"sweep{i}.log") for i in range(2)]
     for i, sweep in enumerate(sweeps):
         assert sweep.wait(timeout=300) == 0, (tmp_path / f"sweep{i}.log").read_text()

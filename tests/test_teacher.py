@@ -33,20 +33,28 @@ def test_teacher_is_cached_reused_and_retrained_when_corrupt(tiny_data, tmp_path
     images = tiny_data.normalise(tiny_data.train_images[:6])
     teacher = Teacher("convnet", epochs=1)
     said: list[str] = []
-    first = teacher_labels(images, tiny_data, teacher, "dc-noaug", cache_dir=tmp_path, fingerprint=None, say=said.append)
+    first = teacher_labels(
+        images, tiny_data, teacher, "dc-noaug", cache_dir=tmp_path, fingerprint=None, say=said.append
+    )
     assert first.shape == (6, tiny_data.num_classes) and torch.allclose(first.sum(1), torch.ones(6))
     (cached,) = (tmp_path / CACHE_DIR).glob("*.safetensors")
     assert any("training convnet on 36 real training images, 1 epoch(s), seed 0" in line for line in said)
 
     with monkeypatch.context() as patch:
         _refuse_training(patch)
-        assert torch.equal(teacher_labels(images, tiny_data, teacher, "dc-noaug", cache_dir=tmp_path, fingerprint=None), first)
+        assert torch.equal(
+            teacher_labels(images, tiny_data, teacher, "dc-noaug", cache_dir=tmp_path, fingerprint=None), first
+        )
         with pytest.raises(AssertionError, match="trained again"):  # another epoch count is another teacher
-            teacher_labels(images, tiny_data, Teacher("convnet", epochs=2), "dc-noaug", cache_dir=tmp_path, fingerprint=None)
+            teacher_labels(
+                images, tiny_data, Teacher("convnet", epochs=2), "dc-noaug", cache_dir=tmp_path, fingerprint=None
+            )
 
     cached.write_bytes(b"not a safetensors file")
     said.clear()
-    again = teacher_labels(images, tiny_data, teacher, "dc-noaug", cache_dir=tmp_path, fingerprint=None, say=said.append)
+    again = teacher_labels(
+        images, tiny_data, teacher, "dc-noaug", cache_dir=tmp_path, fingerprint=None, say=said.append
+    )
     assert any("is unusable" in line and "training it again" in line for line in said), said
     assert torch.allclose(again, first, atol=1e-5)  # the same seed trains the same teacher
     with monkeypatch.context() as patch:  # the retrained teacher replaced the corrupt file
@@ -76,13 +84,23 @@ def test_soft_label_settings_and_keys() -> None:
     with pytest.raises(Exception, match="teacher or teacher:ARCH"):
         teacher_soft_labels("teachers", None, None, None)
     result = CliRunner().invoke(cli, ["run", "--soft-loss", "kl", "--dry-run"])
-    assert result.exit_code != 0 and "--soft-loss applies to --soft-labels teacher only" in str(result.exception or result.output)
+    assert result.exit_code != 0 and "--soft-loss applies to --soft-labels teacher only" in str(
+        result.exception or result.output
+    )
 
 
 def test_run_and_evaluate_share_the_teacher(tmp_path, fmnist_slice, capsys, monkeypatch) -> None:
     out = tmp_path / "out"
     soft = teacher_soft_labels("teacher:convnet", "kl", 2.0, 1)
-    spec = RunSpec(dataset="fashion-mnist", matcher="real", ipc=1, iterations=0, eval_epochs=2, eval_seeds=(0,), soft_labels=soft.to_dict())
+    spec = RunSpec(
+        dataset="fashion-mnist",
+        matcher="real",
+        ipc=1,
+        iterations=0,
+        eval_epochs=2,
+        eval_seeds=(0,),
+        soft_labels=soft.to_dict(),
+    )
     env = RunEnv(out=out, data_root=str(fmnist_slice), progress=False)
     console = Console(file=io.StringIO(), width=200)
     with ResultsStore(store_path(out)) as store:

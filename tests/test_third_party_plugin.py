@@ -17,7 +17,18 @@ def plugin_site(tmp_path_factory) -> dict[str, str]:
     """pip-install the example package into its own directory and put it on PYTHONPATH."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(EXAMPLE)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
         check=True,
         timeout=300,
     )
@@ -27,7 +38,9 @@ def plugin_site(tmp_path_factory) -> dict[str, str]:
 
 
 def test_plugins_lists_the_third_party_distribution(plugin_site):
-    out = subprocess.run([sys.executable, "-m", "ddbench.cli", "plugins"], env=plugin_site, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "ddbench.cli", "plugins"], env=plugin_site, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "lowres" in out.stdout and "mmd" in out.stdout
     assert "ddbench-example-plugin" in out.stdout
@@ -39,7 +52,9 @@ def test_third_party_prior_and_matcher_run_through_the_cli(plugin_site, tmp_path
         "--ipc", "1", "--iterations", "2", "--eval-epochs", "2", "--seeds", "1", "--algo-opt", "batch_real=8",
         "--prior-opt", "factor=2", "--no-progress", "--out", str(tmp_path),
     ]  # fmt: skip
-    out = subprocess.run([sys.executable, "-m", "ddbench.cli", *args], env=plugin_site, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "ddbench.cli", *args], env=plugin_site, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr
     assert "lowres" in out.stdout and "mmd" in out.stdout
     grids = list((tmp_path / "runs" / "fashion-mnist").glob("lowres-mmd-ipc1-*/grid.png"))
@@ -47,8 +62,21 @@ def test_third_party_prior_and_matcher_run_through_the_cli(plugin_site, tmp_path
 
 
 def test_unknown_option_of_a_plugin_is_an_error(plugin_site, tmp_path):
-    args = ["run", "--dataset", "fashion-mnist", "--prior", "lowres", "--prior-opt", "factr=2", "--out", str(tmp_path), "--no-progress"]
-    out = subprocess.run([sys.executable, "-m", "ddbench.cli", *args], env=plugin_site, capture_output=True, text=True, timeout=120)
+    args = [
+        "run",
+        "--dataset",
+        "fashion-mnist",
+        "--prior",
+        "lowres",
+        "--prior-opt",
+        "factr=2",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "ddbench.cli", *args], env=plugin_site, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2
     assert "factr" in out.stderr and "factor" in out.stderr
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from ddbench_plugins.evaluators.convnet import ConvNet, ConvNetEvaluator
 from torch import nn
 
 from ddbench.dsa import DSA
@@ -14,7 +15,6 @@ from ddbench.evaluate import EvalResult, evaluate_synthetic, round_epochs
 from ddbench.interfaces import RealData
 from ddbench.protocols import PROTOCOLS, EvalProtocol, get_protocol
 from ddbench.training import lr_at_epoch, test_accuracy, train_classifier
-from ddbench_plugins.evaluators.convnet import ConvNet, ConvNetEvaluator
 
 
 def _tiny_data(num_classes: int = 3, per_class: int = 10, res: int = 16, seed: int = 0) -> RealData:
@@ -32,7 +32,9 @@ def _tiny_data(num_classes: int = 3, per_class: int = 10, res: int = 16, seed: i
     return RealData("tiny", train_x, train_y, test_x, test_y, [f"c{i}" for i in range(num_classes)], (0.5,), (0.25,))
 
 
-def _fit(seed: int, *, epochs: int = 3, dsa: DSA | None = None, init_seed: int = 0, **kwargs) -> tuple[nn.Module, object]:
+def _fit(
+    seed: int, *, epochs: int = 3, dsa: DSA | None = None, init_seed: int = 0, **kwargs
+) -> tuple[nn.Module, object]:
     data = _tiny_data()
     torch.manual_seed(init_seed)
     model = ConvNet(1, 3, 16, width=8)
@@ -50,10 +52,22 @@ def _fit(seed: int, *, epochs: int = 3, dsa: DSA | None = None, init_seed: int =
 def test_protocol_values():
     dc, glad = get_protocol("dc"), get_protocol("glad")
     assert (dc.epochs, dc.batch_size, dc.lr, dc.momentum, dc.weight_decay, dc.schedule, dc.dsa) == (
-        1000, 256, 0.01, 0.9, 5e-4, "step", True
+        1000,
+        256,
+        0.01,
+        0.9,
+        5e-4,
+        "step",
+        True,
     )
     assert (glad.epochs, glad.batch_size, glad.lr, glad.momentum, glad.weight_decay, glad.schedule, glad.dsa) == (
-        1000, 256, 1e-3, 0.9, 5e-4, "warmup_cosine", True
+        1000,
+        256,
+        1e-3,
+        0.9,
+        5e-4,
+        "warmup_cosine",
+        True,
     )
     noaug = PROTOCOLS["dc-noaug"]
     assert (noaug.epochs, noaug.dsa, noaug.lr) == (300, False, 0.01)
@@ -96,7 +110,7 @@ def test_seeded_run_is_bit_for_bit_repeatable():
     a, _ = _fit(3, dsa=DSA())
     b, _ = _fit(3, dsa=DSA())
     c, _ = _fit(4, dsa=DSA())  # same init, other shuffling and DSA draws
-    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(pa, pb), name
     assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
 
@@ -145,7 +159,7 @@ def test_epoch_hook_schedule_and_soft_labels():
         weight_decay=0.0, schedule="step", dsa=None, seed=0, device="cpu",
         on_epoch_end=lambda e, loss: calls.append((e, loss)),
     )  # fmt: skip
-    assert [e for e, _ in calls] == [0, 1, 2, 3] and [l for _, l in calls] == stats.losses
+    assert [e for e, _ in calls] == [0, 1, 2, 3] and [loss for _, loss in calls] == stats.losses
     assert stats.train_accuracy is not None and 0.0 <= stats.train_accuracy <= 1.0
 
 
@@ -197,27 +211,46 @@ SMALL = {"width": 16}  # a narrow ConvNet keeps the engine tests fast
 def test_evaluate_synthetic_returns_sensible_fields():
     data = _tiny_data()
     images, labels = _synthetic(data)
-    result = evaluate_synthetic(images, labels, data, "convnet", "dc", seed=0, device="cpu", epochs=12, evaluator_options=SMALL)
+    result = evaluate_synthetic(
+        images, labels, data, "convnet", "dc", seed=0, device="cpu", epochs=12, evaluator_options=SMALL
+    )
     assert isinstance(result, EvalResult)
     assert result.evaluator == "convnet" and result.seed == 0 and result.to_dict()["accuracy"] == result.accuracy
     assert result.protocol["name"] == "dc" and result.protocol["epochs"] == 12 and result.protocol["lr"] == 0.01
     assert result.accuracy > 0.6  # brightness classes: far above chance (1/3) after a few epochs
     assert result.accuracy_max is None
     assert result.train_seconds > 0 and result.eval_seconds > 0 and result.peak_memory_bytes > 0
-    again = evaluate_synthetic(images, labels, data, "convnet", "dc", seed=0, device="cpu", epochs=12, evaluator_options=SMALL)
+    again = evaluate_synthetic(
+        images, labels, data, "convnet", "dc", seed=0, device="cpu", epochs=12, evaluator_options=SMALL
+    )
     assert again.accuracy == result.accuracy  # seeded init, shuffling and DSA
 
 
 def test_report_max_and_learning_rate_precedence(monkeypatch):
     data = _tiny_data()
     images, labels = _synthetic(data, 2)
-    best = evaluate_synthetic(images, labels, data, "convnet", "glad", seed=1, device="cpu", epochs=4, report="max", evaluator_options=SMALL)
+    best = evaluate_synthetic(
+        images, labels, data, "convnet", "glad", seed=1, device="cpu", epochs=4, report="max", evaluator_options=SMALL
+    )
     assert best.accuracy_max is not None and best.accuracy_max >= best.accuracy
     assert best.protocol["lr"] == 1e-3 and best.protocol["schedule"] == "warmup_cosine"
     monkeypatch.setattr(ConvNetEvaluator, "protocol_lrs", {"glad": 1e-4})
-    overridden = evaluate_synthetic(images, labels, data, "convnet", "glad", seed=1, device="cpu", epochs=1, evaluator_options=SMALL)
+    overridden = evaluate_synthetic(
+        images, labels, data, "convnet", "glad", seed=1, device="cpu", epochs=1, evaluator_options=SMALL
+    )
     assert overridden.protocol["lr"] == 1e-4  # the evaluator's own lr for this protocol
-    learned = evaluate_synthetic(images, labels, data, "convnet", get_protocol("glad"), seed=1, device="cpu", epochs=1, lr=0.05, evaluator_options=SMALL)
+    learned = evaluate_synthetic(
+        images,
+        labels,
+        data,
+        "convnet",
+        get_protocol("glad"),
+        seed=1,
+        device="cpu",
+        epochs=1,
+        lr=0.05,
+        evaluator_options=SMALL,
+    )
     assert learned.protocol["lr"] == 0.05  # an explicit lr (MTT's distilled lr) wins
 
 
@@ -242,7 +275,9 @@ def test_evaluate_rejects_mismatched_inputs():
 def test_evaluate_and_uint8_training_on_cuda():
     data = _tiny_data()
     images, labels = _synthetic(data)
-    result = evaluate_synthetic(images, labels, data, "convnet", "dc", seed=0, device="cuda", epochs=12, evaluator_options=SMALL)
+    result = evaluate_synthetic(
+        images, labels, data, "convnet", "dc", seed=0, device="cuda", epochs=12, evaluator_options=SMALL
+    )
     assert result.accuracy > 0.6 and result.peak_memory_bytes > 0
     torch.manual_seed(0)
     model = ConvNet(1, 3, 16, width=8)

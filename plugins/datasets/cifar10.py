@@ -61,7 +61,12 @@ def read_batches(directory: Path, names: tuple[str, ...]) -> tuple[torch.Tensor,
         path = directory / name
         batch = read_pickle(path)
         data, batch_labels = batch.get("data"), batch.get("labels")
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * SIZE * SIZE:
+        if (
+            not isinstance(data, np.ndarray)
+            or data.dtype != np.uint8
+            or data.ndim != 2
+            or data.shape[1] != 3 * SIZE * SIZE
+        ):
             found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
             raise common.CorruptDataError(
                 f"{path}: expected 'data' as uint8 (N, {3 * SIZE * SIZE}) but found {found}; this is not CIFAR-10"

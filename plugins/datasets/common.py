@@ -13,14 +13,14 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
+from torchvision.transforms import InterpolationMode, functional as TF
 
 from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
 
@@ -122,7 +122,10 @@ def locate_first(
             return place.path
         looked.append(f"  - {place.path} ({place.origin}): {reason}")
     if any(place.origin == ROOT_ORIGIN for place in places):
-        how_to_get = [*how_to_get, "or drop --data-root to look in the default places (a named root is the only place searched)"]
+        how_to_get = [
+            *how_to_get,
+            "or drop --data-root to look in the default places (a named root is the only place searched)",
+        ]
     fixes = "\n".join(f"  - {line}" for line in how_to_get)
     raise DataNotFoundError(
         f"Dataset '{dataset}' was not found. Looked in:\n" + "\n".join(looked) + f"\nTo get it:\n{fixes}"

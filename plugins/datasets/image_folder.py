@@ -30,9 +30,7 @@ def class_folders(directory: Path) -> list[Path]:
 def _class_files(folder: Path) -> list[Path]:
     files = common.list_images(folder)
     if not files:
-        raise common.DataNotFoundError(
-            f"Class folder {folder} holds no images; add images or remove the folder"
-        )
+        raise common.DataNotFoundError(f"Class folder {folder} holds no images; add images or remove the folder")
     return files
 
 

@@ -74,7 +74,9 @@ class ImageNetSubset(DatasetPlugin):
         return [entry["name"] for entry in subset_classes(self.name)]
 
     def places(self, root: str | os.PathLike[str] | None = None) -> list[common.Place]:
-        return common.search_places(root, "imagenet", common.env_place(ENV_IMAGENET), common.data_home_place("imagenet"))
+        return common.search_places(
+            root, "imagenet", common.env_place(ENV_IMAGENET), common.data_home_place("imagenet")
+        )
 
     def _problem(self, directory: Path) -> str | None:
         if not directory.is_dir():

@@ -15,10 +15,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ddbench_plugins.evaluators.layers import (
+    FeaturesThenLinear,
+    check_channels,
+    first_conv_padding,
+    input_error,
+    pooled_size,
+)
 from torch import nn
 
 from ddbench.interfaces import Evaluator
-from ddbench_plugins.evaluators.layers import FeaturesThenLinear, check_channels, first_conv_padding, input_error, pooled_size
 
 #: (out channels, kernel, max-pool after) of each conv
 LAYERS: tuple[tuple[int, int, bool], ...] = (

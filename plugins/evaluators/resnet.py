@@ -15,11 +15,11 @@ from __future__ import annotations
 import functools
 from typing import ClassVar
 
+from ddbench_plugins.evaluators.layers import check_channels, check_norm, input_error, norm_layer
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from ddbench.interfaces import Evaluator
-from ddbench_plugins.evaluators.layers import check_channels, check_norm, input_error, norm_layer
 
 STAGES = (2, 2, 2, 2)
 #: three stride-2 stages, each ``ceil(n / 2)``
@@ -38,7 +38,9 @@ class ResNet18(ResNet):
     """``forward`` gives logits, ``embed`` the pooled 512-d features before the classifier."""
 
     def __init__(self, channels: int, num_classes: int, norm: str = "instancenorm") -> None:
-        super().__init__(BasicBlock, list(STAGES), num_classes=num_classes, norm_layer=functools.partial(norm_layer, norm))
+        super().__init__(
+            BasicBlock, list(STAGES), num_classes=num_classes, norm_layer=functools.partial(norm_layer, norm)
+        )
         self.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         # the same init torchvision gives every other conv of the network
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")

@@ -16,10 +16,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import nn
-
-from ddbench.errors import InvalidOptionError
-from ddbench.interfaces import Evaluator
 from ddbench_plugins.evaluators.layers import (
     FeaturesThenLinear,
     check_channels,
@@ -29,6 +25,10 @@ from ddbench_plugins.evaluators.layers import (
     norm_layer,
     pooled_size,
 )
+from torch import nn
+
+from ddbench.errors import InvalidOptionError
+from ddbench.interfaces import Evaluator
 
 #: conv widths, "M" = 2× max-pool
 VGG11_CONFIG: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -57,7 +57,11 @@ class VGG(FeaturesThenLinear):
                 continue
             width = int(item)
             padding = first_conv_padding(resolution, 3) if not layers else 1
-            layers += [nn.Conv2d(in_channels, width, kernel_size=3, padding=padding), norm_layer(norm, width), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(in_channels, width, kernel_size=3, padding=padding),
+                norm_layer(norm, width),
+                nn.ReLU(inplace=True),
+            ]
             in_channels = width
         if head == "adaptive-max-7":
             layers.append(nn.AdaptiveMaxPool2d((7, 7)))

@@ -29,12 +29,12 @@ from __future__ import annotations
 import functools
 from typing import ClassVar
 
+from ddbench_plugins.evaluators.layers import check_channels, input_error
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import Evaluator
-from ddbench_plugins.evaluators.layers import check_channels, input_error
 
 #: from this resolution on, patch 16 without LayerNorm (GLaD's ImageNet ViT); below, patch 4 with it
 LARGE_RESOLUTION = 128

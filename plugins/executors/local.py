@@ -7,9 +7,10 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from ddbench.errors import InvalidOptionError
 from ddbench.executor import Executor, SweepTask, TaskResult, die_with_parent, execute_task
@@ -105,7 +106,9 @@ class LocalExecutor(Executor):
     ) -> list[SweepTask]:
         """Run tasks with at most ``workers`` in flight; returns the tasks left when a worker died."""
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(self.threads, os.getpid()))
+        pool = ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_init_worker, initargs=(self.threads, os.getpid())
+        )
         try:
             with _sigterm_raises():
                 left = self._drain(pool, queue, on_start, on_done)
@@ -139,7 +142,14 @@ class LocalExecutor(Executor):
                     # a worker was killed (out of memory, a signal): its runs failed, the rest go on in a new pool
                     broken = [task] + list(in_flight.values())
                     for lost in broken:
-                        on_done(lost, TaskResult(lost.run_spec.run_id, "failed", error="the worker process died (killed, or out of memory?); see its log"))
+                        on_done(
+                            lost,
+                            TaskResult(
+                                lost.run_spec.run_id,
+                                "failed",
+                                error="the worker process died (killed, or out of memory?); see its log",
+                            ),
+                        )
                     return queue
                 except Exception as err:  # noqa: BLE001 - e.g. a task that cannot be pickled
                     result = TaskResult(task.run_spec.run_id, "failed", error=f"{type(err).__name__}: {err}")

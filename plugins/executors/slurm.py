@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ddbench.errors import InvalidOptionError
 from ddbench.executor import Executor, SweepTask, TaskResult, execute_task
@@ -80,8 +81,12 @@ class SlurmExecutor(Executor):
         if cluster not in CLUSTERS:
             raise InvalidOptionError(f"Expected slurm cluster to be one of {list(CLUSTERS)} but got {cluster!r}")
         for key, value in (("gpus_per_node", gpus_per_node), ("cpus_per_task", cpus_per_task), ("workers", workers)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "gpus_per_node" else 1)):
-                raise InvalidOptionError(f"Expected slurm {key} as a whole number ≥ {0 if key == 'gpus_per_node' else 1} but got {value!r}")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "gpus_per_node" else 1)
+            ):
+                raise InvalidOptionError(
+                    f"Expected slurm {key} as a whole number ≥ {0 if key == 'gpus_per_node' else 1} but got {value!r}"
+                )
         if setup is not None and (not isinstance(setup, list) or not all(isinstance(s, str) for s in setup)):
             raise InvalidOptionError(f"Expected slurm setup as a list of shell lines (JSON) but got {setup!r}")
         self.cluster = cluster
@@ -94,7 +99,13 @@ class SlurmExecutor(Executor):
         for key, value in (("gpus_per_node", gpus_per_node), ("cpus_per_task", cpus_per_task), ("mem_gb", mem_gb)):
             if value is not None:
                 params[key] = value
-        for key, value in (("partition", partition), ("account", account), ("qos", qos), ("constraint", constraint), ("setup", setup)):
+        for key, value in (
+            ("partition", partition),
+            ("account", account),
+            ("qos", qos),
+            ("constraint", constraint),
+            ("setup", setup),
+        ):
             if value is not None:
                 params[f"slurm_{key}"] = value
         if workers is not None:
@@ -109,7 +120,9 @@ class SlurmExecutor(Executor):
         try:
             import submitit
         except ImportError:
-            raise InvalidOptionError("--executor slurm needs submitit: pip install 'ddbench[slurm]' (or pip install submitit)") from None
+            raise InvalidOptionError(
+                "--executor slurm needs submitit: pip install 'ddbench[slurm]' (or pip install submitit)"
+            ) from None
         executor = submitit.AutoExecutor(folder=str(folder), cluster=self.cluster)
         params = dict(self.params)
         if self.cluster != "slurm":
@@ -133,7 +146,9 @@ class SlurmExecutor(Executor):
         while pending:
             for index, job in list(pending.items()):
                 task = tasks[index]
-                if index not in started and (job.done() or job.state in ("RUNNING", "COMPLETING", "COMPLETED", "FINISHED", "DONE")):
+                if index not in started and (
+                    job.done() or job.state in ("RUNNING", "COMPLETING", "COMPLETED", "FINISHED", "DONE")
+                ):
                     started.add(index)
                     on_start(task)
                 if job.done():
@@ -142,7 +157,11 @@ class SlurmExecutor(Executor):
                         result = job.result()
                     except Exception as err:  # noqa: BLE001 - the job died (time limit, node failure, OOM kill)
                         message = str(err).strip().splitlines()
-                        result = TaskResult(task.run_spec.run_id, "failed", error=f"job {job.job_id} failed: {message[-1] if message else type(err).__name__}")
+                        result = TaskResult(
+                            task.run_spec.run_id,
+                            "failed",
+                            error=f"job {job.job_id} failed: {message[-1] if message else type(err).__name__}",
+                        )
                     on_done(task, result)
             if pending:
                 time.sleep(self.poll_seconds)

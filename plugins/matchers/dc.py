@@ -18,15 +18,12 @@ outer step of an iteration (it is discarded), so at IPC 1 it is never trained.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-from ddbench.errors import InvalidOptionError
-from ddbench.interfaces import IdentityContext, MatchContext, Matcher, RealSampler
 from ddbench_plugins.matchers.realside import (
     CompiledOrEager,
     check_compile,
@@ -40,6 +37,10 @@ from ddbench_plugins.matchers.realside import (
     resolve_real_chunk,
     split,
 )
+from torch import Tensor, nn
+
+from ddbench.errors import InvalidOptionError
+from ddbench.interfaces import IdentityContext, MatchContext, Matcher, RealSampler
 
 #: (outer_loop, inner_loop) of the reference implementation (DatasetCondensation `get_loops`)
 REFERENCE_LOOPS: dict[int, tuple[int, int]] = {
@@ -144,11 +145,17 @@ class GradientMatching(Matcher):
     ) -> None:
         for key, value in (("outer_loop", outer_loop), ("inner_loop", inner_loop)):
             if value is not None and value < (1 if key == "outer_loop" else 0):
-                raise InvalidOptionError(f"Expected {key} ≥ {1 if key == 'outer_loop' else 0} (or None for the IPC rule) but got {value}")
+                raise InvalidOptionError(
+                    f"Expected {key} ≥ {1 if key == 'outer_loop' else 0} (or None for the IPC rule) but got {value}"
+                )
         if net_lr <= 0 or not 0 <= net_momentum < 1:
-            raise InvalidOptionError(f"Expected net_lr > 0 and net_momentum in [0, 1) but got {net_lr} and {net_momentum}")
+            raise InvalidOptionError(
+                f"Expected net_lr > 0 and net_momentum in [0, 1) but got {net_lr} and {net_momentum}"
+            )
         if batch_real < 1 or batch_train < 1:
-            raise InvalidOptionError(f"Expected batch_real ≥ 1 and batch_train ≥ 1 but got {batch_real} and {batch_train}")
+            raise InvalidOptionError(
+                f"Expected batch_real ≥ 1 and batch_train ≥ 1 but got {batch_real} and {batch_train}"
+            )
         check_precision(real_precision)
         check_compile(compile)
         check_real_chunk(real_chunk)
@@ -178,7 +185,9 @@ class GradientMatching(Matcher):
         options["outer_loop"] = self.outer_option if self.outer_option is not None else outer
         options["inner_loop"] = self.inner_option if self.inner_option is not None else inner
         options["real_precision"] = resolve_precision(self.real_precision, context.device)
-        options["compile"] = self.compile is True or (self.compile == "auto" and self.batch_real >= COMPILE_MIN_BATCH_REAL)
+        options["compile"] = self.compile is True or (
+            self.compile == "auto" and self.batch_real >= COMPILE_MIN_BATCH_REAL
+        )
         if self.real_chunk_option is None and context.resolution is not None:
             options["real_chunk"] = default_real_chunk(context.device, context.resolution)
         return options
@@ -218,11 +227,17 @@ class GradientMatching(Matcher):
             p.requires_grad_(p.dim() > 1)
         self._real_net, self._real_dtype, self._channels_last = real_net, dtype, compile
         self._real_matched = [p for p in real_net.parameters() if p.dim() > 1]
-        self._real_chunk = resolve_real_chunk(self.real_chunk_option, real_net, self.context.device, self.context.data.resolution)
+        self._real_chunk = resolve_real_chunk(
+            self.real_chunk_option, real_net, self.context.device, self.context.data.resolution
+        )
         compiled = partial(self._chunk_gradients, torch.compile(real_net, dynamic=False)) if compile else None
-        self._real_chunk_gradients = CompiledOrEager(partial(self._chunk_gradients, real_net), compiled, "the DC real side")
+        self._real_chunk_gradients = CompiledOrEager(
+            partial(self._chunk_gradients, real_net), compiled, "the DC real side"
+        )
 
-    def _chunk_gradients(self, forward: Callable[[Tensor], Tensor], images: Tensor, label: int, batch: int) -> tuple[Tensor, ...]:
+    def _chunk_gradients(
+        self, forward: Callable[[Tensor], Tensor], images: Tensor, label: int, batch: int
+    ) -> tuple[Tensor, ...]:
         """Gradients of one chunk's share (sum / ``batch``) of the batch's mean loss."""
         target = torch.full((len(images),), label, dtype=torch.long, device=images.device)
         loss = F.cross_entropy(forward(images).float(), target, reduction="sum") / batch

@@ -14,13 +14,10 @@ process, not once per iteration. The synthetic side always runs in fp32 with aut
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch import Tensor, nn
-
-from ddbench.errors import InvalidOptionError
-from ddbench.interfaces import IdentityContext, MatchContext, Matcher, RealSampler
 from ddbench_plugins.matchers.realside import (
     CompiledOrEager,
     check_compile,
@@ -34,6 +31,10 @@ from ddbench_plugins.matchers.realside import (
     resolve_real_chunk,
     split,
 )
+from torch import Tensor, nn
+
+from ddbench.errors import InvalidOptionError
+from ddbench.interfaces import IdentityContext, MatchContext, Matcher, RealSampler
 
 
 def _draw_seed() -> int:

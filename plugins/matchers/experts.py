@@ -23,8 +23,9 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -66,7 +67,7 @@ class ExpertConfig:
             )
 
     @classmethod
-    def for_data(cls, data: RealData, **kwargs: Any) -> "ExpertConfig":
+    def for_data(cls, data: RealData, **kwargs: Any) -> ExpertConfig:
         return cls(dataset=data.name, resolution=data.resolution, train_size=len(data.train_labels), **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,7 +98,13 @@ def experts_command(
         f"--epochs {config.epochs}",
     ]
     defaults = ExpertConfig(dataset="", resolution=1, train_size=1)
-    for key, flag in (("lr", "--lr"), ("batch_size", "--batch-size"), ("momentum", "--momentum"), ("weight_decay", "--weight-decay"), ("seed", "--seed")):
+    for key, flag in (
+        ("lr", "--lr"),
+        ("batch_size", "--batch-size"),
+        ("momentum", "--momentum"),
+        ("weight_decay", "--weight-decay"),
+        ("seed", "--seed"),
+    ):
         if getattr(config, key) != getattr(defaults, key):
             parts.append(f"{flag} {getattr(config, key)}")
     if not config.dsa:
@@ -124,9 +131,13 @@ class ExpertTrajectory:
                 first = fh.get_slice(self.names[0]) if self.names else None
                 rows = first.get_shape()[0] if first is not None else 0
         except (SafetensorError, OSError, ValueError) as err:
-            raise CorruptFileError(f"Cannot read expert trajectory {self.path} ({err}); delete it and build the buffer again.") from err
+            raise CorruptFileError(
+                f"Cannot read expert trajectory {self.path} ({err}); delete it and build the buffer again."
+            ) from err
         if meta.get("format") != FORMAT:
-            raise CorruptFileError(f"{self.path} is not a ddbench expert trajectory (format {meta.get('format')!r}); delete it.")
+            raise CorruptFileError(
+                f"{self.path} is not a ddbench expert trajectory (format {meta.get('format')!r}); delete it."
+            )
         self.metadata: dict[str, Any] = json.loads(meta.get("info", "{}"))
         self.names = json.loads(meta.get("param_names", "[]")) or self.names  # the network's order
         self.num_epochs = rows - 1
@@ -163,11 +174,11 @@ class ExpertBuffer:
         self.config = config
 
     @classmethod
-    def at(cls, root: str | Path, config: ExpertConfig) -> "ExpertBuffer":
+    def at(cls, root: str | Path, config: ExpertConfig) -> ExpertBuffer:
         return cls(Path(root) / config.directory_name(), config)
 
     @classmethod
-    def find(cls, root: str | Path, config: ExpertConfig, num_experts: int) -> "ExpertBuffer | None":
+    def find(cls, root: str | Path, config: ExpertConfig, num_experts: int) -> ExpertBuffer | None:
         """The buffer of ``config``'s family with at least ``config.epochs`` epochs and ``num_experts``
         finished experts (the shortest such), or None."""
         root = Path(root)
@@ -203,7 +214,9 @@ class ExpertBuffer:
         trajectories = [ExpertTrajectory(p) for p in paths]
         short = [t.path.name for t in trajectories if t.num_epochs < self.config.epochs]
         if short:
-            raise CorruptFileError(f"Experts {short} in {self.directory} hold fewer than {self.config.epochs} epochs; delete them and build again.")
+            raise CorruptFileError(
+                f"Experts {short} in {self.directory} hold fewer than {self.config.epochs} epochs; delete them and build again."
+            )
         return trajectories
 
     def _prepare(self) -> None:
@@ -226,7 +239,7 @@ class ExpertBuffer:
         device: torch.device | str = "cpu",
         progress: Any = None,
         on_expert_done: Callable[[int, Path, float], None] | None = None,
-    ) -> "ExpertBuffer":
+    ) -> ExpertBuffer:
         """Train the experts missing from ``0..num_experts-1``; finished ones are kept (resume).
 
         ``progress`` is handed to the training loop; ``on_expert_done(index, path, seconds)`` is
@@ -246,7 +259,12 @@ class ExpertBuffer:
                     continue
                 start = time.perf_counter()
                 snapshots, accuracy = train_expert(self.config, data, index, device, progress=progress)
-                info = {"config": self.config.to_dict(), "index": index, "seconds": time.perf_counter() - start, "train_accuracy": accuracy}
+                info = {
+                    "config": self.config.to_dict(),
+                    "index": index,
+                    "seconds": time.perf_counter() - start,
+                    "train_accuracy": accuracy,
+                }
                 save_trajectory(path, snapshots, info)
                 if on_expert_done is not None:
                     on_expert_done(index, path, info["seconds"])
@@ -310,7 +328,9 @@ def train_expert(
         description=f"expert {index}",
     )
     if len(snapshots) != config.epochs + 1:
-        raise RuntimeError(f"train_classifier called on_epoch_end {len(snapshots) - 1} times for {config.epochs} epochs")
+        raise RuntimeError(
+            f"train_classifier called on_epoch_end {len(snapshots) - 1} times for {config.epochs} epochs"
+        )
     return snapshots, (stats.accuracies[-1] if stats.accuracies else None)
 
 

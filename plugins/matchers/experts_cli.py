@@ -10,21 +10,67 @@ from rich.console import Console
 
 @click.command()
 @click.option("--dataset", required=True, help="Dataset name (e.g. fashion-mnist, cifar10, imagenette).")
-@click.option("--model", default="convnet", show_default=True, help="Evaluator architecture the experts use (match the MTT matcher's net).")
-@click.option("--num-experts", type=click.IntRange(min=1), default=10, show_default=True, help="Experts to have in the buffer; finished ones are kept.")
-@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True, help="Training epochs per expert (must reach max_start_epoch + expert_epochs).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True, help="Expert SGD learning rate (MTT's lr_teacher).")
+@click.option(
+    "--model",
+    default="convnet",
+    show_default=True,
+    help="Evaluator architecture the experts use (match the MTT matcher's net).",
+)
+@click.option(
+    "--num-experts",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Experts to have in the buffer; finished ones are kept.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Training epochs per expert (must reach max_start_epoch + expert_epochs).",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.01,
+    show_default=True,
+    help="Expert SGD learning rate (MTT's lr_teacher).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
-@click.option("--dsa/--no-dsa", default=True, show_default=True, help="Differentiable siamese augmentation on every batch.")
+@click.option(
+    "--dsa/--no-dsa", default=True, show_default=True, help="Differentiable siamese augmentation on every batch."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Expert i is seeded from (seed, i).")
 @click.option("--res", type=int, default=None, help="Image resolution (ImageNet subsets: 128 or 256).")
-@click.option("--train-per-class", type=click.IntRange(min=1), default=None, help="Use only the first N training images of each class (as `ddbench run --budget smoke` does).")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where the dataset lives (overrides $DDBENCH_DATA).")
+@click.option(
+    "--train-per-class",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Use only the first N training images of each class (as `ddbench run --budget smoke` does).",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the dataset lives (overrides $DDBENCH_DATA).",
+)
 @click.option("--download", is_flag=True, help="Allow downloading the dataset where a network exists.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ddbench-out"), show_default=True, help="Output directory of `ddbench run`; buffers go to OUT/cache/experts.")
-@click.option("--expert-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Buffer root instead of OUT/cache/experts.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("ddbench-out"),
+    show_default=True,
+    help="Output directory of `ddbench run`; buffers go to OUT/cache/experts.",
+)
+@click.option(
+    "--expert-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Buffer root instead of OUT/cache/experts.",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 def experts(
@@ -54,10 +100,11 @@ def experts(
       ddbench experts --dataset fashion-mnist --model convnet --num-experts 10 --epochs 5
     """
     # torch-heavy imports here, not at module level: `ddbench --help` and completion import this module
+    from ddbench_plugins.matchers.experts import ExpertBuffer, ExpertConfig, default_root
+
     from ddbench import registry
     from ddbench.pipeline import resolve_device
     from ddbench.progress import make_progress
-    from ddbench_plugins.matchers.experts import ExpertBuffer, ExpertConfig, default_root
 
     console = Console(stderr=True)
     data = registry.create("dataset", dataset).load(root=data_root, res=res, download=download)

@@ -30,13 +30,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from ddbench_plugins.matchers.experts import (
+    ExpertBuffer,
+    ExpertConfig,
+    ExpertTrajectory,
+    default_root,
+    missing_buffer_message,
+)
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from ddbench.errors import DataNotFoundError, DDBenchError, InvalidOptionError
 from ddbench.interfaces import IdentityContext, MatchContext, Matcher, Preparation, RealSampler
-
-from ddbench_plugins.matchers.experts import ExpertBuffer, ExpertConfig, ExpertTrajectory, default_root, missing_buffer_message
 
 LR_MOMENTUM = 0.5  # SGD momentum of the learnable lr, as the reference
 #: expert training for sweep estimates: one-core seconds per real training image per epoch
@@ -109,7 +114,13 @@ class TrajectoryMatching(Matcher):
         build_experts: bool = False,
         expert_seed: int = 0,
     ) -> None:
-        for key, value in (("expert_epochs", expert_epochs), ("max_start_epoch", max_start_epoch), ("syn_steps", syn_steps), ("batch_syn", batch_syn), ("expert_train_epochs", expert_train_epochs)):
+        for key, value in (
+            ("expert_epochs", expert_epochs),
+            ("max_start_epoch", max_start_epoch),
+            ("syn_steps", syn_steps),
+            ("batch_syn", batch_syn),
+            ("expert_train_epochs", expert_train_epochs),
+        ):
             if value is not None and value < 1:
                 raise InvalidOptionError(f"Expected {key} ≥ 1 (or None for the dataset default) but got {value}")
         if not lr_teacher > 0 or (lr_lr is not None and not lr_lr >= 0):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import torch
 from torch import nn

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ddbench.errors import InvalidOptionError
 
@@ -21,7 +21,9 @@ def imagenet_ids(dataset: str) -> list[int] | None:
     return [int(entry["idx"]) for entry in table[dataset]]
 
 
-def resolve_class_ids(requested: Sequence[int] | None, dataset: str, num_classes: int, model_classes: int, model: str) -> list[int]:
+def resolve_class_ids(
+    requested: Sequence[int] | None, dataset: str, num_classes: int, model_classes: int, model: str
+) -> list[int]:
     """The model class of each of the dataset's ``num_classes`` classes.
 
     ``requested`` wins; otherwise an ImageNet subset on a 1000-class model uses its classes' ImageNet

@@ -1,9 +1,9 @@
 """The plugin contract, checked the way any third-party package checks its plugins."""
 
-from ddbench.testing import check_matcher, check_prior
-
 from ddbench_example.lowres import LowResPixelPrior
 from ddbench_example.mmd import MMDMatcher
+
+from ddbench.testing import check_matcher, check_prior
 
 
 def test_lowres_prior_keeps_the_contract():

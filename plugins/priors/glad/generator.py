@@ -73,5 +73,7 @@ class StyleGenerator(nn.Module, abc.ABC):
         for label in labels.unique().tolist():
             z = torch.randn(samples, self.z_dim, generator=generator).to(device)
             cls = torch.full((samples,), int(label), dtype=torch.long, device=device)
-            means[int(label)] = torch.cat([self.mapping(part_z, part_c) for part_z, part_c in zip(z.split(256), cls.split(256))]).mean(0)
+            means[int(label)] = torch.cat(
+                [self.mapping(part_z, part_c) for part_z, part_c in zip(z.split(256), cls.split(256))]
+            ).mean(0)
         return torch.stack([means[int(label)] for label in labels.tolist()])

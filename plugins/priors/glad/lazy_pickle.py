@@ -33,9 +33,16 @@ class Deferred:
 
     _ddb_target: tuple[str, str] = ("", "")
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "Deferred":
+    def __new__(cls, *args: Any, **kwargs: Any) -> Deferred:
         obj = object.__new__(cls)
-        obj.__dict__["_ddb"] = {"new_args": args, "new_kwargs": kwargs, "called": False, "state": [], "appends": [], "items": []}
+        obj.__dict__["_ddb"] = {
+            "new_args": args,
+            "new_kwargs": kwargs,
+            "called": False,
+            "state": [],
+            "appends": [],
+            "items": [],
+        }
         return obj
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -148,7 +155,11 @@ def _build(obj: Deferred, memo: dict[int, Any]) -> Any:
     target = _resolve_global(module, name)
     args = materialise(record["new_args"], memo)
     kwargs = materialise(record["new_kwargs"], memo)
-    built = target(*args, **kwargs) if record["called"] or not isinstance(target, type) else target.__new__(target, *args, **kwargs)
+    built = (
+        target(*args, **kwargs)
+        if record["called"] or not isinstance(target, type)
+        else target.__new__(target, *args, **kwargs)
+    )
     memo[id(obj)] = built
     for state in record["state"]:
         state = materialise(state, memo)

@@ -18,17 +18,18 @@ data gives the mean of its three channels, and a 1-channel one on RGB data is re
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
-
-from ddbench.errors import InvalidOptionError
-from ddbench.interfaces import LatentState, Prior, RealData
 from ddbench_plugins.priors._generator_names import generator_from_path
 from ddbench_plugins.priors.class_ids import resolve_class_ids
 from ddbench_plugins.priors.glad.generator import StyleGenerator
 from ddbench_plugins.priors.images import DataImageSpace
+from torch import Tensor
+
+from ddbench.errors import InvalidOptionError
+from ddbench.interfaces import LatentState, Prior, RealData
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,9 @@ class GLaDPrior(Prior):
                 "(e.g. the official StyleGAN-XL download), add --prior-opt glad.trust_pickle=true (suites: trust_pickle = true)"
             )
         if self.backend == "tiny" and stylegan_xl_src:
-            raise InvalidOptionError("stylegan_xl_src applies to backend='stylegan-xl' only; drop it or set the backend")
+            raise InvalidOptionError(
+                "stylegan_xl_src applies to backend='stylegan-xl' only; drop it or set the backend"
+            )
         if not isinstance(truncation, (int, float)) or not 0 <= float(truncation) <= 2:
             raise InvalidOptionError(f"Expected truncation ψ in [0, 2] but got {truncation!r}")
         if int(avg_samples) < 1:
@@ -196,10 +199,17 @@ class GLaDPrior(Prior):
                 ws = gen.mean_w(classes, self.avg_samples, generator)
             else:
                 z = torch.randn(len(classes), gen.z_dim, generator=generator).to(self.device)
-                ws = torch.cat([gen.mapping(zc, cc, self.truncation) for zc, cc in zip(z.split(INIT_CHUNK), classes.split(INIT_CHUNK))])
+                ws = torch.cat(
+                    [
+                        gen.mapping(zc, cc, self.truncation)
+                        for zc, cc in zip(z.split(INIT_CHUNK), classes.split(INIT_CHUNK))
+                    ]
+                )
             params = {"w": ws.detach().float().clone()}
             if self.layer >= 0:
-                params["features"] = torch.cat([gen.features(chunk, self.layer) for chunk in params["w"].split(INIT_CHUNK)]).float()
+                params["features"] = torch.cat(
+                    [gen.features(chunk, self.layer) for chunk in params["w"].split(INIT_CHUNK)]
+                ).float()
         return LatentState(params={k: v.contiguous().requires_grad_(True) for k, v in params.items()})
 
     def is_learnable(self, name: str) -> bool:

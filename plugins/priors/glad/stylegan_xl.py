@@ -21,13 +21,14 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from ddbench_plugins.priors.glad.generator import StyleGenerator
+from ddbench_plugins.priors.glad.lazy_pickle import load_deferred, materialise
 from torch import Tensor, nn
 
 from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError, PluginLoadError
-from ddbench_plugins.priors.glad.generator import StyleGenerator
-from ddbench_plugins.priors.glad.lazy_pickle import load_deferred, materialise
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,10 @@ def configure_custom_ops(device: torch.device, use_cuda_ops: bool = True) -> dic
         try:
             ok = bool(module._init())
         except Exception as err:  # noqa: BLE001 - any build failure (compiler, ninja, CUDA headers) means "use the reference"
-            warnings.warn(f"StyleGAN-XL's {name} CUDA op could not be built ({err}); using its reference implementation")
+            warnings.warn(
+                f"StyleGAN-XL's {name} CUDA op could not be built ({err}); using its reference implementation",
+                stacklevel=2,
+            )
             ok = False
         if not ok:
             module._init = _reference_only
@@ -166,7 +170,9 @@ def load_stylegan_xl(
         raise CorruptFileError(f"{pickle_path} is not a readable network pickle ({type(err).__name__}: {err})") from err
     if not isinstance(data, dict) or key not in data:
         found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-        raise CorruptFileError(f"{pickle_path} has no '{key}' entry (found {found}); pass a StyleGAN-XL snapshot pickle")
+        raise CorruptFileError(
+            f"{pickle_path} has no '{key}' entry (found {found}); pass a StyleGAN-XL snapshot pickle"
+        )
     try:
         G = materialise(data[key])
     except ModuleNotFoundError as err:
@@ -180,4 +186,3 @@ def load_stylegan_xl(
     modes = configure_custom_ops(device, use_cuda_ops)
     log.info("loaded %s from %s (custom ops: %s)", key, pickle_path, modes or "none")
     return StyleGANXLGenerator(G).eval()
-

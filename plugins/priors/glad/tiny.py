@@ -34,12 +34,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from ddbench_plugins.priors.glad.generator import StyleGenerator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
-from ddbench_plugins.priors.glad.generator import StyleGenerator
 
 FORMAT = "ddbench-glad-tiny"
 FORMAT_VERSION = "1"
@@ -152,7 +152,9 @@ class ModulatedConv(nn.Module):
             weight = weight * (weight.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8).rsqrt()
         out_ch, k = weight.shape[1], weight.shape[-1]
         # one grouped convolution runs every sample with its own modulated weights
-        y = F.conv2d(x.reshape(1, n * in_ch, *x.shape[2:]), weight.reshape(n * out_ch, in_ch, k, k), padding=k // 2, groups=n)
+        y = F.conv2d(
+            x.reshape(1, n * in_ch, *x.shape[2:]), weight.reshape(n * out_ch, in_ch, k, k), padding=k // 2, groups=n
+        )
         return y.reshape(n, out_ch, *y.shape[2:]) + self.bias.view(1, -1, 1, 1)
 
 
@@ -186,12 +188,26 @@ class TinyStyleGenerator(StyleGenerator):
         self.config = config
         res = config.resolutions()
         self.z_dim, self.w_dim = config.z_dim, config.w_dim
-        self.num_classes, self.img_channels, self.img_resolution = config.num_classes, config.channels, config.resolution
+        self.num_classes, self.img_channels, self.img_resolution = (
+            config.num_classes,
+            config.channels,
+            config.resolution,
+        )
         self.const = nn.Parameter(torch.randn(config.width(res[0]), res[0], res[0]))
-        layers = [SynthesisLayer(config.width(res[0]), config.width(res[0]), config.w_dim, config.channels, up=False, to_rgb=True)]
+        layers = [
+            SynthesisLayer(
+                config.width(res[0]), config.width(res[0]), config.w_dim, config.channels, up=False, to_rgb=True
+            )
+        ]
         for prev, r in zip(res[:-1], res[1:]):
-            layers.append(SynthesisLayer(config.width(prev), config.width(r), config.w_dim, config.channels, up=True, to_rgb=False))
-            layers.append(SynthesisLayer(config.width(r), config.width(r), config.w_dim, config.channels, up=False, to_rgb=True))
+            layers.append(
+                SynthesisLayer(
+                    config.width(prev), config.width(r), config.w_dim, config.channels, up=True, to_rgb=False
+                )
+            )
+            layers.append(
+                SynthesisLayer(config.width(r), config.width(r), config.w_dim, config.channels, up=False, to_rgb=True)
+            )
         self.layers = nn.ModuleList(layers)
         self.num_layers = len(layers)
         self.num_ws = self.num_layers + 1
@@ -223,7 +239,7 @@ class TinyStyleGenerator(StyleGenerator):
     # --------------------------------------------------------------------- build / save / load
 
     @classmethod
-    def build(cls, config: TinyConfig, seed: int = 0) -> "TinyStyleGenerator":
+    def build(cls, config: TinyConfig, seed: int = 0) -> TinyStyleGenerator:
         """A randomly initialised generator; the same seed gives the same weights, without touching the global RNG."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -246,7 +262,7 @@ class TinyStyleGenerator(StyleGenerator):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "TinyStyleGenerator":
+    def load(cls, path: str | Path) -> TinyStyleGenerator:
         path = Path(path)
         if not path.is_file():
             raise DataNotFoundError(
@@ -262,5 +278,7 @@ class TinyStyleGenerator(StyleGenerator):
             generator = cls(TinyConfig(**json.loads(metadata["config"])))
             generator.load_state_dict(tensors, strict=True)
         except (SafetensorError, ValueError, KeyError, RuntimeError, TypeError, OSError) as err:
-            raise CorruptFileError(f"{path} is not a tiny GLaD generator written by TinyStyleGenerator.save ({err})") from err
+            raise CorruptFileError(
+                f"{path} is not a tiny GLaD generator written by TinyStyleGenerator.save ({err})"
+            ) from err
         return generator.eval().requires_grad_(False)

@@ -148,12 +148,14 @@ class LatentDiffusionBackend(nn.Module, abc.ABC):
     @abc.abstractmethod
     def save_pretrained(self, directory: str | Path) -> None: ...
 
-    def with_random_denoiser(self, seed: int) -> "LatentDiffusionBackend":
+    def with_random_denoiser(self, seed: int) -> LatentDiffusionBackend:
         """This backend with its denoiser and class conditioning re-initialised at random (``seed``)
         and its autoencoder kept: the paper's Table 3 "random" generator."""
-        raise InvalidOptionError(f"The {self.kind} backend cannot re-initialise its denoiser; use an LDM (tiny or cin256)")
+        raise InvalidOptionError(
+            f"The {self.kind} backend cannot re-initialise its denoiser; use an LDM (tiny or cin256)"
+        )
 
-    def freeze(self) -> "LatentDiffusionBackend":
+    def freeze(self) -> LatentDiffusionBackend:
         """Evaluation mode, no parameter gradients: LD3M never trains the generator."""
         self.eval()
         self.requires_grad_(False)
@@ -165,7 +167,9 @@ class LDMBackend(LatentDiffusionBackend):
 
     kind = "ldm"
 
-    def __init__(self, vqvae: VQModel, unet: UNet2DConditionModel, embedder: ClassEmbedder, scheduler: DDIMScheduler) -> None:
+    def __init__(
+        self, vqvae: VQModel, unet: UNet2DConditionModel, embedder: ClassEmbedder, scheduler: DDIMScheduler
+    ) -> None:
         super().__init__()
         if unet.config.cross_attention_dim != embedder.config.embed_dim:
             raise InvalidOptionError(
@@ -238,7 +242,7 @@ class LDMBackend(LatentDiffusionBackend):
     def denoise(self, z_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
         return self.unet(z_t, t, encoder_hidden_states=condition).sample
 
-    def with_random_denoiser(self, seed: int) -> "LDMBackend":
+    def with_random_denoiser(self, seed: int) -> LDMBackend:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             unet = UNet2DConditionModel.from_config(self.unet.config)
@@ -257,7 +261,7 @@ class LDMBackend(LatentDiffusionBackend):
         (out / BACKEND_FILE).write_text(json.dumps({"format": self.kind, "version": FORMAT_VERSION}, indent=2))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "LDMBackend":
+    def from_pretrained(cls, directory: str | Path) -> LDMBackend:
         root = Path(directory)
         try:
             return cls(

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ddbench_plugins.priors.ld3m.backends import ClassEmbedder, LDMBackend
 from diffusers import DDIMScheduler, UNet2DConditionModel, VQModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 from torch import Tensor
 
 from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
-from ddbench_plugins.priors.ld3m.backends import ClassEmbedder, LDMBackend
 
 # configs/latent-diffusion/cin256-v2.yaml of CompVis/latent-diffusion (the parts conversion needs)
 CIN256_V2_CONFIG: dict[str, Any] = {
@@ -87,7 +87,9 @@ def unet_config(ldm: dict[str, Any]) -> dict[str, Any]:
     """UNet2DConditionModel config of an LDM openaimodel UNet with a spatial transformer."""
     p = ldm["model"]["params"]["unet_config"]["params"]
     if not p.get("use_spatial_transformer", False) or p.get("context_dim") is None:
-        raise InvalidOptionError("Only cross-attention (use_spatial_transformer, context_dim) LDM UNets can be converted")
+        raise InvalidOptionError(
+            "Only cross-attention (use_spatial_transformer, context_dim) LDM UNets can be converted"
+        )
     blocks = [p["model_channels"] * m for m in p["channel_mult"]]
     attn = set(p["attention_resolutions"])  # downsampling factors with attention: level i has ds = 2**i
     with_attn = [2**i in attn for i in range(len(blocks))]
@@ -113,10 +115,14 @@ def vq_config(ldm: dict[str, Any]) -> dict[str, Any]:
     """VQModel config of an LDM VQModelInterface first stage."""
     params = ldm["model"]["params"]["first_stage_config"]["params"]
     if "n_embed" not in params:
-        raise InvalidOptionError("Only VQ first stages (n_embed) are supported; this checkpoint's autoencoder is not VQ")
+        raise InvalidOptionError(
+            "Only VQ first stages (n_embed) are supported; this checkpoint's autoencoder is not VQ"
+        )
     dd = params["ddconfig"]
     if dd.get("attn_resolutions"):
-        raise InvalidOptionError(f"VQ encoders with attention at resolutions {dd['attn_resolutions']} are not supported")
+        raise InvalidOptionError(
+            f"VQ encoders with attention at resolutions {dd['attn_resolutions']} are not supported"
+        )
     n = len(dd["ch_mult"])
     return dict(
         in_channels=dd["in_channels"],
@@ -161,7 +167,9 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, T
     """The ``state_dict`` of a Lightning ``.ckpt`` (or a bare state dict)."""
     path = Path(path)
     if not path.is_file():
-        raise DataNotFoundError(f"No checkpoint at {path}; download cin256-v2 model.ckpt from the latent-diffusion README")
+        raise DataNotFoundError(
+            f"No checkpoint at {path}; download cin256-v2 model.ckpt from the latent-diffusion README"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:
@@ -181,7 +189,9 @@ def _load_strict(module: torch.nn.Module, weights: dict[str, Tensor], what: str)
         missing, unexpected = module.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # shape mismatches
         first = [line.strip() for line in str(err).splitlines() if "size mismatch" in line][:3]
-        raise CorruptFileError(f"The {what} weights do not fit the architecture from the config ({first}). {fix}") from err
+        raise CorruptFileError(
+            f"The {what} weights do not fit the architecture from the config ({first}). {fix}"
+        ) from err
     if missing or unexpected:
         raise CorruptFileError(
             f"The {what} weights do not match the architecture from the config: missing {missing[:5]}"
@@ -211,7 +221,9 @@ def convert_state_dict(state: dict[str, Tensor], ldm_config: dict[str, Any]) -> 
     return LDMBackend(vq, unet, embedder, scheduler)
 
 
-def convert_ldm(checkpoint: str | Path, out_dir: str | Path, config: str | Path | None = None, trust_pickle: bool = False) -> LDMBackend:
+def convert_ldm(
+    checkpoint: str | Path, out_dir: str | Path, config: str | Path | None = None, trust_pickle: bool = False
+) -> LDMBackend:
     """Convert ``checkpoint`` (with its YAML ``config``; cin256-v2 by default) and save it to ``out_dir``."""
     backend = convert_state_dict(load_checkpoint(checkpoint, trust_pickle), read_ldm_config(config))
     backend.save_pretrained(out_dir)

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
+from ddbench_plugins.priors.ld3m.backends import BACKEND_FILE, FORMAT_VERSION, LOAD_OPTIONS, LatentDiffusionBackend
 from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 from torch import Tensor, nn
 
 from ddbench.errors import CorruptFileError, InvalidOptionError
-from ddbench_plugins.priors.ld3m.backends import BACKEND_FILE, FORMAT_VERSION, LOAD_OPTIONS, LatentDiffusionBackend
 
 PIPELINE_INDEX = "model_index.json"  # what a diffusers DiTPipeline directory holds at its root
 
@@ -45,7 +46,9 @@ class DiTBackend(LatentDiffusionBackend):
                 f"channels ({vae.config.latent_channels})"
             )
         if transformer.config.num_embeds_ada_norm is None:
-            raise InvalidOptionError("The DiT has no class-label embedding (num_embeds_ada_norm is None); LD3M needs a class-conditional DiT")
+            raise InvalidOptionError(
+                "The DiT has no class-label embedding (num_embeds_ada_norm is None); LD3M needs a class-conditional DiT"
+            )
         self.vae = vae
         self.transformer = transformer
         self.scheduler = scheduler
@@ -119,7 +122,9 @@ class DiTBackend(LatentDiffusionBackend):
 
     def unconditional_embedding(self, n: int) -> Tensor:
         if self._table.num_embeddings <= self.num_classes:
-            raise InvalidOptionError("This DiT was trained without label dropout, so it has no unconditional class; use guidance_scale=1")
+            raise InvalidOptionError(
+                "This DiT was trained without label dropout, so it has no unconditional class; use guidance_scale=1"
+            )
         row = torch.full((n,), self.num_classes, dtype=torch.long, device=self._table.weight.device)
         return self._table(row)
 
@@ -140,7 +145,7 @@ class DiTBackend(LatentDiffusionBackend):
         (out / BACKEND_FILE).write_text(json.dumps({"format": self.kind, "version": FORMAT_VERSION}, indent=2))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "DiTBackend":
+    def from_pretrained(cls, directory: str | Path) -> DiTBackend:
         """A DiT directory: ``vae/``, ``transformer/``, ``scheduler/`` (its config is read as DDIM's)."""
         root = Path(directory)
         try:

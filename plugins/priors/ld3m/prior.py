@@ -40,19 +40,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, ContextManager, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
-from torch import Tensor
-
-from ddbench.errors import InvalidOptionError
-from ddbench.hardware import bf16_is_fast
-from ddbench.interfaces import IdentityContext, LatentState, Prior, RealData
 from ddbench_plugins.priors._generator_names import generator_from_path
 from ddbench_plugins.priors.class_ids import resolve_class_ids
 from ddbench_plugins.priors.images import DataImageSpace
 from ddbench_plugins.priors.ld3m.backends import LatentDiffusionBackend, build_tiny, load_backend, packaged_model
 from ddbench_plugins.priors.ld3m.sampler import RESIDUALS, DDIMSchedule, forward_diffuse, reverse_process
+from torch import Tensor
+
+from ddbench.errors import InvalidOptionError
+from ddbench.hardware import bf16_is_fast
+from ddbench.interfaces import IdentityContext, LatentState, Prior, RealData
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ class LD3MPrior(Prior):
             return declared  # resolved options say which model ran
         model_dir = options.get("model_dir")
         return generator_from_path(model_dir) if model_dir else "random"
+
     display_order = 2
     # Paper A.3: one lr for Z and c — DC 1e-3, DM 1e-2, MTT 10, the DC rate × each matcher's
     # lr_scale. The reference code (Brian-Moser/prune_and_distill) uses DC 0.1, DM 1, MTT 1000;
@@ -171,9 +174,13 @@ class LD3MPrior(Prior):
         self.model_dir = model_dir
         self.generator_option = _choice("generator", generator, GENERATORS)
         if generator == "untrained" and model_dir:
-            raise InvalidOptionError("ld3m generator=untrained builds every weight at random; drop model_dir or pass generator=random")
+            raise InvalidOptionError(
+                "ld3m generator=untrained builds every weight at random; drop model_dir or pass generator=random"
+            )
         if generator == "random" and self.backend_name == "dit":
-            raise InvalidOptionError("ld3m generator=random re-initialises an LDM's UNet; the dit backend has none (use backend tiny or cin256)")
+            raise InvalidOptionError(
+                "ld3m generator=random re-initialises an LDM's UNet; the dit backend has none (use backend tiny or cin256)"
+            )
         self.T_option = T
         self.guidance_scale = float(guidance_scale)
         self.eta = float(eta)
@@ -222,7 +229,7 @@ class LD3MPrior(Prior):
             return "bf16" if bf16_is_fast(device) else "fp32"
         return self.precision
 
-    def _autocast(self) -> ContextManager[Any]:
+    def _autocast(self) -> AbstractContextManager[Any]:
         if self.resolved_precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -246,7 +253,8 @@ class LD3MPrior(Prior):
             log.warning(
                 "ld3m uses an untrained tiny LDM (autoencoder included): its untrained VQ codebook sends every latent "
                 "to nearly the same decoder input, so expect near-chance accuracy. Train one with `ddbench prior train "
-                "ld3m --dataset %s --out DIR` and pass --prior-opt model_dir=DIR.", data.name,
+                "ld3m --dataset %s --out DIR` and pass --prior-opt model_dir=DIR.",
+                data.name,
             )
         elif backend is None:
             raise InvalidOptionError(
@@ -259,7 +267,10 @@ class LD3MPrior(Prior):
 
     def use_backend(self, backend: LatentDiffusionBackend, num_classes: int, dataset: str = "") -> None:
         """Attach a loaded or built backend and derive T, the latent size, class ids and the schedule."""
-        if backend.image_channels != self.channels and 1 not in (backend.image_channels, self.channels):  # grey ↔ colour only
+        if backend.image_channels != self.channels and 1 not in (
+            backend.image_channels,
+            self.channels,
+        ):  # grey ↔ colour only
             raise InvalidOptionError(
                 f"The model makes {backend.image_channels}-channel images but the data has {self.channels}; "
                 "use a model trained on this dataset (`ddbench prior train ld3m`)"
@@ -375,4 +386,3 @@ class LD3MPrior(Prior):
         with self._autocast():
             decoded = backend.decode(latents).float()
         return self.to_data_images(decoded)
-

@@ -16,7 +16,7 @@ quantize(Z) with weight (k−1)/(T−1) before a plain DDIM update) and ``none``
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -46,7 +46,7 @@ class DDIMSchedule:
     @classmethod
     def from_alphas_cumprod(
         cls, alphas_cumprod: Tensor, timesteps: Tensor, final_alpha_cumprod: float, eta: float
-    ) -> "DDIMSchedule":
+    ) -> DDIMSchedule:
         """Schedule for the given descending model ``timesteps`` (e.g. a diffusers DDIMScheduler's)."""
         ac = alphas_cumprod.double().cpu()
         ts = timesteps.long().cpu()

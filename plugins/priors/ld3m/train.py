@@ -20,14 +20,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torchvision
+from ddbench_plugins.priors.ld3m.backends import LDMBackend, build_tiny
+from ddbench_plugins.priors.ld3m.sampler import DDIMSchedule, reverse_process
 from torch import Tensor
 
 from ddbench.errors import CorruptFileError
 from ddbench.fileio import write_atomic
 from ddbench.interfaces import RealData
 from ddbench.progress import make_progress
-from ddbench_plugins.priors.ld3m.backends import LDMBackend, build_tiny
-from ddbench_plugins.priors.ld3m.sampler import DDIMSchedule, reverse_process
 
 STATE_FILE = "train_state.pt"
 P_UNCOND = 0.1  # fraction of training samples conditioned on the unconditional row (for guidance)
@@ -53,14 +53,26 @@ def reconstruction_psnr(backend: LDMBackend, data: RealData, batch: int = 256) -
 def encode_all(backend: LDMBackend, uint8_images: Tensor, batch: int = 512) -> Tensor:
     """Latents Z of every image (uint8, N×C×H×W), batched, without gradients."""
     with torch.no_grad():
-        return torch.cat([backend.encode(to_model_range(uint8_images[i : i + batch])) for i in range(0, len(uint8_images), batch)])
+        return torch.cat(
+            [backend.encode(to_model_range(uint8_images[i : i + batch])) for i in range(0, len(uint8_images), batch)]
+        )
 
 
-def sample_grid(backend: LDMBackend, num_classes: int, per_class: int, path: Path, steps: int = 50, guidance: float = 3.0, seed: int = 0) -> Tensor:
+def sample_grid(
+    backend: LDMBackend,
+    num_classes: int,
+    per_class: int,
+    path: Path,
+    steps: int = 50,
+    guidance: float = 3.0,
+    seed: int = 0,
+) -> Tensor:
     """Plain DDIM (η = 0, no LD3M residual) class-conditional samples, one row per class."""
     sched = backend.scheduler
     sched.set_timesteps(steps)
-    schedule = DDIMSchedule.from_alphas_cumprod(sched.alphas_cumprod, sched.timesteps, float(sched.final_alpha_cumprod), 0.0)
+    schedule = DDIMSchedule.from_alphas_cumprod(
+        sched.alphas_cumprod, sched.timesteps, float(sched.final_alpha_cumprod), 0.0
+    )
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     c = backend.class_embedding(labels)
     uc = backend.unconditional_embedding(len(labels))
@@ -86,7 +98,9 @@ STAGES = ("ae", "diffusion", "done")
 
 
 def _bad_state(path: Path, why: str) -> CorruptFileError:
-    return CorruptFileError(f"Cannot resume from {path}: {why}. Delete it to train from the start (or pass another --out)")
+    return CorruptFileError(
+        f"Cannot resume from {path}: {why}. Delete it to train from the start (or pass another --out)"
+    )
 
 
 def load_train_state(path: Path) -> dict[str, Any]:
@@ -94,15 +108,26 @@ def load_train_state(path: Path) -> dict[str, Any]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise _bad_state(path, f"it holds more than tensors and plain values ({str(err).splitlines()[0][:160]}); it was not written by ddbench") from err
+        raise _bad_state(
+            path,
+            f"it holds more than tensors and plain values ({str(err).splitlines()[0][:160]}); it was not written by ddbench",
+        ) from err
     except (RuntimeError, OSError, EOFError, ValueError) as err:  # truncated, not a torch file
-        raise _bad_state(path, f"it is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from err
+        raise _bad_state(
+            path,
+            f"it is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})",
+        ) from err
     if not isinstance(saved, dict):
         raise _bad_state(path, f"it holds a {type(saved).__name__}, not a training state")
     missing = [key for key in STATE_KEYS if key not in saved]
     if missing:
         raise _bad_state(path, f"it lacks {missing}")
-    if saved["stage"] not in STAGES or isinstance(saved["step"], bool) or not isinstance(saved["step"], int) or saved["step"] < 0:
+    if (
+        saved["stage"] not in STAGES
+        or isinstance(saved["step"], bool)
+        or not isinstance(saved["step"], int)
+        or saved["step"] < 0
+    ):
         raise _bad_state(path, f"its stage {saved['stage']!r} / step {saved['step']!r} are not a training position")
     if not isinstance(saved["scaling_factor"], (int, float)) or not isinstance(saved["rng"], Tensor):
         raise _bad_state(path, "its scaling_factor or RNG state has the wrong type")
@@ -142,14 +167,21 @@ def train_tiny(
             dm_opt.load_state_dict(saved["dm_opt"])
             torch.set_rng_state(saved["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:  # another --width, another dataset
-            raise _bad_state(state_path, f"it does not fit this model ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+            raise _bad_state(
+                state_path, f"it does not fit this model ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            ) from err
         backend.vqvae.register_to_config(scaling_factor=float(saved["scaling_factor"]))
         stage, step = saved["stage"], int(saved["step"])
 
     def save_state(stage: str, step: int) -> None:
         payload = dict(
-            model=backend.state_dict(), ae_opt=ae_opt.state_dict(), dm_opt=dm_opt.state_dict(),
-            scaling_factor=backend.scale, rng=torch.get_rng_state(), stage=stage, step=step,
+            model=backend.state_dict(),
+            ae_opt=ae_opt.state_dict(),
+            dm_opt=dm_opt.state_dict(),
+            scaling_factor=backend.scale,
+            rng=torch.get_rng_state(),
+            stage=stage,
+            step=step,
         )
         write_atomic(state_path, lambda f: torch.save(payload, f))
 
