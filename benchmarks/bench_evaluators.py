@@ -51,7 +51,6 @@ def time_one(evaluator: str, resolution: int, epochs: int, device_name: str, thr
     import torch
 
     from ddbench import registry
-    from ddbench.dsa import DSA
     from ddbench.memory import PeakMemory, current_rss_bytes
     from ddbench.protocols import get_protocol
     from ddbench.training import train_classifier
@@ -83,10 +82,8 @@ def time_one(evaluator: str, resolution: int, epochs: int, device_name: str, thr
         _sync(device)
         start = time.perf_counter()
         stats = train_classifier(
-            model, images, labels,
-            epochs=epochs + 1, lr=lr, batch_size=protocol.batch_size, momentum=protocol.momentum,
-            weight_decay=protocol.weight_decay, schedule=protocol.schedule,
-            dsa=DSA() if protocol.dsa else None, seed=0, device=device, on_epoch_end=on_epoch_end,
+            model, images, labels, protocol.with_overrides(epochs=epochs + 1, lr=lr),
+            seed=0, device=device, on_epoch_end=on_epoch_end,
         )  # fmt: skip
     epoch_times = [b - a for a, b in zip([start, *ends[:-1]], ends)]
     timed = epoch_times[1:]  # the first epoch pays for allocator warm-up and lazy init

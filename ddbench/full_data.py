@@ -105,9 +105,7 @@ def train_on_real(
         model,
         data.train_images,
         data.train_labels,
-        **proto.with_overrides(
-            epochs=key.epochs, lr=float(plugin.protocol_lrs.get(proto.name, proto.lr))
-        ).training_kwargs(),
+        proto.with_overrides(epochs=key.epochs, lr=float(plugin.protocol_lrs.get(proto.name, proto.lr))),
         seed=key.seed,
         device=device,
         progress=progress,

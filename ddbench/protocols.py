@@ -52,20 +52,6 @@ class EvalProtocol:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def training_kwargs(self) -> dict[str, Any]:
-        """The training loop's arguments this protocol fixes (`train_classifier`, `train_stacked`)."""
-        from ddbench.dsa import DSA  # local: torch is not needed to read protocols
-
-        return {
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
-            "schedule": self.schedule,
-            "dsa": DSA() if self.dsa else None,
-        }
-
 
 PROTOCOLS: dict[str, EvalProtocol] = {
     "dc": EvalProtocol(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
@@ -27,13 +28,17 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ddbench.errors import InvalidOptionError
 from ddbench.progress import ProgressArg, progress_task
+from ddbench.protocols import EvalProtocol
 from ddbench.training import (
+    Augment,
     Normalise,
     as_float,
+    augmentation,
     check_finite_loss,
     check_training_inputs,
     dsa_seed,
-    lr_at_epoch,
+    prepare_training_data,
+    set_epoch_lr,
     shuffle_generator,
 )
 
@@ -111,74 +116,95 @@ class StackedNetworks:
             network.load_state_dict(state, strict=False)
 
 
+@dataclasses.dataclass
+class _StackedLoop:
+    """One batched training run's fixed parts, shared by its epochs."""
+
+    stack: StackedNetworks
+    images: Tensor
+    labels: Tensor
+    optimizer: torch.optim.Optimizer
+    seeds: Sequence[int]
+    batch_size: int
+    dsa: Augment | None
+    device: torch.device
+    normalise: Normalise | None
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None
+    step: int = 0  # optimiser steps so far, over all epochs: the DSA seeds' counter
+
+    def losses(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Each seed's loss on its own batch, stacked."""
+        loss_fn = self.loss_fn
+        return torch.stack(
+            [
+                F.cross_entropy(logits[s], y[s]) if loss_fn is None else loss_fn(logits[s], y[s])
+                for s in range(self.stack.size)
+            ]
+        )
+
+    def epoch(self, orders: Tensor) -> list[float]:
+        """One pass over the data, seed ``s`` in ``orders[s]``; each seed's mean loss."""
+        n = len(self.images)
+        loss_sums = torch.zeros(self.stack.size, device=self.device)
+        for start in range(0, n, self.batch_size):
+            idx = orders[:, start : start + self.batch_size]  # (seeds, batch)
+            x = as_float(self.images[idx.to(self.images.device)].flatten(0, 1), self.normalise)
+            x = x.to(self.device, non_blocking=True).unflatten(0, idx.shape)
+            y = self.labels[idx]
+            if self.dsa is not None:
+                x = torch.stack([self.dsa(x[s], dsa_seed(seed, self.step)) for s, seed in enumerate(self.seeds)])
+            losses = self.losses(self.stack.forward(x), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            # seeds share no parameter, so the sum's gradient is each seed's own loss gradient
+            losses.sum().backward()
+            self.optimizer.step()
+            self.step += 1
+            loss_sums += losses.detach() * idx.shape[1]
+        return (loss_sums / n).tolist()
+
+
 def train_stacked(
     stack: StackedNetworks,
     images: Tensor,
     labels: Tensor,
+    protocol: EvalProtocol,
     *,
     seeds: Sequence[int],
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float,
-    schedule: str,
-    dsa: Callable[[Tensor, int], Tensor] | None,
     device: torch.device | str,
     progress: ProgressArg = None,
     on_epoch_end: Callable[[int, list[float]], None] | None = None,
     normalise: Normalise | None = None,
     description: str = "train",
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    augment: Augment | None = None,
 ) -> list[list[float]]:
     """Train every seed of ``stack`` in place as `ddbench.training.train_classifier` trains one
-    network with that seed; return each epoch's mean loss per seed.
+    network with that seed and ``protocol``; return each epoch's mean loss per seed.
 
     ``on_epoch_end(epoch, losses)`` runs after every epoch with the seeds' mean losses. Raises
     NonFiniteLossError when any seed's loss diverges (naming the seed).
     """
     if len(seeds) != stack.size:
         raise InvalidOptionError(f"Expected one seed per stacked network ({stack.size}) but got {len(seeds)}")
-    check_training_inputs(epochs, lr, batch_size, schedule, images, labels)
+    p = protocol
+    check_training_inputs(p.epochs, p.lr, p.batch_size, p.schedule, images, labels)
     device = torch.device(device)
     stack.to(device).train()
-    images = images.detach() if not images.is_floating_point() else images.detach().to(device)
-    labels = labels.detach().to(device)
-    n = len(images)
-    optimizer = torch.optim.SGD(stack.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    images, labels = prepare_training_data(images, labels, device)
+    optimizer = torch.optim.SGD(stack.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    loop = _StackedLoop(
+        stack, images, labels, optimizer, seeds, p.batch_size, augmentation(p, augment), device, normalise, loss_fn
+    )
     shuffles = [shuffle_generator(seed) for seed in seeds]
     history: list[list[float]] = []
-    step = 0
-    with progress_task(progress, description, epochs) as (bar, task):
-        for epoch in range(epochs):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at_epoch(schedule, lr, epoch, epochs)
+    with progress_task(progress, description, p.epochs) as (bar, task):
+        for epoch in range(p.epochs):
+            set_epoch_lr(optimizer, p, epoch)
             # one randperm per seed per epoch, from each seed's own generator, as the sequential loop draws them
-            orders = torch.stack([torch.randperm(n, generator=shuffle) for shuffle in shuffles]).to(device)
-            loss_sums = torch.zeros(stack.size, device=device)
-            for start in range(0, n, batch_size):
-                idx = orders[:, start : start + batch_size]  # (seeds, batch)
-                x = as_float(images[idx.to(images.device)].flatten(0, 1), normalise).to(device, non_blocking=True)
-                x = x.unflatten(0, idx.shape)
-                y = labels[idx]
-                if dsa is not None:
-                    x = torch.stack([dsa(x[s], dsa_seed(seed, step)) for s, seed in enumerate(seeds)])
-                logits = stack.forward(x)
-                losses = torch.stack(
-                    [
-                        F.cross_entropy(logits[s], y[s]) if loss_fn is None else loss_fn(logits[s], y[s])
-                        for s in range(stack.size)
-                    ]
-                )
-                optimizer.zero_grad(set_to_none=True)
-                # seeds share no parameter, so the sum's gradient is each seed's own loss gradient
-                losses.sum().backward()
-                optimizer.step()
-                step += 1
-                loss_sums += losses.detach() * idx.shape[1]
-            mean_losses = (loss_sums / n).tolist()
+            orders = torch.stack([torch.randperm(len(images), generator=shuffle) for shuffle in shuffles])
+            mean_losses = loop.epoch(orders.to(device))
             for seed, mean_loss in zip(seeds, mean_losses):
-                check_finite_loss(mean_loss, epoch, epochs, lr, what=f"Training loss of seed {seed}")
+                check_finite_loss(mean_loss, epoch, p.epochs, p.lr, what=f"Training loss of seed {seed}")
             history.append(mean_losses)
             bar.update(task, advance=1, loss=sum(mean_losses) / len(mean_losses))
             if on_epoch_end is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,11 +21,16 @@ from ddbench.errors import InvalidOptionError, NonFiniteLossError
 from ddbench.progress import ProgressArg, progress_task
 from ddbench.seeding import derive_seed
 
+if TYPE_CHECKING:  # protocols imports this module's SCHEDULES
+    from ddbench.protocols import EvalProtocol
+
 #: ``step``: ×0.1 at half the epochs (DC); ``warmup_cosine``: linear warm-up over the first half,
 #: cosine decay over the second (GLaD); ``constant``: MTT experts.
 SCHEDULES = ("step", "warmup_cosine", "constant")
 
 Normalise = Callable[[Tensor], Tensor]
+#: ``augment(images, seed)``: a seeded batch augmentation (DSA)
+Augment = Callable[[Tensor, int], Tensor]
 
 
 def lr_at_epoch(schedule: str, base_lr: float, epoch: int, epochs: int) -> float:
@@ -100,18 +106,78 @@ def check_finite_loss(mean_loss: float, epoch: int, epochs: int, lr: float, what
         )
 
 
+def augmentation(protocol: EvalProtocol, augment: Augment | None = None) -> Augment | None:
+    """The augmentation of every training batch: none unless ``protocol.dsa``, then ``augment``
+    (a test's spy, say) or DSA."""
+    if not protocol.dsa:
+        return None
+    if augment is not None:
+        return augment
+    from ddbench.dsa import DSA  # local: ddbench.dsa is only needed when a protocol augments
+
+    return DSA()
+
+
+def prepare_training_data(images: Tensor, labels: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``images`` and ``labels`` where the loop reads them."""
+    # uint8 images stay on the host and are normalised per batch (a dataset's normalise is CPU-only,
+    # and a full float copy of a real training set may not fit); float images move once
+    images = images.detach() if not images.is_floating_point() else images.detach().to(device)
+    return images, labels.detach().to(device)
+
+
+def set_epoch_lr(optimizer: torch.optim.Optimizer, protocol: EvalProtocol, epoch: int) -> None:
+    """Set every parameter group's learning rate to the protocol's rate for ``epoch``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at_epoch(protocol.schedule, protocol.lr, epoch, protocol.epochs)
+
+
+@dataclasses.dataclass
+class _Loop:
+    """One training run's fixed parts, shared by its epochs."""
+
+    model: nn.Module
+    images: Tensor
+    labels: Tensor
+    optimizer: torch.optim.Optimizer
+    batch_size: int
+    dsa: Augment | None
+    seed: int
+    device: torch.device
+    normalise: Normalise | None
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None
+    step: int = 0  # optimiser steps so far, over all epochs: the DSA seeds' counter
+
+    def epoch(self, order: Tensor) -> tuple[float, float]:
+        """One pass over the data in ``order``; its mean loss and training accuracy."""
+        n = len(self.images)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            x = as_float(self.images[idx.to(self.images.device)], self.normalise).to(self.device, non_blocking=True)
+            y = self.labels[idx]
+            if self.dsa is not None:
+                x = self.dsa(x, dsa_seed(self.seed, self.step))
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y) if self.loss_fn is None else self.loss_fn(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            # accumulate on the device: no host sync per batch
+            loss_sum += loss.detach() * len(idx)
+            target = y.argmax(1) if y.dim() == 2 else y
+            correct += (logits.detach().argmax(1) == target).sum()
+        return float(loss_sum) / n, float(correct) / n
+
+
 def train_classifier(
     model: nn.Module,
     images: Tensor,
     labels: Tensor,
+    protocol: EvalProtocol,
     *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float,
-    schedule: str,
-    dsa: Callable[[Tensor, int], Tensor] | None,
     seed: int,
     device: torch.device | str,
     progress: ProgressArg = None,
@@ -119,53 +185,35 @@ def train_classifier(
     normalise: Normalise | None = None,
     description: str = "train",
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    augment: Augment | None = None,
 ) -> TrainStats:
-    """Train ``model`` in place on ``images`` (normalised float, or uint8 with ``normalise``).
+    """Train ``model`` in place on ``images`` (normalised float, or uint8 with ``normalise``) as
+    ``protocol`` says (epochs, batch size, SGD settings, lr schedule, DSA or not).
 
     ``labels`` are class ids ``(N,)``, or class probabilities ``(N, K)`` (soft labels).
-    ``loss_fn(logits, labels)`` replaces cross-entropy (e.g. KL to soft labels at a temperature).
-    ``on_epoch_end(epoch, mean_loss)`` runs after every epoch (0-based), e.g. to snapshot
-    parameters or to test. Raises NonFiniteLossError if the loss diverges.
+    ``loss_fn(logits, labels)`` replaces cross-entropy (e.g. KL to soft labels at a temperature);
+    ``augment(images, seed)`` replaces DSA when the protocol augments. ``on_epoch_end(epoch,
+    mean_loss)`` runs after every epoch (0-based), e.g. to snapshot parameters or to test. Raises
+    NonFiniteLossError if the loss diverges.
     """
-    check_training_inputs(epochs, lr, batch_size, schedule, images, labels)
+    p = protocol
+    check_training_inputs(p.epochs, p.lr, p.batch_size, p.schedule, images, labels)
     device = torch.device(device)
     model.to(device).train()
-    # uint8 images stay on the host and are normalised per batch (a dataset's normalise is CPU-only,
-    # and a full float copy of a real training set may not fit); float images move once
-    images = images.detach() if not images.is_floating_point() else images.detach().to(device)
-    labels = labels.detach().to(device)
-    n = len(images)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    images, labels = prepare_training_data(images, labels, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    loop = _Loop(
+        model, images, labels, optimizer, p.batch_size, augmentation(p, augment), seed, device, normalise, loss_fn
+    )
     shuffle = shuffle_generator(seed)
     stats = TrainStats(losses=[], accuracies=[])
-    step = 0
-    with progress_task(progress, description, epochs) as (bar, task):
-        for epoch in range(epochs):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at_epoch(schedule, lr, epoch, epochs)
-            order = torch.randperm(n, generator=shuffle).to(device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                x = as_float(images[idx.to(images.device)], normalise).to(device, non_blocking=True)
-                y = labels[idx]
-                if dsa is not None:
-                    x = dsa(x, dsa_seed(seed, step))
-                logits = model(x)
-                loss = F.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                # accumulate on the device: no host sync per batch
-                loss_sum += loss.detach() * len(idx)
-                target = y.argmax(1) if y.dim() == 2 else y
-                correct += (logits.detach().argmax(1) == target).sum()
-            mean_loss = float(loss_sum) / n
-            check_finite_loss(mean_loss, epoch, epochs, lr)
+    with progress_task(progress, description, p.epochs) as (bar, task):
+        for epoch in range(p.epochs):
+            set_epoch_lr(optimizer, p, epoch)
+            mean_loss, accuracy = loop.epoch(torch.randperm(len(images), generator=shuffle).to(device))
+            check_finite_loss(mean_loss, epoch, p.epochs, p.lr)
             stats.losses.append(mean_loss)
-            stats.accuracies.append(float(correct) / n)
+            stats.accuracies.append(accuracy)
             bar.update(task, advance=1, loss=mean_loss)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, mean_loss)

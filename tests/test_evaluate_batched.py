@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from conftest import make_tiny_data
 
 from ddbench import evaluate as evaluate_module, registry
-from ddbench.dsa import DSA
 from ddbench.errors import InvalidOptionError, NonFiniteLossError
 from ddbench.evaluate import evaluate_seeds, evaluate_synthetic, resolve_batched
 from ddbench.interfaces import Evaluator
+from ddbench.protocols import EvalProtocol
 from ddbench.seed_batching import StackedNetworks, train_stacked
 from ddbench.testing import ContractError, check_evaluator
 from ddbench.training import train_classifier
@@ -28,7 +28,9 @@ SEEDS = (0, 1, 2)
 PARAM_RTOL = 1e-4
 TINY_CONVNET = {"width": 8}
 TINY_VIT = {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 16}
-TRAINING = dict(epochs=4, lr=0.01, batch_size=8, momentum=0.9, weight_decay=5e-4, schedule="step")
+TRAINING = EvalProtocol(
+    name="tiny", epochs=4, lr=0.01, batch_size=8, momentum=0.9, weight_decay=5e-4, schedule="step", dsa=True
+)
 
 
 def _networks(evaluator: str, options: dict, seeds=SEEDS) -> list[torch.nn.Module]:
@@ -52,10 +54,10 @@ def _train_both(evaluator: str, options: dict, loss_fn=None) -> tuple[list[torch
         labels = F.one_hot(labels, 3).float() * 0.8 + 0.2 / 3
     sequential = _networks(evaluator, options)
     for seed, network in zip(SEEDS, sequential):
-        train_classifier(network, images, labels, dsa=DSA(), seed=seed, device="cpu", loss_fn=loss_fn, **TRAINING)
+        train_classifier(network, images, labels, TRAINING, seed=seed, device="cpu", loss_fn=loss_fn)
     batched = _networks(evaluator, options)
     stack = StackedNetworks(batched)
-    train_stacked(stack, images, labels, seeds=SEEDS, dsa=DSA(), device="cpu", loss_fn=loss_fn, **TRAINING)
+    train_stacked(stack, images, labels, TRAINING, seeds=SEEDS, device="cpu", loss_fn=loss_fn)
     stack.unstack_into(batched)
     return sequential, batched
 
@@ -112,7 +114,7 @@ def test_batched_runs_are_exactly_repeatable(tiny_data):
     images, labels = tiny_data.normalise(tiny_data.train_images), tiny_data.train_labels
     for networks in (a, b):
         stack = StackedNetworks(networks)
-        train_stacked(stack, images, labels, seeds=SEEDS, dsa=DSA(), device="cpu", **TRAINING)
+        train_stacked(stack, images, labels, TRAINING, seeds=SEEDS, device="cpu")
         stack.unstack_into(networks)
     for x, y in zip(a, b):
         assert torch.equal(_flat(x), _flat(y))

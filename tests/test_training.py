@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -32,16 +33,26 @@ def _tiny_data(num_classes: int = 3, per_class: int = 10, res: int = 16, seed: i
     return RealData("tiny", train_x, train_y, test_x, test_y, [f"c{i}" for i in range(num_classes)], (0.5,), (0.25,))
 
 
+def _protocol(**changes) -> EvalProtocol:
+    """A small training protocol for tiny data; ``changes`` replace its fields."""
+    fields = dict(name="tiny", epochs=3, lr=0.01, batch_size=8, momentum=0.9, weight_decay=5e-4, schedule="step")
+    return EvalProtocol(**{"dsa": False, **fields, **changes})
+
+
 def _fit(
-    seed: int, *, epochs: int = 3, dsa: DSA | None = None, init_seed: int = 0, **kwargs
+    seed: int, *, epochs: int = 3, dsa: Callable | None = None, init_seed: int = 0, **changes
 ) -> tuple[nn.Module, object]:
     data = _tiny_data()
     torch.manual_seed(init_seed)
     model = ConvNet(1, 3, 16, width=8)
-    options = dict(epochs=epochs, lr=0.01, batch_size=8, momentum=0.9, weight_decay=5e-4, schedule="step")
-    options.update(kwargs)
     stats = train_classifier(
-        model, data.normalise(data.train_images), data.train_labels, dsa=dsa, seed=seed, device="cpu", **options
+        model,
+        data.normalise(data.train_images),
+        data.train_labels,
+        _protocol(epochs=epochs, dsa=dsa is not None, **changes),
+        seed=seed,
+        device="cpu",
+        augment=dsa,
     )
     return model, stats
 
@@ -121,17 +132,15 @@ def test_uint8_images_with_normalise_train_like_float_images():
     for images, normalise in ((data.train_images, data.normalise), (data.normalise(data.train_images), None)):
         torch.manual_seed(0)
         model = ConvNet(1, 3, 16, width=8)
-        train_classifier(
-            model, images, data.train_labels, epochs=2, lr=0.01, batch_size=8, momentum=0.9, weight_decay=0.0,
-            schedule="constant", dsa=DSA(), seed=1, device="cpu", normalise=normalise,
-        )  # fmt: skip
+        protocol = _protocol(epochs=2, weight_decay=0.0, schedule="constant", dsa=True)
+        train_classifier(model, images, data.train_labels, protocol, seed=1, device="cpu", normalise=normalise)
         models.append(model)
     assert all(torch.equal(p, q) for p, q in zip(models[0].parameters(), models[1].parameters()))
     with pytest.raises(InvalidOptionError, match="normalise"):
+        protocol = _protocol(epochs=1, momentum=0.0, weight_decay=0.0, schedule="constant")
         train_classifier(
-            ConvNet(1, 3, 16, width=4), data.train_images, data.train_labels, epochs=1, lr=0.01, batch_size=8,
-            momentum=0.0, weight_decay=0.0, schedule="constant", dsa=None, seed=0, device="cpu",
-        )  # fmt: skip
+            ConvNet(1, 3, 16, width=4), data.train_images, data.train_labels, protocol, seed=0, device="cpu"
+        )
 
 
 def test_dsa_is_called_once_per_batch_with_step_derived_seeds():
@@ -155,8 +164,8 @@ def test_epoch_hook_schedule_and_soft_labels():
     model = ConvNet(1, 3, 16, width=4)
     soft = torch.nn.functional.one_hot(data.train_labels, 3).float() * 0.9 + 0.1 / 3
     stats = train_classifier(
-        model, data.normalise(data.train_images), soft, epochs=4, lr=0.1, batch_size=16, momentum=0.0,
-        weight_decay=0.0, schedule="step", dsa=None, seed=0, device="cpu",
+        model, data.normalise(data.train_images), soft,
+        _protocol(epochs=4, lr=0.1, batch_size=16, momentum=0.0, weight_decay=0.0), seed=0, device="cpu",
         on_epoch_end=lambda e, loss: calls.append((e, loss)),
     )  # fmt: skip
     assert [e for e, _ in calls] == [0, 1, 2, 3] and [loss for _, loss in calls] == stats.losses
@@ -168,10 +177,8 @@ def test_diverging_loss_raises_with_the_fix():
     images = data.normalise(data.train_images)
     images[0, 0, 0, 0] = float("nan")
     with pytest.raises(NonFiniteLossError, match="lower the learning rate"):
-        train_classifier(
-            ConvNet(1, 3, 16, width=4), images, data.train_labels, epochs=1, lr=0.01, batch_size=64,
-            momentum=0.0, weight_decay=0.0, schedule="constant", dsa=None, seed=0, device="cpu",
-        )  # fmt: skip
+        protocol = _protocol(epochs=1, batch_size=64, momentum=0.0, weight_decay=0.0, schedule="constant")
+        train_classifier(ConvNet(1, 3, 16, width=4), images, data.train_labels, protocol, seed=0, device="cpu")
 
 
 class _Constant(nn.Module):
@@ -281,8 +288,8 @@ def test_evaluate_and_uint8_training_on_cuda():
     assert result.accuracy > 0.6 and result.peak_memory_bytes > 0
     torch.manual_seed(0)
     model = ConvNet(1, 3, 16, width=8)
+    protocol = _protocol(epochs=2, weight_decay=0.0, schedule="constant", dsa=True)
     stats = train_classifier(
-        model, data.train_images, data.train_labels, epochs=2, lr=0.01, batch_size=8, momentum=0.9,
-        weight_decay=0.0, schedule="constant", dsa=DSA(), seed=1, device="cuda", normalise=data.normalise,
-    )  # fmt: skip
+        model, data.train_images, data.train_labels, protocol, seed=1, device="cuda", normalise=data.normalise
+    )
     assert next(model.parameters()).is_cuda and len(stats.losses) == 2

@@ -36,6 +36,7 @@ from ddbench import registry
 from ddbench.errors import CorruptFileError, InvalidOptionError
 from ddbench.fileio import FileLock, write_atomic, write_json_atomic
 from ddbench.interfaces import RealData
+from ddbench.protocols import EvalProtocol
 from ddbench.seeding import derive_seed, seed_everything
 
 FORMAT = "ddbench-expert-trajectory"
@@ -72,6 +73,19 @@ class ExpertConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def training_protocol(self) -> EvalProtocol:
+        """How each expert is trained: SGD at a constant learning rate (the MTT reference's)."""
+        return EvalProtocol(
+            name="mtt-expert",
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            schedule="constant",
+            dsa=self.dsa,
+        )
 
     def family_hash(self) -> str:
         """Hash of everything but ``epochs``: a longer buffer of the same family serves shorter needs."""
@@ -299,7 +313,6 @@ def train_expert(
 ) -> tuple[list[dict[str, Tensor]], float | None]:
     """Train expert ``index`` and return its parameters at every epoch (0 = init) and its final
     training accuracy when the training loop reports one."""
-    from ddbench.dsa import DSA
     from ddbench.training import train_classifier
 
     seed_everything(derive_seed(config.seed, "expert-init", index))
@@ -313,13 +326,7 @@ def train_expert(
         model,
         data.train_images,  # uint8, normalised per batch: no float copy of the whole training set
         data.train_labels,
-        epochs=config.epochs,
-        lr=config.lr,
-        batch_size=config.batch_size,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        schedule="constant",
-        dsa=DSA() if config.dsa else None,
+        config.training_protocol(),
         seed=derive_seed(config.seed, "expert-train", index),
         device=device,
         progress=progress,
