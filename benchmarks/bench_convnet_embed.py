@@ -21,7 +21,7 @@ from contextlib import nullcontext
 
 import torch
 from ddbench_plugins.evaluators.convnet import ConvNet
-from tabulate import tabulate
+from record import emit, table
 from torch import Tensor
 
 
@@ -116,16 +116,17 @@ def main() -> None:
         median = statistics.median(time_embed(net, x, args.repeats, autocast, device, chunk))
         baseline = baseline or median
         rows.append([name, f"{median * 1000:.1f}", f"{n / median:.0f}", f"{baseline / median:.2f}×"])
-    print(
+    title = (
         f"ConvNet-{net.depth} embed of {n} images {args.channels}×{args.resolution}×{args.resolution} "
         f"on {device} ({torch.get_num_threads()} threads), median of {args.repeats}"
     )
-    print(tabulate(rows, headers=["mode", "ms", "images/s", "speed-up"], tablefmt="github"))
+    tables = [table(["mode", "ms", "images/s", "speed-up"], rows, title=title)]
     if args.train_step:
-        print_train_step(args, device)
+        tables.append(train_step_table(args, device))
+    emit("bench_convnet_embed", tables)
 
 
-def print_train_step(args: argparse.Namespace, device: torch.device) -> None:
+def train_step_table(args: argparse.Namespace, device: torch.device) -> dict:
     """Forward + backward of one training batch of 256 (the evaluation loop's step), fp32."""
     torch.manual_seed(0)
     x = torch.randn(256, args.channels, args.resolution, args.resolution, device=device)
@@ -142,8 +143,7 @@ def print_train_step(args: argparse.Namespace, device: torch.device) -> None:
             if i:  # the first is a warm-up
                 times.append(time.perf_counter() - start)
         rows.append([f"chunks of {chunk}" if chunk else "whole batch", f"{statistics.median(times) * 1000:.1f}"])
-    print(f"Training step (forward + backward, batch 256) on {device}")
-    print(tabulate(rows, headers=["mode", "ms"], tablefmt="github"))
+    return table(["mode", "ms"], rows, title=f"Training step (forward + backward, batch 256) on {device}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ would take on the issue's machine if both scale alike (this CPU's speed drifts, 
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import tempfile
@@ -35,14 +34,13 @@ from pathlib import Path
 
 import torch
 from bench_convnet_embed import calibration_seconds, machine_factor
+from record import emit, table
 from spec_runs import draw_cells
-from tabulate import tabulate
 
 from ddbench import registry
 from ddbench.distill import Distiller
 from ddbench.dsa import DSA
 from ddbench.memory import PeakMemory, format_bytes
-from ddbench.pipeline import DataCache
 from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore
 
@@ -97,14 +95,12 @@ def main() -> None:
             methods.append((ipc, f"pixel + DM ({precision})",
                             lambda d, ipc=ipc, o=options: RunSpec(matcher="dm", ipc=ipc, matcher_options=o, seed=d, **common)))  # fmt: skip
 
-    cache = DataCache(env)
     rows = []
     with ResultsStore(args.out / "results.sqlite") as store:
         for ipc, label, make_spec in methods:
-            rows.append([ipc, label, *draw_cells(make_spec, draws, env, store, cache)])
+            rows.append([ipc, label, *draw_cells(make_spec, draws, env, store, threads=args.threads)])
     headers = ["IPC", "method", "accuracy %", "draws × eval seeds", "mean per draw", "s/it (median)", "peak RSS"]
-    print(tabulate(rows, headers=headers, tablefmt="github"))
-    print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
+    emit("bench_dm_fmnist", [table(headers, rows, note=f"torch threads: {torch.get_num_threads()}")])
 
 
 def speed_table(args: argparse.Namespace, ipcs: list[int]) -> None:
@@ -120,8 +116,10 @@ def speed_table(args: argparse.Namespace, ipcs: list[int]) -> None:
         headers.append("s/it scaled to the issue's machine")
         rows = [row + [f"{row[3] / factor:.3f}"] for row in rows]
     rows = [row[:3] + [f"{row[3]:.3f}"] + row[4:] for row in rows]
-    print(tabulate(rows, headers=headers, tablefmt="github"))
-    print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
+    note = f"median of {args.speed_only} iterations after the first; torch threads: {torch.get_num_threads()}"
+    if args.calibrate:
+        note += f"; calibration {' / '.join(f'{c:.2f}' for c in calibrations)} s here, 2.3 s on the issue's machine"
+    emit("bench_dm_fmnist-speed", [table(headers, rows, note=note)])
 
 
 def reference_speed(ipcs: list[int], iterations: int) -> list[list[object]]:

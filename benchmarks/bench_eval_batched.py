@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from record import write_record
+from record import emit, table
 
 EVALUATORS = ("convnet", "alexnet", "vgg11", "resnet18", "vit")
 VARIANTS = ("sequential", "batched")
@@ -68,6 +68,30 @@ def extrapolate(record: dict[str, Any], epochs: int, test_size: int, full_epochs
     return record["train_s"] / epochs * full_epochs + record["test_s"] / test_size * FULL_TEST_IMAGES
 
 
+COLUMNS = [
+    "evaluator", "IPC", "sequential wall / CPU s", "batched wall / CPU s", "batched / sequential: wall, CPU, full",
+    "full budget, sequential → batched", "accuracy % per seed, sequential / batched",
+]  # fmt: skip
+
+
+def cell_rows(cells: list[dict[str, Any]]) -> list[list[str]]:
+    """One table row per (evaluator, IPC) cell: medians of both variants, their ratios, every seed's accuracy."""
+    rows = []
+    for cell in cells:
+        seq, bat = cell["sequential"], cell["batched"]
+        accuracies = [" ".join(f"{100 * a:.1f}" for a in v["accuracies"]) for v in (seq, bat)]
+        rows.append([
+            cell["evaluator"], str(cell["ipc"]),
+            f"{seq['wall_s_median']:.1f} / {seq['cpu_s_median']:.1f}",
+            f"{bat['wall_s_median']:.1f} / {bat['cpu_s_median']:.1f}" + ("" if bat["ran_batched"] else " (fell back)"),
+            f"{cell['batched_over_sequential']:.2f}, {cell['cpu_batched_over_sequential']:.2f}, "
+            f"{cell['full_budget_batched_over_sequential']:.2f}",
+            f"{seq['full_budget_s_median']:.0f} s → {bat['full_budget_s_median']:.0f} s",
+            accuracies[0] + (" / same" if accuracies[0] == accuracies[1] else f" / {accuracies[1]}"),
+        ])  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evaluators", default=",".join(EVALUATORS))
@@ -92,7 +116,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from tabulate import tabulate
 
     from ddbench import registry
 
@@ -101,7 +124,7 @@ def main() -> None:
     test_size = len(data.test_labels)
     seeds = list(range(args.seeds))
     started = time.perf_counter()
-    cells, rows = [], []
+    cells: list[dict[str, Any]] = []
     for evaluator in args.evaluators.split(","):
         for ipc in (int(i) for i in args.ipcs.split(",")):
             images, labels = synthetic_set(data, ipc)
@@ -130,30 +153,22 @@ def main() -> None:
             full_ratio = summary["batched"]["full_budget_s_median"] / summary["sequential"]["full_budget_s_median"]
             cells.append({"evaluator": evaluator, "ipc": ipc, "batched_over_sequential": ratio, "cpu_batched_over_sequential": cpu_ratio,
                           "full_budget_batched_over_sequential": full_ratio, **summary})  # fmt: skip
-            for variant in VARIANTS:
-                s = summary[variant]
-                label = variant if variant == "sequential" or s["ran_batched"] else "batched (fell back)"
-                rows.append([
-                    evaluator, ipc, label, f"{s['wall_s_median']:.1f}", f"{s['cpu_s_median']:.1f}", f"{s['full_budget_s_median']:.0f}",
-                    f"{ratio:.2f} / {cpu_ratio:.2f} / {full_ratio:.2f}" if variant == "batched" else "",
-                    " ".join(f"{100 * a:.1f}" for a in s["accuracies"]),
-                    f"{100 * statistics.median(s['accuracies']):.1f}",
-                ])  # fmt: skip
     total = time.perf_counter() - started
-    print(
+    note = (
         f"Fashion-MNIST, random real images, DC protocol at {args.epochs} epochs, first {test_size} test images, "
-        f"{args.seeds} seeds, {torch.get_num_threads()} thread(s), load {os.getloadavg()[0]:.1f} at the end; {total:.0f} s in all"
+        f"{args.seeds} seeds, {torch.get_num_threads()} thread(s), load {os.getloadavg()[0]:.1f} at the end; "
+        f"{total:.0f} s in all; full = extrapolated to {args.full_epochs} epochs and 10 000 test images"
     )
-    print(tabulate(
-        rows,
-        headers=["evaluator", "IPC", "variant", "wall s", "CPU s", f"s at {args.full_epochs} ep, 10k test", "batched / seq (wall / CPU / full)",
-                 "accuracy % per seed", "median %"],
-        tablefmt="github",
-    ))  # fmt: skip
     if args.out is not None:
         os.environ["DDBENCH_BENCH_OUT"] = str(args.out)  # where write_record puts its file
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "test_images": test_size}
-    write_record("bench_eval_batched", {"settings": settings, "total_s": total, "cells": cells})
+    emit(
+        "bench_eval_batched",
+        [table(COLUMNS, cell_rows(cells), note=note)],
+        settings=settings,
+        total_s=total,
+        cells=cells,
+    )
 
 
 if __name__ == "__main__":

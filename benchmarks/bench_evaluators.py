@@ -20,15 +20,15 @@ the same spec `ddbench run --dataset fashion-mnist --prior pixel --algo real --i
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from record import emit, table
 
 EVALUATORS = ("convnet", "alexnet", "vgg11", "resnet18", "vit")
 #: resolution → (channels, protocol): Fashion-MNIST under DC, ImageNet subsets under GLaD
@@ -104,7 +104,6 @@ def time_one(evaluator: str, resolution: int, epochs: int, device_name: str, thr
 
 def run_speed(args: argparse.Namespace) -> None:
     import torch
-    from tabulate import tabulate
 
     from ddbench.memory import format_bytes
 
@@ -132,55 +131,40 @@ def run_speed(args: argparse.Namespace) -> None:
         if device.type == "cuda"
         else f"CPU, {threads} thread(s), load {os.getloadavg()[0]:.1f}"
     )
-    print(
+    memory = "peak allocated (CUDA)" if device.type == "cuda" else "peak RSS"
+    headers = [
+        "evaluator",
+        "input",
+        "protocol",
+        "params",
+        "s / epoch (median)",
+        "warm-up epoch s",
+        memory,
+        "+ over start",
+    ]
+    note = (
         f"IPC-{IPC} synthetic set ({CLASSES} classes × {IPC}), {args.epochs} timed epochs after 1 warm-up, on {where}"
     )
-    memory = "peak allocated (CUDA)" if device.type == "cuda" else "peak RSS"
-    print(
-        tabulate(
-            rows,
-            headers=[
-                "evaluator",
-                "input",
-                "protocol",
-                "params",
-                "s / epoch (median)",
-                "warm-up epoch s",
-                memory,
-                "+ over start",
-            ],
-            tablefmt="github",
-        )
-    )
-    if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=2))
+    emit("bench_evaluators-speed", [table(headers, rows, note=note)], measurements=records)
 
 
 # -------------------------------------------------------------------------------------- accuracy
 
 
 def run_accuracy(args: argparse.Namespace) -> None:
-    from tabulate import tabulate
+    from spec_runs import run_specs
 
-    from ddbench.identity import resolve_spec
-    from ddbench.pipeline import DataCache, run_spec
     from ddbench.spec import RunEnv, RunSpec
-    from ddbench.store import ResultsStore
+    from ddbench.store import ResultsStore, store_path
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     spec = RunSpec(
         dataset="fashion-mnist", prior="pixel", matcher="real", ipc=10,
         evaluators=tuple(args.evaluators.split(",")), eval_seeds=tuple(range(args.seeds)),
         protocol=args.protocol, eval_epochs=args.eval_epochs, test_size=args.test_size,
     )  # fmt: skip
     env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
-    args.out.mkdir(parents=True, exist_ok=True)
-    with ResultsStore(args.out / "results.sqlite") as store:
-        spec = resolve_spec(spec, env)  # the id run_spec stores it under
-        run_spec(spec, env, store, DataCache(env))
+    (spec,) = run_specs([spec], env, args.threads, fresh_process=False)
+    with ResultsStore(store_path(args.out)) as store:
         scores = store.scores_frame()
     scores = scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]
     rows = []
@@ -192,11 +176,9 @@ def run_accuracy(args: argparse.Namespace) -> None:
             f"{mine['train_seconds'].mean():.1f}",
         ])  # fmt: skip
     test = f"first {args.test_size} test images" if args.test_size else "the full test split"
-    print(f"Fashion-MNIST, random real images, IPC 10, protocol {spec.protocol_key()}, {test}")
-    print(
-        tabulate(rows, headers=["evaluator", "seeds", "accuracy % (mean ± std)", "train s / seed"], tablefmt="github")
-    )
-    print(f"\n$ {shlex.join([sys.executable, *sys.argv])}")
+    note = f"Fashion-MNIST, random real images, IPC 10, protocol {spec.protocol_key()}, {test}"
+    headers = ["evaluator", "seeds", "accuracy % (mean ± std)", "train s / seed"]
+    emit("bench_evaluators-accuracy", [table(headers, rows, note=note)])
 
 
 def main() -> None:
@@ -205,7 +187,6 @@ def main() -> None:
     speed = sub.add_parser("speed", help="time per training epoch and peak memory at 28 and 128 px")
     speed.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up epoch)")
     speed.add_argument("--resolutions", default="28,128")
-    speed.add_argument("--json", default=None, help="also write the raw records to this file")
     accuracy = sub.add_parser("accuracy", help="accuracy on random real Fashion-MNIST images at IPC 10")
     accuracy.add_argument("--seeds", type=int, default=3)
     accuracy.add_argument("--eval-epochs", type=int, default=300)

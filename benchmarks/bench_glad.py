@@ -21,13 +21,12 @@ seconds per iteration and peak memory, then the command that produced them.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from spec_runs import RESULT_HEADERS, result_cells, run_in_fresh_processes
-from tabulate import tabulate
+from record import emit, table
+from spec_runs import RESULT_HEADERS, result_cells, run_specs
 
 from ddbench.cli import parse_key_values
 
@@ -88,20 +87,20 @@ def main() -> None:
     sweep = [(glad(args.layer_ipc, layer), "glad + DM") for layer in layers]
 
     env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
-    # the sweep's `--layer` run is the main one: run_in_fresh_processes runs each spec once
-    run_in_fresh_processes([spec for spec, _ in main_rows + sweep], env, args.threads)
+    # the sweep's `--layer` run is the main one: run_specs runs each spec once
+    run_specs([spec for spec, _ in main_rows + sweep], env, args.threads)
 
-    with ResultsStore(store_path(args.out)) as store:
-        headers = ["IPC", "method", "layer", *RESULT_HEADERS]
-        print("### Fashion-MNIST, DM: pixel vs GLaD vs LD3M\n")
-        print(tabulate([_row(store, s, label, env) for s, label in main_rows], headers=headers, tablefmt="github"))
-        if sweep:
-            print(f"\n### GLaD layer sweep (IPC {args.layer_ipc}; -1 = W+ only)\n")
-            print(tabulate([_row(store, s, label, env) for s, label in sweep], headers=headers, tablefmt="github"))
     memory = (
         "peak CUDA allocation" if args.device.startswith("cuda") else "peak process RSS of the setting's own process"
     )
-    print(f"\nmemory: {memory}; command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
+    with ResultsStore(store_path(args.out)) as store:
+        headers = ["IPC", "method", "layer", *RESULT_HEADERS]
+        tables = [table(headers, [_row(store, s, label, env) for s, label in main_rows],
+                        title="Fashion-MNIST, DM: pixel vs GLaD vs LD3M", note=f"memory: {memory}")]  # fmt: skip
+        if sweep:
+            tables.append(table(headers, [_row(store, s, label, env) for s, label in sweep],
+                                title=f"GLaD layer sweep (IPC {args.layer_ipc}; -1 = W+ only)"))  # fmt: skip
+    emit("bench_glad", tables)
 
 
 if __name__ == "__main__":

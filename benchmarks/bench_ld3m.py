@@ -17,12 +17,11 @@ The model comes from ``ddbench prior train ld3m --dataset fashion-mnist --out DI
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
-from spec_runs import RESULT_HEADERS, result_cells, run_in_fresh_processes
-from tabulate import tabulate
+from record import emit, table
+from spec_runs import RESULT_HEADERS, result_cells, run_specs
 
 from ddbench.cli import parse_key_values
 
@@ -91,30 +90,21 @@ def main() -> None:
     )
 
     env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
-    run_in_fresh_processes([spec for spec, _ in rows + ablations], env, args.threads)
+    run_specs([spec for spec, _ in rows + ablations], env, args.threads)
 
     headers = ["IPC", "method", *RESULT_HEADERS]
-    with ResultsStore(store_path(args.out)) as store:
-        lrs = ", ".join(f"{k} {v:g}" for k, v in ld3m_lrs.items()) or "the paper's defaults"
-        print(f"### Fashion-MNIST, DM: pixel vs LD3M ({args.model_dir.name}; ld3m learning rates: {lrs})\n")
-        print(
-            tabulate(
-                [[s.ipc, label, *result_cells(store, s, env)] for s, label in rows], headers=headers, tablefmt="github"
-            )
-        )
-        if ablations:
-            print(f"\n### LD3M ablations (IPC {args.ablation_ipc})\n")
-            print(
-                tabulate(
-                    [[s.ipc, label, *result_cells(store, s, env)] for s, label in ablations],
-                    headers=headers,
-                    tablefmt="github",
-                )
-            )
     memory = (
         "peak CUDA allocation" if args.device.startswith("cuda") else "peak process RSS of the setting's own process"
     )
-    print(f"\nmemory: {memory}; command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
+    lrs = ", ".join(f"{k} {v:g}" for k, v in ld3m_lrs.items()) or "the paper's defaults"
+    with ResultsStore(store_path(args.out)) as store:
+        tables = [table(headers, [[s.ipc, label, *result_cells(store, s, env)] for s, label in rows],
+                        title=f"Fashion-MNIST, DM: pixel vs LD3M ({args.model_dir.name}; ld3m learning rates: {lrs})",
+                        note=f"memory: {memory}")]  # fmt: skip
+        if ablations:
+            tables.append(table(headers, [[s.ipc, label, *result_cells(store, s, env)] for s, label in ablations],
+                                title=f"LD3M ablations (IPC {args.ablation_ipc})"))  # fmt: skip
+    emit("bench_ld3m", tables)
 
 
 if __name__ == "__main__":

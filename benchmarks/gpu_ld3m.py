@@ -19,6 +19,7 @@ import traceback
 
 import torch
 from ddbench_plugins.priors.ld3m.backends import CIN256_SCHEDULER, build_cin256, build_ldm, tiny_components
+from record import emit, table
 from torch import Tensor
 
 from ddbench import registry
@@ -175,11 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     batch_real = args.batch_real or (16 if args.small else None)
     print(f"{'matcher':8} {'px':>4} {'T':>3} {'s/iter':>8} {'peak GPU memory':>16}", flush=True)
     failures = 0
+    rows: list[list[str]] = []
     for resolution, T in settings:
         for matcher_name in args.matchers.split(","):
             label = f"{matcher_name:8} {resolution:4d} {T:3d}"
             if time.perf_counter() - t0 > args.budget_s:
                 print(f"{label} skipped (time budget {args.budget_s:.0f}s spent)", flush=True)
+                rows.append([matcher_name, str(resolution), str(T), "skipped (time budget)", "—"])
                 continue
             # on OOM, retry once with fewer real images per class: the matcher's real-side forward
             # (not the prior) is what grows with batch_real
@@ -191,18 +194,29 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     mem = f"{peak / 2**30:13.2f} GiB" if peak is not None else f"{'n/a (cpu)':>16}"
                     print(f"{label} {seconds:8.2f} {mem}{note}", flush=True)
+                    rows.append([matcher_name, str(resolution), str(T), f"{seconds:.2f}", mem.strip() + note])
                     break
                 except torch.cuda.OutOfMemoryError as err:
                     failures += 1
                     print(f"{label} OUT OF MEMORY{note}: {str(err).splitlines()[0][:160]}", flush=True)
+                    rows.append([matcher_name, str(resolution), str(T), "out of memory", note.strip() or "—"])
                 except Exception:  # noqa: BLE001 - report and go on to the next setting
                     failures += 1
                     print(f"{label} FAILED{note}:\n{traceback.format_exc()}", flush=True)
+                    rows.append([matcher_name, str(resolution), str(T), "failed", note.strip() or "—"])
                     break
                 finally:
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-    print(f"total {time.perf_counter() - t0:.1f}s", flush=True)
+    total = time.perf_counter() - t0
+    print(f"total {total:.1f}s", flush=True)
+    model = "narrow cin256-shaped model (--small)" if args.small else "cin256-v2 architecture, random weights"
+    note = (
+        f"{model}: {n_params:.1f} M parameters; IPC {IPC} × {NUM_CLASSES} classes, fp32, "
+        f"{'no DSA' if args.no_dsa else 'DSA'}; {args.iters} timed iterations after 1 warm-up; {total:.0f} s in all"
+    )
+    columns = ["matcher", "px", "T", "s / iteration", "peak GPU memory"]
+    emit("gpu_ld3m", [table(columns, rows, note=note)])
     return 1 if failures else 0
 
 

@@ -20,7 +20,7 @@ import time
 
 import torch
 from ld3m_common import PixelTarget, engine_step, load_data, make_prior
-from tabulate import tabulate
+from record import emit, table
 
 from ddbench.interfaces import chunked
 from ddbench.memory import PeakMemory, format_bytes
@@ -100,26 +100,26 @@ def main() -> None:
     modes = (True,) if args.no_plain else (True, False)
     rows = []
     for T in [int(t) for t in args.Ts.split(",")]:
-        row = [T]
+        row: list[object] = [T]
         for checkpoint in modes:
             try:
                 run = measure if backend is not None else measure_isolated  # a GPU model is built once
                 seconds, saved, peak = run(data, T, checkpoint, args.ipc, args.chunk, args.iters, args.device, backend)
                 row += [f"{seconds:.2f}", format_bytes(saved), format_bytes(peak)]
             except torch.cuda.OutOfMemoryError:
-                row += ["OOM", "", ""]
+                row += ["OOM", "—", "—"]
                 torch.cuda.empty_cache()
         rows.append(row)
         print(row, flush=True)
     headers = ["T"]
-    for name in ("ckpt", "no ckpt")[: len(modes)]:
-        headers += [f"s/iter ({name})", f"saved for backward ({name})", f"{peak_name} ({name})"]
-    print(tabulate(rows, headers=headers, tablefmt="github"))
+    for name in ("checkpointed", "no checkpoint")[: len(modes)]:
+        headers += [f"s/it ({name})", "saved for backward", peak_name]
     model = f"cin256-v2 architecture, random weights, {args.res} px" if args.cin256 else "tiny backend"
-    print(
-        f"(data: {data.name}, {data.num_classes} classes × IPC {args.ipc}, chunk {args.chunk}, {model}, "
-        f"device {args.device}, torch threads {torch.get_num_threads()})"
+    note = (
+        f"data: {data.name}, {data.num_classes} classes × IPC {args.ipc}, chunk {args.chunk}, {model}, "
+        f"device {args.device}, torch threads {torch.get_num_threads()}; one engine iteration with a fixed pixel-target loss"
     )
+    emit("ld3m_memory", [table(headers, rows, note=note)])
 
 
 if __name__ == "__main__":

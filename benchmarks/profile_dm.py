@@ -13,16 +13,14 @@ without changing the protocol.
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 from ddbench_plugins.evaluators.convnet import ConvNet
-from tabulate import tabulate
+from record import emit, table
 
 from ddbench import registry
 from ddbench.distill import Distiller
@@ -30,7 +28,7 @@ from ddbench.dsa import DSA
 from ddbench.spec import RunSpec
 
 
-def profile_iterations(ipc: int, iterations: int, options: dict) -> None:
+def profile_iterations(ipc: int, iterations: int, options: dict) -> float:
     data = registry.create("dataset", "fashion-mnist").load()
     spec = RunSpec(matcher="dm", ipc=ipc, iterations=iterations, matcher_options=options)
     stamps: list[float] = []
@@ -46,11 +44,11 @@ def profile_iterations(ipc: int, iterations: int, options: dict) -> None:
 
         Distiller(spec, data, Path(tmp), dsa=DSA(), progress=False).run(resume=False, on_iteration=on_iteration)
     per_iteration = [b - a for a, b in zip(stamps, stamps[1:])][2:]
-    print(f"median s/it under the profiler: {statistics.median(per_iteration):.3f}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    return statistics.median(per_iteration)
 
 
-def layer_times(repeats: int) -> None:
+def layer_times(repeats: int) -> dict:
     torch.manual_seed(0)
     net = ConvNet(1, 10, 28).to(memory_format=torch.channels_last).train()
     h = torch.randn(2560, 1, 28, 28).contiguous(memory_format=torch.channels_last)
@@ -65,7 +63,7 @@ def layer_times(repeats: int) -> None:
                 times.append(time.perf_counter() - start)
             rows.append([index, type(layer).__name__, "×".join(map(str, h.shape)), f"{statistics.median(times):.3f}"])
             h = layer(h)
-    print(tabulate(rows, headers=["#", "layer", "input", "median s (eager, bf16)"], tablefmt="github"))
+    return table(["#", "layer", "input", "median s (eager, bf16)"], rows, title="ConvNet-3 layers on 10 × 256 images")
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -100,15 +98,12 @@ def roofline(repeats: int, images: int = 2560) -> None:
     rows.append(
         ["all convolutions", f"{total_flops / 1e9:.1f}", f"{total_s:.3f}", f"{total_flops / total_s / 1e9:.0f}"]
     )
-    print(f"bf16 matmul {size}×{size}: {peak / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} thread(s)")
-    print(
-        tabulate(
-            rows,
-            headers=[f"convolution ({images} images, bf16 channels-last)", "GFLOP", "median s", "GFLOP/s"],
-            tablefmt="github",
-        )
+    columns = [f"convolution ({images} images, bf16 channels-last)", "GFLOP", "median s", "GFLOP/s"]
+    note = (
+        f"bf16 matmul {size}×{size}: {peak / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} thread(s); least time for "
+        f"these convolutions at that rate: {total_flops / peak:.3f} s"
     )
-    print(f"least time for these convolutions at the matmul rate: {total_flops / peak:.3f} s")
+    emit("profile_dm-roofline", [table(columns, rows, note=note)], matmul_flops_per_s=peak, conv_flops=total_flops)
 
 
 def main() -> None:
@@ -126,11 +121,10 @@ def main() -> None:
 
     if args.roofline:
         roofline(args.repeats)
-        print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}")
         return
-    profile_iterations(args.ipc, args.iterations, parse_key_values(args.dm_opt, "--dm-opt"))
-    layer_times(args.repeats)
-    print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
+    seconds = profile_iterations(args.ipc, args.iterations, parse_key_values(args.dm_opt, "--dm-opt"))
+    note = f"median s/it under the profiler: {seconds:.3f}; torch threads: {torch.get_num_threads()}"
+    emit("profile_dm", [{**layer_times(args.repeats), "note": note}], seconds_per_iteration=seconds)
 
 
 if __name__ == "__main__":

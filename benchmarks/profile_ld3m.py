@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from tabulate import tabulate
+from record import emit, table
 
 from ddbench import registry
 from ddbench.distill import split_backward_step
@@ -211,12 +211,12 @@ def main() -> None:
         rows.append(
             [stage] + [f"{statistics.median(s.get(stage, 0.0) for s in per_variant[name]):.3f}" for name, _ in variants]
         )
-    print(tabulate(rows, headers=headers, tablefmt="github"))
     chunks = {name: built[name][-1] for name, _ in variants}
-    print(
-        f"(median s over {args.iterations} iterations after a warm-up; LD3M + DM, Fashion-MNIST, IPC {args.ipc}, "
-        f"chunks {chunks}, DM {dm_options}, torch threads {torch.get_num_threads()}; variants: {variants})"
+    note = (
+        f"median s over {args.iterations} iterations after a warm-up; LD3M + DM, Fashion-MNIST, IPC {args.ipc}, "
+        f"chunks {chunks}, DM {dm_options}, torch threads {torch.get_num_threads()}; variants: {variants}"
     )
+    emit("profile_ld3m", [table(headers, rows, note=note)])
 
 
 if __name__ == "__main__":

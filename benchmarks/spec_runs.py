@@ -1,14 +1,17 @@
-"""Shared by the benchmarks that compare `ddbench run` specs: run each spec in a fresh process (so
-its peak RSS is its own; the CPU has no allocator statistics) and read its row back from the store."""
+"""Shared by the benchmarks that compare `ddbench run` specs: run them the way `ddbench run` does
+(`ddbench.sweep.run_sweep` through the ``local`` executor, so `ddbench.executor.execute_task` claims,
+logs and records each run) and read their rows back from the store.
+
+Each spec runs in a fresh process of its own by default, so its peak RSS is its own (the CPU has no
+allocator statistics, and the local executor's worker processes serve many runs); specs the store
+already holds are skipped, as `ddbench run` skips them."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import multiprocessing
 import statistics
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -16,37 +19,63 @@ import pandas as pd
 from ddbench.identity import resolve_spec, resolve_specs
 from ddbench.memory import format_bytes
 from ddbench.spec import RunEnv, RunSpec
-from ddbench.store import ResultsStore, store_path
+from ddbench.store import ResultsStore
 
 
-def _distil_and_evaluate(spec_dict: dict[str, Any], env_dict: dict[str, Any], threads: int | None) -> None:
-    """One spec in this (fresh) process: distil, evaluate, record in the store."""
-    import torch
+def _sweep(specs: list[RunSpec], env: RunEnv, threads: int | None) -> dict[str, str]:
+    """`ddbench run`'s path for ``specs`` in this process; returns the failed runs' errors."""
+    from rich.console import Console
 
-    from ddbench.pipeline import DataCache, run_spec
+    from ddbench import registry
+    from ddbench.sweep import run_sweep
 
     if threads:
+        import torch
+
         torch.set_num_threads(threads)
-    env = RunEnv(**{**env_dict, "out": Path(env_dict["out"])})
-    with ResultsStore(store_path(env.out)) as store:
-        run_spec(RunSpec.from_dict(spec_dict), env, store, DataCache(env))
+    executor = registry.create("executor", "local", workers=1, threads=threads)
+    return run_sweep(specs, env, executor, Console(stderr=True)).failed
+
+
+def run_specs(
+    specs: Iterable[RunSpec], env: RunEnv, threads: int | None = None, fresh_process: bool = True
+) -> list[RunSpec]:
+    """Run each spec the store lacks through the local executor, each in a spawned process of its
+    own (``fresh_process``) or all in this one, with ``threads`` torch threads (default: this
+    process's); returns the resolved specs (their store ids). Raises if a run failed (its error is in
+    the store and its run log)."""
+    import torch
+
+    threads = threads or torch.get_num_threads()
+    resolved = list({s.run_id: s for s in resolve_specs(specs, env)}.values())
+    failed: dict[str, str] = {}
+    if not fresh_process:
+        failed = _sweep(resolved, env, threads)
+    else:
+        spawn = multiprocessing.get_context("spawn")
+        for spec in resolved:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                failed.update(pool.submit(_sweep, [spec], env, threads).result())
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed: {failed}")
+    return resolved
 
 
 def run_in_fresh_processes(specs: Iterable[RunSpec], env: RunEnv, threads: int | None = None) -> None:
     """Distil and evaluate each spec (the store skips finished ones) in a process of its own."""
-    env_dict = {**dataclasses.asdict(env), "out": str(env.out)}
-    spawn = multiprocessing.get_context("spawn")
-    for spec in {s.run_id: s for s in resolve_specs(specs, env)}.values():
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            pool.submit(_distil_and_evaluate, spec.to_dict(), env_dict, threads).result()
+    run_specs(specs, env, threads)
+
+
+def _scores(store: ResultsStore, spec: RunSpec) -> pd.Series:
+    scores = store.scores_frame()
+    return scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100
 
 
 def result_cells(store: ResultsStore, spec: RunSpec, env: RunEnv) -> list[Any]:
     """accuracy % (mean ± std over seeds), number of seeds, s/it, peak memory of one spec (run in ``env``)."""
     spec = resolve_spec(spec, env)  # the id it was stored under
     run = store.get_run(spec.run_id) or {}
-    scores = store.scores_frame()
-    acc = scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100
+    acc = _scores(store, spec)
     spi = run.get("seconds_per_iteration")
     return [
         f"{acc.mean():.1f} ± {acc.std(ddof=0):.1f}" if len(acc) else "—", len(acc),
@@ -58,20 +87,24 @@ RESULT_HEADERS = ["accuracy %", "seeds", "s/it", "peak memory"]
 
 
 def draw_cells(
-    make_spec: Callable[[int], RunSpec], draws: list[int], env: RunEnv, store: ResultsStore, cache: Any
+    make_spec: Callable[[int], RunSpec],
+    draws: list[int],
+    env: RunEnv,
+    store: ResultsStore,
+    cache: Any = None,
+    threads: int | None = None,
 ) -> list[str]:
     """Runs (or reuses) one spec per draw — its seed picks the real images and the distillation's
-    randomness — and returns the table cells: accuracy mean ± std over draws × evaluation seeds,
-    "draws × seeds", the mean per draw, the median s/it and the largest peak memory."""
-    from ddbench.pipeline import run_spec
-
+    randomness —, each in a fresh process, and returns the table cells: accuracy mean ± std over
+    draws × evaluation seeds, "draws × seeds", the mean per draw, the median s/it and the largest
+    peak memory. ``cache`` is unused (each run loads its data in its own process); ``threads``
+    sets each process's torch threads."""
+    by_draw = [resolve_spec(make_spec(draw), env) for draw in draws]
+    run_specs(by_draw, env, threads)
     accs, spis, peaks = [], [], []
-    for draw in draws:
-        spec = resolve_spec(make_spec(draw), env)  # the id run_spec stores it under
-        run_spec(spec, env, store, cache)
-        run = store.get_run(spec.run_id)
-        scores = store.scores_frame()
-        accs.append(scores[(scores.run_id == spec.run_id) & (scores.protocol == spec.protocol_key())]["accuracy"] * 100)
+    for spec in by_draw:
+        run = store.get_run(spec.run_id) or {}
+        accs.append(_scores(store, spec))
         spis.append(run.get("seconds_per_iteration"))
         peaks.append(run.get("distill_peak_memory_bytes"))
     acc = pd.concat(accs)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from tabulate import tabulate
+from record import emit, table
 
 from ddbench.identity import resolve_specs
 from ddbench.spec import RunEnv, RunSpec
@@ -58,11 +58,16 @@ def main() -> None:
             format_duration(estimates[run.run_id]) if in_suite else "not in suite",
         ])  # fmt: skip
     headers = ["run", "prior", "matcher", "ipc", "iterations", "s/it", "distill min", "eval min", "estimate"]
-    print(tabulate(rows, headers=headers, tablefmt="github"))
     done = sum(run_id in estimates for run_id in runs.run_id)
-    print(f"\n{done}/{len(estimates)} suite runs finished: {format_duration(measured)} of one core recorded "
-          f"(about {format_duration(measured / args.workers)} on {args.workers} workers); "
-          f"estimate for the same runs {format_duration(estimated)}")  # fmt: skip
+    note = (f"{done}/{len(estimates)} suite runs finished: {format_duration(measured)} of one core recorded "
+            f"(about {format_duration(measured / args.workers)} on {args.workers} workers); "
+            f"estimate for the same runs {format_duration(estimated)}")  # fmt: skip
+    emit(
+        f"suite_cost-{Path(args.suite).stem}",
+        [table(headers, rows, note=note)],
+        measured_s=measured,
+        estimated_s=estimated,
+    )
 
 
 if __name__ == "__main__":
