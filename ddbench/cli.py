@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -267,12 +267,7 @@ def run(**opts: Any) -> None:
     from ddbench.identity import resolve_specs
     from ddbench.pipeline import resolve_device
 
-    ctx = click.get_current_context()
-    given = {
-        name
-        for name in opts
-        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
-    }
+    given = _given_options(opts)
     resolve_device(opts["device"])  # a typo in --device fails before any data loads
     if opts["tensorboard"]:
         from ddbench.metrics import check_tensorboard
@@ -288,7 +283,29 @@ def run(**opts: Any) -> None:
             _check_names("matcher", grid.matchers)
             grid.datasets = _default_datasets(opts["data_root"])
         specs = build_specs(grid)
-    env = RunEnv(
+    env = _run_env(opts)
+    specs = _with_soft_labels(specs, opts)
+    # the one place where specs become runs: their ids now hash what will run (ddbench.identity)
+    specs = resolve_specs(specs, env)
+    specs = _meaningful_runs(specs, from_suite=bool(opts["suite"]))
+    if not opts["dry_run"]:
+        _check_before_running(specs, env, opts)
+        _print_preview(specs, opts)
+    _run_sweep(specs, env, opts)
+
+
+def _given_options(opts: Mapping[str, Any]) -> set[str]:
+    """The options of the running command that the command line gave (not defaults)."""
+    ctx = click.get_current_context()
+    return {
+        name
+        for name in opts
+        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+    }
+
+
+def _run_env(opts: Mapping[str, Any]) -> RunEnv:
+    return RunEnv(
         out=opts["out"],
         data_root=opts["data_root"],
         device=opts["device"],
@@ -300,22 +317,19 @@ def run(**opts: Any) -> None:
         tensorboard=opts["tensorboard"],
         eval_batch=opts["eval_batch"],
     )
-    specs = _with_soft_labels(specs, opts)
-    # the one place where specs become runs: their ids now hash what will run (ddbench.identity)
-    specs = resolve_specs(specs, env)
-    specs = _meaningful_runs(specs, from_suite=bool(opts["suite"]))
-    if not opts["dry_run"]:
-        check_writable_dir(env.out, "--out")
-        if not env.download:
-            from ddbench.preflight import check_data_present
 
-            check_data_present(specs, env)  # one line for absent data, before any run is claimed
-        if (opts["workers"] or 1) == 1 and not opts["suite"]:
-            from ddbench.pipeline import check_runnable
 
-            check_runnable(specs, env)  # this process runs them: bad input fails before the store is touched
-        _print_preview(specs, opts)
-    _run_sweep(specs, env, opts)
+def _check_before_running(specs: list[RunSpec], env: RunEnv, opts: Mapping[str, Any]) -> None:
+    """Fail on an unwritable --out, absent data or (runs in this process) bad input, before any run is claimed."""
+    check_writable_dir(env.out, "--out")
+    if not env.download:
+        from ddbench.preflight import check_data_present
+
+        check_data_present(specs, env)  # one line for absent data, before any run is claimed
+    if (opts["workers"] or 1) == 1 and not opts["suite"]:
+        from ddbench.pipeline import check_runnable
+
+        check_runnable(specs, env)  # this process runs them: bad input fails before the store is touched
 
 
 def _with_soft_labels(specs: list[RunSpec], opts: dict[str, Any]) -> list[RunSpec]:
@@ -597,15 +611,7 @@ def leaderboard(
         raise InvalidOptionError(f"No results store at {path}; run `ddbench run --out {out}` first or pass --out.")
     if output is not None:
         check_writable_dir(output.parent, "--output")
-    filters: dict[str, Any] = {}
-    if datasets:
-        filters["dataset"] = _split(datasets)
-    if ipcs:
-        filters["ipc"] = _ints(ipcs, "--ipc")
-    if protocols:
-        filters["protocol"] = list(protocols)
-    if evaluators:
-        filters["evaluator"] = expand_evaluators(_split(evaluators))
+    filters = _leaderboard_filters(datasets, ipcs, evaluators, protocols)
     if compare and suite is None:
         raise InvalidOptionError(
             "--compare paper needs --suite NAME, a suite of one of the paper's tables (e.g. --suite table1)"
@@ -628,6 +634,22 @@ def leaderboard(
         render(leaderboard_table(scores, rows=row_keys, columns=columns, filters=filters or None), fmt)
         return
     _leaderboard_report(out, scores, runs, fmt, suite, compare == "paper", output, row_keys, columns, filters or None)
+
+
+def _leaderboard_filters(
+    datasets: tuple[str, ...], ipcs: tuple[str, ...], evaluators: tuple[str, ...], protocols: tuple[str, ...]
+) -> dict[str, Any]:
+    """The score filters of `ddbench leaderboard`'s --dataset, --ipc, --evaluators and --protocol."""
+    filters: dict[str, Any] = {}
+    if datasets:
+        filters["dataset"] = _split(datasets)
+    if ipcs:
+        filters["ipc"] = _ints(ipcs, "--ipc")
+    if protocols:
+        filters["protocol"] = list(protocols)
+    if evaluators:
+        filters["evaluator"] = expand_evaluators(_split(evaluators))
+    return filters
 
 
 def _reference_leaderboard(
@@ -668,14 +690,14 @@ def _leaderboard_report(
 ) -> None:
     """`ddbench leaderboard` with --suite, --format html or --output: build the tables, then print or write them."""
     from ddbench import report
-    from ddbench.fileio import write_atomic
-    from ddbench.leaderboard import format_table, leaderboard_table, render
-    from ddbench.store import store_path
+    from ddbench.leaderboard import leaderboard_table
 
+    suite_name = None
     if suite is not None:
         from ddbench.suites import load_suite
 
         loaded = load_suite(suite)
+        suite_name = loaded.name
         # the runs as the suite names them; ${VAR} paths need not be set just to read results
         suite_runs = [(r.spec, r.labels) for r in loaded.expand(require_env=False, validate=False)]
         tables = [
@@ -686,20 +708,38 @@ def _leaderboard_report(
     else:
         table = leaderboard_table(scores, rows=rows, columns=columns, filters=filters)
         tables = [report.ReportTable(key="leaderboard", title="", table=table)]
-
     if fmt == "html":
-        title = f"ddbench report: {tables[0].title}" if suite is not None else f"ddbench report: {store_path(out)}"
-        page = report.html_report(
-            tables, runs, store_dir=out, title=title, plots_html=_report_plots(tables, scores, runs, out)
-        )
-        # the suite's name comes from a file: it names a file inside --out, never a path out of it
-        target = output or out / (f"report-{safe_name(loaded.name)}.html" if suite is not None else "report.html")
-        check_writable_dir(target.parent, "--output" if output is not None else "--out (or --output)")
-        write_atomic(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
-        console.print(
-            f"wrote {target} ({len(tables)} table(s), {sum(len(t.run_ids) for t in tables)} image grid(s), self-contained)"
-        )
-        return
+        _write_html_report(tables, scores, runs, out, suite_name, output)
+    else:
+        _print_tables(tables, fmt, output)
+
+
+def _write_html_report(
+    tables: list[Any], scores: Any, runs: Any, out: Path, suite_name: str | None, output: Path | None
+) -> None:
+    """The self-contained HTML report of ``tables``, written to ``output`` (else a file in ``out``)."""
+    from ddbench import report
+    from ddbench.fileio import write_atomic
+    from ddbench.store import store_path
+
+    title = f"ddbench report: {tables[0].title}" if suite_name is not None else f"ddbench report: {store_path(out)}"
+    page = report.html_report(
+        tables, runs, store_dir=out, title=title, plots_html=_report_plots(tables, scores, runs, out)
+    )
+    # the suite's name comes from a file: it names a file inside --out, never a path out of it
+    target = output or out / (f"report-{safe_name(suite_name)}.html" if suite_name is not None else "report.html")
+    check_writable_dir(target.parent, "--output" if output is not None else "--out (or --output)")
+    write_atomic(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    console.print(
+        f"wrote {target} ({len(tables)} table(s), {sum(len(t.run_ids) for t in tables)} image grid(s), self-contained)"
+    )
+
+
+def _print_tables(tables: list[Any], fmt: str, output: Path | None) -> None:
+    """Each table with its notes, on stdout or into ``output``."""
+    from ddbench.fileio import write_atomic
+    from ddbench.leaderboard import format_table, render
+
     for item in tables:
         title = item.title or None
         if output is not None:

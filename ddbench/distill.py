@@ -238,12 +238,7 @@ class Distiller:
     def run(self, resume: bool = True, on_iteration: Callable[[int, float], None] | None = None) -> DistillResult:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = self._init_state()
-        with registry.plugin_code("matcher", self.spec.matcher, type(self.matcher), "setup"):
-            self.matcher.setup(
-                MatchContext(
-                    data=self.data, ipc=self.spec.ipc, device=self.device, dsa=self.dsa, cache_dir=self.cache_dir
-                )
-            )
+        self._setup_matcher()
         opt = self._optimizer(state)
         start, losses = 0, []
         if resume:
@@ -253,7 +248,6 @@ class Distiller:
                 state = self._init_state()
                 opt = self._optimizer(state)
         iterations = self.spec.iterations if self.matcher.distils else 0
-        steps = self.matcher.steps_per_iteration
         t0 = saved_at = time.perf_counter()
         # no bar for a matcher that does not distil (random real): it has no iterations to show
         shown = self.progress if iterations else None
@@ -264,22 +258,7 @@ class Distiller:
         ):
             for it in range(start, iterations):
                 began = time.perf_counter()
-                seed_everything(derive_seed(self.spec.seed, "iteration", it))
-                real = RealSampler(self.data, generator(self.spec.seed, "real", it), self.device)
-                self.matcher.begin_iteration(it)
-                for step in range(steps):
-                    opt.zero_grad(set_to_none=True)
-                    value, images = split_backward_step(
-                        self.prior, self.matcher, state, self.labels, real, self.chunk_size
-                    )
-                    if not math.isfinite(value):
-                        raise NonFiniteLossError(
-                            f"{self.spec.label}: the loss became {value} at iteration {it} (step {step}). "
-                            f"The last good checkpoint is kept in {self.checkpoint_path}. Lower the learning "
-                            "rates (--lr NAME=VALUE) and run again; --resume continues from the checkpoint."
-                        )
-                    opt.step()
-                    self.matcher.after_step(images, self.labels, real)
+                value = self._iteration(it, state, opt)
                 losses.append(value)
                 metrics.record(
                     it, value, time.perf_counter() - began, mem.peak_so_far(), self.matcher.iteration_metrics()
@@ -294,8 +273,46 @@ class Distiller:
                     saved_at = time.perf_counter()
         seconds = time.perf_counter() - t0
         done = iterations - start
+        return DistillResult(
+            synthetic=self._synthetic_set(state, losses),
+            seconds=seconds,
+            seconds_per_iteration=seconds / done if done else None,
+            peak_memory_bytes=mem.peak_bytes,
+            losses=losses,
+            resumed_from=start,
+            metrics=summarise(read_metrics(self.run_dir)),
+        )
+
+    def _setup_matcher(self) -> None:
+        with registry.plugin_code("matcher", self.spec.matcher, type(self.matcher), "setup"):
+            self.matcher.setup(
+                MatchContext(
+                    data=self.data, ipc=self.spec.ipc, device=self.device, dsa=self.dsa, cache_dir=self.cache_dir
+                )
+            )
+
+    def _iteration(self, it: int, state: LatentState, opt: torch.optim.Optimizer) -> float:
+        """Distillation iteration ``it`` (the matcher's steps on one draw of real batches); its last loss."""
+        seed_everything(derive_seed(self.spec.seed, "iteration", it))
+        real = RealSampler(self.data, generator(self.spec.seed, "real", it), self.device)
+        self.matcher.begin_iteration(it)
+        for step in range(self.matcher.steps_per_iteration):
+            opt.zero_grad(set_to_none=True)
+            value, images = split_backward_step(self.prior, self.matcher, state, self.labels, real, self.chunk_size)
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"{self.spec.label}: the loss became {value} at iteration {it} (step {step}). "
+                    f"The last good checkpoint is kept in {self.checkpoint_path}. Lower the learning "
+                    "rates (--lr NAME=VALUE) and run again; --resume continues from the checkpoint."
+                )
+            opt.step()
+            self.matcher.after_step(images, self.labels, real)
+        return value
+
+    def _synthetic_set(self, state: LatentState, losses: list[float]) -> SyntheticSet:
+        """The distilled set: the prior's images of ``state``, its latents and what evaluation needs."""
         images = generate_all(self.prior, state, len(self.labels), self.chunk_size, self.device)
-        synthetic = SyntheticSet(
+        return SyntheticSet(
             images=images.detach().cpu(),
             labels=self.labels.cpu(),
             latents={k: v.detach().cpu() for k, v in state.tensors().items()},
@@ -312,13 +329,4 @@ class Distiller:
                 "evaluation": self.matcher.evaluation_overrides(),
                 "final_loss": losses[-1] if losses else None,
             },
-        )
-        return DistillResult(
-            synthetic=synthetic,
-            seconds=seconds,
-            seconds_per_iteration=seconds / done if done else None,
-            peak_memory_bytes=mem.peak_bytes,
-            losses=losses,
-            resumed_from=start,
-            metrics=summarise(read_metrics(self.run_dir)),
         )

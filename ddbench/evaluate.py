@@ -131,20 +131,10 @@ def evaluate_synthetic(
 
     torch.manual_seed(seed)  # the network's init (and any dropout) is reproducible per seed
     model = plugin.build(data.channels, data.num_classes, data.resolution).to(device)
-
-    eval_seconds = 0.0
-    best: float | None = None
-    rounds = round_epochs(proto.epochs) if report == "max" else set()
-
-    def test_round(epoch: int, _loss: float) -> None:
-        nonlocal eval_seconds, best
-        if epoch not in rounds:
-            return
-        start = time.perf_counter()
-        acc = test_accuracy(model, data.test_images, data.test_labels, data.normalise, device=device)
-        eval_seconds += time.perf_counter() - start
-        best = acc if best is None else max(best, acc)
-
+    tester = _TestRounds(
+        lambda: [test_accuracy(model, data.test_images, data.test_labels, data.normalise, device=device)],
+        round_epochs(proto.epochs) if report == "max" else set(),
+    )
     with PeakMemory(device) as mem:
         start = time.perf_counter()
         train_classifier(
@@ -155,26 +145,47 @@ def evaluate_synthetic(
             seed=seed,
             device=device,
             progress=progress,
-            on_epoch_end=test_round if rounds else None,
+            on_epoch_end=tester.on_epoch_end if tester.rounds else None,
             description=f"eval {evaluator} seed {seed}",
             loss_fn=loss_fn,
         )
-        train_seconds = time.perf_counter() - start - eval_seconds
-        start = time.perf_counter()
-        accuracy = test_accuracy(model, data.test_images, data.test_labels, data.normalise, device=device)
-        eval_seconds += time.perf_counter() - start
-    if report == "max":
-        best = accuracy if best is None else max(best, accuracy)
+        train_seconds = time.perf_counter() - start - tester.seconds
+        (accuracy,) = tester.test()
+    best = tester.keep_best([accuracy]) if report == "max" else tester.best
     return EvalResult(
         evaluator=evaluator,
         seed=seed,
         protocol=proto.as_dict(),
         accuracy=accuracy,
-        accuracy_max=best,
+        accuracy_max=None if best is None else best[0],
         train_seconds=train_seconds,
-        eval_seconds=eval_seconds,
+        eval_seconds=tester.seconds,
         peak_memory_bytes=int(mem.peak_bytes),
     )
+
+
+class _TestRounds:
+    """The test passes of one training run: timed, and the best accuracies of report="max" rounds."""
+
+    def __init__(self, test_all: Callable[[], list[float]], rounds: set[int]) -> None:
+        self.test_all = test_all  # one accuracy per trained network (seed)
+        self.rounds = rounds  # 0-based epochs after which a round tests
+        self.seconds = 0.0
+        self.best: list[float] | None = None
+
+    def test(self) -> list[float]:
+        start = time.perf_counter()
+        accuracies = self.test_all()
+        self.seconds += time.perf_counter() - start
+        return accuracies
+
+    def keep_best(self, accuracies: list[float]) -> list[float]:
+        self.best = accuracies if self.best is None else [max(a, b) for a, b in zip(self.best, accuracies)]
+        return self.best
+
+    def on_epoch_end(self, epoch: int, _losses: Any) -> None:
+        if epoch in self.rounds:
+            self.keep_best(self.test())
 
 
 #: (evaluator, reason) pairs whose fallback to sequential seeds was already logged by this process
@@ -247,24 +258,10 @@ def _evaluate_batched(
         networks.append(plugin.build(data.channels, data.num_classes, data.resolution).to(device))
     stack = StackedNetworks(networks)
     del networks
-
-    eval_seconds = 0.0
-    best: list[float] | None = None
-    rounds = round_epochs(proto.epochs) if report == "max" else set()
-
-    def test_all() -> list[float]:
-        nonlocal eval_seconds
-        start = time.perf_counter()
-        accuracies = stacked_test_accuracies(stack, data.test_images, data.test_labels, data.normalise, device=device)
-        eval_seconds += time.perf_counter() - start
-        return accuracies
-
-    def test_round(epoch: int, _losses: list[float]) -> None:
-        nonlocal best
-        if epoch in rounds:
-            accuracies = test_all()
-            best = accuracies if best is None else [max(a, b) for a, b in zip(best, accuracies)]
-
+    tester = _TestRounds(
+        lambda: stacked_test_accuracies(stack, data.test_images, data.test_labels, data.normalise, device=device),
+        round_epochs(proto.epochs) if report == "max" else set(),
+    )
     with PeakMemory(device) as mem:
         start = time.perf_counter()
         train_stacked(
@@ -275,14 +272,14 @@ def _evaluate_batched(
             seeds=seeds,
             device=device,
             progress=progress,
-            on_epoch_end=test_round if rounds else None,
+            on_epoch_end=tester.on_epoch_end if tester.rounds else None,
             description=f"eval {evaluator} seeds {', '.join(map(str, seeds))}",
             loss_fn=loss_fn,
         )
-        train_seconds = time.perf_counter() - start - eval_seconds
-        accuracies = test_all()
-    if report == "max":
-        best = accuracies if best is None else [max(a, b) for a, b in zip(best, accuracies)]
+        train_seconds = time.perf_counter() - start - tester.seconds
+        accuracies = tester.test()
+    best = tester.keep_best(accuracies) if report == "max" else tester.best
+    eval_seconds = tester.seconds
     share = len(seeds)
     return [
         EvalResult(

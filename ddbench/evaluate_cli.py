@@ -5,13 +5,19 @@ Imports only click at module level: `ddbench --help` stays free of torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ddbench._completion import plugin_names
 from ddbench._console import stderr_console
+
+if TYPE_CHECKING:  # annotations only: importing them at run time would import torch
+    from ddbench.external import ExternalSet
+    from ddbench.interfaces import RealData
+    from ddbench.scoring import PreparedSet, Settings
 
 console = stderr_console()
 
@@ -139,16 +145,47 @@ def evaluate(path: Path, **opts: Any) -> None:
       ddbench evaluate ddbench-out/runs/fashion-mnist/pixel-dm-ipc1-… --export pngs/
     """
     from ddbench.external import export_class_folders, read_external
+    from ddbench.grid import check_names
+    from ddbench.progress import make_progress
+    from ddbench.scoring import check_name, data_fingerprint, default_name, load_data, prepare, score_prepared
+    from ddbench.store import ResultsStore, store_path
+
+    settings = _settings(opts)
+    name = check_name(opts["name"]) if opts["name"] else default_name(path)
+    dataset = opts["dataset"] or _dataset_of(path)
+    check_names("dataset", [dataset])
+    data = load_data(
+        dataset, opts["data_root"], opts["res"], opts["download"], opts["test_size"], opts["train_per_class"]
+    )
+    sets = read_external(path, data.class_names, data.channels, data.resolution, opts["experiment"])
+    say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731 - keys like dc[epochs=50] are not markup
+    if opts["export_dir"] is not None:
+        return _export(sets, data, settings, opts["export_dir"], export_class_folders, prepare, say)
+    fingerprint = data_fingerprint(dataset, opts["data_root"], opts["res"])
+    ready = _prepare_all(sets, name, opts["experiment"] is not None, dataset, data, settings, say)
+    with ResultsStore(store_path(opts["out"])) as store, make_progress(opts["progress"], console) as bar:
+        for label, found, prepared in ready:
+            frame = score_prepared(
+                prepared, data, label, settings, lr=found.lr, store=store, out=opts["out"], fingerprint=fingerprint,
+                res=opts["res"], test_size=opts["test_size"], progress=bar, say=say,
+            )  # fmt: skip
+            reused = int(frame["reused"].sum())
+            mean = 100 * frame["accuracy"].mean()
+            say(f"{label}: {mean:.2f} % mean over {len(frame)} score(s) ({frame['protocol'].iloc[0]}), run {frame['run_id'].iloc[0]}"
+                + (f"; {reused} reused from the store" if reused else ""))  # fmt: skip
+    say(f"`ddbench leaderboard --out {opts['out']}` shows it beside ddbench's runs.")
+
+
+def _settings(opts: Mapping[str, Any]) -> Settings:
+    """The scoring settings the command's options ask for; a bad device or evaluator fails here."""
     from ddbench.grid import check_names, expand_evaluators, split_values
     from ddbench.pipeline import resolve_device
-    from ddbench.progress import make_progress
-    from ddbench.scoring import Settings, check_name, data_fingerprint, default_name, load_data, prepare, score_prepared
-    from ddbench.store import ResultsStore, store_path
+    from ddbench.scoring import Settings
 
     device = str(resolve_device(opts["device"]))  # auto → cuda or cpu; a typo fails before data loads
     evaluators = tuple(expand_evaluators(split_values(opts["evaluators"])))
     check_names("evaluator", evaluators)
-    settings = Settings(
+    return Settings(
         evaluators=evaluators,
         seeds=tuple(range(opts["seeds"])),
         protocol=opts["protocol"],
@@ -162,18 +199,21 @@ def evaluate(path: Path, **opts: Any) -> None:
         train_per_class=opts["train_per_class"],
         eval_batch=opts["eval_batch"],
     )
-    name = check_name(opts["name"]) if opts["name"] else default_name(path)
-    dataset = opts["dataset"] or _dataset_of(path)
-    check_names("dataset", [dataset])
-    data = load_data(
-        dataset, opts["data_root"], opts["res"], opts["download"], opts["test_size"], opts["train_per_class"]
-    )
-    sets = read_external(path, data.class_names, data.channels, data.resolution, opts["experiment"])
-    say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731 - keys like dc[epochs=50] are not markup
-    if opts["export_dir"] is not None:
-        return _export(sets, data, settings, opts["export_dir"], export_class_folders, prepare, say)
-    fingerprint = data_fingerprint(dataset, opts["data_root"], opts["res"])
-    several = len(sets) > 1 or opts["experiment"] is not None
+
+
+def _prepare_all(
+    sets: Sequence[ExternalSet],
+    name: str,
+    experiment_asked: bool,
+    dataset: str,
+    data: RealData,
+    settings: Settings,
+    say: Callable[[str], None],
+) -> list[tuple[str, ExternalSet, PreparedSet]]:
+    """Every set read, labelled (``name#experiment`` where there are several) and prepared for scoring."""
+    from ddbench.scoring import prepare
+
+    several = len(sets) > 1 or experiment_asked
     labelled = [
         (f"{name}#{found.experiment}" if found.experiment is not None and several else name, found) for found in sets
     ]
@@ -184,17 +224,7 @@ def evaluate(path: Path, **opts: Any) -> None:
         if found.dataset and found.dataset != dataset:
             say(f"note: the set says it was distilled from '{found.dataset}', scored here on '{dataset}'")
         ready.append((label, found, prepare(found, data, settings, say)))
-    with ResultsStore(store_path(opts["out"])) as store, make_progress(opts["progress"], console) as bar:
-        for label, found, prepared in ready:
-            frame = score_prepared(
-                prepared, data, label, settings, lr=found.lr, store=store, out=opts["out"], fingerprint=fingerprint,
-                res=opts["res"], test_size=opts["test_size"], progress=bar, say=say,
-            )  # fmt: skip
-            reused = int(frame["reused"].sum())
-            mean = 100 * frame["accuracy"].mean()
-            say(f"{label}: {mean:.2f} % mean over {len(frame)} score(s) ({frame['protocol'].iloc[0]}), run {frame['run_id'].iloc[0]}"
-                + (f"; {reused} reused from the store" if reused else ""))  # fmt: skip
-    say(f"`ddbench leaderboard --out {opts['out']}` shows it beside ddbench's runs.")
+    return ready
 
 
 def _dataset_of(path: Path) -> str:

@@ -114,16 +114,7 @@ def run_full_data_baseline(
             model_key = FullDataKey.of(data, fingerprint, evaluator, protocol, epochs, seed)
             model = full_data_model(data, model_key, Path(out) / "cache", device, progress, say)
             accuracy = real_test_accuracy(model, data, device)
-            record = {
-                **get_protocol(protocol).with_overrides(epochs=epochs).as_dict(),
-                "name": key,
-                "report": "final",
-                "full_data": {
-                    "n_train": model_key.n_train,
-                    "train_per_class": train_per_class,
-                    "network": cache_path("", model_key).as_posix(),
-                },
-            }
+            record = _score_record(protocol, epochs, key, model_key, train_per_class)
             store.add_score(run_id, evaluator, seed, record, accuracy, None, None, None, None)
             rows.append((evaluator, seed, accuracy, False))
             say(f"  {evaluator} seed {seed}: {100 * accuracy:.2f} %")
@@ -134,6 +125,22 @@ def run_full_data_baseline(
         ],
         columns=["run_id", "evaluator", "seed", "protocol", "accuracy", "reused"],
     )
+
+
+def _score_record(
+    protocol: str, epochs: int, key: str, model_key: FullDataKey, train_per_class: int | None
+) -> dict[str, Any]:
+    """The protocol record a full-data score is stored with: the protocol trained and the network."""
+    return {
+        **get_protocol(protocol).with_overrides(epochs=epochs).as_dict(),
+        "name": key,
+        "report": "final",
+        "full_data": {
+            "n_train": model_key.n_train,
+            "train_per_class": train_per_class,
+            "network": cache_path("", model_key).as_posix(),
+        },
+    }
 
 
 __all__ = ["run_full_data_baseline", "baseline_run_id", "FULL_DATA"]

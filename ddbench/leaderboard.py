@@ -391,38 +391,20 @@ def leaderboard_table(
     row_keys = [rows] if isinstance(rows, str) else list(rows)
     cells = aggregate(frame, row_keys, columns, filters, value)
     with_average = (columns == "evaluator") if average is None else average
-
-    found: dict[tuple[Any, ...], dict[Any, Cell]] = {}
-    for record in cells.to_dict("records"):
-        row_id = tuple(plain_value(record[k]) for k in row_keys)
-        column = plain_value(record[columns])
-        cell_marks = tuple((marks or {}).get((row_id, column), ())) + tuple((marks or {}).get((row_id, None), ()))
-        found.setdefault(row_id, {})[column] = Cell(
-            float(record["mean"]), float(record["std"]), int(record["n"]), marks=tuple(dict.fromkeys(cell_marks))
-        )
+    found = _cells_by_row(cells, row_keys, columns, marks or {})
     orders = display_orders(frame)
     fixed_columns = list(dict.fromkeys(column_values or ()))
     extra_columns = sorted(
         {c for row in found.values() for c in row} - set(fixed_columns), key=lambda v: _order_key(columns, v, orders)
     )
     column_values = [*fixed_columns, *extra_columns]
-    fixed_rows = list(dict.fromkeys(tuple(r) for r in (row_values or ())))
-    for r in fixed_rows:
-        if len(r) != len(row_keys):
-            raise InvalidOptionError(f"Expected row values with {len(row_keys)} keys {tuple(row_keys)} but got {r}")
-    extra_rows = sorted(
-        set(found) - set(fixed_rows), key=lambda r: tuple(_order_key(k, v, orders) for k, v in zip(row_keys, r))
-    )
-    row_ids = [*fixed_rows, *extra_rows]
+    row_ids = _row_order(found, row_values, row_keys, orders)
     found_or_empty = {r: found.get(r, {}) for r in row_ids}
 
     grid: list[list[Cell | None]] = [[found_or_empty[r].get(c) for c in column_values] for r in row_ids]
     header = [str(c) for c in column_values]
     if with_average and column_values:
-        header.insert(0 if average_first else len(header), average_label)
-        for line in grid:
-            mean_cell = average_cell(line)
-            line.insert(0 if average_first else len(line), mean_cell)
+        _add_average(header, grid, average_label, average_first)
     # methods compete under the same conditions: IPC 1 and IPC 10 rows each get their own best
     condition = [i for i, k in enumerate(row_keys) if k in CONDITION_KEYS]
     mark_best(grid, [tuple(r[i] for i in condition) for r in row_ids])
@@ -431,6 +413,49 @@ def leaderboard_table(
         rows=[(*row_id, *line) for row_id, line in zip(row_ids, grid)],
         n_keys=len(row_keys),
     )
+
+
+def _add_average(header: list[str], grid: list[list[Cell | None]], label: str, first: bool) -> None:
+    """Add the average column ``label`` (`average_cell` of each row) first or last."""
+    header.insert(0 if first else len(header), label)
+    for line in grid:
+        mean_cell = average_cell(line)
+        line.insert(0 if first else len(line), mean_cell)
+
+
+def _cells_by_row(
+    cells: pd.DataFrame,
+    row_keys: Sequence[str],
+    columns: str,
+    marks: Mapping[tuple[tuple[Any, ...], Any], Sequence[CellMark]],
+) -> dict[tuple[Any, ...], dict[Any, Cell]]:
+    """`aggregate`'s cells as row values → column value → `Cell`, each with its marks (`leaderboard_table`)."""
+    found: dict[tuple[Any, ...], dict[Any, Cell]] = {}
+    for record in cells.to_dict("records"):
+        row_id = tuple(plain_value(record[k]) for k in row_keys)
+        column = plain_value(record[columns])
+        cell_marks = tuple(marks.get((row_id, column), ())) + tuple(marks.get((row_id, None), ()))
+        found.setdefault(row_id, {})[column] = Cell(
+            float(record["mean"]), float(record["std"]), int(record["n"]), marks=tuple(dict.fromkeys(cell_marks))
+        )
+    return found
+
+
+def _row_order(
+    found: Mapping[tuple[Any, ...], Any],
+    row_values: Sequence[tuple[Any, ...]] | None,
+    row_keys: Sequence[str],
+    orders: Mapping[str, Mapping[str, float]],
+) -> list[tuple[Any, ...]]:
+    """The table's rows: the fixed ``row_values`` first, then the other rows found, in display order."""
+    fixed_rows = list(dict.fromkeys(tuple(r) for r in (row_values or ())))
+    for r in fixed_rows:
+        if len(r) != len(row_keys):
+            raise InvalidOptionError(f"Expected row values with {len(row_keys)} keys {tuple(row_keys)} but got {r}")
+    extra_rows = sorted(
+        set(found) - set(fixed_rows), key=lambda r: tuple(_order_key(k, v, orders) for k, v in zip(row_keys, r))
+    )
+    return [*fixed_rows, *extra_rows]
 
 
 def average_cell(cells: Sequence[Cell | None]) -> Cell | None:

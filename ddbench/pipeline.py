@@ -23,7 +23,7 @@ from ddbench.identity import resolve_spec
 from ddbench.interfaces import EVALUATION_OVERRIDES, RealData
 from ddbench.preflight import check_data, check_memory
 from ddbench.progress import make_progress
-from ddbench.protocols import get_protocol
+from ddbench.protocols import EvalProtocol, get_protocol
 from ddbench.record_score import evaluate_and_record_seeds
 from ddbench.run_state import StoreSnapshot
 from ddbench.soft_labels import SoftLabels
@@ -134,41 +134,65 @@ def _run_spec(
             console.print(f"[yellow]Stored run {run_id} has no readable synthetic set ({err}); distilling again.")
     reused = synthetic is not None
     if synthetic is None:
-        check_memory(spec, data, device)
-        if not env.resume and (run_dir / CHECKPOINT_FILE).exists():
-            (run_dir / CHECKPOINT_FILE).unlink()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "spec.json", spec.to_dict())
-        store.start_run(run_id, spec.to_dict(), str(run_dir))
-        try:
-            distiller = Distiller(
-                spec,
-                data,
-                run_dir,
-                device=device,
-                dsa=DSA() if spec.dsa else None,
-                checkpoint_every=env.checkpoint_every,
-                chunk_size=env.chunk_size,
-                progress=bar,
-                cache_dir=str(env.out / "cache"),
-                tensorboard=env.tensorboard,
-            )
-            result = distiller.run(resume=env.resume)
-            result.synthetic.save(run_dir)
-        except BaseException as err:
-            store.fail_run(run_id, f"{type(err).__name__}: {err}")
-            raise
-        store.finish_run(run_id, result.seconds, result.peak_memory_bytes, result.seconds_per_iteration, result.metrics)
-        synthetic = result.synthetic
-        console.print(
-            f"[green]Distilled[/] {spec.label} → {run_dir / 'grid.png'}"
-            + (f" ({result.seconds_per_iteration:.2f} s/it)" if result.seconds_per_iteration else "")
-        )
+        synthetic = _distil(spec, env, store, data, device, console, bar)
+    scores = _evaluate_missing(spec, env, store, data, protocol, synthetic, stored.missing, device, console, bar)
+    return RunOutcome(run_id=run_id, run_dir=run_dir, reused_distillation=reused, scores=scores)
 
+
+def _distil(
+    spec: RunSpec, env: RunEnv, store: ResultsStore, data: RealData, device: torch.device, console: Console, bar: Any
+) -> SyntheticSet:
+    """Distil ``spec`` into its run dir (resuming a checkpoint where ``env.resume``), stored as a run."""
+    run_id, run_dir = spec.run_id, env.run_dir(spec)
+    check_memory(spec, data, device)
+    if not env.resume and (run_dir / CHECKPOINT_FILE).exists():
+        (run_dir / CHECKPOINT_FILE).unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "spec.json", spec.to_dict())
+    store.start_run(run_id, spec.to_dict(), str(run_dir))
+    try:
+        distiller = Distiller(
+            spec,
+            data,
+            run_dir,
+            device=device,
+            dsa=DSA() if spec.dsa else None,
+            checkpoint_every=env.checkpoint_every,
+            chunk_size=env.chunk_size,
+            progress=bar,
+            cache_dir=str(env.out / "cache"),
+            tensorboard=env.tensorboard,
+        )
+        result = distiller.run(resume=env.resume)
+        result.synthetic.save(run_dir)
+    except BaseException as err:
+        store.fail_run(run_id, f"{type(err).__name__}: {err}")
+        raise
+    store.finish_run(run_id, result.seconds, result.peak_memory_bytes, result.seconds_per_iteration, result.metrics)
+    console.print(
+        f"[green]Distilled[/] {spec.label} → {run_dir / 'grid.png'}"
+        + (f" ({result.seconds_per_iteration:.2f} s/it)" if result.seconds_per_iteration else "")
+    )
+    return result.synthetic
+
+
+def _evaluate_missing(
+    spec: RunSpec,
+    env: RunEnv,
+    store: ResultsStore,
+    data: RealData,
+    protocol: EvalProtocol,
+    synthetic: SyntheticSet,
+    missing: Sequence[tuple[str, int]],
+    device: torch.device,
+    console: Console,
+    bar: Any,
+) -> list[dict[str, Any]]:
+    """Evaluate ``synthetic`` for each missing (evaluator, seed) and store the scores; the new scores."""
     overrides = evaluation_overrides(synthetic.metadata)
     soft = SoftLabels.from_dict(spec.soft_labels) if spec.soft_labels else None
     labels = synthetic.labels
-    if soft is not None and soft.teacher is not None and stored.missing:
+    if soft is not None and soft.teacher is not None and missing:
         console.print(f"soft labels: {soft.describe()}", highlight=False, markup=False)
         fingerprint = ((spec.identity or {}).get("dataset") or {}).get("key", {}).get("fingerprint")
         labels = teacher_labels(
@@ -176,17 +200,17 @@ def _run_spec(
             device=device, progress=bar, say=lambda text: console.print(text, highlight=False, markup=False),
         )  # fmt: skip
     scores = []
-    for evaluator in dict.fromkeys(name for name, _ in stored.missing):
-        seeds = [seed for name, seed in stored.missing if name == evaluator]
+    for evaluator in dict.fromkeys(name for name, _ in missing):
+        seeds = [seed for name, seed in missing if name == evaluator]
         results = evaluate_and_record_seeds(
             synthetic.images, labels, data, evaluator, protocol, seeds, key=spec.protocol_key(), device=device,
-            epochs=spec.eval_epochs, lr=overrides.get("lr"), report=spec.report, soft=soft, store=store, run_id=run_id,
-            progress=bar, batched=env.eval_batch,
+            epochs=spec.eval_epochs, lr=overrides.get("lr"), report=spec.report, soft=soft, store=store,
+            run_id=spec.run_id, progress=bar, batched=env.eval_batch,
         )  # fmt: skip
         for result in results:
             scores.append({"evaluator": evaluator, "seed": result.seed, "accuracy": result.accuracy})
             console.print(f"  {evaluator} seed {result.seed}: {100 * result.accuracy:.2f} %")
-    return RunOutcome(run_id=run_id, run_dir=run_dir, reused_distillation=reused, scores=scores)
+    return scores
 
 
 def evaluation_overrides(metadata: dict[str, Any]) -> dict[str, float]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -207,46 +207,62 @@ def reference_table(
     lines = []
     for row_id in order:
         row = dict(zip(ROW_KEYS, row_id))
-        syn = by_key[row_id]
-        hard_key = hard_protocol_key(row["protocol"])
-        syn_hard = syn if hard_key == row["protocol"] else by_key.get((*row_id[:-1], hard_key))
         full_id = (row["dataset"], row["res"], row["test_size"], row["evaluator"], protocol_name(row["protocol"]))
-        full_cell = full.get(full_id)
+        if full_id in full:
+            used_notes[full_notes[full_id]] = None
         random_cell = random_real.get(
             (row["dataset"], row["res"], row["test_size"], row["ipc"], row["evaluator"], row["protocol"])
         )
-        record = json.loads(records[row["protocol"]]) if isinstance(records.get(row["protocol"]), str) else None
-        # a missing reference's cell names its command; the differences it would give stay empty
-        hlr: Delta | TextCell | None = None
-        if full_cell is not None:
-            used_notes[full_notes[full_id]] = None
-            hlr = Delta(full_cell.mean - syn_hard.mean) if syn_hard is not None else _hard_hint(row)
-        ior = Delta(syn.mean - random_cell.mean) if random_cell is not None else None
-        score = ddranking_score(hlr.value, ior.value, weight) if isinstance(hlr, Delta) and ior is not None else None
         found_random = found_random or random_cell is not None
-        score_cell = None if score is None else TextCell(f"{score:.3f}", score)
-        lines.append(
-            (
-                row_id,
-                [syn, full_cell or _full_hint(row), random_cell or _random_hint(row, record), hlr, ior, score_cell],
-            )
-        )
-    # res and test_size are columns only where some row has one
+        record = json.loads(records[row["protocol"]]) if isinstance(records.get(row["protocol"]), str) else None
+        lines.append((row_id, _row_values(row, by_key, full.get(full_id), random_cell, record, weight)))
+    return _table(lines), _notes(weight, used_notes, found_random)
+
+
+def _row_values(
+    row: Mapping[str, Any],
+    by_key: Mapping[tuple[Any, ...], Cell],
+    full_cell: Cell | None,
+    random_cell: Cell | None,
+    record: Mapping[str, Any] | None,
+    weight: float,
+) -> list[Any]:
+    """A row's value columns (`VALUE_COLUMNS`); a missing reference's cell names its command, and the
+    differences it would give stay empty."""
+    row_id = tuple(row.values())
+    syn = by_key[row_id]
+    hard_key = hard_protocol_key(row["protocol"])
+    syn_hard = syn if hard_key == row["protocol"] else by_key.get((*row_id[:-1], hard_key))
+    hlr: Delta | TextCell | None = None
+    if full_cell is not None:
+        hlr = Delta(full_cell.mean - syn_hard.mean) if syn_hard is not None else _hard_hint(row)
+    ior = Delta(syn.mean - random_cell.mean) if random_cell is not None else None
+    score = ddranking_score(hlr.value, ior.value, weight) if isinstance(hlr, Delta) and ior is not None else None
+    score_cell = None if score is None else TextCell(f"{score:.3f}", score)
+    return [syn, full_cell or _full_hint(row), random_cell or _random_hint(row, record), hlr, ior, score_cell]
+
+
+def _table(lines: Sequence[tuple[tuple[Any, ...], list[Any]]]) -> LeaderboardTable:
+    """The table of (row id, values) lines; res and test_size are columns only where some row has one."""
     keys = [
         k for i, k in enumerate(ROW_KEYS) if k not in ("res", "test_size") or any(r[i] is not None for r, _ in lines)
     ]
     index = [ROW_KEYS.index(k) for k in keys]
-    table = LeaderboardTable(
+    return LeaderboardTable(
         columns=(*keys, *VALUE_COLUMNS),
         rows=[(*(row_id[i] for i in index), *values) for row_id, values in lines],
         n_keys=len(keys),
     )
+
+
+def _notes(weight: float, used_notes: Iterable[str], found_random: bool) -> list[str]:
+    """What the columns are and which references filled them."""
     notes = [DEFINITIONS.format(w=weight, v=1.0 - weight), *used_notes]
     if found_random:
         notes.append(
             f"random real: every stored {RANDOM_REAL[0]}+{RANDOM_REAL[1]} run at the row's dataset, IPC, evaluator and protocol, pooled over runs and seeds"
         )
-    return table, notes
+    return notes
 
 
 __all__ = ["reference_table", "ddranking_score", "RANDOM_REAL", "DEFAULT_WEIGHT"]

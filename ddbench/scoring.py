@@ -379,14 +379,7 @@ def score_prepared(
     spec = _spec_record(name, prepared, data, settings, res, test_size)
     stored: dict[tuple[str, int], float] = {}
     if store is not None:
-        existing = store.get_run(run_id)
-        if existing is None or existing.get("status") != "done":
-            run_dir = (out or store.path.parent) / "runs" / data.name / f"{EXTERNAL}-{name.replace('#', '-')}-{run_id}"
-            store.start_run(run_id, spec, str(run_dir))
-            _save_run_dir(run_dir, prepared, data, spec, lr)
-            store.finish_run(run_id, 0.0, None, None)
-        elif existing.get("matcher") != spec["matcher"]:
-            say(f"this set is already stored as '{existing['matcher']}' (run {run_id}); its scores are shared")
+        _record_run(store, out, name, run_id, spec, prepared, data, lr, say)
         scores = store.scores_frame()
         mine = scores[(scores["run_id"] == run_id) & (scores["protocol"] == key)]
         stored = {(r.evaluator, int(r.seed)): float(r.accuracy) for r in mine.itertuples()}
@@ -416,12 +409,44 @@ def score_prepared(
             rows.append((evaluator, result.seed, result.accuracy, False))
             say(f"  {evaluator} seed {result.seed}: {100 * result.accuracy:.2f} %")
     rows.sort(key=lambda row: (settings.evaluators.index(row[0]), settings.seeds.index(row[1])))
+    return _scores_frame(rows, name, run_id, data.name, key)
+
+
+def _record_run(
+    store: ResultsStore,
+    out: Path | None,
+    name: str,
+    run_id: str,
+    spec: dict[str, Any],
+    prepared: PreparedSet,
+    data: RealData,
+    lr: float | None,
+    say: Say,
+) -> None:
+    """Store the set as a finished run (with a run dir) unless a finished run of it is stored."""
+    existing = store.get_run(run_id)
+    if existing is None or existing.get("status") != "done":
+        run_dir = (out or store.path.parent) / "runs" / data.name / f"{EXTERNAL}-{name.replace('#', '-')}-{run_id}"
+        store.start_run(run_id, spec, str(run_dir))
+        _save_run_dir(run_dir, prepared, data, spec, lr)
+        store.finish_run(run_id, 0.0, None, None)
+    elif existing.get("matcher") != spec["matcher"]:
+        say(f"this set is already stored as '{existing['matcher']}' (run {run_id}); its scores are shared")
+
+
+_SCORE_COLUMNS = ["name", "run_id", "dataset", "evaluator", "seed", "protocol", "accuracy", "reused"]
+
+
+def _scores_frame(
+    rows: Sequence[tuple[str, int, float, bool]], name: str, run_id: str, dataset: str, key: str
+) -> pd.DataFrame:
+    """One row per (evaluator, seed, accuracy, reused) of ``rows``, with the set's name and run."""
     return pd.DataFrame(
         [
             {
                 "name": name,
                 "run_id": run_id,
-                "dataset": data.name,
+                "dataset": dataset,
                 "evaluator": e,
                 "seed": s,
                 "protocol": key,
@@ -430,7 +455,7 @@ def score_prepared(
             }
             for e, s, a, r in rows
         ],
-        columns=["name", "run_id", "dataset", "evaluator", "seed", "protocol", "accuracy", "reused"],
+        columns=_SCORE_COLUMNS,
     )
 
 
@@ -480,36 +505,54 @@ def evaluate_set(
         frame = ddbench.evaluate_set(images, labels, dataset="fashion-mnist", seeds=3, out="ddbench-out", name="mine")
         frame.groupby("evaluator").accuracy.agg(["mean", "std"])
     """
-    from ddbench._console import stderr_console
     from ddbench.pipeline import resolve_device
-    from ddbench.store import store_path
 
     settings = Settings(
-        evaluators=tuple(evaluators),
-        seeds=tuple(range_(seeds)) if isinstance(seeds, int) else tuple(seeds),
-        protocol=protocol,
-        eval_epochs=eval_epochs,
-        range=range,
-        soft_loss=soft_loss,
-        temperature=temperature,
-        device=str(resolve_device(device)),
-        soft_labels=soft_labels,
-        teacher_epochs=teacher_epochs,
-        train_per_class=train_per_class,
-        eval_batch=eval_batch,
-    )
+        evaluators=tuple(evaluators), seeds=tuple(range_(seeds)) if isinstance(seeds, int) else tuple(seeds),
+        protocol=protocol, eval_epochs=eval_epochs, range=range, soft_loss=soft_loss, temperature=temperature,
+        device=str(resolve_device(device)), soft_labels=soft_labels, teacher_epochs=teacher_epochs,
+        train_per_class=train_per_class, eval_batch=eval_batch,
+    )  # fmt: skip
     check_name(name)
-    console = stderr_console()
-    say: Say = (lambda text: console.print(text, highlight=False, markup=False)) if verbose else (lambda _: None)
+    say = _stderr_say() if verbose else (lambda _: None)
     data = load_data(dataset, data_root, res, test_size=test_size, train_per_class=train_per_class)
     found = ExternalSet(torch.as_tensor(images), torch.as_tensor(labels), "tensors", "<in memory>", lr=lr)
     prepared = prepare(found, data, settings, say)
+    return _score(out, dataset, data_root, prepared, data, name, settings, lr, res, test_size, say)
+
+
+def _stderr_say() -> Say:
+    """Progress lines on stderr, as plain text."""
+    from ddbench._console import stderr_console
+
+    console = stderr_console()
+    return lambda text: console.print(text, highlight=False, markup=False)
+
+
+def _score(
+    out: str | Path | None,
+    dataset: str,
+    data_root: str | None,
+    prepared: PreparedSet,
+    data: RealData,
+    name: str,
+    settings: Settings,
+    lr: float | None,
+    res: int | None,
+    test_size: int | None,
+    say: Say,
+) -> pd.DataFrame:
+    """`score_prepared`, with ``out/results.sqlite`` as the store when ``out`` is given (``dataset``
+    and ``data_root`` fingerprint the data there)."""
+    from ddbench.store import store_path
+
     if out is None:
         return score_prepared(prepared, data, name, settings, lr=lr, say=say, res=res, test_size=test_size)
+    fingerprint = data_fingerprint(dataset, data_root, res)
     with ResultsStore(store_path(out)) as store:
         return score_prepared(
             prepared, data, name, settings, lr=lr, store=store, out=Path(out),
-            fingerprint=data_fingerprint(dataset, data_root, res), res=res, test_size=test_size, say=say,
+            fingerprint=fingerprint, res=res, test_size=test_size, say=say,
         )  # fmt: skip
 
 

@@ -166,44 +166,14 @@ class Suite:
         are (for `--dry-run`) instead of failing.
         """
         overrides = dict(overrides or {})
-        unknown = sorted(set(overrides) - set(SpecGrid.keys()))
-        if unknown:
-            raise InvalidOptionError(f"Unknown suite overrides {unknown}; expected some of {SpecGrid.keys()}")
-        filters = {k: list(v) for k, v in (filters or {}).items() if v}
-        bad = sorted(set(filters) - set(FILTER_KEYS))
-        if bad:
-            raise InvalidOptionError(f"Suites can be filtered by {sorted(FILTER_KEYS)}, not {bad}")
+        filters = _check_overrides(overrides, filters)
         runs: list[SuiteRun] = []
         seen: set[str] = set()
         used_options: set[str] = set()
         installed = {family: registry.plugin_names(family) for family in ("prior", "matcher")}
         for index, entry in enumerate(self.entries):
             where = f"suite '{self.name}' ({self.path}) grid entry {index + 1}"
-            values = dict(entry.grid)
-            if overrides.get("budget"):
-                for budget_key in BUDGETS[overrides["budget"]]:
-                    values.pop(_BUDGET_GRID_KEYS.get(budget_key, budget_key), None)
-            for key, value in overrides.items():
-                # options add to the entry's own (flattened below); everything else replaces
-                values[key] = {**values.get(key, {}), **value} if key in _MERGED_KEYS else value
-            for key, plugins_key, family in (
-                ("prior_options", "priors", "prior"),
-                ("matcher_options", "matchers", "matcher"),
-            ):
-                names = values.get(plugins_key) or getattr(SpecGrid(), plugins_key)
-                names = names if isinstance(names, list) else [names]
-                kept = {}
-                for option, option_value in flatten_scoped(values.get(key, {}), installed[family]).items():
-                    scope = option.rpartition(".")[0]
-                    if scope and scope not in installed[family]:
-                        raise InvalidOptionError(
-                            f"{where}: option '{option}' is scoped to '{scope}', which is not an installed {family}"
-                        )
-                    if scope and scope not in names:
-                        continue  # [defaults] and command-line options reach only the entries with that plugin
-                    used_options.add(option)
-                    kept[option] = option_value
-                values[key] = _expand_env(kept, require_env, where)
+            values = _entry_values(entry, overrides, installed, require_env, where, used_options)
             grid = SpecGrid.from_mapping(values, where)
             for spec in build_specs(grid, validate=False):
                 if any(getattr(spec, FILTER_KEYS[k]) not in wanted for k, wanted in filters.items()):
@@ -236,6 +206,56 @@ class Suite:
     def labels_by_run(self, **kwargs: Any) -> dict[str, dict[str, str]]:
         """run id → the row labels of its grid entry (e.g. ``{"generator": "ffhq"}``), for leaderboards."""
         return {run.spec.run_id: run.labels for run in self.expand(**kwargs)}
+
+
+def _check_overrides(overrides: Mapping[str, Any], filters: Mapping[str, Iterable[Any]] | None) -> dict[str, list[Any]]:
+    """Raise InvalidOptionError for overrides or filters a suite cannot take; the filters in use."""
+    unknown = sorted(set(overrides) - set(SpecGrid.keys()))
+    if unknown:
+        raise InvalidOptionError(f"Unknown suite overrides {unknown}; expected some of {SpecGrid.keys()}")
+    kept = {k: list(v) for k, v in (filters or {}).items() if v}
+    bad = sorted(set(kept) - set(FILTER_KEYS))
+    if bad:
+        raise InvalidOptionError(f"Suites can be filtered by {sorted(FILTER_KEYS)}, not {bad}")
+    return kept
+
+
+def _entry_values(
+    entry: SuiteEntry,
+    overrides: Mapping[str, Any],
+    installed: Mapping[str, list[str]],
+    require_env: bool,
+    where: str,
+    used_options: set[str],
+) -> dict[str, Any]:
+    """A grid entry's SpecGrid values with ``overrides`` applied and its plugin options kept for the
+    plugins it runs (``${VAR}`` expanded); adds the options kept to ``used_options``."""
+    values = dict(entry.grid)
+    if overrides.get("budget"):
+        for budget_key in BUDGETS[overrides["budget"]]:
+            values.pop(_BUDGET_GRID_KEYS.get(budget_key, budget_key), None)
+    for key, value in overrides.items():
+        # options add to the entry's own (flattened below); everything else replaces
+        values[key] = {**values.get(key, {}), **value} if key in _MERGED_KEYS else value
+    for key, plugins_key, family in (
+        ("prior_options", "priors", "prior"),
+        ("matcher_options", "matchers", "matcher"),
+    ):
+        names = values.get(plugins_key) or getattr(SpecGrid(), plugins_key)
+        names = names if isinstance(names, list) else [names]
+        kept = {}
+        for option, option_value in flatten_scoped(values.get(key, {}), installed[family]).items():
+            scope = option.rpartition(".")[0]
+            if scope and scope not in installed[family]:
+                raise InvalidOptionError(
+                    f"{where}: option '{option}' is scoped to '{scope}', which is not an installed {family}"
+                )
+            if scope and scope not in names:
+                continue  # [defaults] and command-line options reach only the entries with that plugin
+            used_options.add(option)
+            kept[option] = option_value
+        values[key] = _expand_env(kept, require_env, where)
+    return values
 
 
 def _expand_env(options: Mapping[str, Any], require: bool, where: str) -> dict[str, Any]:

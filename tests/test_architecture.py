@@ -174,3 +174,38 @@ def test_every_allowed_name_is_a_builtin_plugin():
     builtins = builtin_plugin_names()
     stale = sorted({*DEFAULTS, *(name for _, name in ALLOWED)} - set(builtins))
     assert not stale, f"{stale} are allowed but no built-in plugin has that name: drop them"
+
+
+#: the longest function the core may have (lines from ``def`` to its last line, docstring included)
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int]]:
+    """(name, lines) of each function or method in ``path`` longer than ``limit`` lines (decorators
+    left out, so a click command counts from its ``def``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+            if lines > limit:
+                found.append((node.name, lines))
+    return found
+
+
+def test_no_core_function_is_over_60_lines():
+    offenders = [
+        f"{path.relative_to(ROOT)}: {name} has {lines} lines"
+        for path in core_modules()
+        for name, lines in long_functions(path)
+    ]
+    assert not offenders, (
+        f"split functions over {MAX_FUNCTION_LINES} lines into helpers with one job each:\n" + "\n".join(offenders)
+    )
+
+
+def test_the_length_check_counts_a_click_command_from_its_def(tmp_path):
+    module = tmp_path / "sample.py"
+    body = "".join(f"    x{i} = {i}\n" for i in range(60))
+    module.write_text(f"import click\n\n\n@click.command()\n@click.option('--n')\ndef cmd(n):\n{body}")
+    assert long_functions(module) == [("cmd", 61)]
+    assert long_functions(module, limit=61) == []

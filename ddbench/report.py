@@ -274,6 +274,9 @@ def _layout_paper(layout: LayoutLike) -> PaperTable | None:
     return paper_table(layout.paper_table) if layout.paper_table else None
 
 
+_COMPARE_HINT = "use --compare paper with a suite of the paper's tables (table1 … table4)"
+
+
 def _check_row_keys(rows: Sequence[str]) -> None:
     unknown = [k for k in rows if k not in ROW_KEYS]
     if unknown:
@@ -302,50 +305,12 @@ def suite_table(
     paper = _layout_paper(layout)
     if compare and paper is None:
         raise InvalidOptionError(
-            f"Suite '{name}' has no paper table to compare with ([layout] paper_table); "
-            "use --compare paper with a suite of the paper's tables (table1 … table4)"
+            f"Suite '{name}' has no paper table to compare with ([layout] paper_table); {_COMPARE_HINT}"
         )
     chosen, notes, not_run = _choose_runs(suite_runs, runs, layout.paper_table, rows)
-
-    # the scores of the chosen runs, keyed by the suite's row labels
-    selected = []
-    for choice in chosen:
-        part = scores[
-            (scores["run_id"] == choice.run_id)
-            & scores["evaluator"].isin(choice.evaluators)
-            & (scores["protocol"] == choice.protocol)
-        ].copy()
-        if part.empty:
-            continue
-        if layout.columns != "evaluator" and not set(choice.evaluators) <= set(part["evaluator"]):
-            continue  # an average over some of the architectures is not the table's number
-        for key, val in choice.keys.items():
-            part[key] = val
-        selected.append(part)
-    frame = pd.concat(selected, ignore_index=True) if selected else scores.iloc[0:0].assign(**{k: [] for k in ROW_KEYS})
-
-    # the layout: the paper's rows and columns first, then what the suite adds
-    suite_rows = [tuple(run_keys(s.to_dict(), labels, layout.paper_table, rows).values()) for s, labels in suite_runs]
-    row_values: list[tuple[Any, ...]] = []
-    if paper is not None and all(any(k in paper.row_dict(r) for r in paper.rows) for k in rows):
-        row_values = [tuple(paper.row_dict(r).get(k) for k in rows) for r in paper.rows]
-        row_values = [r for r in row_values if None not in r]
-    row_values += suite_rows
-    if paper is not None:
-        column_values: list[Any] = list(paper.value_columns)
-    else:
-        column_values = list(dict.fromkeys(
-            e for s, _ in suite_runs for e in (s.evaluators if layout.columns == "evaluator" else (s.dataset,))
-        ))  # fmt: skip
-    aggregate_label = (paper.aggregate_column if paper else None) or (
-        "all" if layout.columns == "dataset" else AVG_COLUMN
-    )
-    average_first = bool(paper and paper.columns and paper.columns[0] == aggregate_label)
-    # a run fills one cell of a dataset column, the whole row otherwise (one column per evaluator)
-    marks: dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]] = {}
-    for choice in chosen:
-        cell = (_row_of(choice, rows), choice.dataset if layout.columns == "dataset" else None)
-        marks[cell] = marks.get(cell, ()) + choice.marks
+    frame = _chosen_scores(scores, chosen, layout.columns)
+    row_values, column_values = _layout_lines(layout, paper, suite_runs, rows)
+    aggregate_label = _aggregate_label(paper, layout.columns)
     table = leaderboard_table(
         frame,
         rows=rows,
@@ -356,8 +321,8 @@ def suite_table(
         column_values=column_values,
         row_values=row_values,
         average_label=aggregate_label,
-        average_first=average_first,
-        marks=marks,
+        average_first=bool(paper and paper.columns and paper.columns[0] == aggregate_label),
+        marks=_cell_marks(chosen, rows, layout.columns),
     )
     notes = [_cell_note(layout, suite_runs, frame), *notes]
     if compare and paper is not None:
@@ -366,12 +331,7 @@ def suite_table(
             f"'paper': {paper.name} of the LD3M paper ({paper.caption}); 'Δ' = ours − paper, percentage points."
         )
     notes += mark_notes(table)
-    # the grids follow the table's rows; within a row, the suite's order (its datasets)
-    scored = set(frame["run_id"])
-    row_runs: dict[tuple[Any, ...], list[str]] = {}
-    for choice in chosen:
-        if choice.run_id in scored:
-            row_runs.setdefault(_row_of(choice, rows), []).append(choice.run_id)
+    row_runs = _runs_by_row(chosen, rows, set(frame["run_id"]))
     return ReportTable(
         key=name,
         title=layout.title or name,
@@ -382,6 +342,73 @@ def suite_table(
         run_marks={c.run_id: c.marks for c in chosen if c.marks},
         not_run=not_run,
     )
+
+
+def _aggregate_label(paper: PaperTable | None, columns: str) -> str:
+    """The name of the average column: the paper's, else "all" over datasets, "avg" over evaluators."""
+    return (paper.aggregate_column if paper else None) or ("all" if columns == "dataset" else AVG_COLUMN)
+
+
+def _runs_by_row(chosen: Sequence[_Chosen], rows: Sequence[str], scored: set[str]) -> dict[tuple[Any, ...], list[str]]:
+    """The scored runs of each row; the grids follow the table's rows, within a row the suite's order
+    (its datasets)."""
+    row_runs: dict[tuple[Any, ...], list[str]] = {}
+    for choice in chosen:
+        if choice.run_id in scored:
+            row_runs.setdefault(_row_of(choice, rows), []).append(choice.run_id)
+    return row_runs
+
+
+def _chosen_scores(scores: pd.DataFrame, chosen: Sequence[_Chosen], columns: str) -> pd.DataFrame:
+    """The scores of the chosen runs, keyed by the suite's row labels."""
+    selected = []
+    for choice in chosen:
+        part = scores[
+            (scores["run_id"] == choice.run_id)
+            & scores["evaluator"].isin(choice.evaluators)
+            & (scores["protocol"] == choice.protocol)
+        ].copy()
+        if part.empty:
+            continue
+        if columns != "evaluator" and not set(choice.evaluators) <= set(part["evaluator"]):
+            continue  # an average over some of the architectures is not the table's number
+        for key, val in choice.keys.items():
+            part[key] = val
+        selected.append(part)
+    return pd.concat(selected, ignore_index=True) if selected else scores.iloc[0:0].assign(**{k: [] for k in ROW_KEYS})
+
+
+def _layout_lines(
+    layout: LayoutLike,
+    paper: PaperTable | None,
+    suite_runs: Sequence[tuple[RunSpec, Mapping[str, str]]],
+    rows: Sequence[str],
+) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """The table's fixed rows and columns: the paper's first, then what the suite adds."""
+    suite_rows = [tuple(run_keys(s.to_dict(), labels, layout.paper_table, rows).values()) for s, labels in suite_runs]
+    row_values: list[tuple[Any, ...]] = []
+    if paper is not None and all(any(k in paper.row_dict(r) for r in paper.rows) for k in rows):
+        row_values = [tuple(paper.row_dict(r).get(k) for k in rows) for r in paper.rows]
+        row_values = [r for r in row_values if None not in r]
+    row_values += suite_rows
+    if paper is not None:
+        return row_values, list(paper.value_columns)
+    column_values = list(dict.fromkeys(
+        e for s, _ in suite_runs for e in (s.evaluators if layout.columns == "evaluator" else (s.dataset,))
+    ))  # fmt: skip
+    return row_values, column_values
+
+
+def _cell_marks(
+    chosen: Sequence[_Chosen], rows: Sequence[str], columns: str
+) -> dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]]:
+    """Each chosen run's marks on its cells: one cell of a dataset column, the whole row otherwise
+    (one column per evaluator)."""
+    marks: dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]] = {}
+    for choice in chosen:
+        cell = (_row_of(choice, rows), choice.dataset if columns == "dataset" else None)
+        marks[cell] = marks.get(cell, ()) + choice.marks
+    return marks
 
 
 def _row_of(choice: _Chosen, rows: Sequence[str]) -> tuple[Any, ...]:
