@@ -52,6 +52,12 @@ def measure(generator: str, options: dict, data, real: torch.Tensor, labels: tor
     }
 
 
+def sci(value: float) -> str:
+    """``3.2e-4``: one decimal, the exponent without padding."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=4)
@@ -73,7 +79,7 @@ def main() -> None:
     )
     cells = [
         [r["generator"], r["variant"], f"{r['mse_to_source']:.3f}", f"{r['decoder_only_mse']:.3f}",
-         f"{r['pixel_std']:.3f}", f"{r['grad_z']:.1e}", f"{r['grad_c']:.1e}"]
+         f"{r['pixel_std']:.3f}", sci(r["grad_z"]), sci(r["grad_c"])]
         for r in rows
     ]  # fmt: skip
     columns = ["generator", "sampler", "MSE to the source images", "D(Z) alone", "pixel std", "|∂L/∂Z|", "|∂L/∂c|"]
