@@ -27,8 +27,8 @@ import pandas as pd
 from ddbench.errors import InvalidOptionError
 from ddbench.fileio import write_atomic
 from ddbench.metrics import CORE_KEYS, read_metrics
-from ddbench.report import prior_label
-from ddbench.report_grids import resolve_run_dir
+from ddbench.report.grids import resolve_run_dir
+from ddbench.report.rows import prior_label
 
 PLOT_KINDS = ("ipc", "arch", "loss", "cost")
 MATPLOTLIB_INSTALL = "pip install 'ddbench[plots]' (or pip install matplotlib)"

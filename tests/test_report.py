@@ -15,11 +15,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ddbench import paper, report, report_grids
+from ddbench import paper, report
 from ddbench.cli import cli, main
 from ddbench.errors import InvalidOptionError
 from ddbench.leaderboard import Cell, Delta, PaperCell, format_table
 from ddbench.provenance import Provenance
+from ddbench.report import grids as report_grids
 from ddbench.spec import RunSpec
 from ddbench.store import ResultsStore, store_path
 from ddbench.suites import load_suite
