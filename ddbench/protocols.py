@@ -14,7 +14,10 @@ import difflib
 from typing import Any
 
 from ddbench.errors import InvalidOptionError
-from ddbench.training import SCHEDULES
+
+#: ``step``: ×0.1 at half the epochs (DC); ``warmup_cosine``: linear warm-up over the first half,
+#: cosine decay over the second (GLaD); ``constant``: MTT experts.
+SCHEDULES = ("step", "warmup_cosine", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +28,7 @@ class EvalProtocol:
     lr: float
     momentum: float
     weight_decay: float
-    schedule: str  # one of ddbench.training.SCHEDULES
+    schedule: str  # one of SCHEDULES
     dsa: bool  # DSA on every training batch
     description: str = ""
 

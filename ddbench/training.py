@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -19,14 +18,8 @@ from torch import Tensor, nn
 
 from ddbench.errors import InvalidOptionError, NonFiniteLossError
 from ddbench.progress import ProgressArg, progress_task
+from ddbench.protocols import SCHEDULES, EvalProtocol
 from ddbench.seeding import derive_seed
-
-if TYPE_CHECKING:  # protocols imports this module's SCHEDULES
-    from ddbench.protocols import EvalProtocol
-
-#: ``step``: ×0.1 at half the epochs (DC); ``warmup_cosine``: linear warm-up over the first half,
-#: cosine decay over the second (GLaD); ``constant``: MTT experts.
-SCHEDULES = ("step", "warmup_cosine", "constant")
 
 Normalise = Callable[[Tensor], Tensor]
 #: ``augment(images, seed)``: a seeded batch augmentation (DSA)

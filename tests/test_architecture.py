@@ -209,3 +209,55 @@ def test_the_length_check_counts_a_click_command_from_its_def(tmp_path):
     module.write_text(f"import click\n\n\n@click.command()\n@click.option('--n')\ndef cmd(n):\n{body}")
     assert long_functions(module) == [("cmd", 61)]
     assert long_functions(module, limit=61) == []
+
+
+def _module_names(base: Path, package: str) -> dict[str, Path]:
+    """Dotted name → file of every module under ``base``, installed as ``package``."""
+    names = {}
+    for path in base.rglob("*.py"):
+        parts = [package, *path.relative_to(base).with_suffix("").parts]
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def import_cycles(modules: dict[str, Path]) -> list[list[str]]:
+    """The groups of ``modules`` that import each other in a circle, counting imports inside
+    functions too (a local import hides a cycle from Python, not from the reader)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                deps.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+        graph[name] = {d for d in deps if d in modules and d != name}
+    cycles: list[list[str]] = []
+    for name in sorted(graph):
+        reach = _reachable(graph, name)
+        if name in reach and not any(name in c for c in cycles):
+            # the modules `name` reaches that reach back to it
+            cycles.append(sorted(m for m in reach if name in _reachable(graph, m)))
+    return cycles
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """The modules ``start`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_no_plugin_modules_import_each_other_in_a_circle():
+    cycles = import_cycles(_module_names(ROOT / "plugins", "ddbench_plugins"))
+    assert not cycles, "move what both sides need into a module of its own:\n" + "\n".join(map(str, cycles))
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_local_import(tmp_path):
+    (tmp_path / "a.py").write_text("import pkg.b\n")
+    (tmp_path / "b.py").write_text("def f():\n    from pkg.a import x\n")
+    (tmp_path / "c.py").write_text("import pkg.a\n")
+    assert import_cycles(_module_names(tmp_path, "pkg")) == [["pkg.a", "pkg.b"]]

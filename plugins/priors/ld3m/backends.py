@@ -9,29 +9,25 @@ embedding, as the class-conditional ImageNet LDM), `ClassEmbedder`, DDIMSchedule
 of the prior's backends: ``tiny`` (CPU-sized, random or trained by ``ddbench prior train ld3m``) and
 ``cin256`` (the paper's model, converted by ``ddbench prior convert-ldm``); ``DiTBackend`` (dit.py)
 serves ``dit``. A directory written by
-`save_pretrained` has one diffusers sub-folder per component plus ``ld3m_backend.json``.
+`save_pretrained` has one diffusers sub-folder per component plus ``ld3m_backend.json``. The interface
+both implement is `LatentDiffusionBackend` (backend_base.py); `load_backend` reads either kind.
 """
 
 from __future__ import annotations
 
-import abc
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
+from ddbench_plugins.priors.ld3m.backend_base import BACKEND_FILE, FORMAT_VERSION, LOAD_OPTIONS, LatentDiffusionBackend
+from ddbench_plugins.priors.ld3m.dit import DiTBackend, is_dit_pipeline
 from diffusers import DDIMScheduler, UNet2DConditionModel, VQModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
-
-BACKEND_FILE = "ld3m_backend.json"
-# Never reach a hub; and load the weights into built modules (diffusers' low-memory path needs
-# `accelerate`, which ddbench does not depend on, and warns on every load without it).
-LOAD_OPTIONS = {"local_files_only": True, "low_cpu_mem_usage": False}
-FORMAT_VERSION = 1
 
 # cin256-v2 (CompVis latent-diffusion configs/latent-diffusion/cin256-v2.yaml): LDM "linear" betas are
 # linear in √β, which diffusers calls "scaled_linear"; DDIM "uniform" steps are 1, 1 + 1000/T, … .
@@ -90,76 +86,6 @@ class ClassEmbedder(ModelMixin, ConfigMixin):
 
     def forward(self, labels: Tensor) -> Tensor:
         return self.embedding(labels)[:, None, :]
-
-
-class LatentDiffusionBackend(nn.Module, abc.ABC):
-    """The interface LD3M samples through. Images are in [−1, 1]; latents are model-scaled."""
-
-    kind: ClassVar[str] = ""
-    scheduler: DDIMScheduler
-
-    @property
-    @abc.abstractmethod
-    def image_channels(self) -> int: ...
-
-    @property
-    @abc.abstractmethod
-    def latent_channels(self) -> int: ...
-
-    @property
-    @abc.abstractmethod
-    def downsample_factor(self) -> int:
-        """Image pixels per latent pixel along each side."""
-
-    @property
-    @abc.abstractmethod
-    def native_latent_size(self) -> int:
-        """Latent side length the denoiser was trained at."""
-
-    @property
-    @abc.abstractmethod
-    def num_classes(self) -> int:
-        """Real classes (the unconditional class is extra)."""
-
-    @abc.abstractmethod
-    def encode(self, images: Tensor) -> Tensor:
-        """Images in [−1, 1] → latents Z (before any quantisation)."""
-
-    @abc.abstractmethod
-    def decode(self, latents: Tensor) -> Tensor:
-        """Latents → images in [−1, 1]."""
-
-    def quantize(self, latents: Tensor) -> Tensor:
-        """The autoencoder's quantisation of latents (identity for continuous autoencoders)."""
-        return latents
-
-    @abc.abstractmethod
-    def class_embedding(self, labels: Tensor) -> Tensor:
-        """Conditioning c for model class ids ``labels`` (the initial value of LD3M's learnable c)."""
-
-    @abc.abstractmethod
-    def unconditional_embedding(self, n: int) -> Tensor:
-        """Conditioning of the unconditional class, repeated ``n`` times (fixed, for guidance)."""
-
-    @abc.abstractmethod
-    def denoise(self, z_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
-        """Predicted noise ε̂(z_t, t, c); ``t`` is an int64 tensor of model timesteps (B,)."""
-
-    @abc.abstractmethod
-    def save_pretrained(self, directory: str | Path) -> None: ...
-
-    def with_random_denoiser(self, seed: int) -> LatentDiffusionBackend:
-        """This backend with its denoiser and class conditioning re-initialised at random (``seed``)
-        and its autoencoder kept: the paper's Table 3 "random" generator."""
-        raise InvalidOptionError(
-            f"The {self.kind} backend cannot re-initialise its denoiser; use an LDM (tiny or cin256)"
-        )
-
-    def freeze(self) -> LatentDiffusionBackend:
-        """Evaluation mode, no parameter gradients: LD3M never trains the generator."""
-        self.eval()
-        self.requires_grad_(False)
-        return self
 
 
 class LDMBackend(LatentDiffusionBackend):
@@ -361,8 +287,6 @@ def packaged_model(dataset: str) -> Path | None:
 
 def load_backend(directory: str | Path) -> LatentDiffusionBackend:
     """Load a backend directory written by `save_pretrained`, or a diffusers DiTPipeline directory (no network access)."""
-    from ddbench_plugins.priors.ld3m.dit import DiTBackend, is_dit_pipeline  # dit imports this module
-
     root = Path(directory)
     marker = root / BACKEND_FILE
     if not marker.is_file():

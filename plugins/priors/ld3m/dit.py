@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ddbench_plugins.priors.ld3m.backends import BACKEND_FILE, FORMAT_VERSION, LOAD_OPTIONS, LatentDiffusionBackend
+from ddbench_plugins.priors.ld3m.backend_base import BACKEND_FILE, FORMAT_VERSION, LOAD_OPTIONS, LatentDiffusionBackend
 from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 from torch import Tensor, nn
 
