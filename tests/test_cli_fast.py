@@ -102,9 +102,7 @@ def test_python_dash_m_ddbench():
 
 
 def test_entry_point_help_is_read_from_source():
-    experts = importlib.metadata.EntryPoint(
-        "experts", "ddbench_plugins.matchers.experts_cli:experts", "ddbench.commands"
-    )
+    experts = importlib.metadata.EntryPoint("experts", "ddbench_plugins.matchers.mtt.cli:experts", "ddbench.commands")
     assert entry_point_short_help(experts).startswith("Train MTT expert trajectories")
     missing = importlib.metadata.EntryPoint("gone", "no_such_package_xyz.cli:gone", "ddbench.commands")
     assert entry_point_short_help(missing) == "[module no_such_package_xyz.cli not found]"

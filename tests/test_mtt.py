@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from ddbench_plugins.matchers import experts as experts_module
-from ddbench_plugins.matchers.experts import ExpertBuffer, ExpertConfig, ExpertTrajectory, save_trajectory, snapshot
-from ddbench_plugins.matchers.mtt import LearningRateDivergedError, TrajectoryMatching, default_hyperparameters
+from ddbench_plugins.matchers.mtt import experts as experts_module
+from ddbench_plugins.matchers.mtt.experts import ExpertBuffer, ExpertConfig, ExpertTrajectory, save_trajectory, snapshot
+from ddbench_plugins.matchers.mtt.matcher import LearningRateDivergedError, TrajectoryMatching, default_hyperparameters
 from torch.func import functional_call
 
 from ddbench.errors import DataNotFoundError, InvalidOptionError

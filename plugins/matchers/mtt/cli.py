@@ -100,7 +100,7 @@ def experts(
       ddbench experts --dataset fashion-mnist --model convnet --num-experts 10 --epochs 5
     """
     # torch-heavy imports here, not at module level: `ddbench --help` and completion import this module
-    from ddbench_plugins.matchers.experts import ExpertBuffer, ExpertConfig, default_root
+    from ddbench_plugins.matchers.mtt.experts import ExpertBuffer, ExpertConfig, default_root
 
     from ddbench import registry
     from ddbench.pipeline import resolve_device

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from ddbench_plugins.matchers.experts import (
+from ddbench_plugins.matchers.mtt.experts import (
     ExpertBuffer,
     ExpertConfig,
     ExpertTrajectory,
