@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tomllib
 import torch
-from ddbench_plugins.datasets import common, fashion_mnist, imagenet
+from ddbench_plugins.datasets import _common as common, fashion_mnist, imagenet
 from fixtures_data import (
     FASHION_FILES,
     label_colour,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from ddbench_plugins.matchers._realside import ReshapeAvgPool2d
 from ddbench_plugins.matchers.dc import GradientMatching, gradient_distance, layer_distance, loop_schedule
-from ddbench_plugins.matchers.realside import ReshapeAvgPool2d
 
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import MatchContext, RealSampler, class_labels

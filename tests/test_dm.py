@@ -91,7 +91,7 @@ def test_real_chunk_must_be_a_positive_whole_number():
 
 def test_real_side_copy_takes_each_iterations_network(tiny_data):
     """The real images are embedded by a copy of the network that follows its re-initialisation."""
-    from ddbench_plugins.matchers.realside import ReshapeAvgPool2d
+    from ddbench_plugins.matchers._realside import ReshapeAvgPool2d
 
     labels = class_labels(3, 1)
     images = torch.randn(3, 1, 16, 16)

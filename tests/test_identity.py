@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ddbench_plugins.matchers import realside
+from ddbench_plugins.matchers import _realside as realside
 from ddbench_plugins.matchers.dm import DistributionMatching
 from fixtures_data import make_fashion_mnist, make_image_folder
 from PIL import Image

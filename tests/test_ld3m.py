@@ -296,7 +296,7 @@ def test_an_imagenet_subset_conditions_on_its_imagenet_classes():
     import dataclasses
 
     from conftest import make_tiny_data
-    from ddbench_plugins.priors.class_ids import imagenet_ids
+    from ddbench_plugins.priors._class_ids import imagenet_ids
 
     data = dataclasses.replace(make_tiny_data(num_classes=10, per_class=2), name="imagenette")
     prior = LD3MPrior(T=2)

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 import torch
-from ddbench_plugins.matchers.realside import (
+from ddbench_plugins.matchers._realside import (
     CompiledOrEager,
     ReshapeAvgPool2d,
     bf16_is_fast,

@@ -13,7 +13,7 @@ import torch
 from ddbench.fingerprint import files_digest
 from ddbench.interfaces import DatasetPlugin, RealData
 
-from . import common
+from . import _common as common
 
 BATCH_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -15,7 +15,7 @@ import torch
 from ddbench.fingerprint import files_digest
 from ddbench.interfaces import DatasetPlugin, RealData
 
-from . import common
+from . import _common as common
 
 #: Debian's ``dataset-fashion-mnist`` package installs the files here
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -12,7 +12,7 @@ from ddbench.errors import InvalidOptionError
 from ddbench.fingerprint import files_digest
 from ddbench.interfaces import DatasetPlugin, RealData
 
-from . import common
+from . import _common as common
 
 ENV_IMAGE_FOLDER = "DDBENCH_IMAGE_FOLDER"
 TEST_FOLDERS = ("test", "val")

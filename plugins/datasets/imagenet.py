@@ -19,7 +19,7 @@ from ddbench.errors import InvalidOptionError
 from ddbench.fingerprint import listing_digest
 from ddbench.interfaces import DatasetPlugin, RealData
 
-from . import common
+from . import _common as common
 
 ENV_IMAGENET = "DDBENCH_IMAGENET"
 #: (RealData split, ILSVRC-2012 folder): the paper tests on the original validation split

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ddbench_plugins.evaluators.layers import (
+from ddbench_plugins.evaluators._layers import (
     FeaturesThenLinear,
     check_channels,
     first_conv_padding,

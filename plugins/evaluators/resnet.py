@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import ClassVar
 
-from ddbench_plugins.evaluators.layers import check_channels, check_norm, input_error, norm_layer
+from ddbench_plugins.evaluators._layers import check_channels, check_norm, input_error, norm_layer
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 from typing import ClassVar
 
-from ddbench_plugins.evaluators.layers import check_channels, input_error
+from ddbench_plugins.evaluators._layers import check_channels, input_error
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 

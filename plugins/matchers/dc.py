@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from ddbench_plugins.matchers.realside import (
+from ddbench_plugins.matchers._realside import (
     CompiledOrEager,
     check_compile,
     check_precision,
@@ -114,7 +114,7 @@ class GradientMatching(Matcher):
         compile: torch.compile the real side (``"auto"``: when ``batch_real`` ≥ 64), channels-last;
             falls back to eager if compilation fails.
         real_chunk: real images per forward/backward, their gradients summed; None: cache-sized
-            chunks on a CPU (``realside.resolve_real_chunk``; no split with batch norm).
+            chunks on a CPU (``_realside.resolve_real_chunk``; no split with batch norm).
 
     Speed: the real side (10 × 256 images, forward and backward, on Fashion-MNIST IPC 1) is nearly
     all of an iteration. Its copy of the network is built once, compiled once per process, and takes
@@ -219,7 +219,7 @@ class GradientMatching(Matcher):
         return {name: p for name, p in self.net.named_parameters() if p.dim() > 1}
 
     def _build_real_side(self, net: nn.Module) -> None:
-        """The real side's copy of ``net`` (``realside.real_side_copy``), compiled once."""
+        """The real side's copy of ``net`` (``_realside.real_side_copy``), compiled once."""
         dtype = real_dtype(self.real_precision, self.context.device)
         compile = self.compile is True or (self.compile == "auto" and self.batch_real >= COMPILE_MIN_BATCH_REAL)
         real_net = real_side_copy(net, dtype, compiled=compile)

@@ -6,7 +6,7 @@ both: ``L = Σ_c ‖mean φ(A(x_real_c)) − mean φ(A(s_c))‖²``.
 
 Speed: the real side (10 × 256 images through ConvNet-3 on Fashion-MNIST) is nearly all of an
 iteration's work and needs no gradient, so it runs on its own copy of the network
-(``realside.real_side_copy``) that may be bfloat16, channels-last, compiled and fed in cache-sized
+(``_realside.real_side_copy``) that may be bfloat16, channels-last, compiled and fed in cache-sized
 chunks (``real_precision``, ``compile``, ``real_chunk``). The network is re-initialised in place
 each iteration and the copy takes its weights in place, so the compiled graph is built once per
 process, not once per iteration. The synthetic side always runs in fp32 with autograd.
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from ddbench_plugins.matchers.realside import (
+from ddbench_plugins.matchers._realside import (
     CompiledOrEager,
     check_compile,
     check_precision,
@@ -68,7 +68,7 @@ class DistributionMatching(Matcher):
                 Only the real, gradient-free embedding is affected.
             compile: torch.compile the real embedding (``auto``: on; falls back to eager if the
                 compiler is unavailable).
-            real_chunk: real images per embedding call; None: `realside.resolve_real_chunk`
+            real_chunk: real images per embedding call; None: `_realside.resolve_real_chunk`
                 (cache-sized chunks on a CPU, large ones on a GPU; no split with batch norm).
         """
         if batch_real < 1:

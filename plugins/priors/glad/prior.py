@@ -22,10 +22,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from ddbench_plugins.priors._class_ids import resolve_class_ids
 from ddbench_plugins.priors._generator_names import generator_from_path
-from ddbench_plugins.priors.class_ids import resolve_class_ids
+from ddbench_plugins.priors._images import DataImageSpace
 from ddbench_plugins.priors.glad.generator import StyleGenerator
-from ddbench_plugins.priors.images import DataImageSpace
 from torch import Tensor
 
 from ddbench.errors import InvalidOptionError

@@ -45,9 +45,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
+from ddbench_plugins.priors._class_ids import resolve_class_ids
 from ddbench_plugins.priors._generator_names import generator_from_path
-from ddbench_plugins.priors.class_ids import resolve_class_ids
-from ddbench_plugins.priors.images import DataImageSpace
+from ddbench_plugins.priors._images import DataImageSpace
 from ddbench_plugins.priors.ld3m.backend_base import LatentDiffusionBackend
 from ddbench_plugins.priors.ld3m.backends import build_tiny, load_backend, packaged_model
 from ddbench_plugins.priors.ld3m.sampler import RESIDUALS, DDIMSchedule, forward_diffuse, reverse_process
