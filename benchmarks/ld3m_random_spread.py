@@ -33,6 +33,14 @@ def spread(x: torch.Tensor) -> tuple[float, float]:
     return float(flat.std(0).mean()), float(dist.min(1).values.mean())
 
 
+#: generator → what it is, for the table
+GENERATORS = {
+    "untrained": "all weights random",
+    "random": "shipped autoencoder, random UNet: the paper's random LDM",
+    "trained": "the shipped model",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=4)
@@ -56,7 +64,7 @@ def main() -> None:
             codebook = prior.backend.vqvae.quantize.embedding.weight
         rows.append(
             [
-                f"ld3m generator={name}",
+                f"ld3m `generator={name}` ({GENERATORS.get(name, 'as given')})",
                 *(f"{v:.3f}" for v in spread(images)),
                 f"{spread(z0)[0]:.3f}",
                 f"{spread(quantised)[0]:.4f}",
