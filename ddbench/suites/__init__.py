@@ -1,6 +1,6 @@
 """Suites: versioned TOML files that name a set of runs (a paper table, a CPU benchmark) and its layout.
 
-A suite lives in ``benchmarks/suites/<name>.toml`` (installed as the ``ddbench_suites`` package data)
+A suite lives in ``ddbench/suites/<name>.toml`` (package data of ``ddbench``, beside this module)
 and is expanded by the same code as `ddbench run` options (`ddbench.grid.build_specs`)::
 
     name = "table2"
@@ -68,19 +68,13 @@ _MERGED_KEYS = ("prior_options", "matcher_options", "lrs")
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def suite_dirs() -> list[Path]:
-    """Where suites are looked up: the installed ``ddbench_suites`` package, then the repo checkout."""
-    dirs: list[Path] = []
-    try:
-        import ddbench_suites
+#: the packaged suites: ``*.toml`` package data beside this module
+SUITES_DIR = Path(__file__).resolve().parent
 
-        dirs.append(Path(ddbench_suites.__file__).parent)
-    except ImportError:
-        pass
-    checkout = Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
-    if checkout.is_dir() and all(checkout.resolve() != d.resolve() for d in dirs):
-        dirs.append(checkout)
-    return dirs
+
+def suite_dirs() -> list[Path]:
+    """Where suites are looked up by name: the suites that ship with ddbench."""
+    return [SUITES_DIR]
 
 
 def available_suites() -> list[str]:
