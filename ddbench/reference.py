@@ -15,7 +15,9 @@ three from the means over seeds (DD-Ranking averages per evaluation run; the mea
 the same, the score differs only through the exponential's curvature), and its full-data baseline
 trains a stated number of epochs (recorded in its protocol key, e.g. ``dc[epochs=2]``; the most
 epochs stored are used) where DD-Ranking trains the protocol's. The random-real reference pools every
-stored random-real run (matcher ``real``) at that dataset, IPC, evaluator and protocol. A missing
+stored random-real run at that dataset, IPC, evaluator and protocol: a run of a matcher that keeps its
+prior's initial images (`Matcher.distils` False: ``real``) under a prior without a generator (its
+recorded generator label ``-``: pixels), whose initial images are the random real ones. A missing
 reference is a cell that names the command that fills it. The references are columns, not rows.
 """
 
@@ -40,11 +42,12 @@ from ddbench.leaderboard import (
     apply_filters,
     plain_value,
 )
+from ddbench.paper import generator_name
 from ddbench.soft_labels import SoftLabels, hard_protocol_key, key_epochs, protocol_name, soft_part
 from ddbench.spec import BUDGETS, RunSpec
 
-#: the prior and matcher of ddbench's random-real baseline (the default plugins' names)
-RANDOM_REAL = ("pixel", "real")
+#: the generator label of a prior without a generator (`Prior.generator_label`): its images are pixels
+NO_GENERATOR = "-"
 DEFAULT_WEIGHT = 0.5
 #: the keys rows are matched on; res and test_size are shown only where a row has one
 ROW_KEYS = ("dataset", "res", "test_size", "prior", "matcher", "ipc", "evaluator", "protocol")
@@ -111,9 +114,49 @@ def _full_data(frame: pd.DataFrame) -> tuple[dict[tuple[Any, ...], Cell], dict[t
     return cells, notes
 
 
+@functools.cache
+def _keeps_initial_images(matcher: str) -> bool:
+    """Whether ``matcher`` declares that it does not distil (`Matcher.distils`): its runs keep the
+    prior's initial images. False for a matcher that is not installed (an external set, full data)."""
+    from ddbench import registry
+
+    try:
+        cls = registry.get_plugin_class("matcher", matcher)
+    except Exception:  # noqa: BLE001 - an uninstalled matcher (a store from elsewhere): not a baseline
+        return False
+    return not getattr(cls, "distils", True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _generator(prior: str, spec_json: str) -> str:
+    """The generator label a run recorded of its prior (for a run from before labels, what the prior
+    declares of its options: `ddbench.paper.generator_name`)."""
+    spec = _spec(spec_json)
+    recorded = ((spec.get("identity") or {}).get("prior") or {}).get("labels")
+    return generator_name(prior, spec.get("prior_options") or {}, recorded)
+
+
+def _is_random_real(frame: pd.DataFrame) -> pd.Series:
+    """The scores of random real images: runs that keep the initial images of a prior without a generator."""
+    keeps = frame["matcher"].map(lambda name: isinstance(name, str) and _keeps_initial_images(name))
+    pixels = [
+        bool(kept) and _generator(str(prior), text if isinstance(text, str) else "") == NO_GENERATOR
+        for kept, prior, text in zip(keeps, frame["prior"], frame["spec_json"])
+    ]
+    return pd.Series(pixels, index=frame.index, dtype=bool)
+
+
+def random_real_matchers() -> list[str]:
+    """The installed matchers that keep their prior's initial images (`ddbench run --algo NAME` makes
+    random-real runs with them)."""
+    from ddbench import registry
+
+    return [name for name in registry.plugin_names("matcher") if _keeps_initial_images(name)]
+
+
 def _random_real(frame: pd.DataFrame) -> dict[tuple[Any, ...], Cell]:
     """Random real images per (dataset, res, test_size, ipc, evaluator, protocol), pooled over runs."""
-    rand = frame[(frame["prior"] == RANDOM_REAL[0]) & (frame["matcher"] == RANDOM_REAL[1])]
+    rand = frame[_is_random_real(frame)]
     groups = ["dataset", "res", "test_size", "ipc", "evaluator", "protocol"]
     return {
         tuple(plain_value(v) for v in group): _cell(part["accuracy"])
@@ -160,13 +203,18 @@ def _random_hint(row: Mapping[str, Any], record: Mapping[str, Any] | None) -> Te
         return TextCell("n/a: the set's own soft labels")
     name, epochs = protocol_name(key), key_epochs(key)
     return TextCell(
-        f"ddbench run --dataset {row['dataset']} --algo {RANDOM_REAL[1]} --ipc {row['ipc']} --evaluators {row['evaluator']}"
+        f"ddbench run --dataset {row['dataset']} --algo {_baseline_matcher()} --ipc {row['ipc']} --evaluators {row['evaluator']}"
         + (f" --protocol {name}" if name != RunSpec.protocol else "")  # the default protocol goes unsaid
         + (f" --eval-epochs {epochs}" if epochs is not None else "")
         + (f" --res {row['res']}" if row["res"] is not None else "")
         + _soft_options(record)
         + _test_size_option(row["test_size"], "run")
     )
+
+
+def _baseline_matcher() -> str:
+    matchers = random_real_matchers()
+    return matchers[0] if matchers else "NAME"  # NAME: no installed matcher keeps the initial images
 
 
 def _hard_hint(row: Mapping[str, Any]) -> TextCell:
@@ -191,9 +239,7 @@ def reference_table(
     random_real = _random_real(every)
     shown = apply_filters(every, filters)
     # the references are columns, not rows
-    references = ((shown["prior"] == FULL_DATA) & (shown["matcher"] == FULL_DATA)) | (
-        (shown["prior"] == RANDOM_REAL[0]) & (shown["matcher"] == RANDOM_REAL[1])
-    )
+    references = ((shown["prior"] == FULL_DATA) & (shown["matcher"] == FULL_DATA)) | _is_random_real(shown)
     shown = shown[~references]
     cells = aggregate(shown, rows=[k for k in ROW_KEYS if k != "evaluator"], columns="evaluator")
     records = {r: shown[shown["protocol"] == r]["protocol_json"].iloc[0] for r in shown["protocol"].unique()}
@@ -260,9 +306,11 @@ def _notes(weight: float, used_notes: Iterable[str], found_random: bool) -> list
     notes = [DEFINITIONS.format(w=weight, v=1.0 - weight), *used_notes]
     if found_random:
         notes.append(
-            f"random real: every stored {RANDOM_REAL[0]}+{RANDOM_REAL[1]} run at the row's dataset, IPC, evaluator and protocol, pooled over runs and seeds"
+            "random real: every stored run that keeps the real initial images of a prior without a generator "
+            f"({', '.join(random_real_matchers())} under pixels) at the row's dataset, IPC, evaluator and protocol, "
+            "pooled over runs and seeds"
         )
     return notes
 
 
-__all__ = ["reference_table", "ddranking_score", "RANDOM_REAL", "DEFAULT_WEIGHT"]
+__all__ = ["reference_table", "ddranking_score", "random_real_matchers", "DEFAULT_WEIGHT"]

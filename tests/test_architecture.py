@@ -34,9 +34,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("distill.py", "real"): "names the engine's RNG stream of real images, not the matcher",
     ("external.py", "dc"): "the file format of the DC/DSA/DM reference code, which `ddbench evaluate` reads",
     ("external.py", "mtt"): "the file format of the MTT reference code, which `ddbench evaluate` reads",
-    # to go once runs record Matcher.distils and Prior.starts_from_real with their labels
-    ("reference.py", "pixel"): "the random-real baseline DD-Ranking compares with: the default prior ...",
-    ("reference.py", "real"): "... with the `real` matcher, whose runs `ddbench run --algo real` makes",
 }
 #: `--evaluators unseen` and the datasets `ddbench run` tries without --dataset: defaults the paper
 #: itself defines (its unseen architectures, its datasets), in this module only
