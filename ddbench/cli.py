@@ -393,7 +393,7 @@ _ARGV: list[str] | None = None
 def _print_preview(specs: list[RunSpec], opts: dict[str, Any]) -> None:
     """Before anything starts: what will run, its estimated time here, and a shorter command."""
     from ddbench.preview import preview_lines
-    from ddbench.report import prior_label
+    from ddbench.report import prior_label, recorded_labels
 
     argv = _ARGV or [
         "run",
@@ -404,7 +404,7 @@ def _print_preview(specs: list[RunSpec], opts: dict[str, Any]) -> None:
         "--ipc",
         ",".join(_split(opts["ipcs"])),
     ]
-    labels = [prior_label(s.prior, s.plugin_options("prior")) for s in specs]
+    labels = [prior_label(s.prior, s.plugin_options("prior"), recorded_labels(s.to_dict())) for s in specs]
     for line in preview_lines(specs, labels, argv, opts["budget"]):
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # labels hold [..]
 

@@ -74,15 +74,20 @@ def _path_key(label: str, option: str, value: Any) -> str | None:
 
 def plugin_labels(cls: type, effective: dict[str, Any]) -> dict[str, Any]:
     """What reports show of a plugin, recorded with the run so they read it from the store
-    (never hashed): its display order, the options a variant label leaves out and, for a prior,
-    which generator made the images."""
+    (never hashed): its display order, its option defaults and the options a variant label leaves
+    out, for a prior which generator made the images and whether it starts from real images, for a
+    matcher whether it distils."""
     labels: dict[str, Any] = {
         "display_order": getattr(cls, "display_order", None),
+        "defaults": _plain(registry.option_defaults(cls)),
         "hidden_options": sorted({*cls.neutral_options, *cls.path_options, *cls.housekeeping_options}),
         "path_options": list(cls.path_options),
     }
     if hasattr(cls, "generator_label"):
         labels["generator"] = cls.generator_label(effective)
+    for flag in ("starts_from_real", "distils"):  # `baselines.run_problem`, `reference`'s random real images
+        if hasattr(cls, flag):
+            labels[flag] = _plain(getattr(cls, flag))
     return labels
 
 

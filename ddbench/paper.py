@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import inspect
 import json
 from collections.abc import Mapping
 from importlib import resources
@@ -146,67 +145,46 @@ def row_specs(table: str, field: str) -> tuple[PaperRowSpec, ...]:
     return tuple(PaperRowSpec(r["name"], r["prior"], r.get("options", {})) for r in raw)
 
 
-@functools.cache
-def _prior_class(prior: str) -> type | None:
-    """A prior plugin's class (imports it, and torch); None when it is not installed."""
-    from ddbench import registry
-
-    try:
-        return registry.get_plugin_class("prior", prior)
-    except Exception:  # noqa: BLE001 - an uninstalled third-party prior: what its runs recorded only
-        return None
+#: the generator of a run that recorded none (a run from before `ddbench.identity.plugin_labels`)
+UNRECORDED = "?"
 
 
 def generator_name(prior: str, options: Mapping[str, Any], labels: Mapping[str, Any] | None = None) -> str:
-    """Which generator a run used, in the paper's words (Table 3's column): the label the run
-    recorded (``labels``, from its resolved spec), else what the prior says of these options
-    (`Prior.generator_label`: ``-`` for pixels, ``random``, ``trained``, ``imagenet``, ...)."""
+    """Which generator a run used, in the paper's words (Table 3's column), as the run recorded it
+    (``labels``, from its resolved spec: `Prior.generator_label`, ``-`` for pixels, ``random``,
+    ``trained``, ``imagenet``, ...); `UNRECORDED` for a run that recorded none (no plugin is imported)."""
     if labels and labels.get("generator"):
         return str(labels["generator"])
-    cls = _prior_class(prior)
-    return cls.generator_label(options) if cls is not None else "-"
-
-
-@functools.cache
-def _option_defaults(prior: str) -> dict[str, Any]:
-    """A prior plugin's ``__init__`` defaults; {} when it is not installed (then given options only)."""
-    cls = _prior_class(prior)
-    if cls is None:
-        return {}
-    return {
-        name: p.default
-        for name, p in inspect.signature(cls).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
+    return UNRECORDED
 
 
 def label_options(prior: str, labels: Mapping[str, Any] | None = None) -> tuple[frozenset[str], tuple[str, ...]]:
     """The options a prior's variant label leaves out (neutral, path and housekeeping options) and
-    its path options (where the generator's weights are): as the run recorded them (``labels``),
-    else as the plugin declares them; none for a prior that is not installed."""
+    its path options (where the generator's weights are), as the run recorded them (``labels``);
+    none for a run that recorded none."""
     if labels and "hidden_options" in labels:
         return frozenset(labels["hidden_options"]), tuple(labels.get("path_options", ()))
-    cls = _prior_class(prior)
-    if cls is None:
-        return frozenset(), ()
-    return frozenset({*cls.neutral_options, *cls.path_options, *cls.housekeeping_options}), tuple(cls.path_options)
+    return frozenset(), ()
 
 
-def effective_options(prior: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's prior options with the plugin's defaults filled in."""
-    return {**_option_defaults(prior), **options}
+def effective_options(
+    prior: str, options: Mapping[str, Any], labels: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The run's prior options with the plugin's defaults filled in, as the run recorded them
+    (``labels``); the options given for a run that recorded none."""
+    return {**((labels or {}).get("defaults") or {}), **options}
 
 
-def _holds(rule: PaperRowSpec, prior: str, options: Mapping[str, Any]) -> bool:
+def _holds(rule: PaperRowSpec, prior: str, options: Mapping[str, Any], labels: Mapping[str, Any] | None) -> bool:
     if rule.prior != prior:
         return False
     if not rule.options:
         return True
     # plugin defaults only when an option other than the derived generator is asked about
-    effective = effective_options(prior, options) if set(rule.options) - {"generator"} else dict(options)
+    effective = effective_options(prior, options, labels) if set(rule.options) - {"generator"} else dict(options)
     for key, wanted in rule.options.items():
         if key == "generator":
-            have = generator_name(prior, options)
+            have = generator_name(prior, options, labels)
             if not (have == wanted or (wanted == "trained" and have not in ("random", "untrained", "-"))):
                 return False
         elif effective.get(key) != wanted:
@@ -214,11 +192,14 @@ def _holds(rule: PaperRowSpec, prior: str, options: Mapping[str, Any]) -> bool:
     return True
 
 
-def paper_row_name(table: str, field: str, prior: str, options: Mapping[str, Any]) -> str | None:
+def paper_row_name(
+    table: str, field: str, prior: str, options: Mapping[str, Any], labels: Mapping[str, Any] | None = None
+) -> str | None:
     """The paper's name for a run's ``field`` (``prior`` or ``variant``) in ``table``, by
-    `row_specs`; ``None`` where the table has no rule for that field or none holds."""
+    `row_specs`, from the run's options and what it recorded of its prior (``labels``); ``None``
+    where the table has no rule for that field or none holds."""
     for rule in row_specs(table, field):
-        if _holds(rule, prior, options):
+        if _holds(rule, prior, options, labels):
             return rule.name
     return None
 
@@ -233,4 +214,5 @@ __all__ = [
     "generator_name",
     "effective_options",
     "label_options",
+    "UNRECORDED",
 ]

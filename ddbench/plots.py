@@ -28,7 +28,7 @@ from ddbench.errors import InvalidOptionError
 from ddbench.fileio import write_atomic
 from ddbench.metrics import CORE_KEYS, read_metrics
 from ddbench.report.grids import resolve_run_dir
-from ddbench.report.rows import prior_label
+from ddbench.report.rows import prior_label, recorded_labels
 
 PLOT_KINDS = ("ipc", "arch", "loss", "cost")
 MATPLOTLIB_INSTALL = "pip install 'ddbench[plots]' (or pip install matplotlib)"
@@ -80,7 +80,7 @@ def method_labels(runs: pd.DataFrame) -> dict[str, str]:
     info = {}
     for run in runs.to_dict("records"):
         spec = _spec(run)
-        base = f"{prior_label(run['prior'], spec.get('prior_options') or {})} + {run['matcher']}"
+        base = f"{prior_label(run['prior'], spec.get('prior_options') or {}, recorded_labels(spec))} + {run['matcher']}"
         info[run["run_id"]] = (base, spec.get("iterations"))
     iterations_per_method: dict[str, set[Any]] = {}
     for base, iterations in info.values():

@@ -42,9 +42,9 @@ from ddbench.leaderboard import (
     apply_filters,
     plain_value,
 )
-from ddbench.paper import generator_name
+from ddbench.paper import UNRECORDED, generator_name
 from ddbench.soft_labels import SoftLabels, hard_protocol_key, key_epochs, protocol_name, soft_part
-from ddbench.spec import BUDGETS, RunSpec
+from ddbench.spec import BUDGETS, RunSpec, recorded_labels
 
 #: the generator label of a prior without a generator (`Prior.generator_label`): its images are pixels
 NO_GENERATOR = "-"
@@ -128,20 +128,41 @@ def _keeps_initial_images(matcher: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _generator(prior: str, spec_json: str) -> str:
-    """The generator label a run recorded of its prior (for a run from before labels, what the prior
-    declares of its options: `ddbench.paper.generator_name`)."""
+def _keeps_and_generator(matcher: str, prior: str, spec_json: str) -> tuple[bool, str]:
+    """Whether a run kept its prior's initial images and the generator label of its prior, as the
+    run recorded them (`ddbench.identity.plugin_labels`); for a run from before labels, what the
+    installed plugins declare (the only place the results side imports a plugin, for old stores)."""
     spec = _spec(spec_json)
-    recorded = ((spec.get("identity") or {}).get("prior") or {}).get("labels")
-    return generator_name(prior, spec.get("prior_options") or {}, recorded)
+    matcher_labels, prior_labels = recorded_labels(spec, "matcher"), recorded_labels(spec, "prior")
+    if matcher_labels and "distils" in matcher_labels:
+        keeps = not matcher_labels["distils"]
+    else:
+        keeps = _keeps_initial_images(matcher)
+    if not keeps:
+        return False, ""
+    if prior_labels and prior_labels.get("generator"):
+        return True, generator_name(prior, {}, prior_labels)
+    return True, _declared_generator(prior, json.dumps(spec.get("prior_options") or {}, sort_keys=True))
+
+
+@functools.cache
+def _declared_generator(prior: str, options_json: str) -> str:
+    """The generator label the installed ``prior`` gives these options (`Prior.generator_label`)."""
+    from ddbench import registry
+
+    try:
+        cls = registry.get_plugin_class("prior", prior)
+    except Exception:  # noqa: BLE001 - an uninstalled prior (a store from elsewhere): unknown
+        return UNRECORDED
+    return cls.generator_label(json.loads(options_json)) if hasattr(cls, "generator_label") else NO_GENERATOR
 
 
 def _is_random_real(frame: pd.DataFrame) -> pd.Series:
     """The scores of random real images: runs that keep the initial images of a prior without a generator."""
-    keeps = frame["matcher"].map(lambda name: isinstance(name, str) and _keeps_initial_images(name))
     pixels = [
-        bool(kept) and _generator(str(prior), text if isinstance(text, str) else "") == NO_GENERATOR
-        for kept, prior, text in zip(keeps, frame["prior"], frame["spec_json"])
+        isinstance(matcher, str)
+        and _keeps_and_generator(matcher, str(prior), text if isinstance(text, str) else "") == (True, NO_GENERATOR)
+        for matcher, prior, text in zip(frame["matcher"], frame["prior"], frame["spec_json"])
     ]
     return pd.Series(pixels, index=frame.index, dtype=bool)
 

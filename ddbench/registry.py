@@ -195,6 +195,15 @@ def plugin_code(family: str, name: str, cls: type, step: str) -> Iterator[None]:
         ) from err
 
 
+def option_defaults(cls: type) -> dict[str, Any]:
+    """A plugin class's ``__init__`` defaults: what a variant label leaves out."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
 def get_plugin_class(family: str, name: str) -> type:
     """Import and return the class registered as ``name`` in ``family``."""
     namespace = _namespace(family)

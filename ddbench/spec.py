@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,15 @@ def identity_key(identity: dict[str, Any]) -> dict[str, Any]:
         for name, entry in identity.items()
         if name not in IDENTITY_LABELS
     }
+
+
+def recorded_labels(spec: Mapping[str, Any], family: str = "prior") -> Mapping[str, Any] | None:
+    """What a resolved run recorded of its ``family`` plugin (`ddbench.identity.plugin_labels`);
+    None for a run from before labels, or one never resolved."""
+    identity = spec.get("identity") if isinstance(spec, Mapping) else None
+    record = identity.get(family) if isinstance(identity, Mapping) else None
+    labels = record.get("labels") if isinstance(record, Mapping) else None
+    return labels if isinstance(labels, Mapping) else None
 
 
 def spec_version(spec: dict[str, Any]) -> int | None:

@@ -7,21 +7,25 @@ Golden files live in tests/golden/; after an intended change, regenerate them wi
 from __future__ import annotations
 
 import doctest
+import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ddbench import paper, report
+from ddbench import paper, registry, report
 from ddbench.cli import cli, main
 from ddbench.errors import InvalidOptionError
+from ddbench.identity import plugin_labels, resolve_spec
 from ddbench.leaderboard import Cell, Delta, PaperCell, format_table
 from ddbench.provenance import Provenance
 from ddbench.report import grids as report_grids
-from ddbench.spec import RunSpec
+from ddbench.spec import RunEnv, RunSpec
 from ddbench.store import ResultsStore, store_path
 from ddbench.suites import load_suite
 
@@ -63,7 +67,9 @@ def fill_store(path: Path, name: str, skip: int | None = 7, partial: int = 5, se
         for index, (spec, labels) in enumerate(runs):
             if skip is not None and index % skip == 3:
                 continue
-            keys = report.run_keys(spec.to_dict(), labels, layout.paper_table, ("prior", "matcher", "generator"))
+            # the generator as a resolved run records it (`plugin_labels`), which the report reads
+            labelled = {**spec.to_dict(), "identity": {"prior": {"labels": recorded(spec.prior, spec.prior_options)}}}
+            keys = report.run_keys(labelled, labels, layout.paper_table, ("prior", "matcher", "generator"))
             store.start_run(spec.run_id, spec.to_dict(), None)
             store.finish_run(spec.run_id, 1.0, None, None)
             evaluators = spec.evaluators[:1] if index == partial else spec.evaluators
@@ -238,8 +244,15 @@ def test_paper_averages_follow_the_documented_convention() -> None:
             assert agg[1] == pytest.approx(sum(s for _, s in cells) / len(cells), abs=0.0006)
 
 
+def recorded(prior: str, options: dict) -> dict:
+    """What a resolved run records of its prior (`ddbench.identity.plugin_labels`)."""
+    return plugin_labels(registry.get_plugin_class("prior", prior), options)
+
+
 def test_paper_row_names_from_spec_options() -> None:
-    name = paper.paper_row_name
+    def name(table, field, prior, options):
+        return paper.paper_row_name(table, field, prior, options, recorded(prior, options))
+
     assert name("table4", "prior", "glad", {"backend": "tiny"}) == "glad-random"
     assert name("table4", "prior", "glad", {"backend": "stylegan-xl", "weights": "/m/cifar10.pkl"}) == "glad-trained"
     assert name("table4", "prior", "ld3m", {"model_dir": "/m/ld3m/cifar10"}) == "ld3m-trained"
@@ -250,7 +263,10 @@ def test_paper_row_names_from_spec_options() -> None:
     assert name("table7", "variant", "ld3m", {"residual": "none"}) == "ld3m-learn-zc-no-eq12"
     assert name("table7", "variant", "ld3m", {}) == "ld3m-learn-zc-eq12"
     assert name("table1", "prior", "ld3m", {}) is None  # tables 1-3 use our prior names as they are
-    gen = paper.generator_name
+
+    def gen(prior, options):
+        return paper.generator_name(prior, options, recorded(prior, options))
+
     assert [gen("pixel", {}), gen("glad", {}), gen("ld3m", {"model_dir": "/m/ld3m/cin256-v2"})] == [
         "-",
         "random",
@@ -258,12 +274,22 @@ def test_paper_row_names_from_spec_options() -> None:
     ]
     assert gen("glad", {"weights": "/models/stylegan-xl/ffhq256.pkl"}) == "ffhq"
     assert gen("glad", {"weights": "/models/mine.safetensors"}) == "mine"
-    assert report.prior_label("ld3m", {"diffusion": "off", "checkpoint": False}) == "ld3m[diffusion=off]"
-    assert report.prior_label("ld3m", {"learn": "zc"}) == "ld3m"  # a default is not a variant
+
+    def label(prior, options):
+        return report.prior_label(prior, options, recorded(prior, options))
+
+    assert label("ld3m", {"diffusion": "off", "checkpoint": False}) == "ld3m[diffusion=off]"
+    assert label("ld3m", {"learn": "zc"}) == "ld3m"  # a default is not a variant
     assert (
-        report.prior_label("glad", {"backend": "stylegan-xl", "weights": "/m/ffhq256.pkl"})
+        label("glad", {"backend": "stylegan-xl", "weights": "/m/ffhq256.pkl"})
         == "glad[backend=stylegan-xl,generator=ffhq]"
     )
+
+
+def test_a_run_that_recorded_no_labels_shows_its_options_without_importing_its_prior() -> None:
+    assert paper.generator_name("glad", {}) == paper.UNRECORDED
+    assert report.prior_label("ld3m", {"diffusion": "off", "learn": "zc"}) == "ld3m[diffusion=off,learn=zc]"
+    assert report.prior_label("ld3m", {}) == "ld3m"
 
 
 # ------------------------------------------------------------------------------- HTML
@@ -477,7 +503,9 @@ def test_a_real_baseline_under_a_prior_without_real_images_is_marked_with_the_re
         '[layout]\nrows = ["prior", "matcher"]\ncolumns = "dataset"\n'
     )
     runs = suite_runs(str(suite_file))
-    store_suite_runs(tmp_path, runs, grids=False)
+    # stored as `ddbench run` stores them: resolved, with what they recorded of their plugins
+    env = RunEnv(out=tmp_path, device="cpu")
+    store_suite_runs(tmp_path, [(resolve_spec(spec, env), labels) for spec, labels in runs], grids=False)
     scores, stored = frames(store_path(tmp_path))
     made = report.suite_table(scores, stored, runs, load_suite(str(suite_file)).layout, "baselines")
     rows = {row[:2]: row[2] for row in made.table.rows}
@@ -503,3 +531,44 @@ def test_a_table_without_stored_runs_has_no_grid_column(tmp_path: Path) -> None:
     empty = report.suite_table(scores.iloc[0:0], runs.iloc[0:0], suite_runs("table4"), layout, "table4", compare=True)
     page = report.html_report([empty], runs.iloc[0:0], store_dir=tmp_path)
     assert ">grid</th>" not in page and "No stored runs." in page
+
+
+# runs `ddbench ARGS` in a fresh interpreter, then prints which plugin modules and heavy modules it imported
+_IMPORTS_PROBE = """
+import json, sys
+from ddbench.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exit:
+    assert not exit.code, exit.code
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "ddbench_plugins"))))
+"""
+
+
+def test_reports_read_labels_from_the_store_and_import_no_plugin(tmp_path: Path) -> None:
+    """Issue 15: the leaderboard and the HTML report read what runs recorded (`plugin_labels`), for runs
+    from before labels what they were given; neither imports a plugin (nor torch)."""
+    make_demo_store(tmp_path)  # runs from before labels: no identity
+    env = RunEnv(out=tmp_path, device="cpu")
+    resolved = [
+        resolve_spec(RunSpec("fashion-mnist", "ld3m", "dm", 1, iterations=20, prior_options={"diffusion": "off"}), env),
+        resolve_spec(RunSpec("fashion-mnist", "glad", "real", 1, iterations=20), env),
+    ]
+    with ResultsStore(store_path(tmp_path), provenance=Provenance({}, None, {})) as store:
+        for spec in resolved:
+            store.start_run(spec.run_id, spec.to_dict(), tmp_path / "runs" / spec.run_id)
+            store.finish_run(spec.run_id, 1.0, None, None)
+            store.add_score(spec.run_id, "convnet", 0, {"name": "dc"}, 0.4, None, 1.0, 1.0, None)
+    page = tmp_path / "report.html"
+    for args in ([], ["--format", "html", "--output", str(page)]):
+        proc = subprocess.run(
+            [sys.executable, "-c", _IMPORTS_PROBE, "leaderboard", "--out", str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout.strip().splitlines()[-1]) == [], args
+    text = page.read_text()
+    assert "ld3m[diffusion=off]" in text  # the recorded defaults leave out the rest
+    assert "never starts from real images" in text  # glad + real, by the recorded declarations

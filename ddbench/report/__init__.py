@@ -21,7 +21,7 @@ from __future__ import annotations
 from ddbench.report.compare import compare_with_paper
 from ddbench.report.grids import grid_data_uri, resolve_run_dir
 from ddbench.report.page import external_references, html_report
-from ddbench.report.rows import ROW_KEYS, prior_label, run_keys
+from ddbench.report.rows import ROW_KEYS, prior_label, recorded_labels, run_keys
 from ddbench.report.table_html import marks_html, row_anchor, table_html
 from ddbench.report.tables import LayoutLike, ReportTable, store_tables, suite_table
 
@@ -35,6 +35,7 @@ __all__ = [
     "table_html",
     "external_references",
     "prior_label",
+    "recorded_labels",
     "run_keys",
     "resolve_run_dir",
     "grid_data_uri",

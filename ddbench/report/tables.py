@@ -34,7 +34,7 @@ from ddbench.leaderboard import (
 )
 from ddbench.paper import PaperTable, paper_table
 from ddbench.report.compare import compare_with_paper
-from ddbench.report.rows import ROW_KEYS, prior_label, run_keys
+from ddbench.report.rows import ROW_KEYS, prior_label, recorded_labels, run_keys
 from ddbench.report.runs import ChosenRun, choose_runs
 from ddbench.spec import RunSpec
 
@@ -253,7 +253,8 @@ def store_tables(scores: pd.DataFrame, runs: pd.DataFrame, value: str = "accurac
     specs = {r["run_id"]: json.loads(r["spec_json"]) for r in runs.to_dict("records")}
     frame = scores.copy()
     frame["prior"] = [
-        prior_label(p, specs.get(rid, {}).get("prior_options") or {}) for p, rid in zip(frame["prior"], frame["run_id"])
+        prior_label(p, specs.get(rid, {}).get("prior_options") or {}, recorded_labels(specs.get(rid, {})))
+        for p, rid in zip(frame["prior"], frame["run_id"])
     ]
     frame["iterations"] = [specs.get(rid, {}).get("iterations") for rid in frame["run_id"]]
     frame["run"] = frame["run_id"].str[:8]
