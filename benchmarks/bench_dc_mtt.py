@@ -33,9 +33,9 @@ import torch
 from spec_runs import draw_cells
 from tabulate import tabulate
 
-from ddbench.memory import format_bytes
-from ddbench.spec import RunEnv, RunSpec
-from ddbench.store import ResultsStore
+from ddbench.engine.memory import format_bytes
+from ddbench.engine.spec import RunEnv, RunSpec
+from ddbench.results.store import ResultsStore
 
 #: MTT experts for the benchmark: 4 epochs cover max_start_epoch 2 + expert_epochs 2 (the IPC-1 rule)
 MTT_EXPERT_OPTIONS = {"num_experts": 5, "build_experts": True}
@@ -44,8 +44,8 @@ MTT_EXPERT_OPTIONS = {"num_experts": 5, "build_experts": True}
 def _child(args: argparse.Namespace) -> None:
     """One distillation in this process; prints a JSON line with its timing and peak memory."""
     from ddbench import registry
-    from ddbench.distill import Distiller
-    from ddbench.dsa import DSA
+    from ddbench.engine.distill import Distiller
+    from ddbench.engine.dsa import DSA
 
     spec = RunSpec.from_dict(json.loads(args.spec))
     data = registry.create("dataset", spec.dataset).load().subset(spec.train_per_class)
@@ -69,8 +69,8 @@ def _reference_child(args: argparse.Namespace) -> None:
     from dc_reference import IMAGE_LR, IMAGE_MOMENTUM, initial_images, reference_iteration
 
     from ddbench import registry
+    from ddbench.engine.memory import PeakMemory
     from ddbench.interfaces import MatchContext
-    from ddbench.memory import PeakMemory
 
     device = torch.device(args.device)
     data = registry.create("dataset", "fashion-mnist").load()
@@ -152,7 +152,7 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def accuracy(args: argparse.Namespace) -> None:
-    from ddbench.pipeline import DataCache
+    from ddbench.running.pipeline import DataCache
 
     env = RunEnv(out=args.out, device=args.device, progress=sys.stderr.isatty())
     dc_it, mtt_it = args.dc_iterations, args.mtt_iterations

@@ -38,11 +38,11 @@ from record import emit, table
 from spec_runs import draw_cells
 
 from ddbench import registry
-from ddbench.distill import Distiller
-from ddbench.dsa import DSA
-from ddbench.memory import PeakMemory, format_bytes
-from ddbench.spec import RunEnv, RunSpec
-from ddbench.store import ResultsStore
+from ddbench.engine.distill import Distiller
+from ddbench.engine.dsa import DSA
+from ddbench.engine.memory import PeakMemory, format_bytes
+from ddbench.engine.spec import RunEnv, RunSpec
+from ddbench.results.store import ResultsStore
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Evaluating several seeds at once: sequential against batched (`ddbench.evaluate.evaluate_seeds`).
+"""Evaluating several seeds at once: sequential against batched (`ddbench.engine.evaluate.evaluate_seeds`).
 
 For each evaluator and IPC, a "synthetic" set of random real Fashion-MNIST training images (IPC per
 class, drawn with a fixed generator) is evaluated with the DC protocol for N seeds twice: seed after
@@ -47,7 +47,7 @@ def synthetic_set(data: Any, ipc: int, seed: int = 0) -> tuple[Any, Any]:
 def time_variant(
     images: Any, labels: Any, data: Any, evaluator: str, seeds: list[int], epochs: int, batched: bool
 ) -> dict[str, Any]:
-    from ddbench.evaluate import evaluate_seeds
+    from ddbench.engine.evaluate import evaluate_seeds
 
     start, cpu_start = time.perf_counter(), time.process_time()
     results = evaluate_seeds(images, labels, data, evaluator, "dc", seeds, device="cpu", epochs=epochs, batched=batched)

@@ -3,8 +3,8 @@
 ``speed``: time per training epoch and peak memory of each evaluator on an IPC-10 synthetic set
 (10 classes × 10 random images) at 28 px (1 channel, Fashion-MNIST; DC protocol) and 128 px
 (3 channels, ImageNet subsets; GLaD protocol), with the protocol's batch size and DSA, through
-the same `ddbench.training.train_classifier` loop evaluation uses. Each (evaluator, resolution)
-runs in a fresh process, so the CPU figure (peak process RSS, `ddbench.memory.PeakMemory`) is its
+the same `ddbench.engine.training.train_classifier` loop evaluation uses. Each (evaluator, resolution)
+runs in a fresh process, so the CPU figure (peak process RSS, `ddbench.engine.memory.PeakMemory`) is its
 own; "+ over start" subtracts the RSS just before training (interpreter, torch, the built network).
 
 ``accuracy``: the cross-architecture table on Fashion-MNIST with random real images at IPC 10:
@@ -51,9 +51,9 @@ def time_one(evaluator: str, resolution: int, epochs: int, device_name: str, thr
     import torch
 
     from ddbench import registry
-    from ddbench.memory import PeakMemory, current_rss_bytes
-    from ddbench.protocols import get_protocol
-    from ddbench.training import train_classifier
+    from ddbench.engine.memory import PeakMemory, current_rss_bytes
+    from ddbench.engine.protocols import get_protocol
+    from ddbench.engine.training import train_classifier
 
     if threads:
         torch.set_num_threads(threads)
@@ -105,7 +105,7 @@ def time_one(evaluator: str, resolution: int, epochs: int, device_name: str, thr
 def run_speed(args: argparse.Namespace) -> None:
     import torch
 
-    from ddbench.memory import format_bytes
+    from ddbench.engine.memory import format_bytes
 
     resolutions = [int(r) for r in args.resolutions.split(",")]
     unknown = sorted(set(resolutions) - set(SETTINGS))
@@ -154,8 +154,8 @@ def run_speed(args: argparse.Namespace) -> None:
 def run_accuracy(args: argparse.Namespace) -> None:
     from spec_runs import run_specs
 
-    from ddbench.spec import RunEnv, RunSpec
-    from ddbench.store import ResultsStore, store_path
+    from ddbench.engine.spec import RunEnv, RunSpec
+    from ddbench.results.store import ResultsStore, store_path
 
     spec = RunSpec(
         dataset="fashion-mnist", prior="pixel", matcher="real", ipc=10,

@@ -28,7 +28,7 @@ from typing import Any
 from record import emit, table
 from spec_runs import RESULT_HEADERS, result_cells, run_specs
 
-from ddbench.cli import parse_key_values
+from ddbench.cli.main import parse_key_values
 
 
 def _row(store: Any, spec: Any, label: str, env: Any) -> list[Any]:
@@ -60,8 +60,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
 
-    from ddbench.spec import RunEnv, RunSpec
-    from ddbench.store import ResultsStore, store_path
+    from ddbench.engine.spec import RunEnv, RunSpec
+    from ddbench.results.store import ResultsStore, store_path
 
     ipcs = [int(i) for i in args.ipcs.split(",")]
     layers = [int(i) for i in args.layers.split(",") if i.strip()]

@@ -23,7 +23,7 @@ from pathlib import Path
 from record import emit, table
 from spec_runs import RESULT_HEADERS, result_cells, run_specs
 
-from ddbench.cli import parse_key_values
+from ddbench.cli.main import parse_key_values
 
 # Paper Tables 6 and 7 (IPC 1): each ablation changes one option of the full method; the last row is
 # the reference code's residual (x̂0 blended toward quantize(Z)) in place of the paper's Eq. 12
@@ -62,8 +62,8 @@ def main() -> None:
 
     from ddbench_plugins.priors.ld3m.backends import load_backend
 
-    from ddbench.spec import RunEnv, RunSpec
-    from ddbench.store import ResultsStore, store_path
+    from ddbench.engine.spec import RunEnv, RunSpec
+    from ddbench.results.store import ResultsStore, store_path
 
     load_backend(args.model_dir)  # fail here, with the fix in the message, not in the first child process
     ld3m_opts = {**parse_key_values(args.ld3m_opt, "--ld3m-opt"), "model_dir": str(args.model_dir.resolve())}

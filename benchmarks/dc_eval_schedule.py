@@ -20,7 +20,7 @@ from ddbench_plugins.evaluators.convnet import ConvNet
 from torch import Tensor, nn
 
 from ddbench import registry
-from ddbench.synthetic import load_synthetic_dataset
+from ddbench.engine.synthetic import load_synthetic_dataset
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 

@@ -32,8 +32,8 @@ from tabulate import tabulate
 from torch import Tensor
 
 from ddbench import registry
+from ddbench.engine.seeding import generator, seed_everything
 from ddbench.interfaces import MatchContext, RealData
-from ddbench.seeding import generator, seed_everything
 
 BATCH_REAL, IMAGE_LR, IMAGE_MOMENTUM = 256, 0.1, 0.5
 
@@ -80,8 +80,8 @@ def ddbench_distill(
     data: RealData, draw: int, iterations: int, device: torch.device, options: dict[str, object], out: Path
 ) -> tuple[Tensor, float]:
     """ddbench's DC (pixel prior, no DSA, ``options``) for a spec with seed ``draw``; returns (images, s/it)."""
-    from ddbench.distill import Distiller
-    from ddbench.spec import RunSpec
+    from ddbench.engine.distill import Distiller
+    from ddbench.engine.spec import RunSpec
 
     spec = RunSpec(dataset="fashion-mnist", prior="pixel", matcher="dc", ipc=1, iterations=iterations, dsa=False,
                    matcher_options=options, seed=draw)  # fmt: skip

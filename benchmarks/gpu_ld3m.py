@@ -30,7 +30,7 @@ IPC = 1
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics
 
 try:  # the engine's split backward (generate without graph → dL/dS → regenerate chunks with graph)
-    from ddbench.distill import split_backward_step
+    from ddbench.engine.distill import split_backward_step
 except ImportError:  # pragma: no cover - only while the engine is missing
 
     def split_backward_step(
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         registry.get_plugin_class("matcher", matcher_name)  # fail now, naming what is installed
     dsa = None
     if not args.no_dsa:
-        from ddbench.dsa import DSA
+        from ddbench.engine.dsa import DSA
 
         dsa = DSA()
 

@@ -7,7 +7,7 @@ from ddbench_plugins.priors.ld3m import LD3MPrior
 from torch import Tensor
 
 from ddbench import registry
-from ddbench.distill import split_backward_step
+from ddbench.engine.distill import split_backward_step
 from ddbench.interfaces import LatentState, Matcher, RealData, RealSampler, class_labels
 
 

@@ -22,8 +22,8 @@ import torch
 from ld3m_common import PixelTarget, engine_step, load_data, make_prior
 from record import emit, table
 
+from ddbench.engine.memory import PeakMemory, format_bytes
 from ddbench.interfaces import chunked
-from ddbench.memory import PeakMemory, format_bytes
 
 
 class SavedBytes:

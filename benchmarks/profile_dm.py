@@ -23,9 +23,9 @@ from ddbench_plugins.evaluators.convnet import ConvNet
 from record import emit, table
 
 from ddbench import registry
-from ddbench.distill import Distiller
-from ddbench.dsa import DSA
-from ddbench.spec import RunSpec
+from ddbench.engine.distill import Distiller
+from ddbench.engine.dsa import DSA
+from ddbench.engine.spec import RunSpec
 
 
 def profile_iterations(ipc: int, iterations: int, options: dict) -> float:
@@ -117,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ddbench.grid import parse_key_values
+    from ddbench.running.grid import parse_key_values
 
     if args.roofline:
         roofline(args.repeats)

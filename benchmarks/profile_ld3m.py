@@ -1,6 +1,6 @@
 """Where an LD3M + DM iteration's time goes on Fashion-MNIST, stage by stage, through the real engine.
 
-Each iteration runs `ddbench.distill.split_backward_step` exactly as a run does; the prior's
+Each iteration runs `ddbench.engine.distill.split_backward_step` exactly as a run does; the prior's
 noise draws, the backend's denoiser and decoder calls and the matcher's loss are wrapped with
 clocks, and ``Tensor.backward`` with a flag, so every call is attributed to a stage:
 
@@ -36,10 +36,10 @@ import torch
 from record import emit, table
 
 from ddbench import registry
-from ddbench.distill import split_backward_step
-from ddbench.dsa import DSA
+from ddbench.engine.distill import split_backward_step
+from ddbench.engine.dsa import DSA
+from ddbench.engine.seeding import derive_seed, generator, seed_everything
 from ddbench.interfaces import MatchContext, RealSampler, class_labels
-from ddbench.seeding import derive_seed, generator, seed_everything
 
 STAGES = (
     "noise",
@@ -87,7 +87,7 @@ class StageClock:
 
 def parse_variants(text: str) -> list[tuple[str, dict[str, Any]]]:
     """``name=k=v,k=v;name2=...`` → [(name, prior options)]."""
-    from ddbench.grid import parse_key_values
+    from ddbench.running.grid import parse_key_values
 
     variants = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
@@ -158,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ddbench.grid import parse_key_values
+    from ddbench.running.grid import parse_key_values
 
     dm_options = parse_key_values(args.dm_opt, "--dm-opt")
     data = (

@@ -1,5 +1,5 @@
 """One way for benchmark scripts to keep their figures: a JSON file per script under one directory,
-with the command that produced it, the commit and the machine (ddbench.provenance).
+with the command that produced it, the commit and the machine (ddbench.results.provenance).
 
     from record import emit, table
     emit("ld3m_z_signal", [table(["generator", "MSE"], rows, title="…")], settings={...})
@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ddbench import fileio, provenance
+from ddbench.results import provenance
+from ddbench.util import fileio
 
 #: the layout `tables.py` reads; bump when a field's meaning changes
 RECORD_VERSION = 1

@@ -1,5 +1,5 @@
 """Shared by the benchmarks that compare `ddbench run` specs: run them the way `ddbench run` does
-(`ddbench.sweep.run_sweep` through the ``local`` executor, so `ddbench.executor.execute_task` claims,
+(`ddbench.running.sweep.run_sweep` through the ``local`` executor, so `ddbench.running.executor.execute_task` claims,
 logs and records each run) and read their rows back from the store.
 
 Each spec runs in a fresh process of its own by default, so its peak RSS is its own (the CPU has no
@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from ddbench.identity import resolve_spec, resolve_specs
-from ddbench.memory import format_bytes
-from ddbench.spec import RunEnv, RunSpec
-from ddbench.store import ResultsStore
+from ddbench.engine.memory import format_bytes
+from ddbench.engine.spec import RunEnv, RunSpec
+from ddbench.results.store import ResultsStore
+from ddbench.running.identity import resolve_spec, resolve_specs
 
 
 def _sweep(specs: list[RunSpec], env: RunEnv, threads: int | None) -> dict[str, str]:
@@ -27,7 +27,7 @@ def _sweep(specs: list[RunSpec], env: RunEnv, threads: int | None) -> dict[str, 
     from rich.console import Console
 
     from ddbench import registry
-    from ddbench.sweep import run_sweep
+    from ddbench.running.sweep import run_sweep
 
     if threads:
         import torch

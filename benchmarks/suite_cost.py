@@ -1,7 +1,7 @@
 """What a suite's runs cost, as recorded in the store, next to the `--dry-run` estimate.
 
 Per finished run: distillation s/it and minutes, evaluation (training + test) minutes, and the
-1-core estimate of `ddbench.sweep`; then the totals over the suite's runs. `--all` also lists the
+1-core estimate of `ddbench.running.sweep`; then the totals over the suite's runs. `--all` also lists the
 store's other finished runs (earlier suite versions, ad hoc runs), marked as outside the suite.
 
     python benchmarks/suite_cost.py --suite fmnist-cpu --out ddbench-out/fmnist-cpu
@@ -16,11 +16,11 @@ from pathlib import Path
 import pandas as pd
 from record import emit, table
 
-from ddbench.identity import resolve_specs
-from ddbench.spec import RunEnv, RunSpec
-from ddbench.store import ResultsStore
-from ddbench.suites import load_suite
-from ddbench.sweep import format_duration, plan_sweep
+from ddbench.engine.spec import RunEnv, RunSpec
+from ddbench.results.store import ResultsStore
+from ddbench.running.identity import resolve_specs
+from ddbench.running.suites import load_suite
+from ddbench.running.sweep import format_duration, plan_sweep
 
 
 def main() -> None:

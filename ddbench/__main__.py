@@ -1,6 +1,6 @@
 """``python -m ddbench``: the same command line as the ``ddbench`` script."""
 
-from ddbench.cli import main
+from ddbench.cli.main import main
 
 if __name__ == "__main__":
     main()

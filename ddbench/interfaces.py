@@ -160,7 +160,7 @@ class IdentityContext:
 class Plugin(abc.ABC):  # noqa: B024 - a base with no abstract method of its own; the families add them
     """Common base: a registered name and a one-line description shown by `ddbench plugins`.
 
-    What the run id records of a plugin (`ddbench.identity`) is declared here: its behaviour
+    What the run id records of a plugin (`ddbench.running.identity`) is declared here: its behaviour
     ``version``, which options name model files (``path_options``), which options never change the
     result (``neutral_options``) and what its options mean on the target device (`effective_options`).
     """
@@ -223,11 +223,11 @@ class DatasetPlugin(Plugin):
     def fingerprint(self, root: str | None = None, res: int | None = None) -> str | None:
         """A digest of the files `load` reads (part of the run id), or None when unknown.
 
-        Cheap enough for every run: `ddbench.fingerprint.files_digest` (bytes, cached) for a few
+        Cheap enough for every run: `ddbench.util.fingerprint.files_digest` (bytes, cached) for a few
         data files, `listing_digest` (relative paths and sizes) for big image trees. Raise
         DataNotFoundError when the data is not there. Default: the listing of every file under
         `locate`'s directory, or None for a dataset without one."""
-        from ddbench.fingerprint import listing_digest
+        from ddbench.util.fingerprint import listing_digest
 
         try:
             directory = self.locate(root)
@@ -333,7 +333,7 @@ class RealSampler:
 class MatchContext:
     """What a matcher may know about the run (never which prior made the images).
 
-    ``dsa`` is `ddbench.dsa.DSA` or None (``--no-dsa``): call ``dsa(images, seed)`` on the real
+    ``dsa`` is `ddbench.engine.dsa.DSA` or None (``--no-dsa``): call ``dsa(images, seed)`` on the real
     and the synthetic batch with ONE seed (siamese: the same op and parameters on both sides), and
     draw that seed with `draw_seed`, from the RNG the engine seeds each iteration, so a run is
     reproducible and resumes exactly.
@@ -342,7 +342,7 @@ class MatchContext:
     data: RealData
     ipc: int
     device: torch.device
-    dsa: Any  # ddbench.dsa.DSA, or None when augmentation is off
+    dsa: Any  # ddbench.engine.dsa.DSA, or None when augmentation is off
     cache_dir: str | None = None  # where a matcher may keep derived data (e.g. MTT expert buffers)
 
     @staticmethod
@@ -443,7 +443,7 @@ class Evaluator(Plugin):
     protocol_lrs: ClassVar[dict[str, float]] = {}
     #: smallest input resolution the architecture supports
     min_resolution: ClassVar[int] = 1
-    #: whether the seeds of one evaluation may train as one batched model (`ddbench.seed_batching`):
+    #: whether the seeds of one evaluation may train as one batched model (`ddbench.engine.seed_batching`):
     #: every op of the network must have a vmap rule and its forward must draw no random numbers
     batched_seeds: ClassVar[bool] = False
 

@@ -130,7 +130,7 @@ BASE_CLASSES: dict[str, str] = {
     "prior": "ddbench.interfaces:Prior",
     "matcher": "ddbench.interfaces:Matcher",
     "evaluator": "ddbench.interfaces:Evaluator",
-    "executor": "ddbench.executor:Executor",
+    "executor": "ddbench.running.executor:Executor",
 }
 
 
@@ -223,7 +223,7 @@ def get_plugin_class(family: str, name: str) -> type:
 def create(family: str, name: str, **options: Any) -> Any:
     """Instantiate a plugin; its options are its ``__init__`` keyword arguments (unknown keys are errors),
     converted to their annotated types first (``"64"`` → 64 for an ``int``; ``"lots"`` is an error)."""
-    from ddbench._coerce import coerce_options
+    from ddbench.util._coerce import coerce_options
 
     cls = get_plugin_class(family, name)
     signature = inspect.signature(cls)

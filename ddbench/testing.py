@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ddbench.dsa import DSA
+from ddbench.engine.dsa import DSA
+from ddbench.engine.seeding import generator, seed_everything
 from ddbench.errors import DDBenchError
 from ddbench.interfaces import (
     ANY_TENSOR,
@@ -39,7 +40,6 @@ from ddbench.interfaces import (
     RealSampler,
     class_labels,
 )
-from ddbench.seeding import generator, seed_everything
 
 #: the base class each family's plugins subclass (`ddbench.registry.BASE_CLASSES`, without executors)
 FAMILY_BASES: dict[str, type] = {"dataset": DatasetPlugin, "prior": Prior, "matcher": Matcher, "evaluator": Evaluator}
@@ -321,7 +321,7 @@ def _check_batched_seeds(
     evaluator: Evaluator, net: nn.Module, channels: int, num_classes: int, resolution: int
 ) -> None:
     """An evaluator that allows batched seeds gives each seed's own logits when two are stacked."""
-    from ddbench.seed_batching import StackedNetworks
+    from ddbench.engine.seed_batching import StackedNetworks
 
     torch.manual_seed(1)
     other = evaluator.build(channels, num_classes, resolution)
@@ -350,13 +350,13 @@ def check_dataset(cls: type[DatasetPlugin], **options: Any) -> None:
 
 
 def check_executor(cls: type, **options: Any) -> None:
-    """An executor subclasses `ddbench.executor.Executor`, describes itself and builds from its options."""
-    from ddbench.executor import Executor
+    """An executor subclasses `ddbench.running.executor.Executor`, describes itself and builds from its options."""
+    from ddbench.running.executor import Executor
 
     _require(
         isinstance(cls, type) and issubclass(cls, Executor),
         cls,
-        "an executor plugin subclasses ddbench.executor.Executor",
+        "an executor plugin subclasses ddbench.running.executor.Executor",
     )
     _require(isinstance(cls.description, str) and cls.description.strip() != "" and "\n" not in cls.description, cls,
              "`description` is one non-empty line (`ddbench plugins` shows it)")  # fmt: skip

@@ -8,6 +8,9 @@ What the core needs of a plugin it reads from class attributes the plugin declar
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import tomllib
@@ -25,7 +28,7 @@ DEFAULTS: dict[str, str] = {
     "dm": "the default matcher",
     "convnet": "the default evaluator (and MatchContext.build_network's default network)",
     "local": "the default executor",
-    "dc": "the default evaluation protocol, named after the DC paper (ddbench/protocols.py), not the matcher",
+    "dc": "the default evaluation protocol, named after the DC paper (ddbench/engine/protocols.py), not the matcher",
 }
 #: (core module, name) → why it may appear there anyway. Keep this small.
 ALLOWED: dict[tuple[str, str], str] = {
@@ -258,3 +261,102 @@ def test_the_cycle_check_finds_a_cycle_through_a_local_import(tmp_path):
     (tmp_path / "b.py").write_text("def f():\n    from pkg.a import x\n")
     (tmp_path / "c.py").write_text("import pkg.a\n")
     assert import_cycles(_module_names(tmp_path, "pkg")) == [["pkg.a", "pkg.b"]]
+
+
+# ------------------------------------------------------------------------------------- layers
+
+#: the core's layers (ddbench/*/) → the layers and top-level modules each may import, at module level
+#: or inside a function; docs/layout.md states the same rules. The top-level modules other than
+#: `testing` are the plugin API: errors, interfaces, registry and the package itself.
+API = {"ddbench", "ddbench.errors", "ddbench.interfaces", "ddbench.registry"}
+LAYERS: dict[str, set[str]] = {
+    "util": {"ddbench.util", "ddbench.errors"},
+    "engine": {"ddbench.engine", "ddbench.util", *API},
+    "results": {"ddbench.results", "ddbench.engine", "ddbench.util", *API},
+    "running": {"ddbench.running", "ddbench.engine", "ddbench.results", "ddbench.util", *API},
+    "cli": {"ddbench.cli", "ddbench.running", "ddbench.engine", "ddbench.results", "ddbench.util", *API},
+}
+#: the API's own modules import only each other and util (`testing` may use the engine and running:
+#: it runs a plugin through them)
+API_MAY_IMPORT = {"ddbench.util", *API}
+#: what the results layer may take from the engine: plain data that imports no torch
+RESULTS_FROM_ENGINE = {"ddbench.engine.spec", "ddbench.engine.soft_labels", "ddbench.engine.metrics"}
+
+
+def _is_module(dotted: str) -> bool:
+    path = ROOT.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or path.is_dir()
+
+
+def core_imports(path: Path) -> set[str]:
+    """The ddbench modules ``path`` imports, at module level or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from ddbench.results import report` imports the module ddbench.results.report,
+            # `from ddbench import __version__` the package itself
+            found.update(
+                f"{node.module}.{a.name}" if _is_module(f"{node.module}.{a.name}") else node.module for a in node.names
+            )
+    return {m for m in found if m == "ddbench" or m.startswith("ddbench.")}
+
+
+def _allowed(module: str, allowed: set[str]) -> bool:
+    return any(module == a or (a != "ddbench" and module.startswith(f"{a}.")) for a in allowed)
+
+
+def _layer_offenders() -> list[str]:
+    offenders = []
+    for path in core_modules():
+        parts = path.relative_to(CORE).parts
+        if len(parts) == 1 and path.name in ("testing.py", "__init__.py", "__main__.py"):
+            continue  # the package's entry points and the contract checks, which run plugins through the layers
+        layer = parts[0] if len(parts) > 1 else None
+        allowed = LAYERS[layer] if layer else API_MAY_IMPORT
+        for module in sorted(core_imports(path)):
+            if not _allowed(module, allowed):
+                offenders.append(f"{path.relative_to(ROOT)} ({layer or 'the plugin API'}) imports {module}")
+            elif layer == "results" and module.startswith("ddbench.engine.") and module not in RESULTS_FROM_ENGINE:
+                offenders.append(f"{path.relative_to(ROOT)} (results) imports {module}: not plain data")
+    return offenders
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    offenders = _layer_offenders()
+    assert not offenders, "see docs/layout.md for what each layer may import:\n" + "\n".join(offenders)
+
+
+def test_nothing_but_python_dash_m_imports_the_cli():
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for base in (CORE, ROOT / "plugins")
+        for path in sorted(base.rglob("*.py"))
+        if not (base == CORE and path.relative_to(CORE).parts[0] in ("cli", "__main__.py"))
+        for module in core_imports(path)
+        if module == "ddbench.cli" or module.startswith("ddbench.cli.")
+    ]
+    assert not offenders, "the CLI is the top layer: move what others need out of it\n" + "\n".join(offenders)
+
+
+def test_the_results_layer_and_the_util_layer_import_no_torch():
+    """A leaderboard or report of a store needs neither torch nor a plugin (issue 15)."""
+    modules = sorted(name for layer in ("results", "util") for name in _module_names(CORE / layer, f"ddbench.{layer}"))
+    probe = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ddbench_plugins'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_layer_check_finds_an_upward_import(tmp_path):
+    """The rule above can fail: an engine module that imports the store is found."""
+    module = tmp_path / "distill.py"
+    module.write_text("def f():\n    from ddbench.results.store import ResultsStore\n")
+    imports = core_imports(module)
+    assert imports == {"ddbench.results.store"} and not _allowed("ddbench.results.store", LAYERS["engine"])

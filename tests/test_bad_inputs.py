@@ -1,7 +1,7 @@
 """Bad input, one table: every case exits non-zero with one line that names the fix, no traceback,
 and leaves the results store exactly as it was (issue 16).
 
-Each case runs the CLI in this process (`ddbench.cli.main`) against its own copy of one tiny store
+Each case runs the CLI in this process (`ddbench.cli.main.main`) against its own copy of one tiny store
 (Fashion-MNIST slice, ``real`` at IPC 1 and 2). Placeholders in a case's argv: ``{out}`` the store
 copy, ``{tmp}`` a scratch folder, ``{slice}`` the Fashion-MNIST slice (12 training images per class),
 ``{ro}`` a read-only bind mount of a store copy.
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddbench.cli import main
+from ddbench.cli.main import main
 
 # data and store ------------------------------------------------------------------------------
 
@@ -544,7 +544,7 @@ def test_default_leaderboard_groups_several_ipcs(env: Env, capsys):
 def test_markdown_escapes_pipes_and_html_in_labels():
     import pandas as pd
 
-    from ddbench.leaderboard import leaderboard_table, to_markdown
+    from ddbench.results.leaderboard import leaderboard_table, to_markdown
 
     frame = pd.DataFrame({"dataset": ["d"] * 2, "prior": ["a|b", "<script>x</script>"], "matcher": ["dm"] * 2,
                           "evaluator": ["convnet"] * 2, "seed": [0, 0], "accuracy": [0.5, 0.6]})  # fmt: skip
@@ -588,8 +588,8 @@ def test_readers_leave_no_lock_file(env: Env):
 def test_a_damaged_synthetic_set_is_a_clear_error_and_the_run_redistils(damage, env: Env, capsys):
     from safetensors.torch import load_file, save_file
 
+    from ddbench.engine.synthetic import METADATA_FILE, TENSORS_FILE, SyntheticSet
     from ddbench.errors import CorruptFileError
-    from ddbench.synthetic import METADATA_FILE, TENSORS_FILE, SyntheticSet
 
     run_dir = next(d for d in (env.out / "runs" / "fashion-mnist").iterdir() if "-ipc1-" in d.name)
     if damage == "tensors-without-images":
@@ -601,7 +601,7 @@ def test_a_damaged_synthetic_set_is_a_clear_error_and_the_run_redistils(damage, 
     with pytest.raises(CorruptFileError, match="run again"):
         SyntheticSet.load(run_dir)
     # one more seed than stored, so the run has work to do: a complete run is skipped from the
-    # store's record alone (ddbench.run_state) without opening its set
+    # store's record alone (ddbench.running.run_state) without opening its set
     argv = ["run", *[env.fmt(a) for a in SLICE_RUN], "--ipc", "1", "--seeds", "2", "--out", str(env.out)]
     assert _cli(argv) == 0
     assert "distilling again" in capsys.readouterr().err
@@ -615,7 +615,7 @@ def test_every_run_file_has_one_mode(built_store: Path):
 
 
 def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_numbers(env: Env, capsys, monkeypatch):
-    from ddbench import preflight
+    from ddbench.running import preflight
 
     monkeypatch.setattr(preflight, "available_bytes", lambda device: 64 * 2**20)
     before = store_digest(env.out)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ddbench.baselines import baseline_problem, split_meaningful
-from ddbench.cli import cli, main
-from ddbench.spec import RunSpec
+from ddbench.cli.main import cli, main
+from ddbench.engine.spec import RunSpec
+from ddbench.results.baselines import baseline_problem, split_meaningful
 
 
 def test_a_real_baseline_needs_a_prior_that_starts_from_real_images() -> None:

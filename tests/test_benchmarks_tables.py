@@ -93,14 +93,14 @@ def test_the_readme_is_generated_from_the_committed_records(harness):
 
 def test_spec_runs_go_through_the_executor_and_read_back(harness, tmp_path, fmnist_slice):
     """`spec_runs.run_specs` takes `ddbench run`'s path: the executor's run log and lock, the store's row."""
-    from ddbench.spec import RunEnv, RunSpec
-    from ddbench.store import ResultsStore, store_path
+    from ddbench.engine.spec import RunEnv, RunSpec
+    from ddbench.results.store import ResultsStore, store_path
 
     spec_runs = importlib.import_module("spec_runs")
     env = RunEnv(out=tmp_path, data_root=str(fmnist_slice))
     spec = RunSpec(dataset="fashion-mnist", matcher="real", ipc=1, eval_epochs=1, eval_seeds=(0,), test_size=40)
     (resolved,) = spec_runs.run_specs([spec], env, threads=1, fresh_process=False)
-    assert (env.run_dir(resolved) / "run.log").exists()  # written by ddbench.executor.execute_task
+    assert (env.run_dir(resolved) / "run.log").exists()  # written by ddbench.running.executor.execute_task
     with ResultsStore(store_path(tmp_path)) as store:
         accuracy, seeds, *_ = spec_runs.result_cells(store, spec, env)
     assert seeds == 1 and "±" in accuracy

@@ -8,9 +8,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from ddbench.cli import cli, main
+from ddbench.cli.main import cli, main
 
-DDBENCH = [sys.executable, "-m", "ddbench.cli"]
+DDBENCH = [sys.executable, "-m", "ddbench.cli.main"]
 FAST = ["--iterations", "3", "--eval-epochs", "3", "--seeds", "1", "--algo-opt", "dm.batch_real=12", "--no-progress"]
 
 
@@ -78,13 +78,13 @@ def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
 
     again = subprocess.run([*DDBENCH, *args], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert "2 already in the store, 0 to run" in again.stderr  # "already done?": ddbench.run_state
+    assert "2 already in the store, 0 to run" in again.stderr  # "already done?": ddbench.running.run_state
     typed_default = subprocess.run(
         [*DDBENCH, *args, "--executor", "local", "--workers", "1"], capture_output=True, text=True, timeout=600
     )
     assert typed_default.returncode == 0 and "2 already in the store, 0 to run" in typed_default.stderr
 
-    from ddbench.store import ResultsStore
+    from ddbench.results.store import ResultsStore
 
     with ResultsStore(out / "results.sqlite") as store:
         scores = store.scores_frame()
@@ -113,8 +113,8 @@ def test_missing_data_says_where_it_looked(tmp_path, capsys, monkeypatch):
 
 
 def test_the_headline_command_says_what_it_runs_in_one_line():
-    from ddbench.preview import preview_lines
-    from ddbench.spec import RunSpec
+    from ddbench.engine.spec import RunSpec
+    from ddbench.running.preview import preview_lines
 
     spec = RunSpec(prior="ld3m", matcher="dm", ipc=10, iterations=1000, eval_seeds=(0, 1, 2))
     lines = preview_lines(
@@ -143,9 +143,9 @@ def test_the_preview_shows_the_resolved_generator_as_text(monkeypatch, fmnist_av
 
     from rich.console import Console
 
-    from ddbench import cli as cli_module
-    from ddbench.identity import resolve_specs
-    from ddbench.spec import RunEnv, RunSpec
+    from ddbench.cli import main as cli_module
+    from ddbench.engine.spec import RunEnv, RunSpec
+    from ddbench.running.identity import resolve_specs
 
     buffer = io.StringIO()
     monkeypatch.setattr(cli_module, "console", Console(file=buffer, width=400))

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ddbench._entry_commands import entry_point_short_help
+from ddbench.cli._entry_commands import entry_point_short_help
 
 HELP_COMMANDS = [
     [],
@@ -31,7 +31,7 @@ HELP_COMMANDS = [
 # runs `ddbench ARGS` in a fresh interpreter, then reports which heavy modules got imported
 _PROBE = """
 import json, sys
-from ddbench.cli import main
+from ddbench.cli.main import main
 code = 0  # help returns normally (click standalone_mode=False)
 try:
     main(sys.argv[1:])
@@ -109,7 +109,7 @@ def test_entry_point_help_is_read_from_source():
 
 
 def test_no_tty_output_is_not_wrapped(monkeypatch):
-    from ddbench._console import stderr_console
+    from ddbench.util._console import stderr_console
 
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file or a pipe: not a terminal
     console = stderr_console()

@@ -82,7 +82,7 @@ def test_sigterm_keeps_the_checkpoint_exits_143_and_the_rerun_resumes_to_the_sam
 
 
 def test_the_sigterm_handler_raises_only_in_its_block():
-    from ddbench._signals import SIGTERM_EXIT_CODE, Terminated, sigterm_interrupts
+    from ddbench.cli._signals import SIGTERM_EXIT_CODE, Terminated, sigterm_interrupts
 
     assert SIGTERM_EXIT_CODE == 143
     before = signal.getsignal(signal.SIGTERM)

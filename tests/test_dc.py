@@ -231,7 +231,7 @@ def test_begin_iteration_builds_a_fresh_seeded_network(tiny_data):
 def test_cli_runs_dc_end_to_end_with_pixel_prior(fmnist_slice, tmp_path: Path):
     from click.testing import CliRunner
 
-    from ddbench.cli import cli
+    from ddbench.cli.main import cli
 
     out = tmp_path / "out"
     result = CliRunner().invoke(

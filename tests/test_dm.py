@@ -6,7 +6,7 @@ import pytest
 import torch
 from ddbench_plugins.matchers.dm import DistributionMatching
 
-from ddbench.dsa import DSA
+from ddbench.engine.dsa import DSA
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import MatchContext, RealSampler, class_labels
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddbench.dsa import BLOCK, DSA
+from ddbench.engine.dsa import BLOCK, DSA
 from ddbench.errors import InvalidOptionError
 
 OPS = ["color", "crop", "cutout", "flip", "scale", "rotate"]

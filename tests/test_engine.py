@@ -9,10 +9,10 @@ import torch
 from ddbench_plugins.priors.pixel import PixelPrior
 from torch import Tensor
 
-from ddbench.distill import CHECKPOINT_FILE, Distiller, split_backward_step
+from ddbench.engine.distill import CHECKPOINT_FILE, Distiller, split_backward_step
+from ddbench.engine.spec import RunSpec
 from ddbench.errors import NonFiniteLossError
 from ddbench.interfaces import LatentState, Matcher, Prior, RealSampler, class_labels
-from ddbench.spec import RunSpec
 
 
 class MeanMatcher(Matcher):
@@ -189,7 +189,7 @@ def test_a_matcher_that_does_not_distil_gets_no_progress_bar(tiny_data, tmp_path
     from ddbench_plugins.matchers.real import RandomReal
     from rich.console import Console
 
-    from ddbench.progress import make_progress
+    from ddbench.util.progress import make_progress
 
     for matcher, shown in ((RandomReal(), False), (MeanMatcher(), True)):
         out = io.StringIO()

@@ -1,4 +1,4 @@
-"""Several seeds as one batched model (`ddbench.seed_batching`) against the sequential path, on tiny data.
+"""Several seeds as one batched model (`ddbench.engine.seed_batching`) against the sequential path, on tiny data.
 
 Tolerance: a seed's batched run differs from its sequential run only by floating-point summation
 order, so after a few epochs its parameters agree to ``PARAM_RTOL`` (relative, over all
@@ -15,14 +15,15 @@ import torch
 import torch.nn.functional as F
 from conftest import make_tiny_data
 
-from ddbench import evaluate as evaluate_module, registry
+from ddbench import registry
+from ddbench.engine import evaluate as evaluate_module
+from ddbench.engine.evaluate import evaluate_seeds, evaluate_synthetic, resolve_batched
+from ddbench.engine.protocols import EvalProtocol
+from ddbench.engine.seed_batching import StackedNetworks, train_stacked
+from ddbench.engine.training import train_classifier
 from ddbench.errors import InvalidOptionError, NonFiniteLossError
-from ddbench.evaluate import evaluate_seeds, evaluate_synthetic, resolve_batched
 from ddbench.interfaces import Evaluator
-from ddbench.protocols import EvalProtocol
-from ddbench.seed_batching import StackedNetworks, train_stacked
 from ddbench.testing import ContractError, check_evaluator
-from ddbench.training import train_classifier
 
 SEEDS = (0, 1, 2)
 PARAM_RTOL = 1e-4
@@ -131,7 +132,7 @@ def test_sequential_switch_is_the_single_seed_path(tiny_data):
 
 def test_network_with_dropout_falls_back_and_says_so_once(tiny_data, caplog, monkeypatch):
     monkeypatch.setattr(evaluate_module, "_FALLBACKS_SAID", set())
-    with caplog.at_level(logging.WARNING, logger="ddbench.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="ddbench.engine.evaluate"):
         first = _evaluate(tiny_data, batched=True, evaluator="vit", options=TINY_VIT)
         second = _evaluate(tiny_data, batched=True, evaluator="vit", options=TINY_VIT)
     said = [r.getMessage() for r in caplog.records if "not batched" in r.getMessage()]
@@ -142,7 +143,7 @@ def test_network_with_dropout_falls_back_and_says_so_once(tiny_data, caplog, mon
 
 def test_vit_without_dropout_batches(tiny_data, caplog):
     options = {**TINY_VIT, "dropout": 0.0, "emb_dropout": 0.0}
-    with caplog.at_level(logging.WARNING, logger="ddbench.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="ddbench.engine.evaluate"):
         results = _evaluate(tiny_data, batched=True, evaluator="vit", options=options)
     assert all(r.batched for r in results)
     assert not [r for r in caplog.records if "not batched" in r.getMessage()]
@@ -202,10 +203,10 @@ def test_contract_check_catches_a_false_batching_claim():
 
 
 def test_a_run_stores_batched_scores_under_the_same_key(tmp_path, fmnist_slice, monkeypatch):
-    from ddbench.identity import resolve_spec
-    from ddbench.pipeline import DataCache, run_spec
-    from ddbench.spec import RunEnv, RunSpec
-    from ddbench.store import ResultsStore
+    from ddbench.engine.spec import RunEnv, RunSpec
+    from ddbench.results.store import ResultsStore
+    from ddbench.running.identity import resolve_spec
+    from ddbench.running.pipeline import DataCache, run_spec
 
     batched_calls = []
 

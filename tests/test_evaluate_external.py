@@ -13,9 +13,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import ddbench
-from ddbench import record_score
-from ddbench.cli import cli, main
-from ddbench.store import ResultsStore
+from ddbench.cli.main import cli, main
+from ddbench.results.store import ResultsStore
+from ddbench.running import record_score
 
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -206,5 +206,7 @@ def test_evaluate_set_python_call_records_and_reuses(tmp_path, fmnist_slice):
 
 
 def test_import_and_help_stay_torch_free():
-    code = "import sys, ddbench, ddbench.cli; assert 'torch' not in sys.modules; assert callable(ddbench.__getattr__)"
+    code = (
+        "import sys, ddbench, ddbench.cli.main; assert 'torch' not in sys.modules; assert callable(ddbench.__getattr__)"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode == 0

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddbench.cli import main
-from ddbench.fileio import safe_name
+from ddbench.cli.main import main
+from ddbench.util.fileio import safe_name
 
-DDBENCH = [sys.executable, "-m", "ddbench.cli"]
+DDBENCH = [sys.executable, "-m", "ddbench.cli.main"]
 
 
 def _cli(argv: list[str]) -> int:
@@ -108,7 +108,7 @@ def test_killed_sweep_leaves_no_worker_and_reruns_once(sig, tmp_path, fmnist_sli
 def test_a_worker_ends_when_its_parent_is_gone():
     # the watchdog half of die_with_parent (the prctl half is the kernel's): a child whose recorded
     # parent is not its parent exits at once
-    code = "from ddbench.executor import die_with_parent; import time; die_with_parent(1); time.sleep(30)"
+    code = "from ddbench.running.executor import die_with_parent; import time; die_with_parent(1); time.sleep(30)"
     proc = subprocess.run([sys.executable, "-c", code], timeout=60)
     assert proc.returncode != 0
 
@@ -166,7 +166,7 @@ def test_crafted_pickle_as_converted_checkpoint_needs_trust(tmp_path, capsys):
 def test_suite_name_cannot_write_outside_out(name, tmp_path, capsys):
     out = tmp_path / "work" / "out"
     out.mkdir(parents=True)
-    from ddbench.store import ResultsStore, store_path
+    from ddbench.results.store import ResultsStore, store_path
 
     ResultsStore(store_path(out)).close()
     suite = tmp_path / "work" / "s.toml"

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ddbench.fileio import write_atomic, write_json_atomic
+from ddbench.util.fileio import write_atomic, write_json_atomic
 
 
 def test_atomic_write_replaces_the_file_and_respects_the_umask(tmp_path):

@@ -14,10 +14,10 @@ from ddbench_plugins.priors.glad import GLaDPrior
 from ddbench_plugins.priors.glad.tiny import TinyConfig, TinyStyleGenerator
 
 from ddbench import registry
-from ddbench.distill import Distiller, split_backward_step
+from ddbench.engine.distill import Distiller, split_backward_step
+from ddbench.engine.spec import RunSpec
 from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
 from ddbench.interfaces import LatentState, RealData, RealSampler, class_labels
-from ddbench.spec import RunSpec
 
 CPU = torch.device("cpu")
 
@@ -235,7 +235,7 @@ def test_distils_through_the_engine(tmp_path: Path, matcher: str, options: dict)
 
 @pytest.mark.slow
 def test_ddbench_run_prior_glad_with_every_matcher(tmp_path: Path, fmnist_slice: Path) -> None:
-    from ddbench.cli import cli
+    from ddbench.cli.main import cli
 
     out = tmp_path / "out"
     args = [
@@ -251,7 +251,7 @@ def test_ddbench_run_prior_glad_with_every_matcher(tmp_path: Path, fmnist_slice:
     assert [d.name.split("-")[1] for d in run_dirs] == ["dc", "dm", "mtt"]
     for run_dir in run_dirs:
         assert (run_dir / "grid.png").stat().st_size > 0 and (run_dir / "synthetic.safetensors").exists()
-    from ddbench.store import ResultsStore
+    from ddbench.results.store import ResultsStore
 
     with ResultsStore(out / "results.sqlite") as store:
         scores = store.scores_frame()

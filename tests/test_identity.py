@@ -19,13 +19,13 @@ from fixtures_data import make_fashion_mnist, make_image_folder
 from PIL import Image
 
 from ddbench import registry
+from ddbench.engine.spec import SPEC_VERSION, RunEnv, RunSpec
 from ddbench.errors import InvalidOptionError, PluginLoadError
-from ddbench.grid import SpecGrid, build_specs
-from ddbench.identity import resolve_spec, resolve_specs
-from ddbench.leaderboard import leaderboard_table
-from ddbench.provenance import Provenance
-from ddbench.spec import SPEC_VERSION, RunEnv, RunSpec
-from ddbench.store import ResultsStore, store_path
+from ddbench.results.leaderboard import leaderboard_table
+from ddbench.results.provenance import Provenance
+from ddbench.results.store import ResultsStore, store_path
+from ddbench.running.grid import SpecGrid, build_specs
+from ddbench.running.identity import resolve_spec, resolve_specs
 
 FIXED = Provenance(versions={"ddbench": "test"}, git_commit="0" * 40, host={"cpu_count": 1})
 
@@ -235,7 +235,7 @@ def test_an_old_store_opens_and_its_runs_stay_apart_from_new_ones(tmp_path, fmni
     assert cells["pixel"].text() == "81.0 ± 1.0" and cells["pixel (spec v1)"].text() == "51.0 ± 1.0"
     # the CLI shows it too
     out = subprocess.run(
-        [sys.executable, "-m", "ddbench.cli", "leaderboard", "--out", str(tmp_path / "out"), "--format", "csv"],
+        [sys.executable, "-m", "ddbench.cli.main", "leaderboard", "--out", str(tmp_path / "out"), "--format", "csv"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -270,7 +270,9 @@ def test_option_values_are_converted_to_their_annotated_types():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ddbench.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ddbench.cli.main", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_bad_values_on_the_command_line_and_in_suites_fail_before_any_data_loads(tmp_path):

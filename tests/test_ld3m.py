@@ -217,7 +217,7 @@ def test_noise_init_and_residual_options_change_images() -> None:
 
 
 def test_split_backward_matches_full_backward() -> None:
-    from ddbench.distill import split_backward_step
+    from ddbench.engine.distill import split_backward_step
 
     class SumOfSquares(Matcher):
         def loss(self, images, labels, real):

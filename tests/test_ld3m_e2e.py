@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from ddbench.cli import cli
+from ddbench.cli.main import cli
 
 
 @pytest.mark.slow

@@ -14,10 +14,10 @@ from ddbench_plugins.priors.ld3m.backends import build_tiny, packaged_model
 from ddbench_plugins.priors.ld3m.train import reconstruction_psnr
 
 from ddbench import registry
+from ddbench.engine.spec import RunEnv, RunSpec
 from ddbench.errors import InvalidOptionError
-from ddbench.identity import resolve_specs
 from ddbench.interfaces import class_labels
-from ddbench.spec import RunEnv, RunSpec
+from ddbench.running.identity import resolve_specs
 
 SHIPPED = packaged_model("fashion-mnist")
 

@@ -11,15 +11,16 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from ddbench import leaderboard, registry
+from ddbench import registry
 from ddbench.errors import DDBenchError, InvalidOptionError
-from ddbench.leaderboard import Cell, format_table, leaderboard_table, render, to_rich
-from ddbench.provenance import Provenance
-from ddbench.store import ResultsStore, store_path
+from ddbench.results import leaderboard
+from ddbench.results.leaderboard import Cell, format_table, leaderboard_table, render, to_rich
+from ddbench.results.provenance import Provenance
+from ddbench.results.store import ResultsStore, store_path
 
 
 def _display_order(family: str, name: str) -> int | None:
-    """The plugin's declared display order, as `ddbench.identity` records it with a run."""
+    """The plugin's declared display order, as `ddbench.running.identity` records it with a run."""
     try:
         return registry.get_plugin_class(family, name.split("-")[0] if family == "prior" else name).display_order
     except DDBenchError:

@@ -17,12 +17,12 @@ import torch
 from ddbench_plugins.priors.pixel import PixelPrior
 from torch import Tensor
 
-from ddbench.distill import CHECKPOINT_FILE, Distiller
+from ddbench.engine.distill import CHECKPOINT_FILE, Distiller
+from ddbench.engine.metrics import METRICS_FILE, TENSORBOARD_DIR, RunMetrics, read_metrics, summarise
+from ddbench.engine.spec import RunSpec
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import Matcher, RealSampler
-from ddbench.metrics import METRICS_FILE, TENSORBOARD_DIR, RunMetrics, read_metrics, summarise
-from ddbench.spec import RunSpec
-from ddbench.store import SCHEMA_VERSION, ResultsStore
+from ddbench.results.store import SCHEMA_VERSION, ResultsStore
 
 TESTS = Path(__file__).parent
 
@@ -199,7 +199,7 @@ def test_tensorboard_events_are_written_when_asked(tiny_data, tmp_path):
 def test_tensorboard_missing_is_one_line_with_the_install(monkeypatch, tmp_path):
     import importlib.util
 
-    from ddbench import metrics
+    from ddbench.engine import metrics
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -214,8 +214,8 @@ def test_tensorboard_missing_is_one_line_with_the_install(monkeypatch, tmp_path)
 def test_show_prints_the_summary_and_where_the_metrics_are(tmp_path):
     from click.testing import CliRunner
 
-    from ddbench.cli import cli
-    from ddbench.store import store_path
+    from ddbench.cli.main import cli
+    from ddbench.results.store import store_path
 
     run_dir = tmp_path / "runs" / "r1"
     run_dir.mkdir(parents=True)

@@ -108,7 +108,7 @@ def test_a_second_builder_waits_for_the_first_and_reuses_its_experts(tmp_path, t
     buffer = ExpertBuffer.at(tmp_path, _config(tiny_data))
     lock_file = buffer.directory.parent / f".{buffer.directory.name}.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from ddbench.fileio import FileLock; import time; assert FileLock({str(lock_file)!r}).acquire(); print('held', flush=True); time.sleep(1.5)"],
+        [sys.executable, "-c", f"from ddbench.util.fileio import FileLock; import time; assert FileLock({str(lock_file)!r}).acquire(); print('held', flush=True); time.sleep(1.5)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -220,9 +220,9 @@ def test_learned_lr_is_saved_and_checkpointed(tmp_path, tiny_data, fake_training
 def test_learned_lr_is_recorded_per_iteration(tmp_path, tiny_data, fake_training):
     from ddbench_plugins.priors.pixel import PixelPrior
 
-    from ddbench.distill import Distiller
-    from ddbench.metrics import read_metrics
-    from ddbench.spec import RunSpec
+    from ddbench.engine.distill import Distiller
+    from ddbench.engine.metrics import read_metrics
+    from ddbench.engine.spec import RunSpec
 
     matcher = _mtt(tiny_data, tmp_path / "experts", build_experts=True, lr_lr=1e-4)
     spec = RunSpec(dataset="tiny", prior="pixel", matcher="mtt", ipc=1, iterations=3)
@@ -249,7 +249,7 @@ def test_invalid_options_name_the_fix(tmp_path, tiny_data, fake_training):
 def test_cli_builds_experts_and_runs_mtt_end_to_end(fmnist_slice, tmp_path: Path):
     from click.testing import CliRunner
 
-    from ddbench.cli import cli
+    from ddbench.cli.main import cli
 
     out = tmp_path / "out"
     runner = CliRunner()

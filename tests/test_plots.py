@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ddbench.cli import cli
-from ddbench.metrics import METRICS_FILE
-from ddbench.store import ResultsStore, store_path
+from ddbench.cli.main import cli
+from ddbench.engine.metrics import METRICS_FILE
+from ddbench.results.store import ResultsStore, store_path
 
 pytest.importorskip("matplotlib")
 
-from ddbench import plots  # after the skip: the module draws with matplotlib
+from ddbench.results import plots  # after the skip: the module draws with matplotlib
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: (run id, matcher, ipc): accuracy per (evaluator, seed) follows from these numbers
@@ -189,7 +189,7 @@ def test_a_store_without_scores_or_metrics_says_what_is_missing(tmp_path):
 
 
 def test_report_embeds_the_plots_and_stays_self_contained(out):
-    from ddbench.report import external_references
+    from ddbench.results.report import external_references
 
     result = CliRunner().invoke(cli, ["leaderboard", "--out", str(out), "--format", "html"])
     assert result.exit_code == 0, result.output

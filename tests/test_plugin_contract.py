@@ -13,12 +13,12 @@ from click.testing import CliRunner
 from torch import Tensor
 
 from ddbench import registry
-from ddbench.cli import cli
-from ddbench.distill import Distiller
+from ddbench.cli.main import cli
+from ddbench.engine.distill import Distiller
+from ddbench.engine.spec import RunEnv, RunSpec
 from ddbench.errors import PluginError
-from ddbench.executor import SweepTask, execute_task
 from ddbench.interfaces import DEFAULT_BASE_LR, LatentState, Matcher, Prior, RealSampler
-from ddbench.spec import RunEnv, RunSpec
+from ddbench.running.executor import SweepTask, execute_task
 from ddbench.testing import ContractError, check_matcher, check_prior, check_registered, tiny_data
 
 #: small options so each check takes seconds on a CPU (a third-party plugin gets its defaults)
@@ -208,7 +208,7 @@ def test_a_third_party_plugins_warnings_reach_run_log(tmp_path, monkeypatch, fmn
     # the engine builds plugins through the registry: hand it these classes by name
     real_create = registry.create
     plugins = {("prior", "warns"): WarnsPrior, ("matcher", "meanvar"): MeanVarianceMatcher}
-    monkeypatch.setattr("ddbench.distill.registry.create", lambda family, name, **o: plugins[(family, name)](**o)
+    monkeypatch.setattr("ddbench.engine.distill.registry.create", lambda family, name, **o: plugins[(family, name)](**o)
                         if (family, name) in plugins else real_create(family, name, **o))  # fmt: skip
     spec = RunSpec(prior="warns", matcher="meanvar", ipc=1, iterations=1, evaluators=("convnet",), eval_seeds=(0,),
                    eval_epochs=1, train_per_class=5, test_size=20, identity={"lrs": {}})  # fmt: skip

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from ddbench import progress
+from ddbench.util import progress
 
 
 def test_logs_get_plain_status_lines_at_most_every_interval() -> None:

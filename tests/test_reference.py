@@ -11,11 +11,12 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from ddbench import full_data, reference, soft_labels
-from ddbench.cli import cli, main
-from ddbench.leaderboard import Delta, TextCell, leaderboard_table
-from ddbench.reference import ddranking_score, reference_table
-from ddbench.store import ResultsStore, store_path
+from ddbench.cli.main import cli, main
+from ddbench.engine import full_data, soft_labels
+from ddbench.results import reference
+from ddbench.results.leaderboard import Delta, TextCell, leaderboard_table
+from ddbench.results.reference import ddranking_score, reference_table
+from ddbench.results.store import ResultsStore, store_path
 
 TEACHER = "soft=ce,teacher=convnet:2ep"
 

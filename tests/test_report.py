@@ -18,16 +18,17 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ddbench import paper, registry, report
-from ddbench.cli import cli, main
+from ddbench import registry
+from ddbench.cli.main import cli, main
+from ddbench.engine.spec import RunEnv, RunSpec
 from ddbench.errors import InvalidOptionError
-from ddbench.identity import plugin_labels, resolve_spec
-from ddbench.leaderboard import Cell, Delta, PaperCell, format_table
-from ddbench.provenance import Provenance
-from ddbench.report import grids as report_grids
-from ddbench.spec import RunEnv, RunSpec
-from ddbench.store import ResultsStore, store_path
-from ddbench.suites import load_suite
+from ddbench.results import paper, report
+from ddbench.results.leaderboard import Cell, Delta, PaperCell, format_table
+from ddbench.results.provenance import Provenance
+from ddbench.results.report import grids as report_grids
+from ddbench.results.store import ResultsStore, store_path
+from ddbench.running.identity import plugin_labels, resolve_spec
+from ddbench.running.suites import load_suite
 
 GOLDEN = Path(__file__).parent / "golden"
 PRIOR_BASE = {
@@ -245,7 +246,7 @@ def test_paper_averages_follow_the_documented_convention() -> None:
 
 
 def recorded(prior: str, options: dict) -> dict:
-    """What a resolved run records of its prior (`ddbench.identity.plugin_labels`)."""
+    """What a resolved run records of its prior (`ddbench.running.identity.plugin_labels`)."""
     return plugin_labels(registry.get_plugin_class("prior", prior), options)
 
 
@@ -402,7 +403,7 @@ def store_suite_runs(
     """Each run stored with one score per evaluator and seed 0, and (``grids``) a small grid.png."""
     import torch
 
-    from ddbench.image_grid import save_grid
+    from ddbench.engine.image_grid import save_grid
 
     with ResultsStore(store_path(out), provenance=Provenance({}, None, {})) as store:
         for index, (spec, _) in enumerate(runs):
@@ -536,7 +537,7 @@ def test_a_table_without_stored_runs_has_no_grid_column(tmp_path: Path) -> None:
 # runs `ddbench ARGS` in a fresh interpreter, then prints which plugin modules and heavy modules it imported
 _IMPORTS_PROBE = """
 import json, sys
-from ddbench.cli import main
+from ddbench.cli.main import main
 try:
     main(sys.argv[1:])
 except SystemExit as exit:

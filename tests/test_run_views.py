@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ddbench.cli import cli
-from ddbench.provenance import Provenance
-from ddbench.run_views import runs_rows, spec_rows
-from ddbench.store import ResultsStore, store_path
+from ddbench.cli.main import cli
+from ddbench.results.provenance import Provenance
+from ddbench.results.run_views import runs_rows, spec_rows
+from ddbench.results.store import ResultsStore, store_path
 
 PROVENANCE = Provenance(
     {"ddbench": "0.1.0", "torch": "2.14.1", "plugins": {"prior:pixel": "ddbench==0.1.0"}},

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ddbench import provenance
 from ddbench.errors import CorruptFileError, InvalidOptionError
-from ddbench.provenance import Provenance
-from ddbench.store import RUN_COLUMNS, SCHEMA_VERSION, SCORE_COLUMNS, ResultsStore, store_path
+from ddbench.results import provenance
+from ddbench.results.provenance import Provenance
+from ddbench.results.store import RUN_COLUMNS, SCHEMA_VERSION, SCORE_COLUMNS, ResultsStore, store_path
 
 FIXED = Provenance(versions={"ddbench": "test", "torch": "x"}, git_commit="0" * 40, host={"cpu_count": 1})
 
@@ -193,8 +193,8 @@ _WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from ddbench.provenance import Provenance
-    from ddbench.store import ResultsStore
+    from ddbench.results.provenance import Provenance
+    from ddbench.results.store import ResultsStore
     path, name, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     store = ResultsStore(path, provenance=Provenance({}, None, {}))
     Path(go.parent / f"ready-{name}").touch()

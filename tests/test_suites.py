@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ddbench.cli import cli
+from ddbench.cli.main import cli
+from ddbench.engine.spec import RunEnv
 from ddbench.errors import InvalidOptionError
-from ddbench.executor import Executor, SweepTask, TaskResult
-from ddbench.fileio import FileLock
-from ddbench.grid import SpecGrid, build_specs
-from ddbench.identity import resolve_spec
-from ddbench.spec import RunEnv
-from ddbench.suites import available_suites, load_suite
-from ddbench.sweep import plan_sweep, run_sweep
+from ddbench.running.executor import Executor, SweepTask, TaskResult
+from ddbench.running.grid import SpecGrid, build_specs
+from ddbench.running.identity import resolve_spec
+from ddbench.running.suites import available_suites, load_suite
+from ddbench.running.sweep import plan_sweep, run_sweep
+from ddbench.util.fileio import FileLock
 
 PAPER_SUITES = ("table1", "table2", "table3", "table4")
 
@@ -63,12 +63,14 @@ def _scores(out: Path) -> list[tuple]:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ddbench.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ddbench.cli.main", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def _popen(*args: str, log: Path) -> subprocess.Popen[bytes]:
     handle = open(log, "wb")
-    return subprocess.Popen([sys.executable, "-m", "ddbench.cli", *args], stdout=handle, stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-m", "ddbench.cli.main", *args], stdout=handle, stderr=subprocess.STDOUT)
 
 
 # ----------------------------------------------------------------------------------- suite files
@@ -296,7 +298,7 @@ def test_run_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     second.release()
     # a holder killed with SIGKILL leaves no stale lock
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from ddbench.fileio import FileLock; import time; assert FileLock({str(path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", f"from ddbench.util.fileio import FileLock; import time; assert FileLock({str(path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert holder.stdout.readline().strip() == "held"
@@ -345,7 +347,7 @@ def test_a_run_held_by_another_sweep_is_waited_for_then_retried(tmp_path):
 
 
 def test_execute_task_reports_busy_while_another_process_holds_the_run(tmp_path):
-    from ddbench.executor import execute_task
+    from ddbench.running.executor import execute_task
 
     spec = build_specs(SpecGrid(datasets=["fashion-mnist"], iterations=1), validate=False)[0]
     task = SweepTask(spec=spec.to_dict(), env=RunEnv(out=tmp_path))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ddbench.engine.image_grid import class_names_for, grid_image
+from ddbench.engine.synthetic import GRID_FILE, TENSORS_FILE, SyntheticSet, load_synthetic_dataset
 from ddbench.errors import CorruptFileError, DataNotFoundError
-from ddbench.image_grid import class_names_for, grid_image
-from ddbench.synthetic import GRID_FILE, TENSORS_FILE, SyntheticSet, load_synthetic_dataset
 
 
 def _set(n_classes=3, ipc=2, channels=1, res=8) -> SyntheticSet:

@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from rich.console import Console
 from safetensors.torch import save_file
 
-from ddbench import full_data
-from ddbench.cli import cli, main
-from ddbench.full_data import CACHE_DIR
-from ddbench.pipeline import DataCache, run_spec
-from ddbench.soft_labels import SoftLabels, Teacher, teacher_soft_labels
-from ddbench.spec import RunEnv, RunSpec
-from ddbench.store import ResultsStore, store_path
-from ddbench.teacher import teacher_labels
+from ddbench.cli.main import cli, main
+from ddbench.engine import full_data
+from ddbench.engine.full_data import CACHE_DIR
+from ddbench.engine.soft_labels import SoftLabels, Teacher, teacher_soft_labels
+from ddbench.engine.spec import RunEnv, RunSpec
+from ddbench.engine.teacher import teacher_labels
+from ddbench.results.store import ResultsStore, store_path
+from ddbench.running.pipeline import DataCache, run_spec
 
 
 def _refuse_training(monkeypatch: pytest.MonkeyPatch) -> None:

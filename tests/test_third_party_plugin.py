@@ -39,7 +39,11 @@ def plugin_site(tmp_path_factory) -> dict[str, str]:
 
 def test_plugins_lists_the_third_party_distribution(plugin_site):
     out = subprocess.run(
-        [sys.executable, "-m", "ddbench.cli", "plugins"], env=plugin_site, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "ddbench.cli.main", "plugins"],
+        env=plugin_site,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert "lowres" in out.stdout and "mmd" in out.stdout
@@ -53,7 +57,7 @@ def test_third_party_prior_and_matcher_run_through_the_cli(plugin_site, tmp_path
         "--prior-opt", "factor=2", "--no-progress", "--out", str(tmp_path),
     ]  # fmt: skip
     out = subprocess.run(
-        [sys.executable, "-m", "ddbench.cli", *args], env=plugin_site, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "ddbench.cli.main", *args], env=plugin_site, capture_output=True, text=True, timeout=600
     )
     assert out.returncode == 0, out.stderr
     assert "lowres" in out.stdout and "mmd" in out.stdout
@@ -75,7 +79,7 @@ def test_unknown_option_of_a_plugin_is_an_error(plugin_site, tmp_path):
         "--no-progress",
     ]
     out = subprocess.run(
-        [sys.executable, "-m", "ddbench.cli", *args], env=plugin_site, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "ddbench.cli.main", *args], env=plugin_site, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 2
     assert "factr" in out.stderr and "factor" in out.stderr

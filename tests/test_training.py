@@ -10,12 +10,12 @@ import torch
 from ddbench_plugins.evaluators.convnet import ConvNet, ConvNetEvaluator
 from torch import nn
 
-from ddbench.dsa import DSA
+from ddbench.engine.dsa import DSA
+from ddbench.engine.evaluate import EvalResult, evaluate_synthetic, round_epochs
+from ddbench.engine.protocols import PROTOCOLS, EvalProtocol, get_protocol
+from ddbench.engine.training import lr_at_epoch, test_accuracy, train_classifier
 from ddbench.errors import InvalidOptionError, NonFiniteLossError
-from ddbench.evaluate import EvalResult, evaluate_synthetic, round_epochs
 from ddbench.interfaces import RealData
-from ddbench.protocols import PROTOCOLS, EvalProtocol, get_protocol
-from ddbench.training import lr_at_epoch, test_accuracy, train_classifier
 
 
 def _tiny_data(num_classes: int = 3, per_class: int = 10, res: int = 16, seed: int = 0) -> RealData:

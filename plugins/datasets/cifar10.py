@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddbench.fingerprint import files_digest
 from ddbench.interfaces import DatasetPlugin, RealData
+from ddbench.util.fingerprint import files_digest
 
 from . import _common as common
 

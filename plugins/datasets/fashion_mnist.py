@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddbench.fingerprint import files_digest
 from ddbench.interfaces import DatasetPlugin, RealData
+from ddbench.util.fingerprint import files_digest
 
 from . import _common as common
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from ddbench.errors import InvalidOptionError
-from ddbench.fingerprint import files_digest
 from ddbench.interfaces import DatasetPlugin, RealData
+from ddbench.util.fingerprint import files_digest
 
 from . import _common as common
 

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import torch
 
 from ddbench.errors import InvalidOptionError
-from ddbench.fingerprint import listing_digest
 from ddbench.interfaces import DatasetPlugin, RealData
+from ddbench.util.fingerprint import listing_digest
 
 from . import _common as common
 

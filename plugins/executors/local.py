@@ -13,7 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ddbench.errors import InvalidOptionError
-from ddbench.executor import Executor, SweepTask, TaskResult, die_with_parent, execute_task
+from ddbench.running.executor import Executor, SweepTask, TaskResult, die_with_parent, execute_task
 
 
 def _init_worker(threads: int, parent_pid: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ddbench.errors import InvalidOptionError
-from ddbench.executor import Executor, SweepTask, TaskResult, execute_task
+from ddbench.running.executor import Executor, SweepTask, TaskResult, execute_task
 
 CLUSTERS = ("slurm", "local", "debug")
 

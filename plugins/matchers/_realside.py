@@ -18,8 +18,8 @@ from typing import Generic, TypeVar
 import torch
 from torch import nn
 
+from ddbench.engine.hardware import bf16_is_fast
 from ddbench.errors import InvalidOptionError
-from ddbench.hardware import bf16_is_fast
 
 log = logging.getLogger(__name__)
 

@@ -103,8 +103,8 @@ def experts(
     from ddbench_plugins.matchers.mtt.experts import ExpertBuffer, ExpertConfig, default_root
 
     from ddbench import registry
-    from ddbench.pipeline import resolve_device
-    from ddbench.progress import make_progress
+    from ddbench.running.pipeline import resolve_device
+    from ddbench.util.progress import make_progress
 
     console = Console(stderr=True)
     data = registry.create("dataset", dataset).load(root=data_root, res=res, download=download)

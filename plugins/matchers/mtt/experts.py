@@ -33,11 +33,11 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ddbench import registry
+from ddbench.engine.protocols import EvalProtocol
+from ddbench.engine.seeding import derive_seed, seed_everything
 from ddbench.errors import CorruptFileError, InvalidOptionError
-from ddbench.fileio import FileLock, write_atomic, write_json_atomic
 from ddbench.interfaces import RealData
-from ddbench.protocols import EvalProtocol
-from ddbench.seeding import derive_seed, seed_everything
+from ddbench.util.fileio import FileLock, write_atomic, write_json_atomic
 
 FORMAT = "ddbench-expert-trajectory"
 FORMAT_VERSION = 1
@@ -313,7 +313,7 @@ def train_expert(
 ) -> tuple[list[dict[str, Tensor]], float | None]:
     """Train expert ``index`` and return its parameters at every epoch (0 = init) and its final
     training accuracy when the training loop reports one."""
-    from ddbench.training import train_classifier
+    from ddbench.engine.training import train_classifier
 
     seed_everything(derive_seed(config.seed, "expert-init", index))
     model = build_model(config.model, data).to(device)

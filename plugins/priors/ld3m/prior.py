@@ -53,8 +53,8 @@ from ddbench_plugins.priors.ld3m.backends import build_tiny, load_backend, packa
 from ddbench_plugins.priors.ld3m.sampler import RESIDUALS, DDIMSchedule, forward_diffuse, reverse_process
 from torch import Tensor
 
+from ddbench.engine.hardware import bf16_is_fast
 from ddbench.errors import InvalidOptionError
-from ddbench.hardware import bf16_is_fast
 from ddbench.interfaces import IdentityContext, LatentState, Prior, RealData
 
 log = logging.getLogger(__name__)

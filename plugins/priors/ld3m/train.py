@@ -25,9 +25,9 @@ from ddbench_plugins.priors.ld3m.sampler import DDIMSchedule, reverse_process
 from torch import Tensor
 
 from ddbench.errors import CorruptFileError
-from ddbench.fileio import write_atomic
 from ddbench.interfaces import RealData
-from ddbench.progress import make_progress
+from ddbench.util.fileio import write_atomic
+from ddbench.util.progress import make_progress
 
 STATE_FILE = "train_state.pt"
 P_UNCOND = 0.1  # fraction of training samples conditioned on the unconditional row (for guidance)
@@ -266,7 +266,7 @@ CARD_TEST_IMAGES = 1000
 def model_card(backend: LDMBackend, data: RealData) -> dict[str, Any]:
     """What a saved model records about its making: the command, the ddbench commit, and the PSNR on
     the first `CARD_TEST_IMAGES` test images (a load check that needs seconds, not the whole split)."""
-    from ddbench.provenance import git_commit
+    from ddbench.results.provenance import git_commit
 
     check = data.subset(test_size=CARD_TEST_IMAGES)
     return {

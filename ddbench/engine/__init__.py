@@ -1,0 +1,1 @@
+"""The engines: a run's spec, distillation, evaluation and what they share (training, augmentation, seeding, synthetic sets); import the plugin API and ``ddbench.util``, never running, results or the CLI."""

@@ -1,0 +1,1 @@
+"""The results store and what reads it (leaderboard, reports, the paper's tables, plots); import the engine's plain data (specs, protocols, metrics) only, never running or the CLI, and no torch at module level."""

@@ -1,0 +1,97 @@
+"""The line `ddbench run` prints before it starts: what will run, how long it should take here, and
+the command for a shorter budget — so a newcomer who typed three options knows what they started."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+from collections.abc import Sequence
+
+from ddbench.engine.spec import BUDGETS, RunSpec
+from ddbench.running.sweep import estimate_distill_seconds, estimate_eval_seconds, format_duration
+
+#: the next shorter budget preset to suggest
+SHORTER_BUDGET = {None: "demo", "paper": "demo", "demo": "smoke"}
+#: the cost model's figures are one-core seconds; a run's two torch threads finish its work about
+#: this much faster (a rough factor: two threads on a 2-vCPU machine rarely give 2x)
+TWO_THREAD_SPEEDUP = 1.6
+
+
+def machine_seconds(one_core_seconds: float, cores: int | None = None) -> float:
+    """The cost model's one-core seconds as wall seconds of one run on this machine."""
+    cores = cores or os.cpu_count() or 1
+    return one_core_seconds / (TWO_THREAD_SPEEDUP if cores >= 2 else 1.0)
+
+
+def spec_seconds(spec: RunSpec) -> float:
+    return machine_seconds(estimate_distill_seconds(spec) + estimate_eval_seconds(spec))
+
+
+def with_budget(spec: RunSpec, budget: str) -> RunSpec:
+    """``spec`` as the budget preset would have made it (the preset's values replace the spec's)."""
+    preset = dict(BUDGETS[budget])
+    return dataclasses.replace(spec, **preset)
+
+
+def _distils(matcher: str) -> bool:
+    """Whether the matcher runs iterations (`Matcher.distils`; an unknown one is assumed to)."""
+    from ddbench import registry
+    from ddbench.errors import DDBenchError
+
+    try:
+        return bool(registry.get_plugin_class("matcher", matcher).distils)
+    except DDBenchError:
+        return True
+
+
+def describe(spec: RunSpec, prior_label: str) -> str:
+    """What one spec runs, in a few words."""
+    evaluators = ",".join(spec.evaluators)
+    epochs = f", {spec.eval_epochs} epochs" if spec.eval_epochs else ""
+    distil = (
+        f"{spec.iterations} iterations" if _distils(spec.matcher) else "no distillation (the prior's initial images)"
+    )
+    return (
+        f"{spec.dataset} · {prior_label} + {spec.matcher} · IPC {spec.ipc} · {distil} · "
+        f"{evaluators} × {len(spec.eval_seeds)} seeds ({spec.protocol} protocol{epochs})"
+    )
+
+
+def shorter_command(argv: Sequence[str], budget: str) -> str:
+    """The user's command with ``--budget`` replaced by (or extended with) ``budget``."""
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--budget" and i + 1 < len(args):
+            args[i + 1] = budget
+            break
+        if arg.startswith("--budget="):
+            args[i] = f"--budget={budget}"
+            break
+    else:
+        args += ["--budget", budget]
+    return shlex.join(["ddbench", *args])
+
+
+def preview_lines(
+    specs: Sequence[RunSpec], labels: Sequence[str], argv: Sequence[str], budget: str | None
+) -> list[str]:
+    """One line per spec (at most 3 listed), then the total estimate and a shorter command.
+
+    ``labels`` are the specs' prior labels (e.g. ``ld3m[generator=trained]``); ``budget`` is the
+    preset the user gave (None: the protocol's own figures)."""
+    total = sum(spec_seconds(s) for s in specs)
+    estimate = f"estimated {format_duration(total)} on this machine ({os.cpu_count()} cores)"
+    shorter = SHORTER_BUDGET.get(budget)
+    if shorter is not None:
+        short_total = sum(spec_seconds(with_budget(s, shorter)) for s in specs)
+        estimate += f"; shorter: {shorter_command(argv, shorter)} (≈ {format_duration(short_total)})"
+    if len(specs) == 1:
+        return [f"will run {describe(specs[0], labels[0])}; {estimate}"]
+    lines = [f"will run {describe(s, label)}" for s, label in list(zip(specs, labels))[:3]]
+    if len(specs) > 3:
+        lines.append(f"… and {len(specs) - 3} more run(s) (`--dry-run` lists them)")
+    return lines + [f"{len(specs)} runs, {estimate}"]
+
+
+__all__ = ["preview_lines", "spec_seconds", "machine_seconds", "shorter_command"]
