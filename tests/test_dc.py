@@ -7,10 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 from ddbench_plugins.matchers._realside import ReshapeAvgPool2d
-from ddbench_plugins.matchers.dc import GradientMatching, gradient_distance, layer_distance, loop_schedule
+from ddbench_plugins.matchers.dc import (
+    GradientMatching,
+    gradient_distance,
+    inner_compiled,
+    layer_distance,
+    loop_schedule,
+)
 
 from ddbench.errors import InvalidOptionError
-from ddbench.interfaces import MatchContext, RealSampler, class_labels
+from ddbench.interfaces import IdentityContext, MatchContext, RealSampler, class_labels
 
 
 def _context(data, ipc: int = 2, dsa=None) -> MatchContext:
@@ -94,6 +100,8 @@ def test_setup_resolves_schedule_and_options_override_it(tiny_data):
         ({"net_lr": 0}, "net_lr"),
         ({"batch_real": 0}, "batch_real"),
         ({"real_precision": "fp8"}, "real_precision"),
+        ({"inner_precision": "fp16"}, "inner_precision"),
+        ({"inner_compile": "yes"}, "inner_compile"),
     ],
 )
 def test_invalid_options_name_the_fix(options, message):
@@ -211,6 +219,58 @@ def test_network_trains_between_outer_steps_but_not_after_the_last(tiny_data):
     assert any(not torch.equal(a, b) for a, b in zip(before, after_first))
     matcher.after_step(images.detach(), labels, None)  # last outer step: the net is discarded
     assert all(torch.equal(a, p) for a, p in zip(after_first, matcher.net.parameters()))
+
+
+def test_inner_compile_auto_from_the_network_steps_per_iteration():
+    assert not inner_compiled("auto", *loop_schedule(1))  # the network never trains at IPC 1
+    assert not inner_compiled("auto", *loop_schedule(5))  # 4 steps an iteration: compiling would not pay
+    assert inner_compiled("auto", *loop_schedule(10)) and inner_compiled("auto", *loop_schedule(50))
+    assert inner_compiled(True, 1, 1) and not inner_compiled(False, 10, 50)
+
+
+def test_effective_options_resolve_the_inner_training_for_the_run():
+    cpu = torch.device("cpu")
+    at = {ipc: IdentityContext("fashion-mnist", 28, ipc, cpu) for ipc in (1, 10)}
+    options = {ipc: GradientMatching().effective_options(context) for ipc, context in at.items()}
+    assert (options[1]["inner_compile"], options[10]["inner_compile"]) == (False, True)
+    assert options[10]["inner_precision"] == "fp32"  # the default
+    auto = GradientMatching(inner_precision="auto").effective_options(at[10])["inner_precision"]
+    assert auto in ("fp32", "bf16")  # what auto means on this machine, as the run id records it
+
+
+def _trained_weights(data, **options) -> list[torch.Tensor]:
+    """The network's weights after two inner loops (iterations 0 and 1, each from a fresh network)."""
+    matcher = _matcher(data, outer_loop=3, inner_loop=3, **options)
+    images, labels = _synthetic(data, 2)
+    weights = []
+    for iteration in (0, 1):
+        torch.manual_seed(iteration)
+        matcher.begin_iteration(iteration)
+        matcher.after_step(images.detach(), labels, None)
+        weights += [p.detach().clone() for p in matcher.net.parameters()]
+    if options.get("inner_compile") is True:  # compiled for real, not fallen back to eager
+        assert matcher._train_step.compiled is not None and matcher._train_net is not None
+    return weights
+
+
+def test_compiled_and_bf16_inner_training_follow_the_eager_one(tiny_data):
+    """The compiled copy takes each iteration's fresh weights and gives the trained ones back to the
+    matched network; fp32 compiled equals eager up to rounding, bf16 autocast stays close."""
+    matcher = _matcher(tiny_data)
+    untrained = []
+    for iteration in (0, 1):  # the fresh networks the inner loops start from
+        torch.manual_seed(iteration)
+        matcher.begin_iteration(iteration)
+        untrained += [p.detach().clone() for p in matcher.net.parameters()]
+    eager = _trained_weights(tiny_data, inner_compile=False)
+    compiled = _trained_weights(tiny_data, inner_compile=True)
+    bf16 = _trained_weights(tiny_data, inner_compile=False, inner_precision="bf16")
+    assert any(not torch.allclose(a, b) for a, b in zip(untrained, eager))  # it did train
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    change = torch.cat([(e - u).flatten() for e, u in zip(eager, untrained)])
+    error = torch.cat([(b - e).flatten() for b, e in zip(bf16, eager)])
+    assert error.norm() < 0.05 * change.norm()  # bf16's rounding is small against what training moved
 
 
 def test_begin_iteration_builds_a_fresh_seeded_network(tiny_data):

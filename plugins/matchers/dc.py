@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from ddbench_plugins.matchers._realside import (
+    PRECISIONS,
     CompiledOrEager,
     check_compile,
     check_precision,
@@ -56,6 +57,10 @@ EPS = 1e-6  # the reference's ε in the cosine denominator
 #: ``compile="auto"`` compiles the real side from this many real images per class: its one-off
 #: compilation (~15 s on 2 CPU cores) then pays back within a few iterations
 COMPILE_MIN_BATCH_REAL = 64
+#: ``inner_compile="auto"`` compiles the inner network training from this many network steps per
+#: iteration ((outer_loop − 1) × inner_loop: 450 at IPC 10), where its one-off compilation pays back
+#: within the first iteration; at IPC 1 the network never trains
+INNER_COMPILE_MIN_STEPS = 100
 
 
 def loop_schedule(ipc: int) -> tuple[int, int]:
@@ -91,6 +96,11 @@ def gradient_distance(g_real: Sequence[Tensor], g_syn: Sequence[Tensor]) -> Tens
     return torch.stack([layer_distance(r, s) for r, s in zip(g_real, g_syn)]).sum()
 
 
+def inner_compiled(option: bool | str, outer_loop: int, inner_loop: int) -> bool:
+    """Whether the inner training is compiled: ``option``, or for ``"auto"`` from ``INNER_COMPILE_MIN_STEPS``."""
+    return option is True or (option == "auto" and (outer_loop - 1) * inner_loop >= INNER_COMPILE_MIN_STEPS)
+
+
 def _draw_seed() -> int:
     # drawn from the global RNG, which the engine seeds per iteration (reproducible, resumable)
     return int(torch.randint(0, 2**31 - 1, ()).item())
@@ -115,10 +125,19 @@ class GradientMatching(Matcher):
             falls back to eager if compilation fails.
         real_chunk: real images per forward/backward, their gradients summed; None: cache-sized
             chunks on a CPU (``_realside.resolve_real_chunk``; no split with batch norm).
+        inner_precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (as ``real_precision``) for the inner
+            training's forward and backward: bf16 runs them under autocast; the weights and their
+            SGD updates stay fp32. The matching itself is unaffected.
+        inner_compile: torch.compile the inner training (``"auto"``: from ``INNER_COMPILE_MIN_STEPS``
+            network steps per iteration), on a channels-last copy of the network with reshape
+            pooling that takes the network's weights before and gives them back after each inner
+            loop; falls back to eager if compilation fails.
 
-    Speed: the real side (10 × 256 images, forward and backward, on Fashion-MNIST IPC 1) is nearly
-    all of an iteration. Its copy of the network is built once, compiled once per process, and takes
-    the current weights in place before each loss, so a fresh network per iteration recompiles nothing.
+    Speed (``benchmarks/profile_dc.py``): at IPC 1 the real side (10 × 256 images, forward and
+    backward) is nearly all of an iteration, from IPC 10 on the inner training is. Both run on
+    copies of the network built once and compiled once per process, which take the current weights
+    in place, so a fresh network per iteration recompiles nothing. ``inner_precision="bf16"`` with
+    ``real_precision="bf16"`` and ``compile=True`` is the fast setting on CPUs with bf16 units.
     """
 
     name = "dc"
@@ -126,8 +145,10 @@ class GradientMatching(Matcher):
     version = 1
     display_order = 0
     lr_scale = 1.0  # the reference scale: priors' base learning rates are DC's
-    # sweep estimates: one-core figures from the fmnist-cpu sweep (benchmarks/suite_cost.py)
-    seconds_per_iteration = (19.5, 1085.0)
+    # sweep estimates, one core: IPC 1 from the fmnist-cpu sweep (benchmarks/suite_cost.py); IPC 10
+    # is that sweep's figure at batch_real 32 times the same-run ratio of the compiled inner training
+    # to the eager one (benchmarks/profile_dc.py), stated at batch_real 256 through cost_option
+    seconds_per_iteration = (19.5, 872.0)
     cost_option = ("batch_real", 256, 0.8)
 
     def __init__(
@@ -142,6 +163,8 @@ class GradientMatching(Matcher):
         real_precision: str = "fp32",
         compile: bool | str = "auto",
         real_chunk: int | None = None,
+        inner_precision: str = "fp32",
+        inner_compile: bool | str = "auto",
     ) -> None:
         for key, value in (("outer_loop", outer_loop), ("inner_loop", inner_loop)):
             if value is not None and value < (1 if key == "outer_loop" else 0):
@@ -159,6 +182,10 @@ class GradientMatching(Matcher):
         check_precision(real_precision)
         check_compile(compile)
         check_real_chunk(real_chunk)
+        if inner_precision not in PRECISIONS:
+            raise InvalidOptionError(f"Expected inner_precision in {PRECISIONS} but got '{inner_precision}'")
+        if inner_compile not in (True, False, "auto"):
+            raise InvalidOptionError(f"Expected inner_compile true, false or auto but got '{inner_compile}'")
         self.outer_option = outer_loop
         self.inner_option = inner_loop
         self.net_name = net
@@ -169,12 +196,16 @@ class GradientMatching(Matcher):
         self.real_precision = real_precision
         self.compile = compile
         self.real_chunk_option = real_chunk
+        self.inner_precision = inner_precision
+        self.inner_compile = inner_compile
         self.outer_loop, self.inner_loop = outer_loop or 1, inner_loop or 0
         self.net: nn.Module | None = None
         self.net_optimizer: torch.optim.Optimizer | None = None
         self._step = 0
         self._real_net: nn.Module | None = None
         self._real_chunk_gradients: Callable[[Tensor, int, int], tuple[Tensor, ...]] | None = None
+        self._train_net: nn.Module | None = None
+        self._train_step: Callable[[Tensor, Tensor], None] | None = None
 
     # ------------------------------------------------------------------------------ schedule
 
@@ -188,6 +219,8 @@ class GradientMatching(Matcher):
         options["compile"] = self.compile is True or (
             self.compile == "auto" and self.batch_real >= COMPILE_MIN_BATCH_REAL
         )
+        options["inner_precision"] = resolve_precision(self.inner_precision, context.device)
+        options["inner_compile"] = inner_compiled(self.inner_compile, options["outer_loop"], options["inner_loop"])
         if self.real_chunk_option is None and context.resolution is not None:
             options["real_chunk"] = default_real_chunk(context.device, context.resolution)
         return options
@@ -198,6 +231,8 @@ class GradientMatching(Matcher):
         self.outer_loop = self.outer_option if self.outer_option is not None else outer
         self.inner_loop = self.inner_option if self.inner_option is not None else inner
         self._real_net = None  # the real side is built for this context's network at the first iteration
+        self._train_net = self._train_step = None  # so is the inner training's
+        self._inner_dtype = real_dtype(self.inner_precision, context.device)
 
     @property
     def steps_per_iteration(self) -> int:
@@ -206,10 +241,13 @@ class GradientMatching(Matcher):
     def begin_iteration(self, iteration: int) -> None:
         # a fresh network each iteration, initialised from the global RNG the engine just seeded
         self.net = self.context.build_network(self.net_name).train()
-        self.net_optimizer = torch.optim.SGD(self.net.parameters(), lr=self.net_lr, momentum=self.net_momentum)
         self._step = 0
         if self._real_net is None:
             self._build_real_side(self.net)
+        if self._train_step is None:
+            self._build_inner_training(self.net)
+        trained = self._train_net if self._train_net is not None else self.net
+        self.net_optimizer = torch.optim.SGD(trained.parameters(), lr=self.net_lr, momentum=self.net_momentum)
 
     # ---------------------------------------------------------------------------------- loss
 
@@ -286,18 +324,48 @@ class GradientMatching(Matcher):
             return  # the network is rebuilt next iteration; training it now would be wasted work
         self.train_network(images, labels, self.inner_loop)
 
+    def _build_inner_training(self, net: nn.Module) -> None:
+        """The inner training's step: eager on ``self.net``, or compiled on a persistent
+        channels-last copy (``self._train_net``), so a fresh network per iteration recompiles nothing."""
+        eager = partial(self._train_batch, self._eager_forward)
+        if not inner_compiled(self.inner_compile, self.outer_loop, self.inner_loop):
+            self._train_step = eager
+            return
+        self._train_net = real_side_copy(net, torch.float32, compiled=True).train()
+        compiled = torch.compile(self._train_net, dynamic=False)
+        self._train_step = CompiledOrEager(
+            partial(self._train_batch, self._train_net), partial(self._train_batch, compiled), "the DC inner training"
+        )
+
+    def _eager_forward(self, x: Tensor) -> Tensor:
+        assert self.net is not None
+        return self.net(x)
+
+    def _train_batch(self, forward: Callable[[Tensor], Tensor], x: Tensor, y: Tensor) -> None:
+        """One SGD step of the network on a batch, under bf16 autocast where ``inner_precision`` asks."""
+        assert self.net_optimizer is not None
+        if self._train_net is not None:
+            x = x.contiguous(memory_format=torch.channels_last)
+        bf16 = self._inner_dtype == torch.bfloat16
+        self.net_optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(x)
+        F.cross_entropy(logits.float(), y).backward()
+        self.net_optimizer.step()
+
     def train_network(self, images: Tensor, labels: Tensor, epochs: int) -> None:
         """Train the current network ``epochs`` epochs on the synthetic set (shuffled, DSA per batch)."""
-        assert self.net is not None and self.net_optimizer is not None, "begin_iteration() must run first"
+        assert self.net is not None and self._train_step is not None, "begin_iteration() must run first"
         dsa = self.context.dsa
         images, labels = images.detach(), labels.detach()
+        if self._train_net is not None:
+            copy_weights(self._train_net, self.net)
         for _ in range(epochs):
             order = torch.randperm(len(images), device=images.device)
             for batch in order.split(self.batch_train):
                 x, y = images[batch], labels[batch]
                 if dsa is not None:
                     x = dsa(x, _draw_seed())
-                loss = F.cross_entropy(self.net(x), y)
-                self.net_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.net_optimizer.step()
+                self._train_step(x, y)
+        if self._train_net is not None:
+            copy_weights(self.net, self._train_net)
