@@ -221,6 +221,10 @@ class GradientMatching(Matcher):
         )
         options["inner_precision"] = resolve_precision(self.inner_precision, context.device)
         options["inner_compile"] = inner_compiled(self.inner_compile, options["outer_loop"], options["inner_loop"])
+        if (options["outer_loop"] - 1) * options["inner_loop"] == 0:
+            # the network is never trained between image steps (IPC 1): the inner training's options
+            # cannot change the images, so they stay out of the run id
+            del options["inner_precision"], options["inner_compile"]
         if self.real_chunk_option is None and context.resolution is not None:
             options["real_chunk"] = default_real_chunk(context.device, context.resolution)
         return options
