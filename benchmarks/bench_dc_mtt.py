@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import subprocess
 import sys
 import time
@@ -30,8 +29,8 @@ from statistics import median
 from typing import Any
 
 import torch
+from record import emit, table
 from spec_runs import draw_cells
-from tabulate import tabulate
 
 from ddbench.engine.memory import format_bytes
 from ddbench.engine.spec import RunEnv, RunSpec
@@ -148,7 +147,7 @@ def speed(args: argparse.Namespace) -> None:
         factor = machine_factor(calibrations)
         headers.append("median scaled to the issue's machine")
         rows = [row + [f"{spi / factor:.3f}"] for row, spi in zip(rows, medians)]
-    print(tabulate(rows, headers=headers, tablefmt="github"))
+    emit("bench_dc_mtt-speed", [table(headers, rows, note=_note(args))], calibrations=calibrations)
 
 
 def accuracy(args: argparse.Namespace) -> None:
@@ -170,7 +169,11 @@ def accuracy(args: argparse.Namespace) -> None:
         "s/it (median)",
         "peak memory",
     ]
-    print(tabulate(rows, headers=headers, tablefmt="github"))
+    emit("bench_dc_mtt-accuracy", [table(headers, rows, note=_note(args))])
+
+
+def _note(args: argparse.Namespace) -> str:
+    return f"torch threads: {torch.get_num_threads()}, device: {args.device}"
 
 
 def _accuracy_rows(args: argparse.Namespace, dc_it: int, mtt_it: int) -> list[tuple[str, Callable[[int], RunSpec]]]:
@@ -246,10 +249,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     {"speed": speed, "accuracy": accuracy, "child": _child, "reference": _reference_child}[args.part](args)
-    if args.part in ("speed", "accuracy"):
-        print(
-            f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()}, device: {args.device})"
-        )
 
 
 if __name__ == "__main__":

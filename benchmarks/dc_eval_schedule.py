@@ -9,14 +9,13 @@ both ConvNet-3, SGD momentum 0.9, weight decay 5e-4, no augmentation, full Fashi
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from ddbench_plugins.evaluators.convnet import ConvNet
+from record import emit, table
 from torch import Tensor, nn
 
 from ddbench import registry
@@ -83,11 +82,11 @@ def main() -> None:
     for seed in range(args.seeds):
         results["ddbench dc-noaug"].append(accuracy(train_ddbench(x, y, seed), test_x, test_y))
         results["reference schedule"].append(accuracy(train_reference(x, y, seed), test_x, test_y))
-    for name, accs in results.items():
-        print(
-            f"{name:20s} {statistics.mean(accs):.2f} ± {statistics.pstdev(accs):.2f}  ({' '.join(f'{a:.1f}' for a in accs)})"
-        )
-    print(f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()})")
+    rows = [[name, f"{statistics.mean(accs):.2f} ± {statistics.pstdev(accs):.2f}", str(len(accs)),
+             " ".join(f"{a:.1f}" for a in accs)] for name, accs in results.items()]  # fmt: skip
+    columns = ["evaluation schedule (ConvNet-3, no augmentation)", "accuracy %", "seeds", "per seed"]
+    note = f"synthetic set: {args.run_dir}; torch threads: {torch.get_num_threads()}"
+    emit("dc_eval_schedule", [table(columns, rows, note=note)], accuracies=results)
 
 
 if __name__ == "__main__":

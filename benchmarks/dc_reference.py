@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import shlex
 import statistics
 import sys
 import time
@@ -37,8 +36,7 @@ from typing import Any
 import torch
 from dc_eval_schedule import accuracy, train_reference
 from ddbench_plugins.matchers.dc import layer_distance, loop_schedule
-from record import write_record
-from tabulate import tabulate
+from record import emit, table
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -211,6 +209,32 @@ def ddbench_distill(
     return result.synthetic.images.to(device), result.seconds_per_iteration or float("nan")
 
 
+def accuracy_table(
+    rows: dict[str, dict[str, list[float]]],
+    seeds: int,
+    ipc: int,
+    iterations: int,
+    batch_real: int,
+    dsa: bool,
+    eval_epochs: int,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """The figure table of ``rows`` ({label: {acc, draw_means, spi}}): accuracy mean ± std over
+    draws × evaluation seeds, the mean per draw, and the median s/it over draws."""
+    cells = [[label, f"{statistics.mean(r['acc']):.2f} ± {statistics.pstdev(r['acc']):.2f}",
+              f"{len(r['draw_means'])} × {seeds}", " / ".join(f"{m:.1f}" for m in r["draw_means"]),
+              f"{statistics.median(r['spi']):.3f}" if r["spi"] else "—"] for label, r in rows.items()]  # fmt: skip
+    columns = [
+        f"Fashion-MNIST IPC {ipc}, {iterations} it, batch_real {batch_real}, {'DSA' if dsa else 'no DSA'}",
+        "accuracy %",
+        "draws × eval seeds",
+        "mean per draw",
+        "s/it (median over draws)",
+    ]
+    schedule = f"evaluation: the reference's schedule, {eval_epochs} epochs"
+    return table(columns, cells, note=f"{schedule}; {note}" if note else schedule)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -276,21 +300,18 @@ def main() -> None:
         for label, options in variants.items():
             options = {"batch_real": args.batch_real, **options}
             score(label, *ddbench_distill(data, draw, args.iterations, device, options, args.out, args.ipc, args.dsa))
-    table = [[label, f"{statistics.mean(r['acc']):.2f} ± {statistics.pstdev(r['acc']):.2f}",
-              f"{len(r['draw_means'])} × {args.seeds}", " / ".join(f"{m:.1f}" for m in r["draw_means"]),
-              f"{statistics.median(r['spi']):.3f}" if r["spi"] else "—"] for label, r in rows.items()]  # fmt: skip
-    headers = [
-        f"Fashion-MNIST IPC {args.ipc}, {args.iterations} it, batch_real {args.batch_real}, {'DSA' if args.dsa else 'no DSA'}",
-        "accuracy %",
-        "draws × eval seeds",
-        "mean per draw",
-        "s/it (median over draws)",
-    ]
-    print(tabulate(table, headers=headers, tablefmt="github"))
-    print(
-        f"\ncommand: python {' '.join(shlex.quote(a) for a in sys.argv)}  (torch threads: {torch.get_num_threads()}, device: {device})"
+    note = f"torch threads: {torch.get_num_threads()}, device: {device}"
+    emit(
+        f"dc_reference_ipc{args.ipc}",
+        [
+            accuracy_table(
+                rows, args.seeds, args.ipc, args.iterations, args.batch_real, args.dsa, args.eval_epochs, note
+            )
+        ],
+        rows=rows,
+        eval_epochs=args.eval_epochs,
+        variants=variants,
     )
-    write_record(f"dc_reference_ipc{args.ipc}", {"rows": rows, "eval_epochs": args.eval_epochs, "variants": variants})
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ does not use ``batch_real``, so with several ``--batch-real`` values it runs for
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
@@ -38,8 +37,7 @@ from dc_reference import (
     reference_outer_step,
 )
 from ddbench_plugins.matchers.dc import GradientMatching, loop_schedule
-from record import write_record
-from tabulate import tabulate
+from record import emit, table
 
 from ddbench import registry
 from ddbench.engine.dsa import DSA
@@ -167,6 +165,34 @@ def _median(values: list[float]) -> float:
     return statistics.median(finite) if finite else 0.0
 
 
+COLUMNS = ["variant", "batch_real", "outer step", "real", "synthetic", "backward + image step", "inner loop",
+           "estimated s/it", "× reference"]  # fmt: skip
+
+
+def stage_table(
+    medians: dict[str, dict[str, float]], ipc: int, outer: int, dsa: bool, note: str | None = None
+) -> dict[str, Any]:
+    """The figure table of ``medians`` ({'label @ batch_real': stage medians}): per variant and
+    batch_real the outer step and its stages, the inner loop, the estimated iteration (``outer ×
+    step + (outer − 1) × inner loop``) and its ratio to the same batch_real's reference."""
+    rows = []
+    for name, fig in medians.items():
+        label, _, batch_real = name.rpartition(" @ ")
+        ratio = fig["× reference"]
+        rows.append([label, batch_real, f"{fig['outer step']:.2f}", f"{fig['real']:.2f}", f"{fig['synthetic']:.2f}",
+                     f"{fig['backward + image step']:.2f}", f"{fig['inner loop']:.2f}" if outer > 1 else "—",
+                     f"{spi:.1f}" if (spi := fig["iteration (estimated)"]) >= 10 else f"{spi:.2f}",
+                     f"{ratio:.2f}×" if ratio else "—"])  # fmt: skip
+    title = (
+        f"Fashion-MNIST IPC {ipc} ({outer} outer steps), {'DSA' if dsa else 'no DSA'}: median seconds; "
+        f"estimated s/it = {outer} × outer step + {outer - 1} × inner loop"
+    )
+    parts = ["outer step = real + synthetic + the rest of the loss + backward + image step."]
+    if len({row[1] for row in rows}) > 1:
+        parts.append("The inner loop does not use batch_real: timed at the first batch_real, shown for each.")
+    return table(COLUMNS, rows, title=title, note=" ".join([*parts, note] if note else parts))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ipc", type=int, default=10)
@@ -223,14 +249,16 @@ def main() -> None:
     for name, fig in figures.items():
         reference = figures.get(f"{REFERENCE} @ {name.rpartition(' @ ')[2]}")
         fig["× reference"] = fig["iteration (estimated)"] / reference["iteration (estimated)"] if reference else 0.0
-    keys = [*STAGES, "outer step", "inner loop", "iteration (estimated)", "× reference"]
-    table = [[key, *(f"{figures[n][key]:.3f}" for n in figures)] for key in keys]
-    title = f"Fashion-MNIST IPC {args.ipc} ({outer} outer steps), {'no DSA' if dsa is None else 'DSA'}, median s"
-    print(tabulate(table, headers=[title, *figures], tablefmt="github"))
-    command = f"python {' '.join(shlex.quote(a) for a in sys.argv)}"
-    print(f"\ncommand: {command}  (torch threads: {torch.get_num_threads()})")
-    write_record(
-        f"profile_dc_ipc{args.ipc}", {"ipc": args.ipc, "dsa": dsa is not None, "samples": samples, "medians": figures}
+    note = (
+        f"torch threads: {torch.get_num_threads()}; medians of {len(next(iter(samples.values())))} outer steps per row"
+    )
+    emit(
+        f"profile_dc_ipc{args.ipc}",
+        [stage_table(figures, args.ipc, outer, dsa is not None, note)],
+        ipc=args.ipc,
+        dsa=dsa is not None,
+        samples=samples,
+        medians=figures,
     )
 
 
