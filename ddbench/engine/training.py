@@ -95,7 +95,7 @@ def check_finite_loss(mean_loss: float, epoch: int, epochs: int, lr: float, what
     if not math.isfinite(mean_loss):
         raise NonFiniteLossError(
             f"{what} became {mean_loss} in epoch {epoch + 1}/{epochs} (lr {lr}); "
-            "lower the learning rate (--eval-lr / the protocol's lr) and run again"
+            "lower the learning rate: evaluate under a protocol with a lower one (e.g. --protocol glad, lr 1e-3)"
         )
 
 

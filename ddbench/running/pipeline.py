@@ -16,12 +16,13 @@ from rich.console import Console
 from ddbench import registry
 from ddbench.engine.distill import CHECKPOINT_FILE, Distiller
 from ddbench.engine.dsa import DSA
+from ddbench.engine.evaluate import resolve_batched
 from ddbench.engine.protocols import EvalProtocol, get_protocol
 from ddbench.engine.soft_labels import SoftLabels
 from ddbench.engine.spec import RunEnv, RunSpec
 from ddbench.engine.synthetic import SyntheticSet
 from ddbench.engine.teacher import teacher_labels
-from ddbench.errors import DDBenchError, InvalidOptionError
+from ddbench.errors import DDBenchError, InvalidOptionError, NonFiniteLossError
 from ddbench.interfaces import EVALUATION_OVERRIDES, RealData
 from ddbench.results.store import ResultsStore
 from ddbench.running.identity import resolve_spec
@@ -199,18 +200,40 @@ def _evaluate_missing(
             synthetic.images, data, soft.teacher, spec.protocol, cache_dir=env.out / "cache", fingerprint=fingerprint,
             device=device, progress=bar, say=lambda text: console.print(text, highlight=False, markup=False),
         )  # fmt: skip
-    scores = []
+    scores, diverged = [], []
+    for evaluator, seed_groups in _evaluation_groups(missing, resolve_batched(env.eval_batch, device)):
+        for seeds in seed_groups:
+            try:
+                results = evaluate_and_record_seeds(
+                    synthetic.images, labels, data, evaluator, protocol, seeds, key=spec.protocol_key(),
+                    device=device, epochs=spec.eval_epochs, lr=overrides.get("lr"), report=spec.report, soft=soft,
+                    store=store, run_id=spec.run_id, progress=bar, batched=env.eval_batch,
+                )  # fmt: skip
+            except NonFiniteLossError as err:
+                # the other evaluators and seeds still run and are stored: a resume redoes only these
+                diverged.append(f"{evaluator} seed(s) {', '.join(map(str, seeds))}: {err}")
+                console.print(f"  {evaluator} seed(s) {', '.join(map(str, seeds))}: diverged", highlight=False)
+                continue
+            for result in results:
+                scores.append({"evaluator": evaluator, "seed": result.seed, "accuracy": result.accuracy})
+                console.print(f"  {evaluator} seed {result.seed}: {100 * result.accuracy:.2f} %")
+    if diverged:
+        raise NonFiniteLossError(
+            f"{len(diverged)} evaluation(s) diverged; the other {len(scores)} score(s) are stored:\n  "
+            + "\n  ".join(diverged)
+        )
+    return scores
+
+
+def _evaluation_groups(missing: Sequence[tuple[str, int]], batched: bool) -> list[tuple[str, list[list[int]]]]:
+    """Per evaluator, its missing seeds as they are trained and stored together: all at once when
+    they train as one batched model, else one by one, so that each seed's score is stored as soon
+    as it exists."""
+    groups = []
     for evaluator in dict.fromkeys(name for name, _ in missing):
         seeds = [seed for name, seed in missing if name == evaluator]
-        results = evaluate_and_record_seeds(
-            synthetic.images, labels, data, evaluator, protocol, seeds, key=spec.protocol_key(), device=device,
-            epochs=spec.eval_epochs, lr=overrides.get("lr"), report=spec.report, soft=soft, store=store,
-            run_id=spec.run_id, progress=bar, batched=env.eval_batch,
-        )  # fmt: skip
-        for result in results:
-            scores.append({"evaluator": evaluator, "seed": result.seed, "accuracy": result.accuracy})
-            console.print(f"  {evaluator} seed {result.seed}: {100 * result.accuracy:.2f} %")
-    return scores
+        groups.append((evaluator, [seeds] if batched else [[seed] for seed in seeds]))
+    return groups
 
 
 def evaluation_overrides(metadata: dict[str, Any]) -> dict[str, float]:
