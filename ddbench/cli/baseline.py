@@ -13,6 +13,7 @@ import click
 from ddbench.cli._completion import plugin_names
 from ddbench.engine.soft_labels import DEFAULT_TEACHER_EPOCHS
 from ddbench.util._console import stderr_console
+from ddbench.util.click_options import data_and_device_options
 
 console = stderr_console()
 
@@ -74,15 +75,7 @@ console = stderr_console()
     show_default=True,
     help="Output directory (results.sqlite; the networks in cache/full-data/).",
 )
-@click.option(
-    "--data-root",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where the dataset lives (overrides $DDBENCH_DATA).",
-)
-@click.option("--download", is_flag=True, help="Allow downloading the dataset where a network exists.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@data_and_device_options
 def baseline(**opts: Any) -> None:
     """Train each evaluator on the whole real training split and store its test accuracy.
 

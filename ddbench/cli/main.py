@@ -35,6 +35,7 @@ from ddbench.running.grid import (  # noqa: F401 - DEFAULT_DATASET, PAPER_DATASE
     split_values as _split,
 )
 from ddbench.util._console import stderr_console
+from ddbench.util.click_options import data_and_device_options
 from ddbench.util.fileio import check_writable_dir, describe_os_error, safe_name
 
 console = stderr_console()
@@ -168,14 +169,7 @@ def cli() -> None:
     show_default=True,
     help="Output directory (results.sqlite, runs/).",
 )
-@click.option(
-    "--data-root",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where the dataset lives (overrides $DDBENCH_DATA).",
-)
-@click.option("--download", is_flag=True, help="Allow downloading the dataset where a network exists.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@data_and_device_options
 @click.option(
     "--checkpoint-every",
     type=click.IntRange(min=1),
@@ -187,7 +181,6 @@ def cli() -> None:
     "--resume/--no-resume", default=True, show_default=True, help="Continue interrupted runs from their checkpoints."
 )
 @click.option("--force", is_flag=True, help="Recompute even if the store already has this spec's results.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @click.option(
     "--eval-batch/--no-eval-batch",
     default=None,

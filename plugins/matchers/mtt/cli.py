@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ddbench.util.click_options import data_and_device_options
+
 
 @click.command()
 @click.option("--dataset", required=True, help="Dataset name (e.g. fashion-mnist, cifar10, imagenette).")
@@ -51,13 +53,7 @@ from rich.console import Console
     default=None,
     help="Use only the first N training images of each class (as `ddbench run --budget smoke` does).",
 )
-@click.option(
-    "--data-root",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where the dataset lives (overrides $DDBENCH_DATA).",
-)
-@click.option("--download", is_flag=True, help="Allow downloading the dataset where a network exists.")
+@data_and_device_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -71,8 +67,6 @@ from rich.console import Console
     default=None,
     help="Buffer root instead of OUT/cache/experts.",
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 def experts(
     dataset: str,
     model: str,

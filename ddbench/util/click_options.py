@@ -1,0 +1,30 @@
+"""Command-line options that every command loading a dataset shares (the core's commands and
+plugins' commands alike), defined once so that their names, defaults and help stay the same."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., object])
+
+_DATA_AND_DEVICE = (
+    click.option(
+        "--data-root",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Where the dataset lives (overrides $DDBENCH_DATA).",
+    ),
+    click.option("--download", is_flag=True, help="Allow downloading the dataset where a network exists."),
+    click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."),
+    click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars."),
+)
+
+
+def data_and_device_options(command: F) -> F:
+    """``--data-root``, ``--download``, ``--device`` and ``--progress/--no-progress``, in that order."""
+    for option in reversed(_DATA_AND_DEVICE):  # click lists the last-applied decorator first
+        command = option(command)
+    return command
