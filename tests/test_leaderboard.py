@@ -339,3 +339,22 @@ def test_marked_cells_show_their_mark_in_every_format_and_never_win() -> None:
     averaged = leaderboard_table(frame, columns="evaluator", marks={(("glad", "dm"), "convnet"): [smoke]})
     glad_dm = next(row for row in averaged.rows if row[:2] == ("glad", "dm"))
     assert glad_dm[-1].marks == (smoke,) and not glad_dm[-1].best
+
+
+def test_a_cell_over_other_evaluators_than_its_column_is_marked_and_never_wins() -> None:
+    frame = scores(
+        ("pixel", "dm", "fashion-mnist", "convnet", [0.60]),
+        ("pixel", "dm", "fashion-mnist", "alexnet", [0.50]),
+        ("glad", "dm", "fashion-mnist", "convnet", [0.58]),
+        ("glad", "dm", "fashion-mnist", "alexnet", [0.48]),
+        ("ld3m", "dm", "fashion-mnist", "convnet", [0.70]),  # higher, but convnet only
+    )
+    rows = {row[:2]: row[2] for row in leaderboard_table(frame).rows}
+    assert rows[("ld3m", "dm")].symbols == leaderboard.OTHER_EVALUATORS and not rows[("ld3m", "dm")].best
+    assert rows[("pixel", "dm")].best and not rows[("pixel", "dm")].marks
+    (note,) = leaderboard.mark_notes(leaderboard_table(frame))
+    assert note == "§ averaged over convnet; most of its column over alexnet, convnet"
+    # one evaluator set per column, or evaluators as columns: nothing to mark
+    assert not any(c.marks for row in leaderboard_table(frame[frame.evaluator == "convnet"]).rows for c in row[2:])
+    per_arch = leaderboard_table(frame, columns="evaluator")
+    assert not any(c is not None and c.marks for row in per_arch.rows for c in row[2:])

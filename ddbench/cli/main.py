@@ -491,13 +491,22 @@ def _run_sweep(specs: list[RunSpec], env: RunEnv, opts: dict[str, Any]) -> None:
 def _print_leaderboard(
     store: Any, fmt: str, rows: tuple[str, ...], columns: str, filters: dict[str, Any] | None
 ) -> None:
-    from ddbench.results.leaderboard import leaderboard_table, render
+    from ddbench.results.leaderboard import leaderboard_table
 
     frame = store.scores_frame()
     if frame.empty:
         console.print("[yellow]The store has no scores yet; run `ddbench run` first.")
         return
-    render(leaderboard_table(frame, rows=rows, columns=columns, filters=filters), fmt)
+    _render_marked(leaderboard_table(frame, rows=rows, columns=columns, filters=filters), fmt)
+
+
+def _render_marked(table: Any, fmt: str) -> None:
+    """Print ``table`` in ``fmt``, then a line per mark its cells carry (what † ‡ § mean there)."""
+    from ddbench.results.leaderboard import mark_notes, render
+
+    render(table, fmt)
+    for note in mark_notes(table):
+        console.print(f"[dim]{escape(note)}", highlight=False)
 
 
 @cli.command()
@@ -622,9 +631,9 @@ def leaderboard(
         if scores.empty:
             console.print("[yellow]The store has no scores yet; run `ddbench run` first.")
             return
-        from ddbench.results.leaderboard import leaderboard_table, render
+        from ddbench.results.leaderboard import leaderboard_table
 
-        render(leaderboard_table(scores, rows=row_keys, columns=columns, filters=filters or None), fmt)
+        _render_marked(leaderboard_table(scores, rows=row_keys, columns=columns, filters=filters or None), fmt)
         return
     _leaderboard_report(out, scores, runs, fmt, suite, compare == "paper", output, row_keys, columns, filters or None)
 
@@ -683,7 +692,7 @@ def _leaderboard_report(
 ) -> None:
     """`ddbench leaderboard` with --suite, --format html or --output: build the tables, then print or write them."""
     from ddbench.results import report
-    from ddbench.results.leaderboard import leaderboard_table
+    from ddbench.results.leaderboard import leaderboard_table, mark_notes
 
     suite_name = None
     if suite is not None:
@@ -700,7 +709,7 @@ def _leaderboard_report(
         tables = report.store_tables(_filtered(scores, filters), runs)
     else:
         table = leaderboard_table(scores, rows=rows, columns=columns, filters=filters)
-        tables = [report.ReportTable(key="leaderboard", title="", table=table)]
+        tables = [report.ReportTable(key="leaderboard", title="", table=table, notes=mark_notes(table))]
     if fmt == "html":
         _write_html_report(tables, scores, runs, out, suite_name, output)
     else:

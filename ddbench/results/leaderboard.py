@@ -53,6 +53,9 @@ _IDENTITY_HINTS = ("dataset", "prior", "matcher", "ipc", "res", "protocol", "rep
 OTHER_SETTINGS = "†"
 #: a cell whose run does not measure what its row says (`ddbench.results.baselines`)
 NOT_MEANINGFUL = "‡"
+#: a cell averaged over other evaluators than most of its column's (e.g. convnet only among rows
+#: scored on five architectures): its number answers another question
+OTHER_EVALUATORS = "§"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,7 +327,8 @@ def aggregate(
     papers' tables report). A cell that spans several evaluators (columns other than
     ``evaluator``, e.g. Table 1's average over unseen architectures) is the mean of the evaluators'
     means ± the mean of their stds, the convention of the paper's average columns (Table 4, pixel
-    DC: stds 0.2, 0.5, 0.5, 0.3 → 0.4); ``n`` then counts all scores in the cell.
+    DC: stds 0.2, 0.5, 0.5, 0.3 → 0.4); ``n`` then counts all scores in the cell, and
+    ``evaluators`` names the evaluators it averages (``"alexnet, convnet"``).
     """
     if value not in VALUES:
         raise InvalidOptionError(f"Expected value one of {VALUES} but got '{value}'")
@@ -345,13 +349,19 @@ def aggregate(
     per_arch_keys = keys if "evaluator" in keys else [*keys, "evaluator"]
     _check_unambiguous(data, [*per_arch_keys, "seed"])
     if data.empty:
-        return pd.DataFrame({**{k: [] for k in keys}, "mean": [], "std": [], "n": []})
+        return pd.DataFrame({**{k: [] for k in keys}, "mean": [], "std": [], "n": [], "evaluators": []})
     by_arch = data.groupby(per_arch_keys, dropna=False, sort=False)[value]
     per_arch = pd.DataFrame({"mean": by_arch.mean(), "std": by_arch.std(ddof=0), "n": by_arch.count()})
-    cells = per_arch.groupby(level=keys, dropna=False, sort=False).agg(
-        mean=("mean", "mean"), std=("std", "mean"), n=("n", "sum")
+    per_arch = per_arch.reset_index()
+    per_arch["evaluator"] = per_arch["evaluator"].astype(str)
+    cells = per_arch.groupby(keys, dropna=False, sort=False).agg(
+        mean=("mean", "mean"), std=("std", "mean"), n=("n", "sum"), evaluators=("evaluator", _evaluator_set)
     )
     return cells.reset_index()
+
+
+def _evaluator_set(evaluators: pd.Series) -> str:
+    return ", ".join(sorted(set(evaluators)))
 
 
 def leaderboard_table(
@@ -391,7 +401,8 @@ def leaderboard_table(
     row_keys = [rows] if isinstance(rows, str) else list(rows)
     cells = aggregate(frame, row_keys, columns, filters, value)
     with_average = (columns == "evaluator") if average is None else average
-    found = _cells_by_row(cells, row_keys, columns, marks or {})
+    all_marks = _merge_marks(marks or {}, evaluator_set_marks(cells, row_keys, columns))
+    found = _cells_by_row(cells, row_keys, columns, all_marks)
     orders = display_orders(frame)
     fixed_columns = list(dict.fromkeys(column_values or ()))
     extra_columns = sorted(
@@ -413,6 +424,39 @@ def leaderboard_table(
         rows=[(*row_id, *line) for row_id, line in zip(row_ids, grid)],
         n_keys=len(row_keys),
     )
+
+
+def evaluator_set_marks(
+    cells: pd.DataFrame, row_keys: Sequence[str], columns: str
+) -> dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]]:
+    """`OTHER_EVALUATORS` marks for the cells of `aggregate` that average other evaluators than the
+    most common set in their column (within their experimental condition, `CONDITION_KEYS`): a
+    convnet-only number next to five-architecture averages is not comparable, so it is marked and
+    does not compete for best. Nothing is marked where evaluators are a row or column key."""
+    if "evaluator" in (*row_keys, columns) or cells.empty:
+        return {}
+    condition = [k for k in row_keys if k in CONDITION_KEYS]
+    marks: dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]] = {}
+    for _, group in cells.groupby([*condition, columns], dropna=False, sort=False):
+        counts = group["evaluators"].value_counts(sort=False)
+        if len(counts) < 2:
+            continue
+        common = max(counts.index, key=lambda s: (counts[s], s.count(","), s))
+        for record in group[group["evaluators"] != common].to_dict("records"):
+            row_id = tuple(plain_value(record[k]) for k in row_keys)
+            note = f"averaged over {record['evaluators']}; most of its column over {common}"
+            marks[(row_id, plain_value(record[columns]))] = (CellMark(OTHER_EVALUATORS, note),)
+    return marks
+
+
+def _merge_marks(
+    *mappings: Mapping[tuple[tuple[Any, ...], Any], Sequence[CellMark]],
+) -> dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]]:
+    merged: dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]] = {}
+    for mapping in mappings:
+        for key, cell_marks in mapping.items():
+            merged[key] = (*merged.get(key, ()), *cell_marks)
+    return merged
 
 
 def _add_average(header: list[str], grid: list[list[Cell | None]], label: str, first: bool) -> None:
@@ -558,7 +602,7 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
 
 
-_LATEX_MARKS = {OTHER_SETTINGS: r"\dag", NOT_MEANINGFUL: r"\ddag"}
+_LATEX_MARKS = {OTHER_SETTINGS: r"\dag", NOT_MEANINGFUL: r"\ddag", OTHER_EVALUATORS: r"\S"}
 
 
 def _latex_marks(symbols: str) -> str:
@@ -676,6 +720,7 @@ __all__ = [
     "CellMark",
     "OTHER_SETTINGS",
     "NOT_MEANINGFUL",
+    "OTHER_EVALUATORS",
     "mark_notes",
     "PaperCell",
     "Delta",

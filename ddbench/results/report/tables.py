@@ -26,6 +26,7 @@ from ddbench.results.baselines import run_problem
 from ddbench.results.leaderboard import (
     AVG_COLUMN,
     NOT_MEANINGFUL,
+    OTHER_EVALUATORS,
     OTHER_SETTINGS,
     CellMark,
     LeaderboardTable,
@@ -233,7 +234,8 @@ def _cell_note(layout: LayoutLike, suite_runs: Sequence[tuple[RunSpec, Mapping[s
         what += "; the aggregate column is the mean over the row's other columns, missing unless all exist"
     return (
         what
-        + f"; best per column in bold (cells marked {OTHER_SETTINGS} or {NOT_MEANINGFUL} do not compete); — = missing."
+        + f"; best per column in bold (cells marked {OTHER_SETTINGS}, {NOT_MEANINGFUL} or {OTHER_EVALUATORS} do not "
+        "compete); — = missing."
     )
 
 
