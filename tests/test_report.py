@@ -494,6 +494,7 @@ def test_cells_of_runs_with_other_settings_are_marked_in_the_cell_and_not_ranked
     mark = re.search(r'<td class="num marked">90\.0 ± 0\.0<sup class="mark" title="([^"]*)">†</sup></td>', page)
     assert mark and "iterations 20 (suite: 500)" in mark.group(1)
     assert "<summary>†: 1 run(s) marked in their cells" in page
+    assert re.search(r"<ul><li>† [^<]*iterations 20 \(suite: 500\)[^<]*</li></ul></details>", page)
 
 
 def test_a_real_baseline_under_a_prior_without_real_images_is_marked_with_the_reason(tmp_path: Path) -> None:

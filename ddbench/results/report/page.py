@@ -97,7 +97,7 @@ def _notes_html(table: ReportTable) -> list[str]:
             f'<details class="marks"><summary>{html.escape(symbols)}: {len(marked)} run(s) marked in their cells '
             f"(hover a mark for its reason; {OTHER_SETTINGS} other settings than the table's, not ranked; "
             f"{NOT_MEANINGFUL} not meaningful; {OTHER_EVALUATORS} averaged over other evaluators than its column, "
-            "not ranked)</summary><ul>{items}</ul></details>"
+            f"not ranked)</summary><ul>{items}</ul></details>"
         )
     if table.not_run:
         parts.append(f'<p class="note">Not run yet ({len(table.not_run)}): {html.escape("; ".join(table.not_run))}</p>')
