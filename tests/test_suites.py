@@ -88,6 +88,23 @@ def test_packaged_suites_load_with_their_layout():
     assert load_suite("table2").layout.all_column is True
 
 
+def test_table7_fmnist_ablates_ld3m_on_table4_fmnists_protocol(tmp_path):
+    """Its LD3M row is table4-fmnist's ld3m-trained DM run, so one --out computes it once."""
+    env = RunEnv(out=tmp_path, device="cpu")
+
+    def ids(name: str) -> dict[str, str]:
+        runs = load_suite(name).expand()
+        return {
+            str(labels.get("variant", labels.get("prior"))) + "/" + spec.matcher: resolve_spec(spec, env).run_id
+            for spec, labels in ((r.spec, r.labels) for r in runs)
+        }
+
+    table7, table4 = ids("table7-fmnist"), ids("table4-fmnist")
+    assert len(set(table7.values())) == 6
+    assert table7["Z, c with Eq. 12 (LD3M, T 10)/dm"] == table4["ld3m-trained/dm"]
+    assert load_suite("table7-fmnist").layout.rows == ("variant",)
+
+
 def test_table1_expands_to_the_paper_grid():
     specs = load_suite("table1").specs(require_env=False, validate=False)
     assert len(specs) == 10 * 3 * 3

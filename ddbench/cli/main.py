@@ -220,7 +220,7 @@ def cli() -> None:
     "--suite",
     default=None,
     shell_complete=suite_names(),
-    help="Run a suite (table1 … table4, fmnist-cpu, or a suite .toml path); --dataset/--prior/--algo/--ipc then select among its runs and other options override it.",
+    help="Run a suite (table1 … table4, fmnist-cpu, table4-fmnist, table7-fmnist, or a suite .toml path); --dataset/--prior/--algo/--ipc then select among its runs and other options override it.",
 )
 @click.option(
     "--dry-run", is_flag=True, help="List the runs, what the store already has and their estimated cost; run nothing."
@@ -529,7 +529,7 @@ def _render_marked(table: Any, fmt: str) -> None:
     "--suite",
     default=None,
     shell_complete=suite_names(),
-    help="Show a suite in its layout (table1 … table4 as the paper's tables, fmnist-cpu, or a suite .toml path; replaces --rows/--columns); see `ddbench run --suite`.",
+    help="Show a suite in its layout (table1 … table4 as the paper's tables, fmnist-cpu, table4-fmnist, table7-fmnist, or a suite .toml path; replaces --rows/--columns); see `ddbench run --suite`.",
 )
 @click.option(
     "--compare",
