@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -135,6 +136,28 @@ def test_the_headline_command_says_what_it_runs_in_one_line():
     # a demo run suggests smoke; a smoke run suggests nothing shorter
     assert "--budget smoke" in preview_lines([spec], ["ld3m"], ["run", "--budget", "demo"], "demo")[0]
     assert "shorter" not in preview_lines([spec], ["ld3m"], ["run", "--budget", "smoke"], "smoke")[0]
+
+
+def test_the_preview_and_the_sweeps_first_eta_agree(monkeypatch):
+    """One estimate per run: the line before it starts and the sweep's ETA use one conversion."""
+    import io
+
+    from rich.console import Console
+
+    from ddbench.engine.spec import RunSpec
+    from ddbench.running import sweep
+    from ddbench.running.preview import spec_seconds
+    from ddbench.running.sweep import PlannedRun, SweepProgress, format_duration
+
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
+    spec = RunSpec(prior="pixel", matcher="dm", ipc=10, iterations=1000, eval_seeds=(0, 1, 2))
+    one_core = spec_seconds(spec) * sweep.TWO_THREAD_SPEEDUP
+    planned = [PlannedRun(spec=spec, state="new", estimate_seconds=one_core, missing_scores=0)]
+    alone = SweepProgress(planned, 1, Console(file=io.StringIO()))
+    assert f"ETA {format_duration(spec_seconds(spec))}" in alone.line()
+    two = [planned[0], dataclasses.replace(planned[0], spec=dataclasses.replace(spec, seed=1))]
+    # two workers run one thread each: each run takes its one-core estimate, two at once
+    assert f"ETA {format_duration(one_core)}" in SweepProgress(two, 2, Console(file=io.StringIO())).line()
 
 
 def test_the_preview_shows_the_resolved_generator_as_text(monkeypatch, fmnist_available):

@@ -9,23 +9,15 @@ import shlex
 from collections.abc import Sequence
 
 from ddbench.engine.spec import BUDGETS, RunSpec
-from ddbench.running.sweep import estimate_distill_seconds, estimate_eval_seconds, format_duration
+from ddbench.running.sweep import estimate_distill_seconds, estimate_eval_seconds, format_duration, wall_seconds
 
 #: the next shorter budget preset to suggest
 SHORTER_BUDGET = {None: "demo", "paper": "demo", "demo": "smoke"}
-#: the cost model's figures are one-core seconds; a run's two torch threads finish its work about
-#: this much faster (a rough factor: two threads on a 2-vCPU machine rarely give 2x)
-TWO_THREAD_SPEEDUP = 1.6
-
-
-def machine_seconds(one_core_seconds: float, cores: int | None = None) -> float:
-    """The cost model's one-core seconds as wall seconds of one run on this machine."""
-    cores = cores or os.cpu_count() or 1
-    return one_core_seconds / (TWO_THREAD_SPEEDUP if cores >= 2 else 1.0)
 
 
 def spec_seconds(spec: RunSpec) -> float:
-    return machine_seconds(estimate_distill_seconds(spec) + estimate_eval_seconds(spec))
+    """One run's estimated wall seconds on this machine, alone (`wall_seconds`)."""
+    return wall_seconds(estimate_distill_seconds(spec) + estimate_eval_seconds(spec))
 
 
 def with_budget(spec: RunSpec, budget: str) -> RunSpec:
@@ -94,4 +86,4 @@ def preview_lines(
     return lines + [f"{len(specs)} runs, {estimate}"]
 
 
-__all__ = ["preview_lines", "spec_seconds", "machine_seconds", "shorter_command"]
+__all__ = ["preview_lines", "spec_seconds", "shorter_command"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -154,6 +155,24 @@ def plan_sweep(specs: Sequence[RunSpec], env: RunEnv, store: ResultsStore | None
     return planned
 
 
+#: two torch threads on a 2-vCPU machine finish one run's work about this much faster than one
+#: (a rough factor: they rarely give 2x)
+TWO_THREAD_SPEEDUP = 1.6
+
+
+def run_speedup(workers: int, cores: int | None = None) -> float:
+    """How much faster than the one-core cost model one run goes here: a lone worker's run has the
+    machine's cores; runs of several workers share them, one thread each."""
+    cores = cores or os.cpu_count() or 1
+    return TWO_THREAD_SPEEDUP if workers <= 1 and cores >= 2 else 1.0
+
+
+def wall_seconds(one_core_seconds: float, workers: int = 1, cores: int | None = None) -> float:
+    """The cost model's one-core seconds as wall seconds on this machine with ``workers`` runs at once
+    (the same conversion for the preview line, ``--dry-run`` and the sweep's ETA)."""
+    return one_core_seconds / run_speedup(workers, cores) / max(1, workers)
+
+
 def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -192,7 +211,7 @@ def print_plan(planned: Sequence[PlannedRun], console: Console, workers: int = 1
     total = sum(r.estimate_seconds for r in todo)
     console.print(
         f"{len(todo)} to run, {len(planned) - len(todo)} already done; estimated {format_duration(total)} on one CPU core, "
-        f"about {format_duration(total / max(1, workers))} with {workers} worker(s) "
+        f"about {format_duration(wall_seconds(total, workers))} with {workers} worker(s) "
         "(a rough CPU guide from the plugins' declared costs; GPUs are much faster)",
         soft_wrap=True,
     )
@@ -220,8 +239,9 @@ class SweepProgress:
         remaining = sum(self.estimates[r] for r in self.estimates if r not in self.running and r not in self._ended)
         remaining += sum(max(0.0, self.estimates[r] - (time.monotonic() - t)) for r, t in self.running.items())
         # correct the model by what the finished runs took (wall time against 1-core estimate)
-        ratio = self._actual / self._estimated_done if self._estimated_done > 0 and self._actual > 0 else 1.0
-        return remaining * ratio / self.workers
+        if self._estimated_done > 0 and self._actual > 0:
+            return remaining * (self._actual / self._estimated_done) / self.workers
+        return wall_seconds(remaining, self.workers)
 
     def line(self) -> str:
         return (
