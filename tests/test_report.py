@@ -58,9 +58,10 @@ def suite_runs(name: str) -> list[tuple[RunSpec, dict[str, str]]]:
     return [(r.spec, r.labels) for r in load_suite(name).expand(require_env=False, validate=False)]
 
 
-def fill_store(path: Path, name: str, skip: int | None = 7, partial: int = 5, seeds: int = 3) -> None:
+def fill_store(path: Path, name: str, skip: int | None = 7, partial: int = 5, seeds: int | None = None) -> None:
     """Scores for the suite's runs: runs 3, 3 + ``skip``, 3 + 2·``skip`` … are left out (missing
-    cells) and run ``partial`` is scored by its first evaluator only (an incomplete average)."""
+    cells) and run ``partial`` is scored by its first evaluator only (an incomplete average);
+    ``seeds`` per evaluator (default: as many as the suite asks)."""
     layout = load_suite(name).layout
     runs = suite_runs(name)
     datasets = list(dict.fromkeys(spec.dataset for spec, _ in runs))
@@ -75,7 +76,7 @@ def fill_store(path: Path, name: str, skip: int | None = 7, partial: int = 5, se
             store.finish_run(spec.run_id, 1.0, None, None)
             evaluators = spec.evaluators[:1] if index == partial else spec.evaluators
             for evaluator in evaluators:
-                for seed in range(seeds):
+                for seed in range(len(spec.eval_seeds) if seeds is None else seeds):
                     acc = accuracy(keys, datasets.index(spec.dataset), evaluator, seed)
                     store.add_score(
                         spec.run_id, evaluator, seed, {"name": spec.protocol_key()}, acc, None, 1.0, 1.0, None
@@ -142,7 +143,10 @@ def test_table1_cell_averages_the_four_unseen_architectures(tmp_path: Path) -> N
     # seeds 0/1 → ±0.2 per architecture; architecture offsets 0, +1, +2, −1 → mean +0.5
     assert ld3m_dc[2].text() == "30.3 ± 0.2" and ld3m_dc[2].n == 8
     ld3m_mtt = next(r for r in made.table.rows if r[:2] == ("ld3m", "mtt"))
-    assert ld3m_mtt[2].text() == "33.3 ± 0.2" and ld3m_mtt[2].best and not ld3m_dc[2].best
+    assert ld3m_mtt[2].text() == "33.3 ± 0.2"
+    # 2 of the suite's 5 seeds: every cell says so and none is ranked
+    assert ld3m_mtt[2].symbols == "*" and not ld3m_mtt[2].best and not ld3m_dc[2].best
+    assert "run " in made.notes[-1] and "has 2 of 5 seeds of alexnet" in " ".join(made.notes)
     assert [r[:2] for r in made.table.rows][:3] == [("pixel", "mtt"), ("pixel", "dc"), ("pixel", "dm")]  # paper order
 
 
@@ -400,7 +404,7 @@ def test_golden_files_are_plain_markdown_tables() -> None:
 def store_suite_runs(
     out: Path, runs: list[tuple[RunSpec, dict[str, str]]], accuracy_of=None, grids: bool = True
 ) -> None:
-    """Each run stored with one score per evaluator and seed 0, and (``grids``) a small grid.png."""
+    """Each run stored with one score per evaluator and seed it asks for, and (``grids``) a small grid.png."""
     import torch
 
     from ddbench.engine.image_grid import save_grid
@@ -422,7 +426,10 @@ def store_suite_runs(
             store.finish_run(spec.run_id, 1.0, None, None)
             acc = accuracy_of(spec) if accuracy_of else 0.3 + 0.01 * index
             for evaluator in spec.evaluators:
-                store.add_score(spec.run_id, evaluator, 0, {"name": spec.protocol_key()}, acc, None, 1.0, 1.0, None)
+                for seed in spec.eval_seeds:
+                    store.add_score(
+                        spec.run_id, evaluator, seed, {"name": spec.protocol_key()}, acc, None, 1.0, 1.0, None
+                    )
 
 
 def grid_order(page: str, section: str) -> list[str]:

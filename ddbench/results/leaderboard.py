@@ -56,6 +56,8 @@ NOT_MEANINGFUL = "‡"
 #: a cell averaged over other evaluators than most of its column's (e.g. convnet only among rows
 #: scored on five architectures): its number answers another question
 OTHER_EVALUATORS = "§"
+#: a cell with fewer evaluation seeds than its run asked for (still running, or seeds that failed)
+PARTIAL = "*"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -602,7 +604,7 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
 
 
-_LATEX_MARKS = {OTHER_SETTINGS: r"\dag", NOT_MEANINGFUL: r"\ddag", OTHER_EVALUATORS: r"\S"}
+_LATEX_MARKS = {OTHER_SETTINGS: r"\dag", NOT_MEANINGFUL: r"\ddag", OTHER_EVALUATORS: r"\S", PARTIAL: "*"}
 
 
 def _latex_marks(symbols: str) -> str:
@@ -721,6 +723,7 @@ __all__ = [
     "OTHER_SETTINGS",
     "NOT_MEANINGFUL",
     "OTHER_EVALUATORS",
+    "PARTIAL",
     "mark_notes",
     "PaperCell",
     "Delta",

@@ -17,6 +17,7 @@ from ddbench.results.leaderboard import (
     NOT_MEANINGFUL,
     OTHER_EVALUATORS,
     OTHER_SETTINGS,
+    PARTIAL,
     mark_notes,
 )
 from ddbench.results.report.grids import GRIDS_CSS, grid_sections_html
@@ -97,7 +98,7 @@ def _notes_html(table: ReportTable) -> list[str]:
             f'<details class="marks"><summary>{html.escape(symbols)}: {len(marked)} run(s) marked in their cells '
             f"(hover a mark for its reason; {OTHER_SETTINGS} other settings than the table's, not ranked; "
             f"{NOT_MEANINGFUL} not meaningful; {OTHER_EVALUATORS} averaged over other evaluators than its column, "
-            f"not ranked)</summary><ul>{items}</ul></details>"
+            f"not ranked; {PARTIAL} fewer seeds than asked, not ranked)</summary><ul>{items}</ul></details>"
         )
     if table.not_run:
         parts.append(f'<p class="note">Not run yet ({len(table.not_run)}): {html.escape("; ".join(table.not_run))}</p>')

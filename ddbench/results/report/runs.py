@@ -90,6 +90,8 @@ class ChosenRun:
     dataset: str
     #: why its cells are not the suite's own numbers (other settings, not meaningful)
     marks: tuple[CellMark, ...] = ()
+    #: evaluation seeds the run asked of each evaluator (fewer scored: `PARTIAL`)
+    seeds: int = 0
 
 
 def _run_marks(run_id: str, stored_spec: Mapping[str, Any], differs: Sequence[str]) -> tuple[CellMark, ...]:
@@ -127,7 +129,11 @@ def choose_runs(
         exact = by_id.get(spec.run_id)
         if exact is not None:
             marks = _run_marks(spec.run_id, exact["spec"], ())
-            chosen.append(ChosenRun(spec.run_id, keys, spec.evaluators, spec.protocol_key(), spec.dataset, marks))
+            chosen.append(
+                ChosenRun(
+                    spec.run_id, keys, spec.evaluators, spec.protocol_key(), spec.dataset, marks, len(spec.eval_seeds)
+                )
+            )
             continue
         fits = [r for r in stored if _same_cell(spec.to_dict(), r["spec"])]
         if not fits:
@@ -142,6 +148,14 @@ def choose_runs(
             notes.append(f"{spec.label}: used run {pick['run_id']} (the newest finished); also stored: {others}")
         marks = _run_marks(pick["run_id"], pick["spec"], differs)
         chosen.append(
-            ChosenRun(pick["run_id"], keys, spec.evaluators, _protocol_key(pick["spec"]), spec.dataset, marks)
+            ChosenRun(
+                pick["run_id"],
+                keys,
+                spec.evaluators,
+                _protocol_key(pick["spec"]),
+                spec.dataset,
+                marks,
+                len(pick["spec"].get("eval_seeds") or spec.eval_seeds),
+            )  # fmt: skip
         )
     return chosen, notes, not_run

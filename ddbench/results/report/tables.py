@@ -28,6 +28,7 @@ from ddbench.results.leaderboard import (
     NOT_MEANINGFUL,
     OTHER_EVALUATORS,
     OTHER_SETTINGS,
+    PARTIAL,
     CellMark,
     LeaderboardTable,
     leaderboard_table,
@@ -120,7 +121,7 @@ def suite_table(
         row_values=row_values,
         average_label=aggregate_label,
         average_first=bool(paper and paper.columns and paper.columns[0] == aggregate_label),
-        marks=_cell_marks(chosen, rows, layout.columns),
+        marks=_cell_marks(chosen, rows, layout.columns, frame),
     )
     notes = [_cell_note(layout, suite_runs, frame), *notes]
     if compare and paper is not None:
@@ -200,15 +201,35 @@ def _layout_lines(
 
 
 def _cell_marks(
-    chosen: Sequence[ChosenRun], rows: Sequence[str], columns: str
+    chosen: Sequence[ChosenRun], rows: Sequence[str], columns: str, frame: pd.DataFrame
 ) -> dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]]:
     """Each chosen run's marks on its cells: one cell of a dataset column, the whole row otherwise
-    (one column per evaluator)."""
+    (one column per evaluator); and `PARTIAL` on a cell with fewer seeds than the suite asks."""
     marks: dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]] = {}
     for choice in chosen:
         cell = (_row_of(choice, rows), choice.dataset if columns == "dataset" else None)
         marks[cell] = marks.get(cell, ()) + choice.marks
+    for choice, evaluator, scored in _partial_evaluators(chosen, frame):
+        cell = (_row_of(choice, rows), choice.dataset if columns == "dataset" else evaluator)
+        note = (
+            f"run {choice.run_id[:8]} has {scored} of {choice.seeds} seeds of {evaluator} (still running, or the "
+            f"others failed: ddbench show {choice.run_id})"
+        )
+        marks[cell] = (*marks.get(cell, ()), CellMark(PARTIAL, note))
     return marks
+
+
+def _partial_evaluators(chosen: Sequence[ChosenRun], frame: pd.DataFrame) -> list[tuple[ChosenRun, str, int]]:
+    """(run, evaluator, seeds scored) wherever a chosen run has fewer seeds of an evaluator than asked."""
+    if frame.empty:
+        return []
+    scored = frame.groupby(["run_id", "evaluator"])["seed"].nunique().to_dict()
+    return [
+        (choice, evaluator, scored[(choice.run_id, evaluator)])
+        for choice in chosen
+        for evaluator in choice.evaluators
+        if 0 < scored.get((choice.run_id, evaluator), 0) < choice.seeds
+    ]
 
 
 def _row_of(choice: ChosenRun, rows: Sequence[str]) -> tuple[Any, ...]:
@@ -234,8 +255,8 @@ def _cell_note(layout: LayoutLike, suite_runs: Sequence[tuple[RunSpec, Mapping[s
         what += "; the aggregate column is the mean over the row's other columns, missing unless all exist"
     return (
         what
-        + f"; best per column in bold (cells marked {OTHER_SETTINGS}, {NOT_MEANINGFUL} or {OTHER_EVALUATORS} do not "
-        "compete); — = missing."
+        + f"; best per column in bold (cells marked {OTHER_SETTINGS}, {NOT_MEANINGFUL}, {OTHER_EVALUATORS} or {PARTIAL} "
+        "do not compete); — = missing."
     )
 
 
