@@ -146,7 +146,7 @@ def test_the_preview_and_the_sweeps_first_eta_agree(monkeypatch):
 
     from ddbench.engine.spec import RunSpec
     from ddbench.running import sweep
-    from ddbench.running.preview import spec_seconds
+    from ddbench.running.preview import preview_lines, spec_seconds
     from ddbench.running.sweep import PlannedRun, SweepProgress, format_duration
 
     monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
@@ -158,6 +158,8 @@ def test_the_preview_and_the_sweeps_first_eta_agree(monkeypatch):
     two = [planned[0], dataclasses.replace(planned[0], spec=dataclasses.replace(spec, seed=1))]
     # two workers run one thread each: each run takes its one-core estimate, two at once
     assert f"ETA {format_duration(one_core)}" in SweepProgress(two, 2, Console(file=io.StringIO())).line()
+    lines = preview_lines([p.spec for p in two], ["pixel"] * 2, ["run"], "smoke", workers=2)
+    assert f"estimated {format_duration(one_core)} on this machine (2 cores, 2 workers)" in lines[-1]
 
 
 def test_the_preview_shows_the_resolved_generator_as_text(monkeypatch, fmnist_available):

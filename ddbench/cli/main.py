@@ -398,7 +398,7 @@ def _print_preview(specs: list[RunSpec], opts: dict[str, Any]) -> None:
         ",".join(_split(opts["ipcs"])),
     ]
     labels = [prior_label(s.prior, s.plugin_options("prior"), recorded_labels(s.to_dict())) for s in specs]
-    for line in preview_lines(specs, labels, argv, opts["budget"]):
+    for line in preview_lines(specs, labels, argv, opts["budget"], workers=opts.get("workers") or 1):
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # labels hold [..]
 
 

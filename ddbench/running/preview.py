@@ -15,9 +15,14 @@ from ddbench.running.sweep import estimate_distill_seconds, estimate_eval_second
 SHORTER_BUDGET = {None: "demo", "paper": "demo", "demo": "smoke"}
 
 
+def one_core_seconds(spec: RunSpec) -> float:
+    """One run's cost-model estimate, in seconds of one core."""
+    return estimate_distill_seconds(spec) + estimate_eval_seconds(spec)
+
+
 def spec_seconds(spec: RunSpec) -> float:
     """One run's estimated wall seconds on this machine, alone (`wall_seconds`)."""
-    return wall_seconds(estimate_distill_seconds(spec) + estimate_eval_seconds(spec))
+    return wall_seconds(one_core_seconds(spec))
 
 
 def with_budget(spec: RunSpec, budget: str) -> RunSpec:
@@ -66,17 +71,19 @@ def shorter_command(argv: Sequence[str], budget: str) -> str:
 
 
 def preview_lines(
-    specs: Sequence[RunSpec], labels: Sequence[str], argv: Sequence[str], budget: str | None
+    specs: Sequence[RunSpec], labels: Sequence[str], argv: Sequence[str], budget: str | None, workers: int = 1
 ) -> list[str]:
     """One line per spec (at most 3 listed), then the total estimate and a shorter command.
 
     ``labels`` are the specs' prior labels (e.g. ``ld3m[generator=trained]``); ``budget`` is the
-    preset the user gave (None: the protocol's own figures)."""
-    total = sum(spec_seconds(s) for s in specs)
-    estimate = f"estimated {format_duration(total)} on this machine ({os.cpu_count()} cores)"
+    preset the user gave (None: the protocol's own figures); ``workers`` runs go at once."""
+    workers = max(1, min(workers, len(specs)))
+    total = wall_seconds(sum(one_core_seconds(s) for s in specs), workers)
+    at_once = f", {workers} workers" if workers > 1 else ""
+    estimate = f"estimated {format_duration(total)} on this machine ({os.cpu_count()} cores{at_once})"
     shorter = SHORTER_BUDGET.get(budget)
     if shorter is not None:
-        short_total = sum(spec_seconds(with_budget(s, shorter)) for s in specs)
+        short_total = wall_seconds(sum(one_core_seconds(with_budget(s, shorter)) for s in specs), workers)
         estimate += f"; shorter: {shorter_command(argv, shorter)} (≈ {format_duration(short_total)})"
     if len(specs) == 1:
         return [f"will run {describe(specs[0], labels[0])}; {estimate}"]
