@@ -156,6 +156,6 @@ def choose_runs(
                 spec.dataset,
                 marks,
                 len(pick["spec"].get("eval_seeds") or spec.eval_seeds),
-            )  # fmt: skip
+            )
         )
     return chosen, notes, not_run

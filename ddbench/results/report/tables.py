@@ -204,7 +204,7 @@ def _cell_marks(
     chosen: Sequence[ChosenRun], rows: Sequence[str], columns: str, frame: pd.DataFrame
 ) -> dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]]:
     """Each chosen run's marks on its cells: one cell of a dataset column, the whole row otherwise
-    (one column per evaluator); and `PARTIAL` on a cell with fewer seeds than the suite asks."""
+    (one column per evaluator); and `PARTIAL` on a cell with fewer seeds than its run asked for."""
     marks: dict[tuple[tuple[Any, ...], Any], tuple[CellMark, ...]] = {}
     for choice in chosen:
         cell = (_row_of(choice, rows), choice.dataset if columns == "dataset" else None)
