@@ -358,3 +358,18 @@ def test_a_cell_over_other_evaluators_than_its_column_is_marked_and_never_wins()
     assert not any(c.marks for row in leaderboard_table(frame[frame.evaluator == "convnet"]).rows for c in row[2:])
     per_arch = leaderboard_table(frame, columns="evaluator")
     assert not any(c is not None and c.marks for row in per_arch.rows for c in row[2:])
+
+
+def test_variants_of_one_prior_are_rows_of_their_own() -> None:
+    from ddbench.results.report import with_prior_variants
+
+    def run(run_id: str, options: dict, accs: list[float]) -> pd.DataFrame:
+        frame = scores(("ld3m", "dm", "fashion-mnist", "convnet", accs)).assign(run_id=run_id)
+        spec = json.loads(frame["spec_json"].iloc[0]) | {"prior_options": options}
+        return frame.assign(spec_json=json.dumps(spec))
+
+    frame = pd.concat([run("a", {}, [0.60, 0.62]), run("b", {"generator": "random"}, [0.70, 0.72])])
+    with pytest.raises(InvalidOptionError, match="differ in run_id"):
+        leaderboard_table(frame)  # one prior name, two experiments: refused, not averaged
+    rows = {row[0]: row[2].text() for row in leaderboard_table(with_prior_variants(frame)).rows}
+    assert rows == {"ld3m": "61.0 ± 1.0", "ld3m[generator=random]": "71.0 ± 1.0"}

@@ -492,12 +492,13 @@ def _print_leaderboard(
     store: Any, fmt: str, rows: tuple[str, ...], columns: str, filters: dict[str, Any] | None
 ) -> None:
     from ddbench.results.leaderboard import leaderboard_table
+    from ddbench.results.report.rows import with_prior_variants
 
     frame = store.scores_frame()
     if frame.empty:
         console.print("[yellow]The store has no scores yet; run `ddbench run` first.")
         return
-    _render_marked(leaderboard_table(frame, rows=rows, columns=columns, filters=filters), fmt)
+    _render_marked(leaderboard_table(with_prior_variants(frame), rows=rows, columns=columns, filters=filters), fmt)
 
 
 def _render_marked(table: Any, fmt: str) -> None:
@@ -632,8 +633,10 @@ def leaderboard(
             console.print("[yellow]The store has no scores yet; run `ddbench run` first.")
             return
         from ddbench.results.leaderboard import leaderboard_table
+        from ddbench.results.report.rows import with_prior_variants
 
-        _render_marked(leaderboard_table(scores, rows=row_keys, columns=columns, filters=filters or None), fmt)
+        table = leaderboard_table(with_prior_variants(scores), rows=row_keys, columns=columns, filters=filters or None)
+        _render_marked(table, fmt)
         return
     _leaderboard_report(out, scores, runs, fmt, suite, compare == "paper", output, row_keys, columns, filters or None)
 
@@ -708,7 +711,7 @@ def _leaderboard_report(
     elif fmt == "html":
         tables = report.store_tables(_filtered(scores, filters), runs)
     else:
-        table = leaderboard_table(scores, rows=rows, columns=columns, filters=filters)
+        table = leaderboard_table(report.with_prior_variants(scores), rows=rows, columns=columns, filters=filters)
         tables = [report.ReportTable(key="leaderboard", title="", table=table, notes=mark_notes(table))]
     if fmt == "html":
         _write_html_report(tables, scores, runs, out, suite_name, output)

@@ -21,11 +21,12 @@ from __future__ import annotations
 from ddbench.results.report.compare import compare_with_paper
 from ddbench.results.report.grids import grid_data_uri, resolve_run_dir
 from ddbench.results.report.page import external_references, html_report
-from ddbench.results.report.rows import ROW_KEYS, prior_label, recorded_labels, run_keys
+from ddbench.results.report.rows import ROW_KEYS, prior_label, recorded_labels, run_keys, with_prior_variants
 from ddbench.results.report.table_html import marks_html, row_anchor, table_html
 from ddbench.results.report.tables import LayoutLike, ReportTable, store_tables, suite_table
 
 __all__ = [
+    "with_prior_variants",
     "ReportTable",
     "LayoutLike",
     "suite_table",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import pandas as pd
 
 from ddbench.engine.spec import recorded_labels
 from ddbench.results.paper import effective_options, generator_name, label_options, paper_row_name
@@ -31,6 +34,25 @@ def prior_label(prior: str, options: Mapping[str, Any], labels: Mapping[str, Any
     if not shown:
         return prior
     return f"{prior}[{','.join(f'{k}={v}' for k, v in shown.items())}]"
+
+
+def with_prior_variants(scores: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` with each prior named as its run's variant (`prior_label`, e.g.
+    ``ld3m[generator=random]``), read from the stored spec, so that variants of one prior are rows of
+    their own instead of scores that cannot share a cell."""
+    if scores.empty or "spec_json" not in scores.columns:
+        return scores
+    labels: dict[tuple[str, str], str] = {}
+    for prior, text in set(zip(scores["prior"].astype(str), scores["spec_json"].fillna(""))):
+        try:
+            spec = json.loads(text) if text else {}
+        except ValueError:
+            spec = {}
+        options = spec.get("prior_options") if isinstance(spec, dict) else None
+        labels[(prior, text)] = prior_label(prior, options or {}, recorded_labels(spec) if spec else None)
+    relabelled = scores.copy()
+    relabelled["prior"] = [labels[(str(p), t)] for p, t in zip(scores["prior"], scores["spec_json"].fillna(""))]
+    return relabelled
 
 
 def run_keys(
