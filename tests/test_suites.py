@@ -363,6 +363,27 @@ def test_a_run_held_by_another_sweep_is_waited_for_then_retried(tmp_path):
     assert summary.done == [resolve_spec(spec, RunEnv(out=tmp_path)).run_id] and not summary.failed
 
 
+def test_a_busy_run_is_not_dispatched_again_while_its_lock_is_held(tmp_path):
+    """Waiting probes the lock here; no worker is started only to find the run still busy."""
+    from rich.console import Console
+
+    spec = resolve_spec(build_specs(SpecGrid(datasets=["fashion-mnist"], iterations=1), validate=False)[0],
+                        RunEnv(out=tmp_path))  # fmt: skip
+    executor = _ScriptedExecutor(["busy", "done"])
+    holder = FileLock(SweepTask(spec=spec.to_dict(), env=RunEnv(out=tmp_path)).lock_path)
+    assert holder.acquire()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            holder.release()  # the other sweep ends its run
+
+    run_sweep([spec], RunEnv(out=tmp_path), executor, Console(file=open(os.devnull, "w")),
+              busy_poll_seconds=0.25, sleep=sleep)  # fmt: skip
+    assert executor.calls == 2 and waits == [0.25] * 3
+
+
 def test_execute_task_reports_busy_while_another_process_holds_the_run(tmp_path):
     from ddbench.running.executor import execute_task
 

@@ -27,6 +27,7 @@ from ddbench.interfaces import IdentityContext, Matcher, Preparation
 from ddbench.results.store import ResultsStore
 from ddbench.running.executor import Executor, SweepTask, TaskResult
 from ddbench.running.run_state import StoreSnapshot
+from ddbench.util.fileio import FileLock
 
 # ------------------------------------------------------------------------------------ cost model
 #
@@ -287,6 +288,23 @@ class SweepProgress:
 # --------------------------------------------------------------------------------------- sweep
 
 
+def _held_elsewhere(task: SweepTask) -> bool:
+    """Whether another process holds ``task``'s run lock (probed here, released at once)."""
+    lock = FileLock(task.lock_path)
+    if not lock.acquire():
+        return True
+    lock.release()
+    return False
+
+
+def _wait_for_a_release(tasks: Sequence[SweepTask], poll_seconds: float, sleep: Callable[[float], None]) -> None:
+    """Sleep until at least one of ``tasks``' runs is no longer held by another process. The locks
+    are probed in this process, so that no worker is started only to find a run still busy."""
+    sleep(poll_seconds)
+    while all(_held_elsewhere(t) for t in tasks):
+        sleep(poll_seconds)
+
+
 @dataclasses.dataclass
 class SweepSummary:
     planned: list[PlannedRun]
@@ -336,7 +354,7 @@ def run_sweep(
         if not busy:
             break
         # another sweep holds these runs: wait, then skip what it finished and retry the rest
-        sleep(busy_poll_seconds)
+        _wait_for_a_release(busy, busy_poll_seconds, sleep)
         with ResultsStore(store_path(env.out)) as store:
             replanned = plan_sweep([t.run_spec for t in busy], dataclasses.replace(env, force=False), store)
         pending = []
