@@ -62,7 +62,8 @@ def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
     assert proc.stderr.index("will run fashion-mnist · pixel + dm · IPC 1 · 3 iterations") < proc.stderr.index(
         "run(s) →"
     )
-    assert "2 runs, estimated" in proc.stderr and "--budget demo" in proc.stderr
+    assert "2 runs, estimated" in proc.stderr
+    assert "--budget demo" not in proc.stderr  # the demo budget would take longer than these 3 iterations
     assert "no distillation" in proc.stderr  # the `real` baseline, told by Matcher.distils
     run_dirs = sorted((out / "runs" / "fashion-mnist").iterdir())
     assert len(run_dirs) == 2
@@ -80,6 +81,7 @@ def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
     again = subprocess.run([*DDBENCH, *args], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "2 already in the store, 0 to run" in again.stderr  # "already done?": ddbench.running.run_state
+    assert "2 runs, already in the store: nothing to run" in again.stderr
     typed_default = subprocess.run(
         [*DDBENCH, *args, "--executor", "local", "--workers", "1"], capture_output=True, text=True, timeout=600
     )
@@ -113,13 +115,20 @@ def test_missing_data_says_where_it_looked(tmp_path, capsys, monkeypatch):
     assert "empty" in err
 
 
+def _new_run(spec):
+    from ddbench.running.preview import one_core_seconds
+    from ddbench.running.sweep import PlannedRun
+
+    return PlannedRun(spec=spec, state="new", estimate_seconds=one_core_seconds(spec), missing_scores=0)
+
+
 def test_the_headline_command_says_what_it_runs_in_one_line():
     from ddbench.engine.spec import RunSpec
     from ddbench.running.preview import preview_lines
 
-    spec = RunSpec(prior="ld3m", matcher="dm", ipc=10, iterations=1000, eval_seeds=(0, 1, 2))
+    run = _new_run(RunSpec(prior="ld3m", matcher="dm", ipc=10, iterations=1000, eval_seeds=(0, 1, 2)))
     lines = preview_lines(
-        [spec], ["ld3m[generator=trained]"], ["run", "--prior", "ld3m", "--algo", "dm", "--ipc", "10"], None
+        [run], ["ld3m[generator=trained]"], ["run", "--prior", "ld3m", "--algo", "dm", "--ipc", "10"], None
     )
     assert len(lines) == 1
     line = lines[0]
@@ -134,8 +143,8 @@ def test_the_headline_command_says_what_it_runs_in_one_line():
         assert part in line
     assert "shorter: ddbench run --prior ld3m --algo dm --ipc 10 --budget demo (≈" in line
     # a demo run suggests smoke; a smoke run suggests nothing shorter
-    assert "--budget smoke" in preview_lines([spec], ["ld3m"], ["run", "--budget", "demo"], "demo")[0]
-    assert "shorter" not in preview_lines([spec], ["ld3m"], ["run", "--budget", "smoke"], "smoke")[0]
+    assert "--budget smoke" in preview_lines([run], ["ld3m"], ["run", "--budget", "demo"], "demo")[0]
+    assert "shorter" not in preview_lines([run], ["ld3m"], ["run", "--budget", "smoke"], "smoke")[0]
 
 
 def test_the_preview_and_the_sweeps_first_eta_agree(monkeypatch):
@@ -147,19 +156,46 @@ def test_the_preview_and_the_sweeps_first_eta_agree(monkeypatch):
     from ddbench.engine.spec import RunSpec
     from ddbench.running import sweep
     from ddbench.running.preview import preview_lines, spec_seconds
-    from ddbench.running.sweep import PlannedRun, SweepProgress, format_duration
+    from ddbench.running.sweep import SweepProgress, format_duration
 
     monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
     spec = RunSpec(prior="pixel", matcher="dm", ipc=10, iterations=1000, eval_seeds=(0, 1, 2))
     one_core = spec_seconds(spec) * sweep.TWO_THREAD_SPEEDUP
-    planned = [PlannedRun(spec=spec, state="new", estimate_seconds=one_core, missing_scores=0)]
+    planned = [_new_run(spec)]
     alone = SweepProgress(planned, 1, Console(file=io.StringIO()))
     assert f"ETA {format_duration(spec_seconds(spec))}" in alone.line()
-    two = [planned[0], dataclasses.replace(planned[0], spec=dataclasses.replace(spec, seed=1))]
+    two = [planned[0], _new_run(dataclasses.replace(spec, seed=1))]
     # two workers run one thread each: each run takes its one-core estimate, two at once
     assert f"ETA {format_duration(one_core)}" in SweepProgress(two, 2, Console(file=io.StringIO())).line()
-    lines = preview_lines([p.spec for p in two], ["pixel"] * 2, ["run"], "smoke", workers=2)
+    lines = preview_lines(two, ["pixel"] * 2, ["run"], "smoke", workers=2)
     assert f"estimated {format_duration(one_core)} on this machine (2 cores, 2 workers)" in lines[-1]
+
+
+def test_a_resumed_sweeps_preview_counts_only_what_is_left(monkeypatch):
+    """Resuming a half-done suite must not announce the whole suite's time, nor suggest a "shorter"
+    budget that would take longer than what is left."""
+    from ddbench.engine.spec import RunSpec
+    from ddbench.running import sweep
+    from ddbench.running.preview import preview_lines
+    from ddbench.running.sweep import format_duration, wall_seconds
+
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
+    runs = [
+        _new_run(RunSpec(prior="pixel", matcher="dm", ipc=10, iterations=1000, eval_seeds=(0, 1, 2), seed=seed))
+        for seed in range(4)
+    ]
+    runs[0] = dataclasses.replace(runs[0], state="done", estimate_seconds=0.0)
+    runs[1] = dataclasses.replace(runs[1], state="done", estimate_seconds=0.0)
+    runs[2] = dataclasses.replace(runs[2], state="resume")
+    left = wall_seconds(runs[2].estimate_seconds + runs[3].estimate_seconds, 2)
+    last = preview_lines(runs, ["pixel"] * 4, ["run"], None, workers=2)[-1]
+    assert last.startswith("4 runs (2 already in the store), ")
+    assert f"estimated {format_duration(left)} for the rest on this machine" in last
+    assert "shorter: ddbench run --budget demo" in last  # demo still beats what is left
+    runs[2:] = [dataclasses.replace(r, state="evaluate", estimate_seconds=60.0) for r in runs[2:]]
+    assert "shorter" not in preview_lines(runs, ["pixel"] * 4, ["run"], None, workers=2)[-1]
+    finished = [dataclasses.replace(r, state="done", estimate_seconds=0.0) for r in runs]
+    assert preview_lines(finished, ["pixel"] * 4, ["run"], None)[-1] == "4 runs, already in the store: nothing to run"
 
 
 def test_the_preview_shows_the_resolved_generator_as_text(monkeypatch, fmnist_available):
@@ -176,5 +212,5 @@ def test_the_preview_shows_the_resolved_generator_as_text(monkeypatch, fmnist_av
     monkeypatch.setattr(cli_module, "console", Console(file=buffer, width=400))
     monkeypatch.setattr(cli_module, "_ARGV", ["run", "--prior", "ld3m", "--algo", "dm", "--ipc", "10"])
     spec = resolve_specs([RunSpec(prior="ld3m", matcher="dm", ipc=10)], RunEnv())[0]
-    cli_module._print_preview([spec], {"budget": None})
+    cli_module._print_preview([_new_run(spec)], {"budget": None})
     assert "will run fashion-mnist · ld3m[generator=trained] + dm · IPC 10" in buffer.getvalue()

@@ -7,7 +7,7 @@ import sys
 import traceback
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from click.core import ParameterSource
@@ -37,6 +37,9 @@ from ddbench.running.grid import (  # noqa: F401 - DEFAULT_DATASET, PAPER_DATASE
 from ddbench.util._console import stderr_console
 from ddbench.util.click_options import data_and_device_options
 from ddbench.util.fileio import check_writable_dir, describe_os_error, safe_name
+
+if TYPE_CHECKING:  # imported when needed: `ddbench --help` stays fast
+    from ddbench.running.sweep import PlannedRun
 
 console = stderr_console()
 
@@ -283,7 +286,7 @@ def run(**opts: Any) -> None:
     specs = _meaningful_runs(specs, from_suite=bool(opts["suite"]))
     if not opts["dry_run"]:
         _check_before_running(specs, env, opts)
-        _print_preview(specs, opts)
+        _print_preview(_plan(specs, env), opts)
     _run_sweep(specs, env, opts)
 
 
@@ -383,7 +386,7 @@ def _meaningful_runs(specs: list[RunSpec], from_suite: bool) -> list[RunSpec]:
 _ARGV: list[str] | None = None
 
 
-def _print_preview(specs: list[RunSpec], opts: dict[str, Any]) -> None:
+def _print_preview(planned: list[PlannedRun], opts: dict[str, Any]) -> None:
     """Before anything starts: what will run, its estimated time here, and a shorter command."""
     from ddbench.results.report import prior_label, recorded_labels
     from ddbench.running.preview import preview_lines
@@ -397,9 +400,22 @@ def _print_preview(specs: list[RunSpec], opts: dict[str, Any]) -> None:
         "--ipc",
         ",".join(_split(opts["ipcs"])),
     ]
+    specs = [p.spec for p in planned]
     labels = [prior_label(s.prior, s.plugin_options("prior"), recorded_labels(s.to_dict())) for s in specs]
-    for line in preview_lines(specs, labels, argv, opts["budget"], workers=opts.get("workers") or 1):
+    for line in preview_lines(planned, labels, argv, opts["budget"], workers=opts.get("workers") or 1):
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # labels hold [..]
+
+
+def _plan(specs: list[RunSpec], env: RunEnv) -> list[PlannedRun]:
+    """`plan_sweep` against the store under ``--out`` (read only; none yet: everything is new)."""
+    from ddbench.results.store import ResultsStore, store_path
+    from ddbench.running.sweep import plan_sweep
+
+    path = store_path(env.out)
+    if not path.exists():
+        return plan_sweep(specs, env, None)
+    with ResultsStore(path, read_only=True) as store:
+        return plan_sweep(specs, env, store)
 
 
 #: `ddbench run` options → SpecGrid keys (the names suite files use)
@@ -457,18 +473,12 @@ def _executor(opts: dict[str, Any]) -> Any:
 def _run_sweep(specs: list[RunSpec], env: RunEnv, opts: dict[str, Any]) -> None:
     """Every `ddbench run`: skip what the store has, resume, run through an executor, never stop on a failure."""
     from ddbench.results.store import ResultsStore, store_path
-    from ddbench.running.sweep import plan_sweep, print_plan, run_sweep
+    from ddbench.running.sweep import print_plan, run_sweep
 
     executor = _executor(opts)
     workers = opts["workers"] or 1
     if opts["dry_run"]:
-        path = store_path(env.out)
-        if path.exists():
-            with ResultsStore(path, read_only=True) as store:
-                planned = plan_sweep(specs, env, store)
-        else:
-            planned = plan_sweep(specs, env, None)
-        print_plan(planned, console, workers=workers)
+        print_plan(_plan(specs, env), console, workers=workers)
         return
     summary = run_sweep(specs, env, executor, console, workers=workers)
     with ResultsStore(store_path(env.out)) as store:

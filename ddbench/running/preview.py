@@ -9,7 +9,13 @@ import shlex
 from collections.abc import Sequence
 
 from ddbench.engine.spec import BUDGETS, RunSpec
-from ddbench.running.sweep import estimate_distill_seconds, estimate_eval_seconds, format_duration, wall_seconds
+from ddbench.running.sweep import (
+    PlannedRun,
+    estimate_distill_seconds,
+    estimate_eval_seconds,
+    format_duration,
+    wall_seconds,
+)
 
 #: the next shorter budget preset to suggest
 SHORTER_BUDGET = {None: "demo", "paper": "demo", "demo": "smoke"}
@@ -71,26 +77,37 @@ def shorter_command(argv: Sequence[str], budget: str) -> str:
 
 
 def preview_lines(
-    specs: Sequence[RunSpec], labels: Sequence[str], argv: Sequence[str], budget: str | None, workers: int = 1
+    planned: Sequence[PlannedRun], labels: Sequence[str], argv: Sequence[str], budget: str | None, workers: int = 1
 ) -> list[str]:
-    """One line per spec (at most 3 listed), then the total estimate and a shorter command.
+    """One line per run (at most 3 listed), then the estimate of what is left and a shorter command.
 
-    ``labels`` are the specs' prior labels (e.g. ``ld3m[generator=trained]``); ``budget`` is the
-    preset the user gave (None: the protocol's own figures); ``workers`` runs go at once."""
-    workers = max(1, min(workers, len(specs)))
-    total = wall_seconds(sum(one_core_seconds(s) for s in specs), workers)
+    ``planned`` is `plan_sweep`'s view of the runs (what the store already has costs nothing);
+    ``labels`` are their prior labels (e.g. ``ld3m[generator=trained]``); ``budget`` is the preset
+    the user gave (None: the protocol's own figures); ``workers`` runs go at once."""
+    specs = [p.spec for p in planned]
+    todo = [p for p in planned if p.state != "done"]
+    done = len(planned) - len(todo)
+    workers = max(1, min(workers, len(todo) or 1))
+    total = wall_seconds(sum(p.estimate_seconds for p in todo), workers)
     at_once = f", {workers} workers" if workers > 1 else ""
-    estimate = f"estimated {format_duration(total)} on this machine ({os.cpu_count()} cores{at_once})"
-    shorter = SHORTER_BUDGET.get(budget)
-    if shorter is not None:
-        short_total = wall_seconds(sum(one_core_seconds(with_budget(s, shorter)) for s in specs), workers)
-        estimate += f"; shorter: {shorter_command(argv, shorter)} (≈ {format_duration(short_total)})"
+    if not todo:
+        estimate = "already in the store: nothing to run"
+    else:
+        rest = " for the rest" if done else ""
+        estimate = f"estimated {format_duration(total)}{rest} on this machine ({os.cpu_count()} cores{at_once})"
+        shorter = SHORTER_BUDGET.get(budget)
+        if shorter is not None:
+            # runs of another budget are other runs: none of them is in the store yet
+            short_total = wall_seconds(sum(one_core_seconds(with_budget(s, shorter)) for s in specs), workers)
+            if short_total < total:
+                estimate += f"; shorter: {shorter_command(argv, shorter)} (≈ {format_duration(short_total)})"
     if len(specs) == 1:
         return [f"will run {describe(specs[0], labels[0])}; {estimate}"]
     lines = [f"will run {describe(s, label)}" for s, label in list(zip(specs, labels))[:3]]
     if len(specs) > 3:
         lines.append(f"… and {len(specs) - 3} more run(s) (`--dry-run` lists them)")
-    return lines + [f"{len(specs)} runs, {estimate}"]
+    in_store = f" ({done} already in the store)" if done and todo else ""
+    return lines + [f"{len(specs)} runs{in_store}, {estimate}"]
 
 
 __all__ = ["preview_lines", "spec_seconds", "shorter_command"]
