@@ -581,3 +581,26 @@ def test_reports_read_labels_from_the_store_and_import_no_plugin(tmp_path: Path)
     text = page.read_text()
     assert "ld3m[diffusion=off]" in text  # the recorded defaults leave out the rest
     assert "never starts from real images" in text  # glad + real, by the recorded declarations
+
+
+def test_suite_runs_that_have_not_finished_are_named_with_their_state(tmp_path: Path) -> None:
+    """A running (or killed) run and a failed one leave empty cells; the notes must say why, not
+    only "missing"."""
+    suite = load_suite("table4-fmnist")
+    runs = suite_runs("table4-fmnist")
+    store_suite_runs(tmp_path, runs[:1], grids=False)
+    running, failed = runs[1][0], runs[2][0]
+    with ResultsStore(store_path(tmp_path), provenance=Provenance({}, None, {})) as store:
+        store.start_run(running.run_id, running.to_dict(), None)
+        store.start_run(failed.run_id, failed.to_dict(), None)
+        store.fail_run(failed.run_id, "DivergedError: the training loss is NaN\nTraceback ...")
+    scores, stored = frames(store_path(tmp_path))
+    made = report.suite_table(scores, stored, runs, suite.layout, "table4-fmnist")
+    note = next(n for n in made.notes if n.startswith("Not finished"))
+    assert note.startswith("Not finished (2): ")
+    assert f"{running.label} prior={runs[1][1]['prior']}: running, or stopped while running" in note
+    assert f"{failed.label} prior={runs[2][1]['prior']}: failed (DivergedError: the training loss is NaN;" in note
+    assert "Traceback" not in note
+    assert len(made.not_run) == len(runs) - 3
+    page = report.html_report([made], stored, store_dir=tmp_path)
+    assert "Not finished (2): " in page

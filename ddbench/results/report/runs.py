@@ -124,9 +124,12 @@ def choose_runs(
     chosen: list[ChosenRun] = []
     notes: list[str] = []
     not_run: list[str] = []
+    unfinished: list[str] = []
     for spec, labels in suite_runs:
         keys = run_keys(spec.to_dict(), labels, paper, fields)
         exact = by_id.get(spec.run_id)
+        if exact is not None and exact["status"] != "done":
+            unfinished.append(_unfinished(spec, labels, exact))
         if exact is not None:
             marks = _run_marks(spec.run_id, exact["spec"], ())
             chosen.append(
@@ -137,10 +140,12 @@ def choose_runs(
             continue
         fits = [r for r in stored if _same_cell(spec.to_dict(), r["spec"])]
         if not fits:
-            not_run.append(f"{spec.label} {' '.join(f'{k}={v}' for k, v in labels.items())}".strip())
+            not_run.append(_suite_label(spec, labels))
             continue
         fits.sort(key=lambda r: (r["status"] == "done", str(r["created_at"])), reverse=True)
         pick = fits[0]
+        if pick["status"] != "done":
+            unfinished.append(_unfinished(spec, labels, pick))
         differs = _settings_diff(spec.to_dict(), pick["spec"])
         # other finished candidates are worth a note; a failed attempt left in the store is not
         others = ", ".join(r["run_id"] for r in fits[1:] if r["status"] == "done")
@@ -158,4 +163,20 @@ def choose_runs(
                 len(pick["spec"].get("eval_seeds") or spec.eval_seeds),
             )
         )
+    if unfinished:
+        notes.append(f"Not finished ({len(unfinished)}): {'; '.join(unfinished)}")
     return chosen, notes, not_run
+
+
+def _suite_label(spec: RunSpec, labels: Mapping[str, str]) -> str:
+    """How notes name a suite run: its label and the suite's labels for it (``prior=ld3m-random``)."""
+    return f"{spec.label} {' '.join(f'{k}={v}' for k, v in labels.items())}".strip()
+
+
+def _unfinished(spec: RunSpec, labels: Mapping[str, str], record: Mapping[str, Any]) -> str:
+    """A suite run whose stored run has not finished: running (or killed while it ran), or failed."""
+    label = _suite_label(spec, labels)
+    if record["status"] == "failed":
+        error = str(record.get("error") or "").strip().splitlines()
+        return f"{label}: failed ({error[0] if error else 'no error recorded'}; `ddbench runs --status failed`)"
+    return f"{label}: running, or stopped while running (`ddbench run` again resumes it)"
