@@ -82,6 +82,16 @@ def test_runs_lists_every_run_with_status_and_the_error_of_a_failed_one(out):
     assert cells[1]["error"] == "OutOfMemoryError: CUDA out of memory" and cells[1]["accuracy %"] == "—"
 
 
+def test_runs_say_when_an_evaluator_has_fewer_seeds_than_asked(out):
+    """A run still being evaluated must not read as a finished mean ("vit 43.0 ± 0.0")."""
+    with ResultsStore(store_path(out)) as store:
+        store.add_score("cccc3333", "convnet", 0, {"name": "dc"}, 0.43, None, 12.0, 1.0, None)
+        columns, rows = runs_rows(store.runs_frame(), store.scores_frame())
+    cells = {row[0]: dict(zip(columns, row)) for row in rows}
+    assert cells["cccc3333"]["accuracy %"] == "convnet 43.0 ± 0.0 (1/2 seeds)"
+    assert cells["aaaa1111"]["accuracy %"] == "convnet 61.0 ± 1.0 · alexnet 42.0 ± 2.0"
+
+
 def test_runs_filters(out):
     text = _invoke("runs", "--out", str(out), "--prior", "pixel")
     assert "aaaa1111" in text and "cccc3333" in text and "bbbb2222" not in text

@@ -69,13 +69,19 @@ def _first_line(text: Any, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _accuracy_summary(scores: Any, evaluator_order: Sequence[str] = ()) -> str:
-    """Mean ± std (%) over the run's scores per evaluator, in the spec's order: ``convnet 61.2 ± 0.4 · vit …``."""
+def _accuracy_summary(scores: Any, evaluator_order: Sequence[str] = (), seeds: int = 0) -> str:
+    """Mean ± std (%) over the run's scores per evaluator, in the spec's order: ``convnet 61.2 ± 0.4 · vit …``;
+    an evaluator with fewer than the ``seeds`` the run asks for says how many it has (``vit 43.0 (1/5 seeds)``)."""
     if scores is None or len(scores) == 0:
         return "—"
     order = {name: i for i, name in enumerate(evaluator_order)}
     groups = sorted(scores.groupby("evaluator", sort=False), key=lambda item: (order.get(item[0], len(order)), item[0]))
-    return " · ".join(f"{evaluator} {_mean_std([float(v) for v in group['accuracy']])}" for evaluator, group in groups)
+    parts = []
+    for evaluator, group in groups:
+        values = [float(v) for v in group["accuracy"]]
+        partial = f" ({len(values)}/{seeds} seeds)" if len(values) < seeds else ""
+        parts.append(f"{evaluator} {_mean_std(values)}{partial}")
+    return " · ".join(parts)
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -105,9 +111,12 @@ def runs_rows(
     )
     for run in selected.to_dict("records"):
         spi = _value(run.get("seconds_per_iteration"))
+        spec = _json(run.get("spec_json"))
         rows.append([
             run["run_id"], run["dataset"], run["prior"], run["matcher"], str(run["ipc"]), run["status"],
-            _accuracy_summary(by_run.get(run["run_id"]), _json(run.get("spec_json")).get("evaluators") or ()),
+            _accuracy_summary(
+                by_run.get(run["run_id"]), spec.get("evaluators") or (), len(spec.get("eval_seeds") or ())
+            ),
             format_seconds(_value(run.get("distill_seconds"))),
             "—" if spi is None else f"{spi:.3g}",
             str(_value(run.get("finished_at")) or "—").replace("T", " ").replace("+00:00", "Z"),
