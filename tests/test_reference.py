@@ -204,3 +204,19 @@ def _main(argv: list[str]) -> None:
         main(argv)
     except SystemExit as exit_:
         assert not exit_.code, exit_.code
+
+
+def test_variants_of_one_prior_are_rows_of_their_own(tmp_path) -> None:
+    """Two LD3M runs that differ only in the generator share every row key but the prior's options;
+    --reference refused the store ("differ in run_id") instead of showing both."""
+    _store(tmp_path, [("random", "ld3m", "dm", 1, "convnet", "glad[epochs=300]", [0.60, 0.62])],
+           prior_options={"generator": "random"})  # fmt: skip
+    _store(tmp_path, [("trained", "ld3m", "dm", 1, "convnet", "glad[epochs=300]", [0.70])],
+           prior_options={"generator": "trained"})  # fmt: skip
+    table, _ = reference_table(_frame(tmp_path))
+    rows = _by_row(table)
+    assert rows[("ld3m[generator=random]", "dm", "convnet", "glad[epochs=300]")]["accuracy"].mean == pytest.approx(0.61)
+    assert rows[("ld3m[generator=trained]", "dm", "convnet", "glad[epochs=300]")]["accuracy"].mean == pytest.approx(0.7)
+    result = CliRunner().invoke(cli, ["leaderboard", "--out", str(tmp_path), "--reference", "--ipc", "1"])
+    assert result.exit_code == 0, result.output
+    assert "ld3m[generator=random]" in result.stdout and "ld3m[generator=trained]" in result.stdout

@@ -44,6 +44,7 @@ from ddbench.results.leaderboard import (
     plain_value,
 )
 from ddbench.results.paper import UNRECORDED, generator_name
+from ddbench.results.report.rows import with_prior_variants
 from ddbench.results.store import FULL_DATA
 
 #: the generator label of a prior without a generator (`Prior.generator_label`): its images are pixels
@@ -261,7 +262,8 @@ def reference_table(
     shown = apply_filters(every, filters)
     # the references are columns, not rows
     references = ((shown["prior"] == FULL_DATA) & (shown["matcher"] == FULL_DATA)) | _is_random_real(shown)
-    shown = shown[~references]
+    # variants of one prior (ld3m[generator=random] / [generator=trained]) are rows of their own
+    shown = with_prior_variants(shown[~references])
     cells = aggregate(shown, rows=[k for k in ROW_KEYS if k != "evaluator"], columns="evaluator")
     records = {r: shown[shown["protocol"] == r]["protocol_json"].iloc[0] for r in shown["protocol"].unique()}
     by_key = {
