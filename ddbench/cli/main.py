@@ -254,8 +254,8 @@ def run(**opts: Any) -> None:
     Examples:
       ddbench run --dataset fashion-mnist --prior pixel --algo dm --ipc 1,10 --budget demo
       ddbench run --suite fmnist-cpu --workers 2
-      ddbench run --suite table1 --dry-run
-      ddbench run --suite table2 --executor slurm --exec-opt partition=gpu --exec-opt gpus_per_node=1
+      ddbench run --suite table4-fmnist --dry-run
+      ddbench run --suite table2 --prior-opt glad.trust_pickle=true --executor slurm --exec-opt partition=gpu
 
     Every run goes through the executor: it claims the run (a lock), logs to the run's run.log and
     records a failure in the store without stopping the others; what the store already has is skipped.
