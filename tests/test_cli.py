@@ -188,14 +188,24 @@ def test_a_resumed_sweeps_preview_counts_only_what_is_left(monkeypatch):
     runs[1] = dataclasses.replace(runs[1], state="done", estimate_seconds=0.0)
     runs[2] = dataclasses.replace(runs[2], state="resume")
     left = wall_seconds(runs[2].estimate_seconds + runs[3].estimate_seconds, 2)
-    last = preview_lines(runs, ["pixel"] * 4, ["run"], None, workers=2)[-1]
+    lines = preview_lines(runs, [f"pixel{i}" for i in range(4)], ["run"], None, workers=2)
+    # only what will run is listed as such
+    assert [line.split(" + ")[0] for line in lines[:-1]] == [
+        "will run fashion-mnist · pixel2",
+        "will run fashion-mnist · pixel3",
+    ]
+    last = lines[-1]
     assert last.startswith("4 runs (2 already in the store), ")
     assert f"estimated {format_duration(left)} for the rest on this machine" in last
     assert "shorter: ddbench run --budget demo" in last  # demo still beats what is left
     runs[2:] = [dataclasses.replace(r, state="evaluate", estimate_seconds=60.0) for r in runs[2:]]
     assert "shorter" not in preview_lines(runs, ["pixel"] * 4, ["run"], None, workers=2)[-1]
     finished = [dataclasses.replace(r, state="done", estimate_seconds=0.0) for r in runs]
-    assert preview_lines(finished, ["pixel"] * 4, ["run"], None)[-1] == "4 runs, already in the store: nothing to run"
+    assert preview_lines(finished, ["pixel"] * 4, ["run"], None) == ["4 runs, already in the store: nothing to run"]
+    assert preview_lines(finished[:1], ["pixel"], ["run"], None) == [
+        "nothing to run: fashion-mnist · pixel + dm · IPC 10 · 1000 iterations · convnet × 3 seeds (dc protocol) "
+        "is already in the store"
+    ]
 
 
 def test_the_preview_shows_the_resolved_generator_as_text(monkeypatch, fmnist_available):

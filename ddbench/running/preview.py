@@ -101,11 +101,13 @@ def preview_lines(
             short_total = wall_seconds(sum(one_core_seconds(with_budget(s, shorter)) for s in specs), workers)
             if short_total < total:
                 estimate += f"; shorter: {shorter_command(argv, shorter)} (≈ {format_duration(short_total)})"
-    if len(specs) == 1:
-        return [f"will run {describe(specs[0], labels[0])}; {estimate}"]
-    lines = [f"will run {describe(s, label)}" for s, label in list(zip(specs, labels))[:3]]
-    if len(specs) > 3:
-        lines.append(f"… and {len(specs) - 3} more run(s) (`--dry-run` lists them)")
+    if len(planned) == 1:
+        what = describe(specs[0], labels[0])
+        return [f"will run {what}; {estimate}" if todo else f"nothing to run: {what} is already in the store"]
+    to_run = [(p.spec, label) for p, label in zip(planned, labels) if p.state != "done"]
+    lines = [f"will run {describe(s, label)}" for s, label in to_run[:3]]
+    if len(to_run) > 3:
+        lines.append(f"… and {len(to_run) - 3} more run(s) (`--dry-run` lists them)")
     in_store = f" ({done} already in the store)" if done and todo else ""
     return lines + [f"{len(specs)} runs{in_store}, {estimate}"]
 
