@@ -49,8 +49,8 @@ def default_real_chunk(device: torch.device, resolution: int) -> int:
     """Real images per network call.
 
     CPU: chunks whose activations match 32 images of 32 px, so a chunk's layer-1 activations stay in
-    cache (measured on 2 cores, Fashion-MNIST DM IPC 1 / 10: 1.03 / 1.21 s/it in chunks of 32 against
-    1.38 / 1.72 s/it for the whole 2560-image batch, and half the memory). GPU: activations of 2560
+    cache: faster than the whole 2560-image batch, in half the memory (benchmarks/README.md, the
+    ``dm-speed-chunks`` record). GPU: activations of 2560
     images of 32 px (the whole batch on CIFAR/Fashion-MNIST; 160 at 128 px, 40 at 256 px), which fits.
     """
     if device.type == "cpu":

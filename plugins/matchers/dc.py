@@ -54,8 +54,8 @@ REFERENCE_LOOPS: dict[int, tuple[int, int]] = {
 }
 MAX_OUTER_LOOP = 50
 EPS = 1e-6  # the reference's ε in the cosine denominator
-#: ``compile="auto"`` compiles the real side from this many real images per class: its one-off
-#: compilation (~15 s on 2 CPU cores) then pays back within a few iterations
+#: ``compile="auto"`` compiles the real side from this many real images per class, where its one-off
+#: compilation pays back within a few iterations (benchmarks/README.md, DC)
 COMPILE_MIN_BATCH_REAL = 64
 #: ``inner_compile="auto"`` compiles the inner network training from this many network steps per
 #: iteration ((outer_loop − 1) × inner_loop: 450 at IPC 10), where its one-off compilation pays back
