@@ -105,6 +105,13 @@ def _suite(body: str, name: str = "bad.toml") -> Callable[[Env], None]:
 GOOD_GRID = '[grid]\ndatasets = ["fashion-mnist"]\nmatchers = ["real"]\n'
 
 
+def _suite_bytes(body: bytes, name: str = "bad.toml") -> Callable[[Env], None]:
+    def make(env: Env) -> None:
+        (env.tmp / name).write_bytes(body)
+
+    return make
+
+
 def _overwrite_page(env: Env) -> None:
     """One page of results.sqlite overwritten with noise (a disk error, a bad copy)."""
     path = env.out / "results.sqlite"
@@ -247,6 +254,8 @@ CASES = [
     case("slurm-option-for-local", f"{RUN} --exec-opt partition=gpu", "Accepted options"),
     case("algo-opt-bad-value", f"{RUN_DM} --algo-opt batch_real=abc", "batch_real"),
     case("lr-bad-value", f"{RUN_DM} --lr images=abc", "images"),
+    *[case(f"lr-{value}", f"{RUN_DM} --lr images={value}", "finite number above 0") for value in ("nan", "inf", "0")],
+    case("protocol-unknown-dry-run", f"{RUN} --protocol dcc --dry-run", "Did you mean 'dc'"),
     case("device-unknown", f"{RUN} --device tpu", "--device"),
     case("seeds-zero", f"{RUN} --seeds 0", "--seeds"),
     case("iterations-negative", f"{RUN} --iterations -1", "--iterations"),
@@ -270,6 +279,35 @@ CASES = [
         setup=_suite('version = 1\ncolour = "red"\n' + GOOD_GRID),
     ),
     case("suite-no-version", "run --out {out} --suite {tmp}/bad.toml", "'version'", setup=_suite(GOOD_GRID)),
+    case("suite-is-a-directory", "run --out {out} --suite {tmp}", "is a directory"),
+    case(
+        "suite-not-utf8",
+        "run --out {out} --suite {tmp}/bad.toml --dry-run",
+        "not UTF-8",
+        setup=_suite_bytes(b"# caf\xe9\nversion = 1\n" + GOOD_GRID.encode()),
+    ),
+    *[
+        case(
+            f"suite-{key}-wrong-type", "run --out {out} --suite {tmp}/bad.toml --dry-run", expect, setup=_suite(body)
+        )  # fmt: skip
+        for key, body, expect in (
+            ("defaults", "version = 1\ndefaults = 5\n" + GOOD_GRID, "[defaults] as a table"),
+            ("layout", "version = 1\nlayout = 5\n" + GOOD_GRID, "[layout] as a table"),
+            ("budget", "version = 1\n" + GOOD_GRID + 'budget = ["demo"]\n', "'budget' as a name"),
+            ("dsa", "version = 1\n" + GOOD_GRID + 'dsa = "no"\n', "'dsa' as true or false"),
+            ("protocol", "version = 1\n" + GOOD_GRID + 'protocol = ["dc"]\n', "'protocol' as a name"),
+            ("paper-table", "version = 1\n" + GOOD_GRID + "[layout]\npaper_table = 5\n", "paper_table as the name"),
+            ("layout-rows", "version = 1\n" + GOOD_GRID + '[layout]\nrows = ["colour"]\n', "unknown [layout] rows"),
+            ("ipcs-zero", "version = 1\n" + GOOD_GRID + "ipcs = [0]\n", "'ipcs' ≥ 1"),
+            ("lr-nan", "version = 1\n" + GOOD_GRID + "[grid.lrs]\nimages = nan\n", "finite number above 0"),
+        )
+    ],
+    case(
+        "suite-filter-typo",
+        "run --out {out} --suite {tmp}/bad.toml --prior pixle --dry-run",
+        "did you mean 'pixel'",
+        setup=_suite("version = 1\n" + GOOD_GRID),
+    ),
     case(
         "suite-grid-typo",
         "run --out {out} --suite {tmp}/bad.toml",
@@ -450,6 +488,19 @@ CASES = [
     case("show-unknown-run", "show zzzz --out {out}", "matches no run"),
     case("leaderboard-missing-store", "leaderboard --out {tmp}/nostore", "No results store"),
     case("leaderboard-compare-without-suite", "leaderboard --out {out} --compare paper", "needs --suite"),
+    case(
+        "leaderboard-output-is-the-store",
+        "leaderboard --out {out} --format markdown --output {out}/results.sqlite",
+        "is the results store",
+    ),
+    case(
+        "leaderboard-output-is-the-suite",
+        "leaderboard --out {out} --suite {tmp}/bad.toml --format markdown --output {tmp}/bad.toml",
+        "is the suite file",
+        setup=_suite("version = 1\n" + GOOD_GRID),
+    ),
+    case("leaderboard-columns-unknown", "leaderboard --out {out} --columns colour", "'colour' is not one of"),
+    case("leaderboard-rows-empty", "leaderboard --out {out} --rows ,", "--rows needs at least one key"),
     case("leaderboard-unknown-row", "leaderboard --out {out} --rows prior,colour", "colour"),
     case("leaderboard-unknown-format", "leaderboard --out {out} --format xml", "--format"),
     case("leaderboard-filter-no-match", "leaderboard --out {out} --dataset cifar10", "recorded values: fashion-mnist"),

@@ -224,3 +224,16 @@ def test_the_preview_shows_the_resolved_generator_as_text(monkeypatch, fmnist_av
     spec = resolve_specs([RunSpec(prior="ld3m", matcher="dm", ipc=10)], RunEnv())[0]
     cli_module._print_preview([_new_run(spec)], {"budget": None})
     assert "will run fashion-mnist · ld3m[generator=trained] + dm · IPC 10" in buffer.getvalue()
+
+
+def test_a_value_given_twice_is_one_run():
+    from ddbench.running.grid import SpecGrid, build_specs
+
+    specs = build_specs(SpecGrid(datasets=["fashion-mnist", "fashion-mnist"], matchers=["dm", "dm"], ipcs=[1, 1]))
+    assert len(specs) == 1
+
+
+def test_more_workers_than_cores_or_runs_are_no_faster():
+    from ddbench.running.sweep import wall_seconds
+
+    assert wall_seconds(1000.0, workers=1000, cores=2) == wall_seconds(1000.0, workers=2, cores=2) == 500.0

@@ -116,3 +116,19 @@ def test_no_tty_output_is_not_wrapped(monkeypatch):
     command = "ddbench run " + " ".join(f"--prior-opt key{i}=value{i}" for i in range(20))
     console.print(f"shorter: {command}")
     assert sys.stderr.getvalue() == f"shorter: {command}\n"
+
+
+def test_no_tty_tables_keep_whole_run_ids(monkeypatch):
+    """`--dry-run 2>plan.txt`: rich's 80 columns cut a 16-character run id to '2d445…'."""
+    from rich.table import Table
+
+    from ddbench.util._console import stderr_console
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.delenv("COLUMNS", raising=False)
+    table = Table()
+    for column in ("#", "run id", "dataset", "prior", "matcher", "ipc", "iterations", "evaluators × seeds", "state"):
+        table.add_column(column)
+    table.add_row("1", "2d445d3f7cb819cc", "fashion-mnist", "pixel", "dm", "1", "500", "5 × 5", "evaluate")
+    stderr_console().print(table)
+    assert "2d445d3f7cb819cc" in sys.stderr.getvalue()

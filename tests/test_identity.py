@@ -242,6 +242,26 @@ def test_an_old_store_opens_and_its_runs_stay_apart_from_new_ones(tmp_path, fmni
     assert "pixel (spec v1),dm,51.00,1.00,2" in out.stdout and "pixel,dm,81.00,1.00,2" in out.stdout
 
 
+def test_a_run_from_a_newer_spec_version_is_shown_apart(tmp_path):
+    """A store written by a later ddbench (spec version above ours) must not pass for current runs."""
+    from ddbench.engine.spec import SPEC_VERSION
+
+    protocol = {"name": "dc", "report": "final"}
+    with ResultsStore(store_path(tmp_path), provenance=FIXED) as store:
+        for run_id, version, acc in (
+            ("current000000000", SPEC_VERSION, 0.8),
+            ("future0000000000", SPEC_VERSION + 1, 0.6),
+        ):
+            spec = {**_v1_spec(), "spec_version": version}
+            store.start_run(run_id, spec, None)
+            store.finish_run(run_id, 1.0, None, None)
+            store.add_score(run_id, "convnet", 0, protocol, acc, None, 1.0, 1.0, None)
+        scores = store.scores_frame()
+    columns, rows = leaderboard_table(scores, rows=("prior", "matcher"), columns="dataset")
+    cells = {row[0]: row[2].text() for row in rows}
+    assert cells == {"pixel": "80.0 ± 0.0", f"pixel (spec v{SPEC_VERSION + 1})": "60.0 ± 0.0"}
+
+
 # ------------------------------------------------------------------------ bad option values
 
 

@@ -141,3 +141,11 @@ def test_show_and_runs_write_nothing(out):
 def test_spec_rows_without_identity_show_options_as_typed():
     rows = dict(spec_rows(_spec("pixel", "dm", 1, matcher_options={"batch_real": 12})))
     assert rows["matcher"] == "dm (batch_real=12)" and rows["evaluation"] == "convnet, alexnet × 2 seed(s); protocol dc"
+
+
+def test_show_with_an_ambiguous_prefix_lists_the_runs_it_matches(out):
+    with ResultsStore(store_path(out)) as store:
+        store.start_run("aaaa9999", _spec("pixel", "dc", 1), None)
+    message = str(CliRunner().invoke(cli, ["show", "aaaa", "--out", str(out)]).exception)
+    assert "'aaaa' matches 2 runs: aaaa1111, aaaa9999; type more of the id" in message
+    assert "bbbb2222" not in message

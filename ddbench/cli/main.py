@@ -134,7 +134,7 @@ def cli() -> None:
 @click.option(
     "--eval-epochs", type=click.IntRange(min=1), default=None, help="Override the protocol's training epochs."
 )
-@click.option("--protocol", default="dc", show_default=True, help="Evaluation protocol: dc or glad.")
+@click.option("--protocol", default="dc", show_default=True, help="Evaluation protocol: dc, dc-noaug or glad.")
 @click.option(
     "--report",
     type=click.Choice(["final", "max"]),
@@ -562,6 +562,7 @@ def _render_marked(table: Any, fmt: str) -> None:
 )
 @click.option(
     "--columns",
+    type=click.Choice(["dataset", "evaluator"]),
     default="dataset",
     show_default=True,
     help="Column key: dataset or evaluator (one column per architecture, with their average).",
@@ -624,6 +625,7 @@ def leaderboard(
         raise InvalidOptionError(f"No results store at {path}; run `ddbench run --out {out}` first or pass --out.")
     if output is not None:
         check_writable_dir(output.parent, "--output")
+        _check_output_is_no_input(output, path, suite)
     filters = _leaderboard_filters(datasets, ipcs, evaluators, protocols)
     if compare and suite is None:
         raise InvalidOptionError(
@@ -635,6 +637,8 @@ def leaderboard(
     if reference:
         return _reference_leaderboard(scores, filters or None, fmt, suite, output, ddrs_weight)
     row_keys = tuple(_split([rows]))
+    if not row_keys:
+        raise InvalidOptionError("--rows needs at least one key, e.g. --rows prior,matcher")
     if click.get_current_context().get_parameter_source("rows") == ParameterSource.DEFAULT:
         # the default view groups what it would otherwise refuse to mix (several IPCs, resolutions, …)
         row_keys = grouping_rows(_filtered(scores, filters or None), row_keys, columns)
@@ -649,6 +653,18 @@ def leaderboard(
         _render_marked(table, fmt)
         return
     _leaderboard_report(out, scores, runs, fmt, suite, compare == "paper", output, row_keys, columns, filters or None)
+
+
+def _check_output_is_no_input(output: Path, store: Path, suite: str | None) -> None:
+    """``--output`` must not overwrite what the leaderboard reads: the store (or its journal files) or
+    the suite file."""
+    inputs = [(store.with_name(store.name + suffix), "the results store") for suffix in ("", "-wal", "-shm")]
+    if suite is not None and Path(suite).is_file():
+        inputs.append((Path(suite), "the suite file"))
+    for source, what in inputs:
+        same = output.exists() and source.exists() and output.samefile(source)
+        if same or output.resolve() == source.resolve():
+            raise InvalidOptionError(f"--output {output} is {what} the leaderboard reads; write to another file")
 
 
 def _leaderboard_filters(
@@ -819,11 +835,16 @@ def show(run_id: str, out: Path) -> None:
         runs = store.runs_frame()
         matches = runs[runs["run_id"].str.startswith(run_id)] if not runs.empty else runs
         if len(matches) != 1:
-            known = ", ".join(runs["run_id"].tolist()[:20]) if not runs.empty else "none"
-            what = "matches several runs" if len(matches) > 1 else "matches no run"
-            raise InvalidOptionError(
-                f"'{run_id}' {what} in {store_path(out)}. Known runs: {known} (`ddbench runs --out {out}` lists them)"
+            several = len(matches) > 1
+            listed = (matches if several else runs)["run_id"].tolist()
+            more = f" and {len(listed) - 20} more" if len(listed) > 20 else ""
+            known = ", ".join(listed[:20]) + more if listed else "none"
+            what = (
+                f"matches {len(matches)} runs: {known}; type more of the id"
+                if several
+                else f"matches no run. Known runs: {known}"
             )
+            raise InvalidOptionError(f"'{run_id}' {what} (`ddbench runs --out {out}` lists them)")
         row = matches.iloc[0].to_dict()
         scores = store.scores_frame()
         scores = scores[scores["run_id"] == row["run_id"]] if not scores.empty else scores

@@ -31,6 +31,7 @@ from ddbench import registry
 from ddbench.engine.memory import PeakMemory
 from ddbench.engine.protocols import EvalProtocol, get_protocol
 from ddbench.engine.seed_batching import StackedNetworks, stacked_test_accuracies, train_stacked
+from ddbench.engine.spec import REPORTS
 from ddbench.engine.training import test_accuracy, train_classifier
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import Evaluator, RealData
@@ -38,7 +39,6 @@ from ddbench.util.progress import ProgressArg
 
 log = logging.getLogger(__name__)
 
-REPORTS = ("final", "max")
 #: with report="max", the number of test rounds spread evenly over training
 MAX_ROUNDS = 10
 

@@ -21,6 +21,9 @@ from typing import Any
 from ddbench.engine.soft_labels import SoftLabels, stored_protocol_key
 from ddbench.errors import InvalidOptionError
 
+#: what an evaluation reports: the accuracy after the last epoch, or also the best test round
+REPORTS = ("final", "max")
+
 #: 2: the run id hashes the resolved identity (effective options, versions, data and model digests);
 #: runs stored with version 1 hashed the typed options and are kept apart in leaderboards
 SPEC_VERSION = 2
@@ -77,7 +80,7 @@ class RunSpec:
             raise InvalidOptionError(f"Expected --ipc ≥ 1 but got {self.ipc}")
         if self.iterations < 0:
             raise InvalidOptionError(f"Expected --iterations ≥ 0 but got {self.iterations}")
-        if self.report not in ("final", "max"):
+        if self.report not in REPORTS:
             raise InvalidOptionError(f"Expected report 'final' or 'max' but got '{self.report}'")
         if not self.evaluators:
             raise InvalidOptionError("Expected at least one evaluator")

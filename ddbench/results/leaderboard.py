@@ -279,21 +279,21 @@ def _stored_spec_version(spec_json: str) -> int:
 
 
 def mark_old_specs(frame: pd.DataFrame, rows: Sequence[str]) -> pd.DataFrame:
-    """Scores of runs stored under an older spec version (whose run ids hashed the typed options,
-    not what ran) get `` (spec vN)`` after their first row key, so that they are shown as such and
-    never share a cell with current runs."""
+    """Scores of runs stored under another spec version get `` (spec vN)`` after their first row key,
+    so that they are shown as such and never share a cell with current runs: an older one (whose run
+    ids hashed the typed options, not what ran) or a newer one (written by a later ddbench)."""
     if not rows or frame.empty or "spec_json" not in frame.columns:
         return frame
     versions = frame["spec_json"].map(
         lambda text: _stored_spec_version(text) if isinstance(text, str) else SPEC_VERSION
     )
-    old = versions < SPEC_VERSION
-    if not old.any():
+    other = versions != SPEC_VERSION
+    if not other.any():
         return frame
     frame = frame.copy()
     key = rows[0]
     frame[key] = frame[key].astype(object)
-    frame.loc[old, key] = [f"{value} (spec v{v})" for value, v in zip(frame.loc[old, key], versions[old])]
+    frame.loc[other, key] = [f"{value} (spec v{v})" for value, v in zip(frame.loc[other, key], versions[other])]
     return frame
 
 

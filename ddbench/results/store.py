@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from ddbench.engine.spec import REPORTS
 from ddbench.errors import CorruptFileError, InvalidOptionError
 from ddbench.results.provenance import Provenance, collect
 from ddbench.util.fileio import FileLock, check_writable_dir
@@ -37,7 +38,6 @@ SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
 
 RUN_STATUSES = ("running", "done", "failed")
-REPORTS = ("final", "max")
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -165,9 +165,13 @@ class ResultsStore:
         self.path = Path(path)
         self.read_only = read_only
         if self.path.is_dir():
+            fix = (
+                "move it aside or use another --out"
+                if self.path.name == RESULTS_FILENAME  # OUT/results.sqlite, as the CLI opens it
+                else f"use {store_path(self.path)} (ddbench.results.store.store_path(out_dir))"
+            )
             raise InvalidOptionError(
-                f"Expected the results store path to be a file but {self.path} is a directory; "
-                f"use {store_path(self.path)} (ddbench.results.store.store_path(out_dir))"
+                f"Expected the results store path to be a file but {self.path} is a directory; {fix}"
             )
         self._provenance = provenance
         self._lock = threading.RLock()

@@ -12,11 +12,13 @@ import dataclasses
 import difflib
 import itertools
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ddbench import registry
-from ddbench.engine.spec import BUDGETS, RunSpec
+from ddbench.engine.protocols import get_protocol
+from ddbench.engine.spec import BUDGETS, REPORTS, RunSpec
 from ddbench.errors import InvalidOptionError, UnknownPluginError
 
 #: the paper's datasets, tried in this order when `ddbench run` gets no --dataset
@@ -49,7 +51,8 @@ def parse_key_values(values: Iterable[str], option: str) -> dict[str, Any]:
 
 
 def parse_lrs(values: Mapping[str, Any], where: str) -> dict[str, float]:
-    """Learning-rate overrides as floats; a value that is not a number is one clear error."""
+    """Learning-rate overrides as floats; a value that is not a finite number above 0 is one clear
+    error (SGD takes NaN, infinity and 0 without a word, and the run would finish with nothing learned)."""
     lrs = {}
     for key, value in values.items():
         try:
@@ -58,6 +61,8 @@ def parse_lrs(values: Mapping[str, Any], where: str) -> dict[str, float]:
             lrs[key] = float(value)
         except (TypeError, ValueError):
             raise InvalidOptionError(f"{where}: learning rate {key} expects a number but got {value!r}") from None
+        if not math.isfinite(lrs[key]) or lrs[key] <= 0:
+            raise InvalidOptionError(f"{where}: learning rate {key} must be a finite number above 0, not {value!r}")
     return lrs
 
 
@@ -141,6 +146,8 @@ class SpecGrid:
         for key in ("ipcs",):
             if key in values and not all(isinstance(v, int) and not isinstance(v, bool) for v in values[key]):
                 raise InvalidOptionError(f"{where}: expected '{key}' as whole numbers but got {values[key]!r}")
+            if key in values and min(values[key], default=1) < 1:
+                raise InvalidOptionError(f"{where}: expected '{key}' ≥ 1 but got {values[key]!r}")
         for key in ("seeds", "seed", "iterations", "eval_epochs", "res", "train_per_class", "test_size"):
             value = values.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -161,8 +168,16 @@ class SpecGrid:
         ):
             if key in values:
                 values[key] = flatten_scoped(values[key], names)
-        if values.get("budget") is not None and values["budget"] not in BUDGETS:
-            raise InvalidOptionError(f"{where}: unknown budget '{values['budget']}'; expected one of {sorted(BUDGETS)}")
+        if "dsa" in values and not isinstance(values["dsa"], bool):
+            raise InvalidOptionError(f"{where}: expected 'dsa' as true or false but got {values['dsa']!r}")
+        for key, choices in (("budget", sorted(BUDGETS)), ("report", list(REPORTS)), ("protocol", None)):
+            value = values.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InvalidOptionError(f"{where}: expected '{key}' as a name (a string) but got {value!r}")
+            if choices is not None and value not in choices:
+                raise InvalidOptionError(f"{where}: unknown {key} '{value}'; expected one of {choices}")
         return cls(**values)
 
 
@@ -196,6 +211,7 @@ def build_specs(grid: SpecGrid, validate: bool = True) -> list[RunSpec]:
     check_names("prior", grid.priors)
     check_names("matcher", grid.matchers)
     check_names("evaluator", evaluators)
+    get_protocol(grid.protocol)  # an unknown name fails here, before any data loads (--dry-run too)
     budget = dict(BUDGETS[grid.budget]) if grid.budget else {}
     explicit = {
         "iterations": grid.iterations,
@@ -225,7 +241,10 @@ def build_specs(grid: SpecGrid, validate: bool = True) -> list[RunSpec]:
             matcher_options=options_for(m, grid.matcher_options, grid.matchers),
             **common,
         )  # fmt: skip
-        for d, p, m, i in itertools.product(grid.datasets, grid.priors, grid.matchers, grid.ipcs)
+        # a value given twice (--ipc 1,1) is one run, not the same run twice
+        for d, p, m, i in itertools.product(
+            *(dict.fromkeys(v) for v in (grid.datasets, grid.priors, grid.matchers, grid.ipcs))
+        )
     ]
     if validate:
         validate_plugin_options(specs)

@@ -168,10 +168,16 @@ def run_speedup(workers: int, cores: int | None = None) -> float:
     return TWO_THREAD_SPEEDUP if workers <= 1 and cores >= 2 else 1.0
 
 
+def runs_at_once(workers: int, cores: int | None = None) -> int:
+    """How many runs make progress at once: ``workers`` of them, but no more than the cores (more
+    workers than cores share them)."""
+    return max(1, min(workers, cores or os.cpu_count() or 1))
+
+
 def wall_seconds(one_core_seconds: float, workers: int = 1, cores: int | None = None) -> float:
     """The cost model's one-core seconds as wall seconds on this machine with ``workers`` runs at once
     (the same conversion for the preview line, ``--dry-run`` and the sweep's ETA)."""
-    return one_core_seconds / run_speedup(workers, cores) / max(1, workers)
+    return one_core_seconds / run_speedup(workers, cores) / runs_at_once(workers, cores)
 
 
 def format_duration(seconds: float) -> str:
@@ -212,7 +218,7 @@ def print_plan(planned: Sequence[PlannedRun], console: Console, workers: int = 1
     total = sum(r.estimate_seconds for r in todo)
     console.print(
         f"{len(todo)} to run, {len(planned) - len(todo)} already done; estimated {format_duration(total)} on one CPU core, "
-        f"about {format_duration(wall_seconds(total, workers))} with {workers} worker(s) "
+        f"about {format_duration(wall_seconds(total, min(workers, len(todo) or 1)))} with {workers} worker(s) "
         "(a rough CPU guide from the plugins' declared costs; GPUs are much faster)",
         soft_wrap=True,
     )
@@ -241,7 +247,7 @@ class SweepProgress:
         remaining += sum(max(0.0, self.estimates[r] - (time.monotonic() - t)) for r, t in self.running.items())
         # correct the model by what the finished runs took (wall time against 1-core estimate)
         if self._estimated_done > 0 and self._actual > 0:
-            return remaining * (self._actual / self._estimated_done) / self.workers
+            return remaining * (self._actual / self._estimated_done) / runs_at_once(self.workers)
         return wall_seconds(remaining, self.workers)
 
     def line(self) -> str:

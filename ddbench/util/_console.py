@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 from rich.console import Console
 from rich.control import Control
 
+#: the width of tables on a stderr that is not a terminal (they shrink to their content)
+LOG_WIDTH = 250
+
 
 def stderr_console() -> Console:
     """A rich console on stderr. Where stderr is not a terminal (a log file, a pipe, a SLURM job) rich
-    assumes 80 columns and would break status lines and suggested commands mid-word; there lines are
-    soft-wrapped (left whole, for the reader's own viewer to wrap)."""
-    return Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+    assumes 80 columns and would break status lines and suggested commands mid-word, and cut run ids
+    in tables; there lines are soft-wrapped (left whole, for the reader's own viewer to wrap) and
+    tables may be `LOG_WIDTH` wide (``COLUMNS`` still wins)."""
+    terminal = sys.stderr.isatty()
+    width = None if terminal or os.environ.get("COLUMNS") else LOG_WIDTH
+    return Console(stderr=True, soft_wrap=not terminal, width=width)
 
 
 class LoggedConsole(Console):

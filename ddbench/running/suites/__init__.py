@@ -49,6 +49,7 @@ from typing import Any
 from ddbench import registry
 from ddbench.engine.spec import BUDGETS, RunSpec
 from ddbench.errors import InvalidOptionError
+from ddbench.results.report.rows import ROW_KEYS
 from ddbench.running.grid import SpecGrid, build_specs, flatten_scoped, validate_plugin_options
 from ddbench.util.fileio import safe_name
 
@@ -102,6 +103,11 @@ class SuiteLayout:
         rows = data.get("rows", list(cls.rows))
         if not isinstance(rows, list) or not rows or not all(isinstance(r, str) for r in rows):
             raise InvalidOptionError(f"{where}: expected [layout] rows as a non-empty list of names but got {rows!r}")
+        unknown_rows = [r for r in rows if r not in ROW_KEYS]
+        if unknown_rows:
+            raise InvalidOptionError(
+                f"{where}: unknown [layout] rows {unknown_rows}; expected some of {list(ROW_KEYS)}"
+            )
         columns = data.get("columns", cls.columns)
         if columns not in LAYOUT_COLUMNS:
             raise InvalidOptionError(
@@ -110,12 +116,18 @@ class SuiteLayout:
         all_column = data.get("all_column", False)
         if not isinstance(all_column, bool):
             raise InvalidOptionError(f"{where}: expected [layout] all_column as true or false but got {all_column!r}")
+        paper_table = data.get("paper_table")
+        if paper_table is not None and not isinstance(paper_table, str):
+            raise InvalidOptionError(
+                f"{where}: expected [layout] paper_table as the name of one of the paper's tables "
+                f'(e.g. "table1") but got {paper_table!r}'
+            )
         return cls(
             rows=tuple(rows),
             columns=columns,
             all_column=all_column,
             title=str(data.get("title", "")),
-            paper_table=data.get("paper_table"),
+            paper_table=paper_table,
         )
 
 
@@ -163,13 +175,20 @@ class Suite:
         filters = _check_overrides(overrides, filters)
         runs: list[SuiteRun] = []
         seen: set[str] = set()
+        offered: dict[str, dict[Any, None]] = {}  # per filter key, the values the suite's runs have
         used_options: set[str] = set()
         installed = {family: registry.plugin_names(family) for family in ("prior", "matcher")}
         for index, entry in enumerate(self.entries):
             where = f"suite '{self.name}' ({self.path}) grid entry {index + 1}"
             values = _entry_values(entry, overrides, installed, require_env, where, used_options)
             grid = SpecGrid.from_mapping(values, where)
-            for spec in build_specs(grid, validate=False):
+            try:
+                specs = build_specs(grid, validate=False)
+            except InvalidOptionError as err:
+                raise InvalidOptionError(f"{where}: {err}") from None  # the file and entry, not only the key
+            for spec in specs:
+                for key in filters:
+                    offered.setdefault(key, {})[getattr(spec, FILTER_KEYS[key])] = None
                 if any(getattr(spec, FILTER_KEYS[k]) not in wanted for k, wanted in filters.items()):
                     continue
                 if spec.run_id not in seen:
@@ -182,7 +201,9 @@ class Suite:
                     f"Options {unused} are scoped to plugins that suite '{self.name}' does not use"
                 )
         if not runs:
-            raise InvalidOptionError(f"Suite '{self.name}' has no run matching {filters}; drop or change the filters")
+            raise InvalidOptionError(
+                f"Suite '{self.name}' has no run matching {filters}; {_filter_hint(filters, offered)}"
+            )
         if validate:
             validate_plugin_options(run.spec for run in runs)
         return runs
@@ -282,10 +303,27 @@ def _expand_env(options: Mapping[str, Any], require: bool, where: str) -> dict[s
     return expanded
 
 
+def _filter_hint(filters: Mapping[str, Iterable[Any]], offered: Mapping[str, Mapping[Any, None]]) -> str:
+    """What the suite has for each filter that matched nothing, with a close name where one is."""
+    hints = []
+    for key, wanted in filters.items():
+        values = list(offered.get(key, {}))
+        missing = [w for w in wanted if w not in values]
+        if not missing:
+            continue
+        names = [v for v in values if isinstance(v, str)]  # a close number is no typo
+        close = difflib.get_close_matches(missing[0], names, n=1) if isinstance(missing[0], str) else []
+        guess = f"did you mean '{close[0]}'? " if close else ""
+        hints.append(f"{guess}its {key}: {', '.join(map(str, values))}")
+    return "; ".join(hints) or "drop or change the filters"
+
+
 def _find_suite_file(name_or_path: str | os.PathLike[str]) -> Path:
     text = str(name_or_path)
     path = Path(text).expanduser()
     if path.suffix == SUITE_SUFFIX or os.sep in text or path.is_file():
+        if path.is_dir():
+            raise InvalidOptionError(f"Suite file {path} is a directory; pass a suite .toml file or a suite's name")
         if not path.is_file():
             raise InvalidOptionError(f"Suite file {path} does not exist")
         return path
@@ -310,6 +348,8 @@ def load_suite(name_or_path: str | os.PathLike[str]) -> Suite:
             raw = tomllib.load(handle)
     except tomllib.TOMLDecodeError as err:
         raise InvalidOptionError(f"Suite file {path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise InvalidOptionError(f"Suite file {path} is not UTF-8 text (TOML must be): {err}") from None
     where = f"suite file {path}"
     known = {"name", "version", "description", "defaults", "grid", "layout"}
     unknown = sorted(set(raw) - known)
@@ -326,6 +366,11 @@ def load_suite(name_or_path: str | os.PathLike[str]) -> Suite:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InvalidOptionError(f"{where}: expected 'version' as a whole number ≥ 1 but got {version!r}")
     defaults = raw.get("defaults", {})
+    if not isinstance(defaults, Mapping):
+        raise InvalidOptionError(f"{where}: expected [defaults] as a table (KEY = value) but got {defaults!r}")
+    layout = raw.get("layout", {})
+    if not isinstance(layout, Mapping):
+        raise InvalidOptionError(f"{where}: expected [layout] as a table (KEY = value) but got {layout!r}")
     grids = raw.get("grid")
     if isinstance(grids, Mapping):
         grids = [grids]
@@ -347,7 +392,7 @@ def load_suite(name_or_path: str | os.PathLike[str]) -> Suite:
         version=version,
         description=str(raw.get("description", "")).strip(),
         entries=tuple(entries),
-        layout=SuiteLayout.from_mapping(raw.get("layout", {}), where),
+        layout=SuiteLayout.from_mapping(layout, where),
         path=path,
     )
 
