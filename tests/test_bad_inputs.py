@@ -126,6 +126,16 @@ def _garbage_store(env: Env) -> None:
     (env.out / "results.sqlite").write_bytes(b"this is not a database" * 100)
 
 
+def _edited_row(sql: str) -> Callable[[Env], None]:
+    """One statement run on the store copy, as a hand edit or a foreign tool would."""
+
+    def make(env: Env) -> None:
+        with sqlite3.connect(env.out / "results.sqlite") as conn:
+            conn.execute(sql)
+
+    return make
+
+
 def _foreign_store(env: Env) -> None:
     path = env.out / "results.sqlite"
     path.unlink()
@@ -457,6 +467,15 @@ CASES = [
     case("store-page-overwritten-show", "show abc --out {out}", "Move it aside", setup=_overwrite_page),
     case("store-page-overwritten-run", f"{RUN} --ipc 1", "Move it aside", setup=_overwrite_page),
     case("store-foreign-database", "leaderboard --out {out}", "of something else", setup=_foreign_store),
+    *[
+        case(f"store-edited-{what}-{command}", f"{command} --out {{out}}", expect, setup=_edited_row(sql))
+        for what, sql, expect in (
+            ("accuracy", "UPDATE scores SET accuracy = 'high'", "column 'accuracy' holds 'high'"),
+            ("seed", "UPDATE scores SET seed = 'zero'", "column 'seed' holds 'zero'"),
+            ("spec-bytes", "UPDATE runs SET spec_json = CAST(X'80FF' AS TEXT)", "Move it aside"),
+        )
+        for command in ("leaderboard", "runs")
+    ],
     case("store-path-is-a-directory", "leaderboard --out {tmp}/dirstore", "is a directory", setup=_store_is_dir),
     case(
         "train-state-garbage",

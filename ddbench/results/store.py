@@ -243,7 +243,7 @@ class ResultsStore:
             return InvalidOptionError(
                 f"Cannot write the results store {self.path} ({err}); pass --out a writable directory"
             )
-        if type(err) is sqlite3.DatabaseError or "malformed" in text or "not a database" in text:
+        if type(err) is sqlite3.DatabaseError or "malformed" in text or "not a database" in text or "decode" in text:
             return self._corrupt(f"it is not a readable SQLite database ({err})")
         return err
 
@@ -533,12 +533,22 @@ class ResultsStore:
         # NULL-able integer columns come back as float or object; give them a stable nullable dtype
         for column in ("ipc", "res", "seed", "peak_memory_bytes", "distill_peak_memory_bytes"):
             if column in frame:
-                frame[column] = frame[column].astype("Int64")
+                frame[column] = self._typed(frame[column], "Int64")
         for column in ("accuracy", "accuracy_max", "train_seconds", "eval_seconds", "distill_seconds",
                        "seconds_per_iteration"):  # fmt: skip
             if column in frame:
-                frame[column] = frame[column].astype("float64")
+                frame[column] = self._typed(frame[column], "float64")
         return frame
+
+    def _typed(self, column: pd.Series, dtype: str) -> pd.Series:
+        """``column`` as ``dtype``; a value that is not a number (a hand-edited row) is a corrupt store."""
+        try:
+            return column.astype(dtype)
+        except (TypeError, ValueError):
+            numbers = pd.to_numeric(column, errors="coerce")
+            bad = column[numbers.isna() & column.notna()]
+            value = bad.iloc[0] if len(bad) else column.iloc[0]
+            raise self._corrupt(f"its column '{column.name}' holds {value!r}, not a number") from None
 
 
 __all__ = [
