@@ -99,7 +99,10 @@ def test_runs_filters(out):
     assert "aaaa1111" in text and "bbbb2222" in text and "cccc3333" not in text
     text = _invoke("runs", "--out", str(out), "--status", "failed")
     assert "bbbb2222" in text and "aaaa1111" not in text
-    assert "No runs" in CliRunner().invoke(cli, ["runs", "--out", str(out), "--prior", "glad"]).output
+    # a name no run has is a typo or a wrong store, said as the leaderboard says it (exit 2)
+    typo = str(CliRunner().invoke(cli, ["runs", "--out", str(out), "--algo", "dn"]).exception)
+    assert "has matcher 'dn'. Did you mean 'dm'? Recorded: dc, dm, mtt" in typo
+    assert "No runs" in CliRunner().invoke(cli, ["runs", "--out", str(out), "--prior", "pixel", "--algo", "dc"]).output
 
 
 def test_runs_rows_drop_the_error_column_when_nothing_failed(out):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import sys
 import traceback
@@ -898,6 +899,15 @@ def runs(
     with ResultsStore(store_path(out), read_only=True) as store:  # never creates a store where none is
         frame, scores = store.runs_frame(), store.scores_frame()
     filters = {"dataset": _split(datasets), "prior": _split(priors), "matcher": _split(matchers)}
+    for column, wanted in filters.items():
+        recorded = set(frame[column]) if not frame.empty else set()
+        unknown = [w for w in wanted if w not in recorded]
+        if recorded and unknown:  # a typo, not "no runs of that kind yet"
+            close = difflib.get_close_matches(unknown[0], sorted(recorded), n=1, cutoff=0.5)
+            hint = f"Did you mean '{close[0]}'? " if close else ""
+            raise InvalidOptionError(
+                f"No run in {store_path(out)} has {column} {unknown[0]!r}. {hint}Recorded: {', '.join(sorted(recorded))}"
+            )
     columns, rows = runs_rows(frame, scores, filters, statuses)
     if not rows:
         console.print(
