@@ -185,6 +185,11 @@ def plugin_code(family: str, name: str, cls: type, step: str) -> Iterator[None]:
     plugin, its distribution, the step and the line of the plugin's code where it failed."""
     try:
         yield
+    except InvalidOptionError as err:
+        if type(err) is not InvalidOptionError or f"'{name}'" in str(err):
+            raise
+        # the plugin's own "Expected X but got Y": say whose option it is
+        raise InvalidOptionError(f"{family.capitalize()} '{name}': {err}") from None
     except DDBenchError:
         raise
     except Exception as err:

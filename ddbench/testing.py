@@ -235,13 +235,25 @@ def check_prior(cls: type[Prior], data: RealData | None = None, ipc: int = 2, **
 
 
 def check_matcher(
-    cls: type[Matcher], data: RealData | None = None, ipc: int = 2, cache_dir: str | Path | None = None, **options: Any
+    cls: type[Matcher],
+    data: RealData | None = None,
+    ipc: int | None = None,
+    cache_dir: str | Path | None = None,
+    **options: Any,
 ) -> None:
     """A matcher built with ``options``, set up as the engine does (with DSA), gives a finite scalar
     loss whose gradient reaches the images, the same loss for the same engine seed (randomness from
-    the seeded RNG, one DSA seed for both sides), and round-trips its state."""
+    the seeded RNG, one DSA seed for both sides), and round-trips its state; at ``ipc`` images per
+    class, else at 1 (the CLI's default, where a per-class variance or batch statistic of one image
+    is NaN) and at 2."""
+    for each in (1, 2) if ipc is None else (ipc,):
+        _check_matcher_at(cls, data or tiny_data(), each, cache_dir, options)
+
+
+def _check_matcher_at(
+    cls: type[Matcher], data: RealData, ipc: int, cache_dir: str | Path | None, options: dict[str, Any]
+) -> None:
     check_declarations(cls, "matcher")
-    data = data or tiny_data()
     matcher = _build(cls, "matcher", options)
     device = torch.device("cpu")
     context = MatchContext(
@@ -265,7 +277,7 @@ def check_matcher(
 
     loss, images = loss_at(0)
     _require(isinstance(loss, Tensor) and loss.dim() == 0, matcher, "loss returns a scalar tensor")
-    _require(bool(torch.isfinite(loss)), matcher, "loss is finite on normalised real-like images")
+    _require(bool(torch.isfinite(loss)), matcher, f"loss is finite on normalised real-like images (at IPC {ipc})")
     if cls.distils:
         loss.backward()
         _require(images.grad is not None and bool(torch.isfinite(images.grad).all()) and bool(images.grad.abs().sum() > 0), matcher,

@@ -161,6 +161,18 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tiny_data, tmp_pat
     assert all(torch.isfinite(v).all() for v in payload["params"].values())
 
 
+def test_a_loss_that_is_nan_before_any_update_blames_the_plugin_not_the_rate(tiny_data, tmp_path):
+    class NanMatcher(MeanMatcher):
+        def loss(self, images, labels, real):
+            return super().loss(images, labels, real) * math.nan
+
+    with pytest.raises(NonFiniteLossError) as caught:
+        _distiller(tiny_data, tmp_path, matcher=NanMatcher()).run()
+    message = str(caught.value)
+    assert "on the initial images, before any update" in message and "check_matcher(..., ipc=" in message
+    assert "Lower the learning rates" not in message
+
+
 def test_corrupt_checkpoint_restarts_from_scratch(tiny_data, tmp_path, caplog):
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
     fresh = _distiller(tiny_data, tmp_path / "fresh").run()

@@ -143,6 +143,20 @@ def test_the_contract_kit_names_the_broken_rule():
         check_matcher(SeedsItself)
 
 
+class UnbiasedVariance(MeanVarianceMatcher):
+    """torch.var's default (Bessel's correction) is NaN over one image: a run at IPC 1 fails."""
+
+    def loss(self, images: Tensor, labels: Tensor, real: RealSampler) -> Tensor:
+        return sum((images[labels == c].var(0) - real.class_batch(c, 4).var(0)).pow(2).sum() for c in labels.unique())
+
+
+@pytest.mark.filterwarnings("ignore:var\\(\\)")  # the bug this test plants
+def test_the_contract_kit_checks_ipc_1_where_a_variance_of_one_image_is_nan():
+    check_matcher(UnbiasedVariance, ipc=2)  # passes at 2 images per class
+    with pytest.raises(ContractError, match=r"loss is finite .*\(at IPC 1\)"):
+        check_matcher(UnbiasedVariance)
+
+
 def test_a_prior_without_base_lrs_gets_the_default_rate_and_lr_overrides(tmp_path):
     data = tiny_data()
     spec = RunSpec(dataset="tiny", prior="dct", matcher="meanvar", ipc=1, iterations=1)

@@ -290,6 +290,24 @@ def test_a_failed_run_is_recorded_and_does_not_stop_the_sweep(tmp_path, fmnist_s
     with sqlite3.connect(out / "results.sqlite") as conn:
         rows = dict(conn.execute("SELECT matcher, status || ' ' || coalesce(error, '') FROM runs").fetchall())
     assert rows["dm"].startswith("done") and rows["mtt"].startswith("failed ") and "expert" in rows["mtt"].lower()
+    # only the failed run again, in a store that has other scores: its failure is the last word
+    again = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--suite",
+            str(suite),
+            "--algo",
+            "mtt",
+            "--out",
+            str(out),
+            "--data-root",
+            str(fmnist_slice),
+            "--no-progress",
+        ],
+    )
+    assert again.exit_code == 1 and "1 run(s) failed" in again.output, again.output
+    assert "No scores with run_id" not in str(again.exception or "")
 
 
 def test_a_corrupt_checkpoint_restarts_that_run_with_a_clear_message(tmp_path, fmnist_slice):

@@ -483,13 +483,17 @@ def _run_sweep(specs: list[RunSpec], env: RunEnv, opts: dict[str, Any]) -> None:
         return
     summary = run_sweep(specs, env, executor, console, workers=workers)
     with ResultsStore(store_path(env.out)) as store:
-        _print_leaderboard(
-            store,
-            fmt="rich",
-            rows=("prior", "matcher", "ipc"),
-            columns="dataset",
-            filters={"run_id": [s.run_id for s in specs], "protocol": sorted({s.protocol_key() for s in specs})},
-        )
+        scored = set(store.scores_frame()["run_id"])
+        # only runs with scores: a run that failed before its first score has its own line below
+        shown = [s.run_id for s in specs if s.run_id in scored]
+        if shown:
+            _print_leaderboard(
+                store,
+                fmt="rich",
+                rows=("prior", "matcher", "ipc"),
+                columns="dataset",
+                filters={"run_id": shown, "protocol": sorted({s.protocol_key() for s in specs})},
+            )
     if summary.failed:
         for run_id, error in summary.failed.items():
             console.print(f"[red]failed[/] {run_id}: {error}", highlight=False)

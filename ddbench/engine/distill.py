@@ -299,6 +299,14 @@ class Distiller:
         for step in range(self.matcher.steps_per_iteration):
             opt.zero_grad(set_to_none=True)
             value, images = split_backward_step(self.prior, self.matcher, state, self.labels, real, self.chunk_size)
+            if not math.isfinite(value) and it == 0 and step == 0:
+                # nothing was updated yet: no learning rate can be the cause
+                raise NonFiniteLossError(
+                    f"{self.spec.label}: the loss is {value} on the initial images, before any update: the "
+                    f"matcher '{self.matcher.name}' or the prior '{self.prior.name}' computes a non-finite loss "
+                    f"at IPC {self.spec.ipc} with these options (a plugin author reproduces it with "
+                    f"ddbench.testing.check_matcher(..., ipc={self.spec.ipc}))"
+                )
             if not math.isfinite(value):
                 raise NonFiniteLossError(
                     f"{self.spec.label}: the loss became {value} at iteration {it} (step {step}). "
