@@ -33,6 +33,7 @@ from ddbench.interfaces import (
     EVALUATION_OVERRIDES,
     DatasetPlugin,
     Evaluator,
+    IdentityContext,
     MatchContext,
     Matcher,
     Prior,
@@ -160,13 +161,34 @@ def _check_matcher_declarations(cls: type[Matcher], options: set[str]) -> None:
 
 
 def _build(cls: type, family: str, options: dict[str, Any]) -> Any:
+    """``cls(**options)`` as `ddbench.registry.create` builds it: `Plugin.options` holds every option
+    with its default."""
     from ddbench import registry
 
     with registry.plugin_code(family, getattr(cls, "name", "") or cls.__name__, cls, "__init__"):
         instance = cls(**options)
+    bound = inspect.signature(cls).bind(**options)
+    bound.apply_defaults()
+    instance._options = dict(bound.arguments)
     if not getattr(instance, "name", ""):
         instance.name = cls.__name__
     return instance
+
+
+def _build_for_run(cls: type, family: str, options: dict[str, Any], data: RealData, ipc: int) -> Any:
+    """The plugin as the engine builds it for a run: from its `effective_options` in this run's
+    context, which must name only options its ``__init__`` takes."""
+    from ddbench import registry
+
+    plugin = _build(cls, family, options)
+    context = IdentityContext(dataset="tiny", resolution=data.resolution, ipc=ipc, device=torch.device("cpu"))
+    with registry.plugin_code(family, plugin.name, cls, "effective_options"):
+        effective = plugin.effective_options(context)
+    accepted = set(inspect.signature(cls).parameters) - {"self"}
+    _require(isinstance(effective, dict) and set(effective) <= accepted, plugin,
+             f"effective_options returns a dict of __init__ options ({sorted(accepted)}), "
+             f"got {effective if not isinstance(effective, dict) else sorted(set(effective) - accepted)}")  # fmt: skip
+    return _build(cls, family, effective)
 
 
 def check_prior(cls: type[Prior], data: RealData | None = None, ipc: int = 2, **options: Any) -> None:
@@ -175,7 +197,7 @@ def check_prior(cls: type[Prior], data: RealData | None = None, ipc: int = 2, **
     backward, gradients reaching every learnable tensor, a rate for each)."""
     check_declarations(cls, "prior")
     data = data or tiny_data()
-    prior = _build(cls, "prior", options)
+    prior = _build_for_run(cls, "prior", options, data, ipc)
     device = torch.device("cpu")
     prior.setup(data, device)
     labels = class_labels(data.num_classes, ipc)
@@ -254,7 +276,7 @@ def _check_matcher_at(
     cls: type[Matcher], data: RealData, ipc: int, cache_dir: str | Path | None, options: dict[str, Any]
 ) -> None:
     check_declarations(cls, "matcher")
-    matcher = _build(cls, "matcher", options)
+    matcher = _build_for_run(cls, "matcher", options, data, ipc)
     device = torch.device("cpu")
     context = MatchContext(
         data=data, ipc=ipc, device=device, dsa=DSA(), cache_dir=str(cache_dir) if cache_dir else None

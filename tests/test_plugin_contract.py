@@ -150,6 +150,36 @@ class UnbiasedVariance(MeanVarianceMatcher):
         return sum((images[labels == c].var(0) - real.class_batch(c, 4).var(0)).pow(2).sum() for c in labels.unique())
 
 
+class ResolvesAnUnknownOption(DCTPrior):
+    """Resolves an option its __init__ does not take: the engine could not build it from that."""
+
+    def effective_options(self, context):
+        return {**self.options(), "basis_size": context.resolution}
+
+
+class ResolvesAuto(MeanVarianceMatcher):
+    """``batch_real="auto"`` resolved from the IPC, as a built-in matcher would."""
+
+    def __init__(self, batch_real: int | str = "auto") -> None:
+        self.batch_real = batch_real
+
+    def effective_options(self, context):
+        options = self.options()
+        if options["batch_real"] == "auto":
+            options["batch_real"] = 4 * context.ipc
+        return options
+
+    def setup(self, context) -> None:
+        super().setup(context)
+        assert self.batch_real == 4 * context.ipc, "built from its effective options, as a run builds it"
+
+
+def test_the_contract_kit_builds_plugins_from_their_effective_options():
+    check_matcher(ResolvesAuto)
+    with pytest.raises(ContractError, match=r"effective_options returns a dict of __init__ options.*basis_size"):
+        check_prior(ResolvesAnUnknownOption)
+
+
 @pytest.mark.filterwarnings("ignore:var\\(\\)")  # the bug this test plants
 def test_the_contract_kit_checks_ipc_1_where_a_variance_of_one_image_is_nan():
     check_matcher(UnbiasedVariance, ipc=2)  # passes at 2 images per class
