@@ -208,6 +208,19 @@ class DatasetPlugin(Plugin):
     def load(self, root: str | None = None, res: int | None = None, download: bool = False) -> RealData:
         """Read the train and test splits into memory."""
 
+    def resolution_for(self, res: int | None) -> int | None:
+        """The resolution a run asking for ``res`` loads at (None: the default, the first of
+        `resolutions`); a resolution the dataset does not offer is an `InvalidOptionError`. A
+        dataset that declares no resolutions takes any. Planning (`--dry-run`) checks it too."""
+        if res is None or not self.resolutions:
+            return res if res is not None else (self.resolutions[0] if self.resolutions else None)
+        if res not in self.resolutions:
+            raise InvalidOptionError(
+                f"Dataset '{self.name}' is available at {', '.join(f'{r} px' for r in self.resolutions)}, but "
+                f"{res} px was requested; pass one of those resolutions"
+            )
+        return int(res)
+
     def available(self, root: str | None = None) -> tuple[bool, str]:
         """Whether the data is on disk, and if not, why (for `ddbench run` without `--dataset`)."""
         try:

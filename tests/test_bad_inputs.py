@@ -272,6 +272,7 @@ CASES = [
     case("budget-unknown", f"{RUN} --budget huge", "--budget"),
     case("report-unknown", f"{RUN} --report best", "--report"),
     case("res-unsupported", f"{RUN} --res 64", "28 px"),
+    case("res-unsupported-dry-run", f"{RUN} --res 64 --dry-run", "28 px"),
     case("workers-zero", f"{RUN} --workers 0", "--workers"),
     case(
         "glad-stylegan-xl-untrusted",

@@ -127,7 +127,7 @@ class Resolver:
         """The dataset's identity record and the resolution a run will load it at."""
         if (name, res) not in self._datasets:
             plugin = registry.create("dataset", name)
-            resolution = res if res is not None else (plugin.resolutions[0] if plugin.resolutions else None)
+            resolution = plugin.resolution_for(res)  # an unsupported --res fails here, --dry-run too
             context = IdentityContext(dataset=name, resolution=resolution, ipc=1, device=self.device)
             effective = _plain(plugin.effective_options(context))
             try:

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode, functional as TF
 
-from ddbench.errors import CorruptFileError, DataNotFoundError, InvalidOptionError
+from ddbench.errors import CorruptFileError, DataNotFoundError
 
 ENV_DATA = "DDBENCH_DATA"
 ENV_CACHE = "DDBENCH_CACHE"
@@ -130,18 +130,6 @@ def locate_first(
     raise DataNotFoundError(
         f"Dataset '{dataset}' was not found. Looked in:\n" + "\n".join(looked) + f"\nTo get it:\n{fixes}"
     )
-
-
-def check_resolution(dataset: str, res: int | None, allowed: Sequence[int]) -> int:
-    """``res`` (default: the first allowed one) if the dataset supports it, else InvalidOptionError."""
-    if res is None:
-        return allowed[0]
-    if res not in allowed:
-        raise InvalidOptionError(
-            f"Dataset '{dataset}' is available at {', '.join(f'{r} px' for r in allowed)}, but {res} px was "
-            f"requested; pass one of those resolutions"
-        )
-    return int(res)
 
 
 # -------------------------------------------------------------------------------- image decoding

@@ -145,7 +145,7 @@ class CIFAR10(DatasetPlugin):
         return str(_batch_dir(directory))
 
     def load(self, root: str | None = None, res: int | None = None, download: bool = False) -> RealData:
-        common.check_resolution(self.name, res, self.resolutions)
+        self.resolution_for(res)
         try:
             directory = Path(self.locate(root))
         except common.DataNotFoundError:

@@ -141,7 +141,7 @@ class FashionMNIST(DatasetPlugin):
         return str(path)
 
     def load(self, root: str | None = None, res: int | None = None, download: bool = False) -> RealData:
-        common.check_resolution(self.name, res, self.resolutions)
+        self.resolution_for(res)
         try:
             directory = Path(self.locate(root))
         except common.DataNotFoundError:

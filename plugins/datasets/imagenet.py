@@ -137,7 +137,7 @@ class ImageNetSubset(DatasetPlugin):
         return images, labels
 
     def load(self, root: str | None = None, res: int | None = None, download: bool = False) -> RealData:
-        res = common.check_resolution(self.name, res, self.resolutions)
+        res = self.resolution_for(res)
         directory = Path(self.locate(root))  # ``download`` cannot help: ImageNet has no public download URL
         train_images, train_labels = self._decode(directory, "train", res)
         test_images, test_labels = self._decode(directory, "val", res)
