@@ -237,3 +237,21 @@ def test_more_workers_than_cores_or_runs_are_no_faster():
     from ddbench.running.sweep import wall_seconds
 
     assert wall_seconds(1000.0, workers=1000, cores=2) == wall_seconds(1000.0, workers=2, cores=2) == 500.0
+
+
+def test_dry_run_names_model_files_that_are_not_on_this_machine(fmnist_slice, tmp_path):
+    """Planning does not fail on a missing model (a sweep may be planned away from its models), but
+    says that a run here would."""
+    import io
+
+    from rich.console import Console
+
+    from ddbench.engine.spec import RunEnv, RunSpec
+    from ddbench.running.identity import resolve_specs
+    from ddbench.running.sweep import plan_sweep, print_plan
+
+    spec = RunSpec(prior="ld3m", matcher="dm", prior_options={"model_dir": str(tmp_path / "nowhere")})
+    env = RunEnv(out=tmp_path / "out", data_root=str(fmnist_slice))
+    buffer = io.StringIO()
+    print_plan(plan_sweep(resolve_specs([spec], env), env, None), Console(file=buffer, width=300))
+    assert f"prior ld3m model_dir={tmp_path / 'nowhere'} is not on this machine; a run here fails" in buffer.getvalue()

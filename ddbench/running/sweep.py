@@ -214,6 +214,14 @@ def print_plan(planned: Sequence[PlannedRun], console: Console, workers: int = 1
             f"{len(s.evaluators)} × {len(s.eval_seeds)}", run.state, format_duration(run.estimate_seconds),
         )  # fmt: skip
     console.print(table)
+    for run in planned:
+        for missing in _missing_model_files(run.spec):
+            console.print(
+                f"[yellow]{run.spec.label} {run.spec.run_id}: {missing} is not on this machine; "
+                "a run here fails at set-up",
+                highlight=False,
+                soft_wrap=True,
+            )
     todo = [r for r in planned if r.state != "done"]
     total = sum(r.estimate_seconds for r in todo)
     console.print(
@@ -222,6 +230,18 @@ def print_plan(planned: Sequence[PlannedRun], console: Console, workers: int = 1
         "(a rough CPU guide from the plugins' declared costs; GPUs are much faster)",
         soft_wrap=True,
     )
+
+
+def _missing_model_files(spec: RunSpec) -> list[str]:
+    """The model-file options of a resolved spec whose path was not found when it was planned
+    (`ddbench.running.identity` keys them ``missing:PATH``), as ``prior model_dir=PATH``."""
+    found = []
+    for family in ("prior", "matcher"):
+        record = (spec.identity or {}).get(family) or {}
+        for option, key in (record.get("key") or {}).items():
+            if isinstance(key, str) and key.startswith("missing:"):
+                found.append(f"{family} {record.get('name')} {option}={key.removeprefix('missing:')}")
+    return found
 
 
 # ----------------------------------------------------------------------------------- progress
