@@ -273,6 +273,12 @@ CASES = [
     case("report-unknown", f"{RUN} --report best", "--report"),
     case("res-unsupported", f"{RUN} --res 64", "28 px"),
     case("res-unsupported-dry-run", f"{RUN} --res 64 --dry-run", "28 px"),
+    case(
+        "out-below-a-file-dry-run",
+        f"{RUN.replace('--out {out}', '--out {tmp}/afile/sub')} --dry-run",
+        "afile is a file",
+        setup=lambda env: (env.tmp / "afile").write_text("x"),
+    ),
     case("workers-zero", f"{RUN} --workers 0", "--workers"),
     case(
         "glad-stylegan-xl-untrusted",

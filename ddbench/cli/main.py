@@ -37,7 +37,7 @@ from ddbench.running.grid import (  # noqa: F401 - DEFAULT_DATASET, PAPER_DATASE
 )
 from ddbench.util._console import stderr_console
 from ddbench.util.click_options import data_and_device_options
-from ddbench.util.fileio import check_writable_dir, describe_os_error, safe_name
+from ddbench.util.fileio import check_dir_could_be_made, check_writable_dir, describe_os_error, safe_name
 
 if TYPE_CHECKING:  # imported when needed: `ddbench --help` stays fast
     from ddbench.running.sweep import PlannedRun
@@ -285,7 +285,9 @@ def run(**opts: Any) -> None:
     # the one place where specs become runs: their ids now hash what will run (ddbench.running.identity)
     specs = resolve_specs(specs, env)
     specs = _meaningful_runs(specs, from_suite=bool(opts["suite"]))
-    if not opts["dry_run"]:
+    if opts["dry_run"]:
+        check_dir_could_be_made(env.out, "--out")  # what a real run would refuse first
+    else:
         _check_before_running(specs, env, opts)
         _print_preview(_plan(specs, env), opts)
     _run_sweep(specs, env, opts)

@@ -93,6 +93,17 @@ def check_writable_dir(directory: str | os.PathLike[str], what: str) -> Path:
     return path
 
 
+def check_dir_could_be_made(directory: str | os.PathLike[str], what: str) -> None:
+    """`check_writable_dir` for a plan that writes nothing: ``directory`` exists as a folder or could
+    be made (no file where it or a parent folder would go)."""
+    path = Path(directory).absolute()
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise InvalidOptionError(f"Cannot use {directory}: {place} is a file; pass {what} a directory")
+            return
+
+
 def describe_os_error(err: OSError) -> str:
     """``read-only file system`` / ``permission denied`` … for one-line messages."""
     names = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
