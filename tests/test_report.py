@@ -40,7 +40,7 @@ PRIOR_BASE = {
     "ld3m-trained": 0.29,
 }
 MATCHER_BASE = {"dc": 0.00, "dm": -0.02, "mtt": 0.03}
-EVALUATOR_STEP = {"alexnet": 0.000, "vgg11": 0.010, "resnet18": 0.020, "vit": -0.010}
+EVALUATOR_STEP = {"alexnet": 0.000, "vgg11": 0.010, "resnet18": 0.020, "vit": -0.010, "convnet": 0.030}
 
 
 def accuracy(keys: dict, dataset_index: int, evaluator: str, seed: int) -> float:
@@ -604,3 +604,16 @@ def test_suite_runs_that_have_not_finished_are_named_with_their_state(tmp_path: 
     assert len(made.not_run) == len(runs) - 3
     page = report.html_report([made], stored, store_dir=tmp_path)
     assert "Not finished (2): " in page
+
+
+def test_a_run_without_scores_for_some_evaluators_is_named(tmp_path: Path) -> None:
+    """Cells of evaluators a run has not scored yet are '—'; a note says which run lacks which."""
+    suite = load_suite("table4-fmnist")
+    runs = suite_runs("table4-fmnist")
+    fill_store(store_path(tmp_path), "table4-fmnist", skip=None, partial=0)  # run 0: its first evaluator only
+    scores, stored = frames(store_path(tmp_path))
+    made = report.suite_table(scores, stored, runs, suite.layout, "table4-fmnist")
+    note = next(n for n in made.notes if n.startswith("Being evaluated"))
+    first = runs[0][0]
+    assert f"run {first.run_id[:8]} has no {', '.join(first.evaluators[1:])} score yet" in note
+    assert runs[1][0].run_id[:8] not in note

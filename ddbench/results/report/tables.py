@@ -123,7 +123,7 @@ def suite_table(
         average_first=bool(paper and paper.columns and paper.columns[0] == aggregate_label),
         marks=_cell_marks(chosen, rows, layout.columns, frame),
     )
-    notes = [_cell_note(layout, suite_runs, frame), *notes]
+    notes = [_cell_note(layout, suite_runs, frame), *notes, *_unscored_evaluators_note(chosen, frame)]
     if compare and paper is not None:
         table = compare_with_paper(table, paper, aggregate_label)
         notes.append(
@@ -230,6 +230,20 @@ def _partial_evaluators(chosen: Sequence[ChosenRun], frame: pd.DataFrame) -> lis
         for evaluator in choice.evaluators
         if 0 < scored.get((choice.run_id, evaluator), 0) < choice.seeds
     ]
+
+
+def _unscored_evaluators_note(chosen: Sequence[ChosenRun], frame: pd.DataFrame) -> list[str]:
+    """A note on runs that have scores but none yet for some of their evaluators (their cells are
+    '—' for a reason: still being evaluated, or those evaluations failed)."""
+    scored = set(zip(frame["run_id"], frame["evaluator"])) if not frame.empty else set()
+    lacking = []
+    for choice in chosen:
+        missing = [e for e in choice.evaluators if (choice.run_id, e) not in scored]
+        if missing and len(missing) < len(choice.evaluators):
+            lacking.append(f"run {choice.run_id[:8]} has no {', '.join(missing)} score yet")
+    if not lacking:
+        return []
+    return [f"Being evaluated (or those evaluations failed: ddbench show RUN_ID): {'; '.join(lacking)}"]
 
 
 def _row_of(choice: ChosenRun, rows: Sequence[str]) -> tuple[Any, ...]:
