@@ -480,6 +480,7 @@ CASES = [
             ("accuracy", "UPDATE scores SET accuracy = 'high'", "column 'accuracy' holds 'high'"),
             ("seed", "UPDATE scores SET seed = 'zero'", "column 'seed' holds 'zero'"),
             ("spec-bytes", "UPDATE runs SET spec_json = CAST(X'80FF' AS TEXT)", "Move it aside"),
+            ("spec-null", "UPDATE runs SET spec_json = 'null'", "spec_json is 'null', not a JSON object"),
         )
         for command in ("leaderboard", "runs")
     ],

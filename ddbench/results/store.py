@@ -234,6 +234,13 @@ class ResultsStore:
             f"(e.g. mv {self.path} {self.path}.bak) and run again to start a new store, or pass another --out."
         )
 
+    def _bad_row(self, why: str) -> CorruptFileError:
+        """One bad value, not a bad file: the rest of the store is worth keeping."""
+        return CorruptFileError(
+            f"Cannot read {self.path}: {why}. Fix or delete that row (sqlite3 {self.path}), or move the store "
+            f"aside (mv {self.path} {self.path}.bak) to start a new one."
+        )
+
     def _translate(self, err: sqlite3.DatabaseError) -> Exception:
         """A SQLite error as the user's problem: a corrupt file or an unwritable place (else unchanged)."""
         text = str(err).lower()
@@ -538,7 +545,20 @@ class ResultsStore:
                        "seconds_per_iteration"):  # fmt: skip
             if column in frame:
                 frame[column] = self._typed(frame[column], "float64")
+        if "spec_json" in frame:
+            self._check_specs(frame["spec_json"])
         return frame
+
+    def _check_specs(self, column: pd.Series) -> None:
+        """Every stored spec is a JSON object (a hand edit could leave ``null`` or a list, which
+        every reader would trip over)."""
+        for text in column.dropna().unique():
+            try:
+                ok = isinstance(json.loads(text), dict)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise self._bad_row(f"a run's spec_json is {str(text)[:60]!r}, not a JSON object")
 
     def _typed(self, column: pd.Series, dtype: str) -> pd.Series:
         """``column`` as ``dtype``; a value that is not a number (a hand-edited row) is a corrupt store."""
@@ -548,7 +568,7 @@ class ResultsStore:
             numbers = pd.to_numeric(column, errors="coerce")
             bad = column[numbers.isna() & column.notna()]
             value = bad.iloc[0] if len(bad) else column.iloc[0]
-            raise self._corrupt(f"its column '{column.name}' holds {value!r}, not a number") from None
+            raise self._bad_row(f"its column '{column.name}' holds {value!r}, not a number") from None
 
 
 __all__ = [
