@@ -236,6 +236,14 @@ def test_plugins_lists_each_plugins_description():
     assert "description" in result.output and "Raw pixels:" in result.output
 
 
+def test_plugins_says_when_a_description_cannot_be_read_from_source(monkeypatch):
+    """A computed or inherited description is invisible to the listing: say so instead of a blank."""
+    monkeypatch.setattr(registry, "static_description", lambda info: "")
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert '(none: no description = "..." in its class body)' in result.output
+
+
 class WarnsPrior(DCTPrior):
     """A prior from another distribution that warns through its own logger and through `warnings`."""
 
