@@ -70,12 +70,13 @@ def static_description(info: PluginInfo) -> str:
     """The ``description`` a plugin class declares, read from its source without importing it (a
     listing must not load torch or a model library); ``""`` when the source does not say it plainly."""
     module, _, qualname = info.target.partition(":")
-    return _declared_string(module, qualname.rpartition(".")[2], "description", hops=3)
+    return declared_string(module, qualname.rpartition(".")[2], "description") or ""
 
 
-def _declared_string(module: str, class_name: str, attribute: str, hops: int) -> str:
+def declared_string(module: str, class_name: str, attribute: str, hops: int = 3) -> str | None:
     """``attribute = "..."`` in the body of ``class_name`` in ``module``'s source, following
-    ``from X import class_name`` re-exports (a package's ``__init__``) up to ``hops`` times."""
+    ``from X import class_name`` re-exports (a package's ``__init__``) up to ``hops`` times; ``""``
+    when the class is there without such a literal, None when its source is not found."""
     import ast
     import importlib.util
 
@@ -83,7 +84,7 @@ def _declared_string(module: str, class_name: str, attribute: str, hops: int) ->
         spec = importlib.util.find_spec(module)
         tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8")) if spec and spec.origin else None
     except (ImportError, OSError, SyntaxError, ValueError):
-        return ""
+        return None
     for node in ast.walk(tree) if tree is not None else ():
         if isinstance(node, ast.ClassDef) and node.name == class_name:
             for statement in node.body:
@@ -102,8 +103,8 @@ def _declared_string(module: str, class_name: str, attribute: str, hops: int) ->
             and node.level == 0
             and any(a.name == class_name for a in node.names)
         ):
-            return _declared_string(node.module, class_name, attribute, hops - 1)
-    return ""
+            return declared_string(node.module, class_name, attribute, hops - 1)
+    return None
 
 
 def plugin_names(family: str) -> list[str]:

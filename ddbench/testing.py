@@ -111,6 +111,13 @@ def check_declarations(cls: type, family: str) -> None:
     )
     _require(isinstance(cls.description, str) and cls.description.strip() != "" and "\n" not in cls.description, cls,
              "`description` is one non-empty line (`ddbench plugins` shows it)")  # fmt: skip
+    if cls.__qualname__ == cls.__name__:  # a module-level class: its source can be read
+        from ddbench import registry
+
+        static = registry.declared_string(cls.__module__, cls.__name__, "description")
+        _require(static is None or static == cls.description, cls,
+                 "`description` is a string literal in the class's own body (`ddbench plugins` reads it from "
+                 "source without importing; a computed or inherited one shows as none)")  # fmt: skip
     _require(cls.version is None or (isinstance(cls.version, int) and not isinstance(cls.version, bool) and cls.version >= 0), cls,
              "`version` is a whole number ≥ 0 (bump it when results change) or None")  # fmt: skip
     _require(cls.display_order is None or isinstance(cls.display_order, int), cls, "`display_order` is an int or None")

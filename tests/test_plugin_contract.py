@@ -113,6 +113,7 @@ class SetupFails(Prior):
 
 class ForgetsSuperSetup(MeanVarianceMatcher):
     name = "forgets-super"
+    description = "Forgets to call super().setup."
 
     def setup(self, context) -> None:
         self.ready = True
@@ -122,6 +123,7 @@ class SeedsItself(MeanVarianceMatcher):
     """Draws its DSA seeds from a generator of its own, which the engine never seeds."""
 
     name = "own-seed"
+    description = "Seeds its own generator."
 
     def setup(self, context) -> None:
         super().setup(context)
@@ -146,6 +148,8 @@ def test_the_contract_kit_names_the_broken_rule():
 class UnbiasedVariance(MeanVarianceMatcher):
     """torch.var's default (Bessel's correction) is NaN over one image: a run at IPC 1 fails."""
 
+    description = "Matches unbiased per-class variances."
+
     def loss(self, images: Tensor, labels: Tensor, real: RealSampler) -> Tensor:
         return sum((images[labels == c].var(0) - real.class_batch(c, 4).var(0)).pow(2).sum() for c in labels.unique())
 
@@ -153,12 +157,16 @@ class UnbiasedVariance(MeanVarianceMatcher):
 class ResolvesAnUnknownOption(DCTPrior):
     """Resolves an option its __init__ does not take: the engine could not build it from that."""
 
+    description = "Resolves an option it does not take."
+
     def effective_options(self, context):
         return {**self.options(), "basis_size": context.resolution}
 
 
 class ResolvesAuto(MeanVarianceMatcher):
     """``batch_real="auto"`` resolved from the IPC, as a built-in matcher would."""
+
+    description = "Resolves batch_real from the IPC."
 
     def __init__(self, batch_real: int | str = "auto") -> None:
         self.batch_real = batch_real
@@ -172,6 +180,16 @@ class ResolvesAuto(MeanVarianceMatcher):
     def setup(self, context) -> None:
         super().setup(context)
         assert self.batch_real == 4 * context.ipc, "built from its effective options, as a run builds it"
+
+
+class InheritsItsDescription(MeanVarianceMatcher):
+    name = "inherits"
+
+
+def test_the_contract_kit_requires_a_description_literal_in_the_class_body():
+    """`ddbench plugins` reads descriptions from source; an inherited one would show as none."""
+    with pytest.raises(ContractError, match="string literal in the class's own body"):
+        check_matcher(InheritsItsDescription)
 
 
 def test_the_contract_kit_builds_plugins_from_their_effective_options():
@@ -249,6 +267,7 @@ class WarnsPrior(DCTPrior):
 
     __module__ = "ddbench_dct_example.prior"
     name = "warns"
+    description = "Warns while it sets up."
 
     def setup(self, data, device) -> None:
         super().setup(data, device)
