@@ -241,7 +241,13 @@ def create(family: str, name: str, **options: Any) -> Any:
             f"{family} '{name}' does not accept options {sorted(options)}: {err}. Accepted options: {accepted or 'none'}"
         ) from None
     options = coerce_options(f"{family.capitalize()} '{name}'", cls, options)
-    bound = signature.bind(**options)
+    return instantiate(family, name, cls, options)
+
+
+def instantiate(family: str, name: str, cls: type, options: dict[str, Any]) -> Any:
+    """``cls(**options)`` run as plugin code (`plugin_code`), with `Plugin.options` holding every
+    option and its default, and a name if the class gives none (`create`, the contract kit)."""
+    bound = inspect.signature(cls).bind(**options)
     with plugin_code(family, name, cls, "__init__"):
         instance = cls(**options)
     bound.apply_defaults()

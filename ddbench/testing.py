@@ -168,18 +168,10 @@ def _check_matcher_declarations(cls: type[Matcher], options: set[str]) -> None:
 
 
 def _build(cls: type, family: str, options: dict[str, Any]) -> Any:
-    """``cls(**options)`` as `ddbench.registry.create` builds it: `Plugin.options` holds every option
-    with its default."""
+    """``cls(**options)`` as `ddbench.registry.create` builds it."""
     from ddbench import registry
 
-    with registry.plugin_code(family, getattr(cls, "name", "") or cls.__name__, cls, "__init__"):
-        instance = cls(**options)
-    bound = inspect.signature(cls).bind(**options)
-    bound.apply_defaults()
-    instance._options = dict(bound.arguments)
-    if not getattr(instance, "name", ""):
-        instance.name = cls.__name__
-    return instance
+    return registry.instantiate(family, getattr(cls, "name", "") or cls.__name__, cls, options)
 
 
 def _build_for_run(cls: type, family: str, options: dict[str, Any], data: RealData, ipc: int) -> Any:
