@@ -212,9 +212,9 @@ class DatasetPlugin(Plugin):
         """The resolution a run asking for ``res`` loads at (None: the default, the first of
         `resolutions`); a resolution the dataset does not offer is an `InvalidOptionError`. A
         dataset that declares no resolutions takes any. Planning (`--dry-run`) checks it too."""
-        if res is None or not self.resolutions:
-            return res if res is not None else (self.resolutions[0] if self.resolutions else None)
-        if res not in self.resolutions:
+        if res is None:
+            return self.resolutions[0] if self.resolutions else None
+        if self.resolutions and res not in self.resolutions:
             raise InvalidOptionError(
                 f"Dataset '{self.name}' is available at {', '.join(f'{r} px' for r in self.resolutions)}, but "
                 f"{res} px was requested; pass one of those resolutions"

@@ -183,7 +183,7 @@ def _build_for_run(cls: type, family: str, options: dict[str, Any], data: RealDa
     context = IdentityContext(dataset="tiny", resolution=data.resolution, ipc=ipc, device=torch.device("cpu"))
     with registry.plugin_code(family, plugin.name, cls, "effective_options"):
         effective = plugin.effective_options(context)
-    accepted = set(inspect.signature(cls).parameters) - {"self"}
+    accepted = set(inspect.signature(cls).parameters)
     _require(isinstance(effective, dict) and set(effective) <= accepted, plugin,
              f"effective_options returns a dict of __init__ options ({sorted(accepted)}), "
              f"got {effective if not isinstance(effective, dict) else sorted(set(effective) - accepted)}")  # fmt: skip
@@ -267,14 +267,15 @@ def check_matcher(
     the seeded RNG, one DSA seed for both sides), and round-trips its state; at ``ipc`` images per
     class, else at 1 (the CLI's default, where a per-class variance or batch statistic of one image
     is NaN) and at 2."""
+    check_declarations(cls, "matcher")
+    data = data or tiny_data()
     for each in (1, 2) if ipc is None else (ipc,):
-        _check_matcher_at(cls, data or tiny_data(), each, cache_dir, options)
+        _check_matcher_at(cls, data, each, cache_dir, options)
 
 
 def _check_matcher_at(
     cls: type[Matcher], data: RealData, ipc: int, cache_dir: str | Path | None, options: dict[str, Any]
 ) -> None:
-    check_declarations(cls, "matcher")
     matcher = _build_for_run(cls, "matcher", options, data, ipc)
     device = torch.device("cpu")
     context = MatchContext(

@@ -485,17 +485,17 @@ def _run_sweep(specs: list[RunSpec], env: RunEnv, opts: dict[str, Any]) -> None:
         return
     summary = run_sweep(specs, env, executor, console, workers=workers)
     with ResultsStore(store_path(env.out)) as store:
-        scored = set(store.scores_frame()["run_id"])
-        # only runs with scores: a run that failed before its first score has its own line below
-        shown = [s.run_id for s in specs if s.run_id in scored]
-        if shown:
-            _print_leaderboard(
-                store,
-                fmt="rich",
-                rows=("prior", "matcher", "ipc"),
-                columns="dataset",
-                filters={"run_id": shown, "protocol": sorted({s.protocol_key() for s in specs})},
-            )
+        scores = store.scores_frame()
+    # only runs with scores: a run that failed before its first score has its own line below
+    shown = [s.run_id for s in specs if s.run_id in set(scores["run_id"])]
+    if shown:
+        _print_leaderboard(
+            scores,
+            fmt="rich",
+            rows=("prior", "matcher", "ipc"),
+            columns="dataset",
+            filters={"run_id": shown, "protocol": sorted({s.protocol_key() for s in specs})},
+        )
     if summary.failed:
         for run_id, error in summary.failed.items():
             console.print(f"[red]failed[/] {run_id}: {error}", highlight=False)
@@ -506,16 +506,13 @@ def _run_sweep(specs: list[RunSpec], env: RunEnv, opts: dict[str, Any]) -> None:
 
 
 def _print_leaderboard(
-    store: Any, fmt: str, rows: tuple[str, ...], columns: str, filters: dict[str, Any] | None
+    scores: Any, fmt: str, rows: tuple[str, ...], columns: str, filters: dict[str, Any] | None
 ) -> None:
+    """``scores`` (`ResultsStore.scores_frame`, not empty) as a leaderboard, with its marks' notes."""
     from ddbench.results.leaderboard import leaderboard_table
     from ddbench.results.report.rows import with_prior_variants
 
-    frame = store.scores_frame()
-    if frame.empty:
-        console.print("[yellow]The store has no scores yet; run `ddbench run` first.")
-        return
-    _render_marked(leaderboard_table(with_prior_variants(frame), rows=rows, columns=columns, filters=filters), fmt)
+    _render_marked(leaderboard_table(with_prior_variants(scores), rows=rows, columns=columns, filters=filters), fmt)
 
 
 def _render_marked(table: Any, fmt: str) -> None:
@@ -653,11 +650,7 @@ def leaderboard(
         if scores.empty:
             console.print("[yellow]The store has no scores yet; run `ddbench run` first.")
             return
-        from ddbench.results.leaderboard import leaderboard_table
-        from ddbench.results.report.rows import with_prior_variants
-
-        table = leaderboard_table(with_prior_variants(scores), rows=row_keys, columns=columns, filters=filters or None)
-        _render_marked(table, fmt)
+        _print_leaderboard(scores, fmt, row_keys, columns, filters or None)
         return
     _leaderboard_report(out, scores, runs, fmt, suite, compare == "paper", output, row_keys, columns, filters or None)
 

@@ -163,8 +163,6 @@ def display_orders(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
             spec = json.loads(text)
         except (TypeError, ValueError):
             continue
-        if not isinstance(spec, dict):  # a hand-edited row: nothing to order by
-            continue
         identity = spec.get("identity") or {}
         for field in ("dataset", "prior", "matcher"):
             record = identity.get(field) or {}

@@ -85,10 +85,10 @@ def preview_lines(
     ``labels`` are their prior labels (e.g. ``ld3m[generator=trained]``); ``budget`` is the preset
     the user gave (None: the protocol's own figures); ``workers`` runs go at once."""
     specs = [p.spec for p in planned]
-    todo = [p for p in planned if p.state != "done"]
+    todo = [(p, label) for p, label in zip(planned, labels) if p.state != "done"]
     done = len(planned) - len(todo)
     workers = max(1, min(workers, len(todo) or 1))
-    total = wall_seconds(sum(p.estimate_seconds for p in todo), workers)
+    total = wall_seconds(sum(p.estimate_seconds for p, _ in todo), workers)
     at_once = f", {workers} workers" if workers > 1 else ""
     if not todo:
         estimate = "already in the store: nothing to run"
@@ -104,10 +104,9 @@ def preview_lines(
     if len(planned) == 1:
         what = describe(specs[0], labels[0])
         return [f"will run {what}; {estimate}" if todo else f"nothing to run: {what} is already in the store"]
-    to_run = [(p.spec, label) for p, label in zip(planned, labels) if p.state != "done"]
-    lines = [f"will run {describe(s, label)}" for s, label in to_run[:3]]
-    if len(to_run) > 3:
-        lines.append(f"… and {len(to_run) - 3} more run(s) (`--dry-run` lists them)")
+    lines = [f"will run {describe(p.spec, label)}" for p, label in todo[:3]]
+    if len(todo) > 3:
+        lines.append(f"… and {len(todo) - 3} more run(s) (`--dry-run` lists them)")
     in_store = f" ({done} already in the store)" if done and todo else ""
     return lines + [f"{len(specs)} runs{in_store}, {estimate}"]
 

@@ -128,9 +128,9 @@ def choose_runs(
     for spec, labels in suite_runs:
         keys = run_keys(spec.to_dict(), labels, paper, fields)
         exact = by_id.get(spec.run_id)
-        if exact is not None and exact["status"] != "done":
-            unfinished.append(_unfinished(spec, labels, exact))
         if exact is not None:
+            if exact["status"] != "done":
+                unfinished.append(_unfinished(spec, labels, exact))
             marks = _run_marks(spec.run_id, exact["spec"], ())
             chosen.append(
                 ChosenRun(
