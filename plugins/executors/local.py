@@ -27,6 +27,23 @@ def _init_worker(threads: int, parent_pid: int) -> None:
 
 
 @contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """This process computes with ``threads`` torch threads inside (None: as it is). Sharing a
+    core with another job, a second thread that waits for the CPU stalls every parallel op."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
     """In the main thread: SIGTERM raises SystemExit, so the pool's workers are stopped, not orphaned."""
     if threading.current_thread() is not threading.main_thread():
@@ -63,7 +80,8 @@ class LocalExecutor(Executor):
         workers: runs at once. 1 runs them one after another in this process (data is loaded
             once; each run's progress shows on the terminal as well as in its log); more start that
             many worker processes (spawned, so CUDA and threads are clean).
-        threads: torch threads per worker process; default the CPU cores divided by ``workers``.
+        threads: torch threads per worker process (with one worker: of this process, for the
+            sweep); default the CPU cores divided by ``workers``.
     """
 
     name = "local"
@@ -75,12 +93,13 @@ class LocalExecutor(Executor):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InvalidOptionError(f"Expected local threads ≥ 1 (or unset) but got {threads!r}")
         self.workers = workers
+        self.threads_given = threads is not None
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.threads = threads or max(1, cores // workers)
 
     def describe(self) -> str:
         if self.workers == 1:
-            return "local, 1 worker (this process)"
+            return "local, 1 worker (this process)" + (f" × {self.threads} thread(s)" if self.threads_given else "")
         return f"local, {self.workers} worker processes × {self.threads} thread(s)"
 
     def run(
@@ -90,9 +109,10 @@ class LocalExecutor(Executor):
         on_done: Callable[[SweepTask, TaskResult], None],
     ) -> None:
         if self.workers == 1:
-            for task in tasks:
-                on_start(task)
-                on_done(task, execute_task(task, echo=True))  # this process: the run shows on the terminal
+            with _torch_threads(self.threads if self.threads_given else None):
+                for task in tasks:
+                    on_start(task)
+                    on_done(task, execute_task(task, echo=True))  # this process: the run shows on the terminal
             return
         queue = list(tasks)
         while queue:
