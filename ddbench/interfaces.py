@@ -262,9 +262,13 @@ class Prior(Plugin):
     #: (gradient matching). A run uses base × `Matcher.lr_scale`; ``--lr NAME=VALUE`` replaces it.
     #: A tensor not listed here (or a prior that lists none) gets `DEFAULT_BASE_LR`.
     base_lrs: ClassVar[dict[str, float]] = {}
-    #: how many times longer an iteration takes than with raw pixels, at IPC 1 and IPC 10 (the
-    #: generator's passes); a rough guide for sweep estimates (`ddbench run --dry-run`)
+    #: how many times longer the matcher's part of an iteration takes than with raw pixels, at IPC 1
+    #: and IPC 10; a rough guide for sweep estimates (`ddbench run --dry-run`)
     cost_factor: ClassVar[tuple[float, float]] = (1.0, 1.0)
+    #: one-core CPU seconds that generating the set and back-propagating through the generator add
+    #: to an iteration at 28 px, at IPC 1 and IPC 10, whatever the matcher (a cheap matcher such as
+    #: DM makes this most of an iteration; `benchmarks/iteration_cost.py` measures it)
+    seconds_per_generation: ClassVar[tuple[float, float]] = (0.0, 0.0)
     #: whether `init_state` starts from the real images it is given (pixels: the images; a latent
     #: prior: their encoding), so that a matcher that does not distil (`Matcher.distils` False, the
     #: random-real baseline) keeps real images: True always, False never (random latents), or the

@@ -152,6 +152,8 @@ def _check_prior_declarations(cls: type[Prior]) -> None:
              "`base_lrs` maps tensor names to positive learning rates")  # fmt: skip
     _require(ANY_TENSOR not in cls.base_lrs, cls, f"`base_lrs` names tensors; '{ANY_TENSOR}' is not one")
     _require(_positive_pair(cls.cost_factor), cls, "`cost_factor` is (at IPC 1, at IPC 10), both ≥ 0")
+    _require(_positive_pair(cls.seconds_per_generation), cls,
+             "`seconds_per_generation` is (at IPC 1, at IPC 10), both ≥ 0")  # fmt: skip
     _require(isinstance(cls.generator_label({}), str), cls, "`generator_label(options)` returns a string")
 
 

@@ -483,3 +483,20 @@ def test_two_sweeps_sharing_one_store_lose_nothing(tmp_path, fmnist_slice):
     assert len(run_logs) == 2
     for run_log in run_logs:
         assert run_log.read_text().count("Distilled") == 1, run_log.read_text()
+
+
+def test_a_priors_generation_seconds_add_to_every_iteration_whatever_the_matcher():
+    """A generator's cost does not scale with the matcher's: DM (cheap) and DC (costly) both pay
+    the prior's `seconds_per_generation` once per iteration on top of their own cost."""
+    from ddbench import registry
+    from ddbench.engine.spec import RunSpec
+    from ddbench.running.sweep import estimate_distill_seconds
+
+    ld3m_class = registry.get_plugin_class("prior", "ld3m")
+    per_generation = ld3m_class.seconds_per_generation[1]
+    assert per_generation > 0
+    for matcher in ("dm", "dc"):
+        pixel = estimate_distill_seconds(RunSpec(prior="pixel", matcher=matcher, ipc=10, iterations=10))
+        ld3m = estimate_distill_seconds(RunSpec(prior="ld3m", matcher=matcher, ipc=10, iterations=10))
+        factor = ld3m_class.cost_factor[1]
+        assert ld3m == pytest.approx(pixel * factor + 10 * per_generation)

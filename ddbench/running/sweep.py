@@ -33,8 +33,9 @@ from ddbench.util.fileio import FileLock
 #
 # One-core CPU seconds at 28 px, from what each plugin declares: a matcher's seconds per iteration
 # with raw pixels (`Matcher.seconds_per_iteration`, scaled by its `cost_option`), times the prior's
-# `cost_factor`; an evaluator's `seconds_per_image`; a matcher's shared `preparation` (MTT's expert
-# trajectories). Other resolutions scale with the pixel count. A rough guide, not a measurement.
+# `cost_factor`, plus the prior's `seconds_per_generation`; an evaluator's `seconds_per_image`; a
+# matcher's shared `preparation` (MTT's expert trajectories). Other resolutions scale with the pixel
+# count. A rough guide, not a measurement.
 
 #: per iteration for a matcher that declares no cost
 DEFAULT_SECONDS_PER_ITERATION = 5.0
@@ -76,6 +77,7 @@ def estimate_distill_seconds(spec: RunSpec) -> float:
         per_iteration *= (1 - share) + share * float(options[name]) / default
     prior = _plugin_class("prior", spec.prior)
     per_iteration *= _between(getattr(prior, "cost_factor", (1.0, 1.0)), spec.ipc)
+    per_iteration += _between(getattr(prior, "seconds_per_generation", (0.0, 0.0)), spec.ipc)
     return per_iteration * spec.iterations * _pixel_scale(spec)
 
 

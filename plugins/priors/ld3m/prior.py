@@ -125,9 +125,9 @@ class LD3MPrior(Prior):
     neutral_options = ("checkpoint",)
     #: not what makes a variant in a report's label: the dataset's class mapping
     housekeeping_options = ("class_ids",)
-    # sweep estimates: the tiny LDM's passes against pixels in the fmnist-cpu sweep (it varies by
-    # matcher; this is their middle)
-    cost_factor = (2.0, 2.3)
+    # sweep estimates: the tiny LDM's generation and backward, the same under DM and DC
+    # (benchmarks/iteration_cost.py, two threads, scaled to one core); the matcher's part is pixels'
+    seconds_per_generation = (2.1, 14.7)
 
     @classmethod
     def generator_label(cls, options: Mapping[str, Any]) -> str:
