@@ -16,31 +16,24 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
 from record import emit, table
 
 from ddbench.engine.distill import Distiller
+from ddbench.engine.metrics import read_metrics
 from ddbench.engine.spec import RunEnv, RunSpec
 from ddbench.running.identity import resolve_specs
 from ddbench.running.pipeline import DataCache
 
 
 def seconds_per_iteration(spec: RunSpec, data_cache: DataCache) -> float:
-    """Median seconds of the iterations after the first, of one fresh distillation of ``spec``."""
-    times: list[float] = []
-    previous = [0.0]
-
-    def on_iteration(iteration: int, loss: float) -> None:
-        now = time.perf_counter()
-        if iteration > 0:
-            times.append(now - previous[0])
-        previous[0] = now
-
+    """Median seconds of the iterations after the first, of one fresh distillation of ``spec`` (the
+    per-iteration times the engine writes to ``metrics.jsonl``)."""
     with tempfile.TemporaryDirectory() as scratch:
         distiller = Distiller(spec, data_cache.get(spec), run_dir=scratch, device="cpu", progress=False)
-        distiller.run(resume=False, on_iteration=on_iteration)
+        distiller.run(resume=False)
+        times = [float(row["seconds"]) for row in read_metrics(scratch) if row.get("iteration", 0) > 0]
     return statistics.median(times)
 
 

@@ -487,7 +487,8 @@ def _run_sweep(specs: list[RunSpec], env: RunEnv, opts: dict[str, Any]) -> None:
     with ResultsStore(store_path(env.out)) as store:
         scores = store.scores_frame()
     # only runs with scores: a run that failed before its first score has its own line below
-    shown = [s.run_id for s in specs if s.run_id in set(scores["run_id"])]
+    scored = set(scores["run_id"])
+    shown = [s.run_id for s in specs if s.run_id in scored]
     if shown:
         _print_leaderboard(
             scores,
