@@ -151,7 +151,9 @@ def main() -> None:
         "--chunk", type=int, default=None, help="the engine's chunk size (default: the prior's generation_chunk)"
     )
     parser.add_argument("--variants", default="default=", help="NAME=k=v,k=v;… ld3m option sets to compare")
-    parser.add_argument("--dm-opt", action="append", default=["real_precision=bf16", "compile=false"])
+    parser.add_argument(
+        "--dm-opt", action="append", default=[], help="DM option KEY=VALUE (default: DM's defaults, as a run uses)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--train-per-class", type=int, default=1000)
     parser.add_argument("--pixel", action="store_true", help="also time pixel + DM, interleaved")
