@@ -50,7 +50,7 @@ def default_real_chunk(device: torch.device, resolution: int) -> int:
 
     CPU: chunks whose activations match 32 images of 32 px, so a chunk's layer-1 activations stay in
     cache: faster than the whole 2560-image batch, in half the memory (benchmarks/README.md, the
-    ``dm-speed-chunks`` record). GPU: activations of 2560
+    chunk study in its DM section). GPU: activations of 2560
     images of 32 px (the whole batch on CIFAR/Fashion-MNIST; 160 at 128 px, 40 at 256 px), which fits.
     """
     if device.type == "cpu":
