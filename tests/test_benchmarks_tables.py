@@ -105,3 +105,23 @@ def test_spec_runs_go_through_the_executor_and_read_back(harness, tmp_path, fmni
         accuracy, seeds, *_ = spec_runs.result_cells(store, spec, env)
     assert seeds == 1 and "±" in accuracy
     assert spec_runs.run_specs([spec], env, fresh_process=False) == [resolved]  # in the store: skipped
+
+
+def test_store_scores_records_what_the_leaderboard_shows(harness, tmp_path, fmnist_slice, monkeypatch):
+    """`store_scores.py` turns a store's scores into a record: one row per prior and matcher, mean ± std."""
+    from ddbench.engine.spec import RunEnv, RunSpec
+
+    spec_runs = importlib.import_module("spec_runs")
+    store_scores = importlib.import_module("store_scores")
+    env = RunEnv(out=tmp_path / "store", data_root=str(fmnist_slice))
+    spec = RunSpec(dataset="fashion-mnist", matcher="real", ipc=1, eval_epochs=1, eval_seeds=(0, 1), test_size=40)
+    spec_runs.run_specs([spec], env, threads=1, fresh_process=False)
+    monkeypatch.setenv("DDBENCH_BENCH_OUT", str(tmp_path / "records"))
+    monkeypatch.setattr(sys, "argv", ["store_scores.py", "--out", str(tmp_path / "store"), "--evaluators", "convnet"])
+    store_scores.main()
+    record = json.loads((tmp_path / "records" / "store_scores.json").read_text())
+    (figure,) = record["figures"]["tables"]
+    assert figure["columns"] == ["prior", "matcher", "fashion-mnist"]
+    ((prior, matcher, cell),) = figure["rows"]
+    assert (prior, matcher) == ("pixel", "real") and "±" in cell
+    assert str(tmp_path / "store") in figure["note"]
