@@ -201,6 +201,13 @@ def plugin_code(family: str, name: str, cls: type, step: str) -> Iterator[None]:
         ) from err
 
 
+def effective_options(family: str, name: str, plugin: Any, context: Any) -> dict[str, Any]:
+    """``plugin.effective_options(context)`` (an `IdentityContext`), a failure framed as the plugin's
+    own (`plugin_code`): what a run of ``plugin`` is identified by, and what it is built from."""
+    with plugin_code(family, name, type(plugin), "effective_options"):
+        return plugin.effective_options(context)
+
+
 def option_defaults(cls: type) -> dict[str, Any]:
     """A plugin class's ``__init__`` defaults: what a variant label leaves out."""
     return {

@@ -183,8 +183,7 @@ def _build_for_run(cls: type, family: str, options: dict[str, Any], data: RealDa
 
     plugin = _build(cls, family, options)
     context = IdentityContext(dataset="tiny", resolution=data.resolution, ipc=ipc, device=torch.device("cpu"))
-    with registry.plugin_code(family, plugin.name, cls, "effective_options"):
-        effective = plugin.effective_options(context)
+    effective = registry.effective_options(family, plugin.name, plugin, context)
     accepted = set(inspect.signature(cls).parameters)
     _require(isinstance(effective, dict) and set(effective) <= accepted, plugin,
              f"effective_options returns a dict of __init__ options ({sorted(accepted)}), "

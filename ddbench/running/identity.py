@@ -108,8 +108,7 @@ class Resolver:
         if key not in self._plugins:
             plugin = registry.create(family, name, **options)
             label = f"{family.capitalize()} '{name}'"
-            with registry.plugin_code(family, name, type(plugin), "effective_options"):
-                effective = _plain(plugin.effective_options(context))
+            effective = _plain(registry.effective_options(family, name, plugin, context))
             neutral = set(plugin.neutral_options)
             paths = {k: _path_key(label, k, effective.get(k)) for k in plugin.path_options if k in effective}
             record = {
@@ -129,7 +128,7 @@ class Resolver:
             plugin = registry.create("dataset", name)
             resolution = plugin.resolution_for(res)  # an unsupported --res fails here, --dry-run too
             context = IdentityContext(dataset=name, resolution=resolution, ipc=1, device=self.device)
-            effective = _plain(plugin.effective_options(context))
+            effective = _plain(registry.effective_options("dataset", name, plugin, context))
             try:
                 fingerprint, found_at = plugin.fingerprint(self.env.data_root, res), plugin.locate(self.env.data_root)
             except (DataNotFoundError, NotImplementedError):
