@@ -3,7 +3,7 @@ mean ± std per row and column, read from the store (nothing is recomputed). For
 measured rather than a script, so that the README's tables of them are generated like the others.
 
     python benchmarks/store_scores.py --out bench-out/random-ld3m --evaluators convnet
-    python benchmarks/store_scores.py --out bench-out/ld3m-dc-lr --columns evaluator --rows prior,variant
+    python benchmarks/store_scores.py --out bench-out/ld3m-dc-lr --columns evaluator
 
 The record's machine line is this machine; the runs' own host records are in the store
 (`ddbench show RUN_ID`).

@@ -373,3 +373,17 @@ def test_variants_of_one_prior_are_rows_of_their_own() -> None:
         leaderboard_table(frame)  # one prior name, two experiments: refused, not averaged
     rows = {row[0]: row[2].text() for row in leaderboard_table(with_prior_variants(frame)).rows}
     assert rows == {"ld3m": "61.0 ± 1.0", "ld3m[generator=random]": "71.0 ± 1.0"}
+
+
+def test_learning_rates_given_to_a_run_make_its_variant() -> None:
+    """Runs that differ only in `--lr` are rows of their own, labelled with the rates they were given."""
+    from ddbench.results.report import with_prior_variants
+
+    def run(run_id: str, lrs: dict, accs: list[float]) -> pd.DataFrame:
+        frame = scores(("ld3m", "dc", "fashion-mnist", "convnet", accs)).assign(run_id=run_id)
+        spec = json.loads(frame["spec_json"].iloc[0]) | {"lrs": lrs}
+        return frame.assign(spec_json=json.dumps(spec))
+
+    frame = pd.concat([run("a", {}, [0.60, 0.62]), run("b", {"z": 0.1, "c": 0.1}, [0.70, 0.72])])
+    rows = {row[0]: row[2].text() for row in leaderboard_table(with_prior_variants(frame)).rows}
+    assert rows == {"ld3m": "61.0 ± 1.0", "ld3m[lr.c=0.1,lr.z=0.1]": "71.0 ± 1.0"}

@@ -404,7 +404,7 @@ def _print_preview(planned: list[PlannedRun], opts: dict[str, Any]) -> None:
         ",".join(_split(opts["ipcs"])),
     ]
     specs = [p.spec for p in planned]
-    labels = [prior_label(s.prior, s.plugin_options("prior"), recorded_labels(s.to_dict())) for s in specs]
+    labels = [prior_label(s.prior, s.plugin_options("prior"), recorded_labels(s.to_dict()), s.lrs) for s in specs]
     for line in preview_lines(planned, labels, argv, opts["budget"], workers=opts.get("workers") or 1):
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # labels hold [..]
 

@@ -80,7 +80,7 @@ def method_labels(runs: pd.DataFrame) -> dict[str, str]:
     info = {}
     for run in runs.to_dict("records"):
         spec = _spec(run)
-        base = f"{prior_label(run['prior'], spec.get('prior_options') or {}, recorded_labels(spec))} + {run['matcher']}"
+        base = f"{prior_label(run['prior'], spec.get('prior_options') or {}, recorded_labels(spec), spec.get('lrs'))} + {run['matcher']}"
         info[run["run_id"]] = (base, spec.get("iterations"))
     iterations_per_method: dict[str, set[Any]] = {}
     for base, iterations in info.values():

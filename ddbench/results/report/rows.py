@@ -15,11 +15,17 @@ from ddbench.results.paper import effective_options, generator_name, label_optio
 ROW_KEYS = ("prior", "matcher", "generator", "variant", "dataset", "ipc", "res", "iterations")
 
 
-def prior_label(prior: str, options: Mapping[str, Any], labels: Mapping[str, Any] | None = None) -> str:
+def prior_label(
+    prior: str,
+    options: Mapping[str, Any],
+    labels: Mapping[str, Any] | None = None,
+    lrs: Mapping[str, float] | None = None,
+) -> str:
     """A prior and the options that make it a variant: ``ld3m``, ``ld3m[diffusion=off]``,
-    ``glad[generator=ffhq]``. Options equal to the plugin's default and housekeeping options
-    (checkpointing, CUDA ops, class ids, source paths) are left out; weights appear as the generator.
-    All of that is read from what the run recorded of its prior (``labels``,
+    ``glad[generator=ffhq]``, ``ld3m[lr.c=0.1,lr.z=0.1]``. Options equal to the plugin's default and
+    housekeeping options (checkpointing, CUDA ops, class ids, source paths) are left out; weights
+    appear as the generator; learning rates the run was given (``lrs``, `RunSpec.lrs`) appear as
+    ``lr.NAME``. All of that is read from what the run recorded of its prior (``labels``,
     `ddbench.running.identity.plugin_labels`), never from the plugin: a run that recorded nothing shows
     every option it was given."""
     shown: dict[str, Any] = {}
@@ -31,6 +37,7 @@ def prior_label(prior: str, options: Mapping[str, Any], labels: Mapping[str, Any
         }
         if any(options.get(k) for k in path_options):
             shown["generator"] = generator_name(prior, options, labels)
+    shown.update({f"lr.{name}": value for name, value in sorted((lrs or {}).items())})
     if not shown:
         return prior
     return f"{prior}[{','.join(f'{k}={v}' for k, v in shown.items())}]"
@@ -48,8 +55,10 @@ def with_prior_variants(scores: pd.DataFrame) -> pd.DataFrame:
             spec = json.loads(text) if text else {}
         except ValueError:
             spec = {}
-        options = spec.get("prior_options") if isinstance(spec, dict) else None
-        labels[(prior, text)] = prior_label(prior, options or {}, recorded_labels(spec) if spec else None)
+        spec = spec if isinstance(spec, dict) else {}
+        labels[(prior, text)] = prior_label(
+            prior, spec.get("prior_options") or {}, recorded_labels(spec) if spec else None, spec.get("lrs")
+        )
     relabelled = scores.copy()
     relabelled["prior"] = [labels[(str(p), t)] for p, t in zip(scores["prior"], scores["spec_json"].fillna(""))]
     return relabelled
@@ -73,14 +82,15 @@ def run_keys(
     options = dict(spec.get("prior_options") or {})
     # what a resolved run recorded of its prior (`ddbench.running.identity.plugin_labels`): no plugin import
     recorded = recorded_labels(spec)
+    lrs = spec.get("lrs")
     makers = {
         "prior": lambda: (
             (paper_row_name(paper, "prior", prior, options, recorded) if paper else None)
-            or (prior if paper else prior_label(prior, options, recorded))
+            or (prior if paper else prior_label(prior, options, recorded, lrs))
         ),
         "variant": lambda: (
             (paper_row_name(paper, "variant", prior, options, recorded) if paper else None)
-            or prior_label(prior, options, recorded)
+            or prior_label(prior, options, recorded, lrs)
         ),
         "matcher": lambda: str(spec["matcher"]["name"] if isinstance(spec["matcher"], Mapping) else spec["matcher"]),
         "generator": lambda: generator_name(prior, options, recorded),

@@ -290,8 +290,8 @@ def store_tables(scores: pd.DataFrame, runs: pd.DataFrame, value: str = "accurac
     specs = {r["run_id"]: json.loads(r["spec_json"]) for r in runs.to_dict("records")}
     frame = scores.copy()
     frame["prior"] = [
-        prior_label(p, specs.get(rid, {}).get("prior_options") or {}, recorded_labels(specs.get(rid, {})))
-        for p, rid in zip(frame["prior"], frame["run_id"])
+        prior_label(p, spec.get("prior_options") or {}, recorded_labels(spec), spec.get("lrs"))
+        for p, spec in ((p, specs.get(rid, {})) for p, rid in zip(frame["prior"], frame["run_id"]))
     ]
     frame["iterations"] = [specs.get(rid, {}).get("iterations") for rid in frame["run_id"]]
     frame["run"] = frame["run_id"].str[:8]
