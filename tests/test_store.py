@@ -316,3 +316,18 @@ def test_git_commit_clean_dirty_and_outside(tmp_path: Path) -> None:
     outside = tmp_path / "plain"
     outside.mkdir()
     assert provenance.git_commit(outside) is None
+
+
+def test_widening_a_runs_evaluation_records_the_union_once(tmp_path):
+    """A later spec that asks more of a stored run (another evaluator, more seeds) widens its stored
+    request; asking again for what it has changes nothing."""
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        spec = {"dataset": "fashion-mnist", "prior": "pixel", "matcher": "dm", "ipc": 1,
+                "evaluators": ["convnet"], "eval_seeds": [0, 1, 2]}  # fmt: skip
+        store.start_run("r1", spec, None)
+        store.widen_evaluation("r1", ["alexnet", "convnet"], [3, 4, 0])
+        stored = store.get_run("r1")["spec"]
+        assert stored["evaluators"] == ["convnet", "alexnet"] and stored["eval_seeds"] == [0, 1, 2, 3, 4]
+        store.widen_evaluation("r1", ["convnet"], [1])
+        assert store.get_run("r1")["spec"] == stored
+        store.widen_evaluation("no-such-run", ["convnet"], [0])  # nothing stored: nothing to widen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -256,6 +257,10 @@ def test_local_sweep_completes_then_skips_what_the_store_has(tmp_path, fmnist_sl
     code, output = _run_small(tmp_path, fmnist_slice, "--seeds", "3")
     assert code == 0 and "2 evaluate" in output, output
     assert len(_scores(out)) == 2 * 3
+    # and the stored runs now say they were asked for three seeds, as their scores show
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        specs = [json.loads(text) for (text,) in conn.execute("SELECT spec_json FROM runs")]
+    assert [spec["eval_seeds"] for spec in specs] == [[0, 1, 2]] * 2
 
 
 def test_local_executor_with_worker_processes(tmp_path, fmnist_slice):

@@ -13,7 +13,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -408,6 +408,23 @@ class ResultsStore:
         """Mark a run ``failed`` and keep the error text for `ddbench status`."""
         with self._write() as conn:
             self._update_run(conn, run_id, status="failed", error=str(error), finished_at=_now())
+
+    def widen_evaluation(self, run_id: str, evaluators: Sequence[str], eval_seeds: Sequence[int]) -> None:
+        """Record that the stored run ``run_id`` is now also evaluated by ``evaluators`` × ``eval_seeds``
+        (a later spec asked more of an already distilled set): its stored spec lists the union, so that
+        reports compare the suite's request with what the run was asked, not with its first request."""
+        with self._write() as conn:
+            row = conn.execute("SELECT spec_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                return
+            spec = json.loads(row[0])
+            wanted = {
+                "evaluators": list(dict.fromkeys([*(spec.get("evaluators") or []), *evaluators])),
+                "eval_seeds": sorted({*(spec.get("eval_seeds") or []), *(int(s) for s in eval_seeds)}),
+            }
+            if all(spec.get(key) == value for key, value in wanted.items()):
+                return
+            self._update_run(conn, run_id, spec_json=_to_json({**spec, **wanted}, "the run spec"))
 
     def _update_run(self, conn: sqlite3.Connection, run_id: str, **values: Any) -> None:
         assignments = ", ".join(f"{name} = :{name}" for name in values)

@@ -136,6 +136,8 @@ def _run_spec(
     reused = synthetic is not None
     if synthetic is None:
         synthetic = _distil(spec, env, store, data, device, console, bar)
+    elif stored.missing:
+        store.widen_evaluation(run_id, spec.evaluators, spec.eval_seeds)
     scores = _evaluate_missing(spec, env, store, data, protocol, synthetic, stored.missing, device, console, bar)
     return RunOutcome(run_id=run_id, run_dir=run_dir, reused_distillation=reused, scores=scores)
 
