@@ -17,15 +17,10 @@ from pathlib import Path
 from record import emit, table
 
 from ddbench.errors import InvalidOptionError
-from ddbench.results.leaderboard import VALUE_TYPES, leaderboard_table, mark_notes
+from ddbench.results.leaderboard import cell_text, leaderboard_table, mark_notes
 from ddbench.results.report.rows import with_prior_variants
 from ddbench.results.store import RESULTS_FILENAME, ResultsStore
-
-
-def cell_text(value: object) -> str:
-    if isinstance(value, VALUE_TYPES):
-        return value.text() + value.symbols
-    return str(value)
+from ddbench.running.grid import expand_evaluators
 
 
 def main() -> None:
@@ -33,7 +28,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the `ddbench run --out` directory")
     parser.add_argument("--rows", default="prior,matcher", help="row keys, as `ddbench leaderboard --rows`")
     parser.add_argument("--columns", default="dataset", choices=("dataset", "evaluator"))
-    parser.add_argument("--evaluators", default=None, help="only these evaluators (comma-separated)")
+    parser.add_argument("--evaluators", default=None, help="only these evaluators (comma-separated; 'unseen')")
     parser.add_argument("--ipc", default=None, help="only these IPCs (comma-separated)")
     parser.add_argument("--title", default=None)
     args = parser.parse_args()
@@ -44,7 +39,7 @@ def main() -> None:
         scores = store.scores_frame()
     filters: dict[str, list] = {}
     if args.evaluators:
-        filters["evaluator"] = args.evaluators.split(",")
+        filters["evaluator"] = expand_evaluators(args.evaluators.split(","))
     if args.ipc:
         filters["ipc"] = [int(i) for i in args.ipc.split(",")]
     board = leaderboard_table(

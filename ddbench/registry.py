@@ -15,11 +15,14 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from stevedore import DriverManager
 
 from ddbench.errors import DDBenchError, InvalidOptionError, PluginError, PluginLoadError, UnknownPluginError
+
+if TYPE_CHECKING:
+    from ddbench.interfaces import IdentityContext
 
 FAMILIES: dict[str, str] = {
     "dataset": "ddbench.datasets",
@@ -201,8 +204,8 @@ def plugin_code(family: str, name: str, cls: type, step: str) -> Iterator[None]:
         ) from err
 
 
-def effective_options(family: str, name: str, plugin: Any, context: Any) -> dict[str, Any]:
-    """``plugin.effective_options(context)`` (an `IdentityContext`), a failure framed as the plugin's
+def effective_options(family: str, name: str, plugin: Any, context: IdentityContext) -> dict[str, Any]:
+    """``plugin.effective_options(context)``, a failure framed as the plugin's
     own (`plugin_code`): what a run of ``plugin`` is identified by, and what it is built from."""
     with plugin_code(family, name, type(plugin), "effective_options"):
         return plugin.effective_options(context)

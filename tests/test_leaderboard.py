@@ -387,3 +387,9 @@ def test_learning_rates_given_to_a_run_make_its_variant() -> None:
     frame = pd.concat([run("a", {}, [0.60, 0.62]), run("b", {"z": 0.1, "c": 0.1}, [0.70, 0.72])])
     rows = {row[0]: row[2].text() for row in leaderboard_table(with_prior_variants(frame)).rows}
     assert rows == {"ld3m": "61.0 ± 1.0", "ld3m[lr.c=0.1,lr.z=0.1]": "71.0 ± 1.0"}
+
+
+def test_cell_text_is_the_plain_cell_with_its_marks_and_a_dash_when_missing() -> None:
+    cell = leaderboard.Cell(mean=0.5, std=0.01, n=3, marks=(leaderboard.CellMark("†", "other settings"),))
+    assert leaderboard.cell_text(cell) == "50.0 ± 1.0†"
+    assert leaderboard.cell_text(None) == leaderboard.MISSING and leaderboard.cell_text("pixel") == "pixel"

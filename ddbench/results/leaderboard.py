@@ -546,6 +546,13 @@ def _key_text(value: Any) -> str:
     return MISSING if value is None else str(value)
 
 
+def cell_text(value: Any) -> str:
+    """One cell as plain text: ``mean ± std`` with its marks' symbols, a row key, or — when missing."""
+    if isinstance(value, VALUE_TYPES):
+        return value.text() + value.symbols
+    return _key_text(value)
+
+
 def to_rich(table: LeaderboardTable, title: str | None = None) -> Table:
     """A rich table; best cells bold, missing cells dim."""
     ns = sorted({v.n for row in table.rows for v in row if isinstance(v, Cell) and not isinstance(v, PaperCell)})
@@ -586,8 +593,8 @@ def to_markdown(table: LeaderboardTable) -> str:
 
     def cell(v: Any) -> str:
         if isinstance(v, VALUE_TYPES):
-            return (f"**{v.text()}**" if v.best else v.text()) + v.symbols
-        return markdown_escape(_key_text(v))
+            return f"**{v.text()}**{v.symbols}" if v.best else cell_text(v)
+        return markdown_escape(cell_text(v))
 
     return tabulate(
         [[cell(v) for v in row] for row in table.rows],

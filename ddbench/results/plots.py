@@ -27,7 +27,7 @@ import pandas as pd
 from ddbench.engine.metrics import CORE_KEYS, read_metrics
 from ddbench.errors import InvalidOptionError
 from ddbench.results.report.grids import resolve_run_dir
-from ddbench.results.report.rows import prior_label, recorded_labels
+from ddbench.results.report.rows import spec_prior_label
 from ddbench.util.fileio import write_atomic
 
 PLOT_KINDS = ("ipc", "arch", "loss", "cost")
@@ -80,7 +80,7 @@ def method_labels(runs: pd.DataFrame) -> dict[str, str]:
     info = {}
     for run in runs.to_dict("records"):
         spec = _spec(run)
-        base = f"{prior_label(run['prior'], spec.get('prior_options') or {}, recorded_labels(spec), spec.get('lrs'))} + {run['matcher']}"
+        base = f"{spec_prior_label(run['prior'], spec)} + {run['matcher']}"
         info[run["run_id"]] = (base, spec.get("iterations"))
     iterations_per_method: dict[str, set[Any]] = {}
     for base, iterations in info.values():

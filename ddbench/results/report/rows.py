@@ -43,6 +43,12 @@ def prior_label(
     return f"{prior}[{','.join(f'{k}={v}' for k, v in shown.items())}]"
 
 
+def spec_prior_label(prior: str, spec: Mapping[str, Any]) -> str:
+    """`prior_label` of a run from its stored spec: the options it was given, what it recorded of its
+    prior and the learning rates it was given."""
+    return prior_label(prior, spec.get("prior_options") or {}, recorded_labels(spec), spec.get("lrs"))
+
+
 def with_prior_variants(scores: pd.DataFrame) -> pd.DataFrame:
     """``scores`` with each prior named as its run's variant (`prior_label`, e.g.
     ``ld3m[generator=random]``), read from the stored spec, so that variants of one prior are rows of
@@ -55,10 +61,7 @@ def with_prior_variants(scores: pd.DataFrame) -> pd.DataFrame:
             spec = json.loads(text) if text else {}
         except ValueError:
             spec = {}
-        spec = spec if isinstance(spec, dict) else {}
-        labels[(prior, text)] = prior_label(
-            prior, spec.get("prior_options") or {}, recorded_labels(spec) if spec else None, spec.get("lrs")
-        )
+        labels[(prior, text)] = spec_prior_label(prior, spec if isinstance(spec, dict) else {})
     relabelled = scores.copy()
     relabelled["prior"] = [labels[(str(p), t)] for p, t in zip(scores["prior"], scores["spec_json"].fillna(""))]
     return relabelled
@@ -82,15 +85,14 @@ def run_keys(
     options = dict(spec.get("prior_options") or {})
     # what a resolved run recorded of its prior (`ddbench.running.identity.plugin_labels`): no plugin import
     recorded = recorded_labels(spec)
-    lrs = spec.get("lrs")
     makers = {
         "prior": lambda: (
             (paper_row_name(paper, "prior", prior, options, recorded) if paper else None)
-            or (prior if paper else prior_label(prior, options, recorded, lrs))
+            or (prior if paper else spec_prior_label(prior, spec))
         ),
         "variant": lambda: (
             (paper_row_name(paper, "variant", prior, options, recorded) if paper else None)
-            or prior_label(prior, options, recorded, lrs)
+            or spec_prior_label(prior, spec)
         ),
         "matcher": lambda: str(spec["matcher"]["name"] if isinstance(spec["matcher"], Mapping) else spec["matcher"]),
         "generator": lambda: generator_name(prior, options, recorded),

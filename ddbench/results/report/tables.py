@@ -37,7 +37,7 @@ from ddbench.results.leaderboard import (
 )
 from ddbench.results.paper import PaperTable, paper_table
 from ddbench.results.report.compare import compare_with_paper
-from ddbench.results.report.rows import ROW_KEYS, prior_label, recorded_labels, run_keys
+from ddbench.results.report.rows import ROW_KEYS, run_keys, spec_prior_label
 from ddbench.results.report.runs import ChosenRun, choose_runs
 
 
@@ -289,10 +289,7 @@ def store_tables(scores: pd.DataFrame, runs: pd.DataFrame, value: str = "accurac
         return []
     specs = {r["run_id"]: json.loads(r["spec_json"]) for r in runs.to_dict("records")}
     frame = scores.copy()
-    frame["prior"] = [
-        prior_label(p, spec.get("prior_options") or {}, recorded_labels(spec), spec.get("lrs"))
-        for p, spec in ((p, specs.get(rid, {})) for p, rid in zip(frame["prior"], frame["run_id"]))
-    ]
+    frame["prior"] = [spec_prior_label(p, specs.get(rid, {})) for p, rid in zip(frame["prior"], frame["run_id"])]
     frame["iterations"] = [specs.get(rid, {}).get("iterations") for rid in frame["run_id"]]
     frame["run"] = frame["run_id"].str[:8]
     row_keys = ("dataset", "prior", "matcher", "iterations", "run")
