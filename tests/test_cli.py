@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -86,12 +87,16 @@ def test_run_end_to_end_then_reuse_and_leaderboard(tmp_path, fmnist_slice):
         [*DDBENCH, *args, "--executor", "local", "--workers", "1"], capture_output=True, text=True, timeout=600
     )
     assert typed_default.returncode == 0 and "2 already in the store, 0 to run" in typed_default.stderr
+    wider = subprocess.run([*DDBENCH, *args, "--seeds", "2"], capture_output=True, text=True, timeout=600)
+    assert wider.returncode == 0, wider.stderr
+    for run_dir in run_dirs:  # the second seed is evaluated, and the run dir's spec says so, as the store does
+        assert json.loads((run_dir / "spec.json").read_text())["eval_seeds"] == [0, 1]
 
     from ddbench.results.store import ResultsStore
 
     with ResultsStore(out / "results.sqlite") as store:
         scores = store.scores_frame()
-    assert len(scores) == 2  # one (run, evaluator, seed) row each, not duplicated by the re-run
+    assert len(scores) == 4  # one (run, evaluator, seed) row each, not duplicated by the re-runs
 
     board = CliRunner().invoke(cli, ["leaderboard", "--out", str(out), "--format", "markdown"])
     assert board.exit_code == 0, board.output

@@ -409,22 +409,28 @@ class ResultsStore:
         with self._write() as conn:
             self._update_run(conn, run_id, status="failed", error=str(error), finished_at=_now())
 
-    def widen_evaluation(self, run_id: str, evaluators: Sequence[str], eval_seeds: Sequence[int]) -> None:
+    def widen_evaluation(
+        self, run_id: str, evaluators: Sequence[str], eval_seeds: Sequence[int]
+    ) -> dict[str, Any] | None:
         """Record that the stored run ``run_id`` is now also evaluated by ``evaluators`` × ``eval_seeds``
         (a later spec asked more of an already distilled set): its stored spec lists the union, so that
-        reports compare the suite's request with what the run was asked, not with its first request."""
+        reports compare the suite's request with what the run was asked, not with its first request.
+
+        Returns the stored spec after widening (None where no such run is stored)."""
         with self._write() as conn:
             row = conn.execute("SELECT spec_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
-                return
+                return None
             spec = json.loads(row[0])
             wanted = {
                 "evaluators": list(dict.fromkeys([*(spec.get("evaluators") or []), *evaluators])),
                 "eval_seeds": sorted({*(spec.get("eval_seeds") or []), *(int(s) for s in eval_seeds)}),
             }
             if all(spec.get(key) == value for key, value in wanted.items()):
-                return
-            self._update_run(conn, run_id, spec_json=_to_json({**spec, **wanted}, "the run spec"))
+                return spec
+            widened = {**spec, **wanted}
+            self._update_run(conn, run_id, spec_json=_to_json(widened, "the run spec"))
+            return widened
 
     def _update_run(self, conn: sqlite3.Connection, run_id: str, **values: Any) -> None:
         assignments = ", ".join(f"{name} = :{name}" for name in values)

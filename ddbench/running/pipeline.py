@@ -137,7 +137,9 @@ def _run_spec(
     if synthetic is None:
         synthetic = _distil(spec, env, store, data, device, console, bar)
     elif stored.missing:
-        store.widen_evaluation(run_id, spec.evaluators, spec.eval_seeds)
+        widened = store.widen_evaluation(run_id, spec.evaluators, spec.eval_seeds)
+        if widened is not None and (run_dir / "spec.json").exists():
+            write_json_atomic(run_dir / "spec.json", widened)  # the run dir and the store tell one story
     scores = _evaluate_missing(spec, env, store, data, protocol, synthetic, stored.missing, device, console, bar)
     return RunOutcome(run_id=run_id, run_dir=run_dir, reused_distillation=reused, scores=scores)
 
