@@ -36,6 +36,7 @@ import torch
 from record import emit, table
 
 from ddbench import registry
+from ddbench.engine.allocator import tune_allocator
 from ddbench.engine.distill import split_backward_step
 from ddbench.engine.dsa import DSA
 from ddbench.engine.seeding import derive_seed, generator, seed_everything
@@ -160,6 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    tune_allocator()  # as a run's Distiller does (DDBENCH_ALLOCATOR=system: glibc as it comes)
     from ddbench.running.grid import parse_key_values
 
     dm_options = parse_key_values(args.dm_opt, "--dm-opt")

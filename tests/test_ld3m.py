@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from ddbench_plugins.priors.ld3m import LD3MPrior
+from ddbench_plugins.priors.ld3m import LD3MPrior, activations
 from ddbench_plugins.priors.ld3m.backends import LDMBackend, build_tiny, load_backend
 from ddbench_plugins.priors.ld3m.sampler import DDIMSchedule, reverse_process
 
@@ -173,6 +173,26 @@ def test_checkpointed_and_plain_gradients_agree() -> None:
     for key in ("z", "c"):
         rel = (grads[0][key] - grads[1][key]).norm() / grads[1][key].norm()
         assert rel < 1e-5, (key, float(rel))
+
+
+def test_checkpoint_auto_keeps_the_activations_only_where_they_fit(monkeypatch) -> None:
+    """``checkpoint=auto`` counts what one denoiser call saves per sample and keeps a generation's
+    activations when they take at most a quarter of the free memory; the gradients are the same."""
+    reference, state = make_prior(T=4)
+    reference.checkpoint = True
+    reference.generate(state, torch.arange(K * IPC)).square().mean().backward()
+    expected = {k: v.grad.clone() for k, v in state.params.items()}
+    for free, recomputes in ((2**40, False), (1024, True)):
+        monkeypatch.setattr(activations, "available_bytes_per_run", lambda device, free=free: free)
+        prior, state = make_prior(T=4)
+        assert prior.checkpoint == "auto"  # the default
+        prior.generate(state, torch.arange(K * IPC)).square().mean().backward()
+        policy = prior._checkpoint_policy
+        assert policy.decided == {K * IPC: recomputes} and policy.per_sample > 0
+        for key in ("z", "c"):
+            torch.testing.assert_close(state.params[key].grad, expected[key], rtol=1e-5, atol=1e-8)
+    with pytest.raises(InvalidOptionError, match="checkpoint expects true or false or .auto."):
+        registry.create("prior", "ld3m", checkpoint="sometimes")
 
 
 def test_fixed_noise_gives_identical_images_and_resampling_does_not() -> None:

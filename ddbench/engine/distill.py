@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ddbench import registry
+from ddbench.engine.allocator import tune_allocator
 from ddbench.engine.memory import PeakMemory
 from ddbench.engine.metrics import RunMetrics, read_metrics, summarise
 from ddbench.engine.seeding import derive_seed, generator, seed_everything
@@ -141,6 +142,7 @@ class Distiller:
         """``prior``/``matcher`` instances may be passed directly (programmatic use, tests);
         by default they are created from the spec through the registry. ``tensorboard`` also logs
         the per-iteration metrics as TensorBoard events under ``run_dir/tensorboard``."""
+        tune_allocator()
         self.spec = spec
         self.data = data
         self.run_dir = Path(run_dir)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddbench.engine.allocator import tune_allocator
 from ddbench.engine.protocols import SCHEDULES, EvalProtocol
 from ddbench.engine.seeding import derive_seed
 from ddbench.errors import InvalidOptionError, NonFiniteLossError
@@ -189,6 +190,7 @@ def train_classifier(
     mean_loss)`` runs after every epoch (0-based), e.g. to snapshot parameters or to test. Raises
     NonFiniteLossError if the loss diverges.
     """
+    tune_allocator()
     p = protocol
     check_training_inputs(p.epochs, p.lr, p.batch_size, p.schedule, images, labels)
     device = torch.device(device)

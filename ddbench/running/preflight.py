@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ddbench.engine.hardware import available_bytes
 from ddbench.engine.memory import format_bytes
 from ddbench.engine.spec import RunEnv, RunSpec
 from ddbench.errors import DataNotFoundError, InvalidOptionError
@@ -65,23 +66,6 @@ def estimate_run_bytes(spec: RunSpec, data: RealData) -> int:
     """Rough bytes a distillation of ``spec`` adds on top of the loaded data (module docstring)."""
     pixels = data.channels * data.resolution * data.resolution
     return BASE_BYTES + STATE_COPIES * spec.ipc * data.num_classes * pixels * 4
-
-
-def available_bytes(device: torch.device) -> int | None:
-    """Free memory of ``device``: CUDA's free bytes, or Linux's MemAvailable; None when unknown."""
-    if device.type == "cuda":
-        try:
-            return int(torch.cuda.mem_get_info(device)[0])
-        except RuntimeError:
-            return None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def check_memory(spec: RunSpec, data: RealData, device: torch.device) -> None:

@@ -12,13 +12,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from ddbench.engine.hardware import CONCURRENT_RUNS_ENV
 from ddbench.errors import InvalidOptionError
 from ddbench.running.executor import Executor, SweepTask, TaskResult, die_with_parent, execute_task
 
 
-def _init_worker(threads: int, parent_pid: int) -> None:
+def _init_worker(threads: int, parent_pid: int, workers: int) -> None:
     # a worker never outlives the sweep that started it (a killed parent left ~1 GB orphans computing)
     die_with_parent(parent_pid)
+    # runs that size themselves by the free memory share it with the other workers
+    os.environ[CONCURRENT_RUNS_ENV] = str(workers)
     # each worker gets its share of the cores; N workers × all cores would thrash
     import torch
 
@@ -127,7 +130,10 @@ class LocalExecutor(Executor):
         """Run tasks with at most ``workers`` in flight; returns the tasks left when a worker died."""
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_init_worker, initargs=(self.threads, os.getpid())
+            self.workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(self.threads, os.getpid(), self.workers),
         )
         try:
             with _sigterm_raises():

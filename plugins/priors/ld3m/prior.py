@@ -42,12 +42,13 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from ddbench_plugins.priors._class_ids import resolve_class_ids
 from ddbench_plugins.priors._generator_names import generator_from_path
 from ddbench_plugins.priors._images import DataImageSpace
+from ddbench_plugins.priors.ld3m.activations import CheckpointPolicy
 from ddbench_plugins.priors.ld3m.backend_base import LatentDiffusionBackend
 from ddbench_plugins.priors.ld3m.backends import build_tiny, load_backend, packaged_model
 from ddbench_plugins.priors.ld3m.sampler import RESIDUALS, DDIMSchedule, forward_diffuse, reverse_process
@@ -104,7 +105,10 @@ class LD3MPrior(Prior):
             step's ᾱ, as the reference code does (t = 901 at T = 10). See "z_T" in the module
             docstring for why the default deviates; the reference code is ``residual=x0
             forward_noise=true``.
-        checkpoint: recompute each denoiser call in backward (memory flat in T).
+        checkpoint: recompute each denoiser call in backward (memory flat in T): True, False (keep
+            every call's activations: faster, memory grows with T and the set), or ``auto`` (keep them
+            where they take at most a quarter of the device's free memory; `activations`). The
+            images are the same either way.
         precision: ``fp32``, ``bf16`` (the denoiser and decoder under bfloat16 autocast; latents,
             Eq. 12's arithmetic and the learnable Z and c stay fp32) or ``auto`` (bf16 where the
             hardware has fast bf16, e.g. AMX CPUs and recent GPUs).
@@ -158,7 +162,7 @@ class LD3MPrior(Prior):
         init: str = "real",
         resample_noise: bool = False,
         forward_noise: bool = False,
-        checkpoint: bool = True,
+        checkpoint: bool | Literal["auto"] = "auto",
         precision: str = "fp32",
         class_ids: Sequence[int] | None = None,
         seed: int = 0,
@@ -192,7 +196,10 @@ class LD3MPrior(Prior):
         self.init = _choice("init", init, ("real", "noise"))
         self.resample_noise = bool(resample_noise)
         self.forward_noise = bool(forward_noise)
-        self.checkpoint = bool(checkpoint)
+        if checkpoint != "auto" and not isinstance(checkpoint, bool):
+            raise InvalidOptionError(f"Expected ld3m checkpoint to be true, false or auto but got {checkpoint!r}")
+        self.checkpoint = checkpoint
+        self._checkpoint_policy = CheckpointPolicy()
         self.precision = _choice("precision", precision, PRECISIONS)
         self.class_ids = None if class_ids is None else [int(i) for i in class_ids]
         self.seed = int(seed)
@@ -377,8 +384,11 @@ class LD3MPrior(Prior):
         z_T = forward_diffuse(z, noise[:, 0], alpha_T) if self.forward_noise else z
         anchor = backend.quantize(z) if self.residual == "x0" else None
         step_noise = noise[:, 1:] if self.eta > 0 else None
+        first_t = torch.full((len(z),), int(self.schedule.timesteps[0]), device=z.device, dtype=torch.long)
+        calls = self.T - 1 if self.residual == "mean" else self.T  # Eq. 12 skips the call its first step ignores
+        checkpoint = self._checkpoint_policy(self.checkpoint, self.guided_eps, z_T, first_t, c, calls)
         return reverse_process(
-            z_T, c, self.guided_eps, self.schedule, step_noise, self.residual, anchor=anchor, checkpoint=self.checkpoint
+            z_T, c, self.guided_eps, self.schedule, step_noise, self.residual, anchor=anchor, checkpoint=checkpoint
         )
 
     def generate(self, state: LatentState, indices: Tensor) -> Tensor:
