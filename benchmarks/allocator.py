@@ -48,7 +48,7 @@ def ld3m_seconds(record: dict) -> dict[str, tuple[float, None]]:
     figure = record["figures"]["tables"][0]
     (total,) = [row for row in figure["rows"] if row[0] == "total"]
     return {
-        f"ld3m + DM, {name}" if name != "pixel + DM" else name: float(v)
+        f"ld3m + DM, {name}" if name != "pixel + DM" else name: (float(v), None)
         for name, v in zip(figure["columns"][1:], total[1:])
     }
 
