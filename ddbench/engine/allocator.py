@@ -8,6 +8,8 @@ heap back, so freed memory is reused as it is. The process's peak memory stays w
 only not returned to the system until the process ends. Figures: ``benchmarks/allocator.py``.
 
 ``DDBENCH_ALLOCATOR=system`` keeps glibc's defaults; elsewhere than glibc this does nothing.
+Memory the process keeps free is still this process's to use: `held_free_bytes` says how much, for
+free-memory checks that would otherwise see it as taken.
 """
 
 from __future__ import annotations
@@ -43,3 +45,19 @@ def _tune() -> bool:
     # no mmap'd blocks: large tensors come from the heap; a trim threshold of -1 (SIZE_MAX once
     # glibc converts it) keeps freed heap memory in the process for the next step
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"
+    )]  # fmt: skip
+
+
+def held_free_bytes() -> int:
+    """Bytes glibc holds free inside this process (``mallinfo2().fordblks``); 0 where unknown."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2  # glibc ≥ 2.33
+    except (OSError, AttributeError):
+        return 0
+    mallinfo2.restype = _MallInfo2
+    return int(mallinfo2().fordblks)

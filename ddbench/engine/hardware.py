@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from ddbench.engine.allocator import held_free_bytes
+
 #: set in each worker process by an executor that runs several runs on one machine at once
 CONCURRENT_RUNS_ENV = "DDBENCH_CONCURRENT_RUNS"
 
@@ -24,7 +26,8 @@ def bf16_is_fast(device: torch.device) -> bool:
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Free memory of ``device``: CUDA's free bytes, or Linux's MemAvailable; None when unknown."""
+    """Free memory of ``device``: CUDA's free bytes, or Linux's MemAvailable plus what this process's
+    allocator holds free (`allocator.held_free_bytes`); None when unknown."""
     if device.type == "cuda":
         try:
             return int(torch.cuda.mem_get_info(device)[0])
@@ -34,7 +37,8 @@ def available_bytes(device: torch.device) -> int | None:
         with open("/proc/meminfo", encoding="ascii") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    # what this process's allocator keeps free is free for this process too
+                    return int(line.split()[1]) * 1024 + held_free_bytes()
     except (OSError, ValueError, IndexError):
         pass
     return None
