@@ -88,7 +88,7 @@ class GLaDPrior(Prior):
     #: dataset's class mapping
     housekeeping_options = ("stylegan_xl_src", "cuda_ops", "class_ids")
     # sweep estimates: the tiny generator's passes (benchmarks/iteration_cost.py, scaled to one core)
-    seconds_per_generation = (0.1, 1.4)
+    seconds_per_generation = (0.1, 1.2)
 
     @classmethod
     def generator_label(cls, options: Mapping[str, Any]) -> str:

@@ -131,7 +131,7 @@ class LD3MPrior(Prior):
     housekeeping_options = ("class_ids",)
     # sweep estimates: the tiny LDM's generation and backward, the same under DM and DC
     # (benchmarks/iteration_cost.py, two threads, scaled to one core); the matcher's part is pixels'
-    seconds_per_generation = (2.1, 14.7)
+    seconds_per_generation = (1.4, 10.9)
 
     @classmethod
     def generator_label(cls, options: Mapping[str, Any]) -> str:
