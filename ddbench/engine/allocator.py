@@ -15,6 +15,7 @@ free-memory checks that would otherwise see it as taken.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -23,17 +24,11 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 ENV_VAR = "DDBENCH_ALLOCATOR"
-_state: dict[str, bool] = {}
 
 
+@functools.cache
 def tune_allocator() -> bool:
     """Tune glibc's allocator for this process, once; True where it is tuned (idempotent)."""
-    if "tuned" not in _state:
-        _state["tuned"] = _tune()
-    return _state["tuned"]
-
-
-def _tune() -> bool:
     if os.environ.get(ENV_VAR, "tuned") == "system" or not sys.platform.startswith("linux"):
         return False
     try:
