@@ -17,8 +17,9 @@ the machine's drift hits every setting alike; the table shows medians.
     python benchmarks/profile_ld3m.py --ipc 10 --iterations 4
     python benchmarks/profile_ld3m.py --ipc 10 --variants "split=chunk=10;one-pass="
 
-A variant's ``chunk`` sets the engine's chunk size for it (default: the prior's `generation_chunk`);
-its other keys are ld3m options. ``--pixel`` adds pixel + DM on the same images and real batches,
+A variant's ``chunk`` sets the engine's chunk size for it (default: the prior's `generation_chunk`),
+``attention=diffusers`` gives its UNet diffusers' own attention processor in place of ddbench's
+(`ddbench_plugins.priors.ld3m.attention`); its other keys are ld3m options. ``--pixel`` adds pixel + DM on the same images and real batches,
 interleaved with the others, for the ratio the LD3M speed target is stated in.
 """
 
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
 from record import emit, table
 
 from ddbench import registry
@@ -173,7 +175,10 @@ def main() -> None:
     for name, options in variants:
         options = dict(options)
         chunk = int(options.pop("chunk", 0)) or args.chunk
+        attention = options.pop("attention", "ddbench")
         prior, matcher, state, labels = build(data, args.ipc, options, dm_options)
+        if attention == "diffusers":
+            prior.backend.unet.set_attn_processor(AttnProcessor2_0())
         clock = StageClock()
         instrument(prior, matcher, clock)
         built[name] = (prior, matcher, state, labels, clock, chunk or prior.generation_chunk())

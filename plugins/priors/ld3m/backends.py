@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ddbench_plugins.priors.ld3m.attention import LDMAttention
 from ddbench_plugins.priors.ld3m.backend_base import BACKEND_FILE, FORMAT_VERSION, LOAD_OPTIONS, LatentDiffusionBackend
 from ddbench_plugins.priors.ld3m.dit import DiTBackend, is_dit_pipeline
 from diffusers import DDIMScheduler, UNet2DConditionModel, VQModel
@@ -108,6 +109,7 @@ class LDMBackend(LatentDiffusionBackend):
                 f"{vqvae.config.latent_channels}"
             )
         self.vqvae = vqvae
+        unet.set_attn_processor(LDMAttention())
         self.unet = unet
         self.embedder = embedder
         self.scheduler = scheduler

@@ -110,8 +110,9 @@ class LD3MPrior(Prior):
             where they take at most a quarter of the device's free memory; `activations`). The
             images are the same either way.
         precision: ``fp32``, ``bf16`` (the denoiser and decoder under bfloat16 autocast; latents,
-            Eq. 12's arithmetic and the learnable Z and c stay fp32) or ``auto`` (bf16 where the
-            hardware has fast bf16, e.g. AMX CPUs and recent GPUs).
+            Eq. 12's arithmetic and the learnable Z and c stay fp32; on a CPU self-attention then
+            avoids torch's fused kernel, `attention`) or ``auto`` (bf16 where the hardware has fast
+            bf16, e.g. AMX CPUs and recent GPUs).
         class_ids: model class id of each dataset class; default the ImageNet indices of an
             ImageNet subset's classes on a 1000-class model (cin256), else the identity.
         seed: weight seed of the random parts (``generator`` random or untrained).
