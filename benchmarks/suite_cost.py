@@ -59,9 +59,9 @@ def main() -> None:
         ])  # fmt: skip
     headers = ["run", "prior", "matcher", "ipc", "iterations", "s/it", "distill min", "eval min", "estimate"]
     done = sum(run_id in estimates for run_id in runs.run_id)
-    note = (f"{done}/{len(estimates)} suite runs finished: {format_duration(measured)} of one core recorded "
-            f"(about {format_duration(measured / args.workers)} on {args.workers} workers); "
-            f"estimate for the same runs {format_duration(estimated)}")  # fmt: skip
+    note = (f"{done}/{len(estimates)} suite runs finished: {format_duration(measured)} recorded (the runs' own "
+            f"wall time, each with its worker's threads; about {format_duration(measured / args.workers)} on "
+            f"{args.workers} workers); 1-core estimate for the same runs {format_duration(estimated)}")  # fmt: skip
     emit(
         f"suite_cost-{Path(args.suite).stem}",
         [table(headers, rows, note=note)],

@@ -1,0 +1,77 @@
+"""LD3M in bfloat16 against float32: is the faster precision as accurate? Fashion-MNIST, DM, the shipped LDM.
+
+The two runs share everything but the ld3m option ``precision`` — the spec, the seed, the real
+images Z starts from, the real batches and the evaluation seeds — and go through `ddbench run`'s
+path (`spec_runs.run_specs`, each run in a process of its own, one after the other, so their s/it
+compare). The table gives each one's accuracy (mean ± std over the evaluation seeds), its s/it,
+and how far its distilled images ended from the float32 run's (relative L2 over the whole set).
+
+    python benchmarks/ld3m_precision.py --ipc 1 --iterations 500 --seeds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from record import emit, table
+from safetensors.torch import load_file
+from spec_runs import RESULT_HEADERS, result_cells, run_specs
+from torch import Tensor
+
+from ddbench.engine.spec import RunEnv, RunSpec
+from ddbench.engine.synthetic import TENSORS_FILE
+from ddbench.results.store import ResultsStore, store_path
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def images_of(store: ResultsStore, spec: RunSpec) -> Tensor:
+    run = store.get_run(spec.run_id) or {}
+    return load_file(Path(run["run_dir"]) / TENSORS_FILE)["images"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-out/ld3m-precision"))
+    parser.add_argument("--ipc", type=int, default=1)
+    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--eval-epochs", type=int, default=300)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+
+    specs = [
+        RunSpec(
+            dataset="fashion-mnist", prior="ld3m", matcher="dm", ipc=args.ipc, iterations=args.iterations,
+            prior_options={"precision": precision}, eval_epochs=args.eval_epochs,
+            eval_seeds=tuple(range(args.seeds)), protocol="dc",
+        )
+        for precision in PRECISIONS
+    ]  # fmt: skip
+    env = RunEnv(out=args.out, device="cpu", progress=sys.stderr.isatty())
+    resolved = run_specs(specs, env, args.threads)
+    with ResultsStore(store_path(args.out)) as store:
+        reference = images_of(store, resolved[0])
+        rows = []
+        for precision, spec in zip(PRECISIONS, resolved, strict=True):
+            images = images_of(store, spec)
+            apart = float((images - reference).norm() / reference.norm())
+            rows.append([precision, *result_cells(store, spec, env), f"{apart:.4f}"])
+    emit(
+        "ld3m_precision",
+        [
+            table(
+                ["precision", *RESULT_HEADERS, "images apart from fp32 (relative L2)"],
+                rows,
+                title=f"LD3M + DM, Fashion-MNIST, IPC {args.ipc}, shipped LDM, {args.iterations} iterations",
+                note=f"ConvNet-3 accuracy over {args.seeds} evaluation seeds (DC protocol, {args.eval_epochs} epochs); "
+                f"s/it of each run in a process of its own, one after the other",
+            )
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
