@@ -19,8 +19,9 @@ the machine's drift hits every setting alike; the table shows medians.
 
 A variant's ``chunk`` sets the engine's chunk size for it (default: the prior's `generation_chunk`),
 ``attention=diffusers`` gives its UNet diffusers' own attention processor in place of ddbench's
-(`ddbench_plugins.priors.ld3m.attention`); its other keys are ld3m options. ``--pixel`` adds pixel + DM on the same images and real batches,
-interleaved with the others, for the ratio the LD3M speed target is stated in.
+(`ddbench_plugins.priors.ld3m.attention`); its other keys are ld3m options. ``--pixel`` adds
+pixel + DM on the same images and real batches, interleaved with the others, for the ratio the
+LD3M speed target is stated in.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@
   ``to_out(to_v(c))``. The query and key projections and the attention product are skipped; the
   output is the same and the gradients differ only by rounding (the query and key got none).
 - **Self-attention in bfloat16 on a CPU** runs as a plain batched product and softmax (diffusers'
-  `AttnProcessor`) instead of torch's fused CPU kernel, whose backward in bfloat16 is slower than the
-  whole UNet in float32 at the tiny model's head width of 4 (`benchmarks/profile_ld3m.py`). On a GPU,
+  `AttnProcessor`) instead of torch's fused CPU kernel, whose bfloat16 backward is slow at the tiny
+  model's head width of 4 (benchmarks/README.md, "The UNet's attention, and bfloat16"). On a GPU,
   and in float32, the fused kernel (`AttnProcessor2_0`) stays.
 """
 
