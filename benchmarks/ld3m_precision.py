@@ -16,20 +16,18 @@ import sys
 from pathlib import Path
 
 from record import emit, table
-from safetensors.torch import load_file
 from spec_runs import RESULT_HEADERS, result_cells, run_specs
 from torch import Tensor
 
 from ddbench.engine.spec import RunEnv, RunSpec
-from ddbench.engine.synthetic import TENSORS_FILE
+from ddbench.engine.synthetic import SyntheticSet
 from ddbench.results.store import ResultsStore, store_path
 
 PRECISIONS = ("fp32", "bf16")
 
 
 def images_of(store: ResultsStore, spec: RunSpec) -> Tensor:
-    run = store.get_run(spec.run_id) or {}
-    return load_file(Path(run["run_dir"]) / TENSORS_FILE)["images"]
+    return SyntheticSet.load(store.get_run(spec.run_id)["run_dir"]).images
 
 
 def main() -> None:
