@@ -21,7 +21,10 @@ A variant's ``chunk`` sets the engine's chunk size for it (default: the prior's 
 ``attention=diffusers`` gives its UNet diffusers' own attention processor in place of ddbench's
 (`ddbench_plugins.priors.ld3m.attention`); its other keys are ld3m options. ``--pixel`` adds
 pixel + DM on the same images and real batches, interleaved with the others, for the ratio the
-LD3M speed target is stated in.
+LD3M speed target is stated in. ``--flops`` counts each variant's matrix-product and convolution
+floating-point operations in one more, untimed iteration (torch's FlopCounterMode, forward and
+backward), and adds the rate they ran at: how much of a time ratio is the arithmetic itself; and
+a table of the UNet's blocks' shares of one forward call's arithmetic (the first variant's UNet).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 from record import emit, table
+from torch.utils.flop_counter import FlopCounterMode
 
 from ddbench import registry
 from ddbench.engine.allocator import tune_allocator
@@ -147,6 +151,24 @@ def backward_clock(clock: StageClock) -> Iterator[None]:
         torch.Tensor.backward = original  # type: ignore[method-assign]
 
 
+def unet_block_shares(unet: torch.nn.Module) -> dict[str, float]:
+    """Each top-level block's share of one forward call's FLOP (backward attribution by module is unreliable)."""
+    config = unet.config
+    z = torch.randn(2, config.in_channels, config.sample_size, config.sample_size)
+    context = torch.randn(2, 1, config.cross_attention_dim)
+    with torch.no_grad(), FlopCounterMode(display=False, depth=3) as counter:
+        unet(z, torch.full((2,), 500), encoder_hidden_states=context)
+    counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    root = type(unet).__name__
+    shares = {}
+    for name, flop in counts.items():
+        parts = name.removeprefix(f"{root}.").split(".")
+        # a child that was called, or an item of a container child that never is (a ModuleList)
+        if name.startswith(f"{root}.") and (len(parts) == 1 or len(parts) == 2 and f"{root}.{parts[0]}" not in counts):
+            shares[".".join(parts)] = flop / counts[root]
+    return shares
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ipc", type=int, default=10)
@@ -161,6 +183,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--train-per-class", type=int, default=1000)
     parser.add_argument("--pixel", action="store_true", help="also time pixel + DM, interleaved")
+    parser.add_argument("--flops", action="store_true", help="also count each variant's GFLOP per iteration")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -196,18 +219,23 @@ def main() -> None:
         built["pixel + DM"] = (prior, matcher, prior.init_state(real, labels, gen), labels, clock, 10)
         variants.append(("pixel + DM", {}))
     per_variant: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
+
+    def step(name: str, it: int) -> None:
+        prior, matcher, state, labels, clock, chunk = built[name]
+        clock.seconds.clear()
+        seed_everything(derive_seed(0, "iteration", it))
+        real = RealSampler(data, generator(0, "real", it), torch.device("cpu"))
+        matcher.begin_iteration(it)
+        for p in state.params.values():
+            p.grad = None
+        with backward_clock(clock):
+            split_backward_step(prior, matcher, state, labels, real, chunk)
+
     for it in range(args.iterations + 1):  # iteration 0 warms up (and compiles)
         for name, _ in variants:
-            prior, matcher, state, labels, clock, chunk = built[name]
-            clock.seconds.clear()
-            seed_everything(derive_seed(0, "iteration", it))
-            real = RealSampler(data, generator(0, "real", it), torch.device("cpu"))
-            matcher.begin_iteration(it)
-            for p in state.params.values():
-                p.grad = None
+            clock = built[name][4]
             start = time.perf_counter()
-            with backward_clock(clock):
-                split_backward_step(prior, matcher, state, labels, real, chunk)
+            step(name, it)
             total = time.perf_counter() - start
             stages = dict(clock.seconds)
             stages["other"] = total - sum(stages.values())
@@ -221,12 +249,33 @@ def main() -> None:
         rows.append(
             [stage] + [f"{statistics.median(s.get(stage, 0.0) for s in per_variant[name]):.3f}" for name, _ in variants]
         )
+    tables = []
+    if args.flops:
+        gflop = {}
+        for name, _ in variants:
+            with FlopCounterMode(display=False) as counter:
+                step(name, args.iterations + 1)
+            gflop[name] = counter.get_total_flops() / 1e9
+        rows.append(["GFLOP per iteration"] + [f"{gflop[name]:.1f}" for name, _ in variants])
+        rows.append(
+            ["GFLOP/s"]
+            + [f"{gflop[name] / statistics.median(s['total'] for s in per_variant[name]):.1f}" for name, _ in variants]
+        )
+        first = variants[0][0]
+        shares = unet_block_shares(built[first][0].backend.unet)
+        tables.append(
+            table(
+                ["UNet block", "share of a forward call's FLOP"],
+                [[block, f"{share:.3f}"] for block, share in shares.items()],
+                title=f"The UNet's arithmetic by block ({first})",
+            )
+        )
     chunks = {name: built[name][-1] for name, _ in variants}
     note = (
         f"median s over {args.iterations} iterations after a warm-up; LD3M + DM, Fashion-MNIST, IPC {args.ipc}, "
         f"chunks {chunks}, DM {dm_options}, torch threads {torch.get_num_threads()}; variants: {variants}"
     )
-    emit("profile_ld3m", [table(headers, rows, note=note)])
+    emit("profile_ld3m", [table(headers, rows, note=note), *tables])
 
 
 if __name__ == "__main__":
