@@ -7,7 +7,6 @@ import logging
 import pytest
 import torch
 from ddbench_plugins.matchers._realside import (
-    CompiledOrEager,
     ReshapeAvgPool2d,
     bf16_is_fast,
     real_dtype,
@@ -16,6 +15,7 @@ from ddbench_plugins.matchers._realside import (
 )
 from torch import nn
 
+from ddbench.engine.compiling import CompiledOrEager
 from ddbench.errors import InvalidOptionError
 
 CPU = torch.device("cpu")

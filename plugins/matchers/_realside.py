@@ -3,17 +3,14 @@
 DM embeds 10 × 256 real images per iteration without gradients; DC takes their weight gradients
 without a graph. That work is nearly all of an iteration on a CPU, and since nothing flows back
 from it into the synthetic images it may run in bfloat16, channels-last, in cache-sized chunks and
-compiled. This module holds what both matchers share: the precision rule, the chunk rule, and a
-compiled call that falls back to eager when compilation is impossible, and the real side's own copy
-of the network (its dtype, its layout, a pooling layer that compiles to a faster backward).
+compiled (`ddbench.engine.compiling`). This module holds what both matchers share: the precision
+rule, the chunk rule, and the real side's own copy of the network (its dtype, its layout, a pooling
+layer that compiles to a faster backward).
 """
 
 from __future__ import annotations
 
 import copy
-import logging
-from collections.abc import Callable
-from typing import Generic, TypeVar
 
 import torch
 from torch import nn
@@ -21,10 +18,7 @@ from torch import nn
 from ddbench.engine.hardware import bf16_is_fast
 from ddbench.errors import InvalidOptionError
 
-log = logging.getLogger(__name__)
-
 PRECISIONS = ("auto", "fp32", "bf16")
-T = TypeVar("T")
 
 
 def check_precision(precision: str) -> None:
@@ -61,11 +55,6 @@ def default_real_chunk(device: torch.device, resolution: int) -> int:
 def check_real_chunk(real_chunk: int | None) -> None:
     if real_chunk is not None and (isinstance(real_chunk, bool) or not isinstance(real_chunk, int) or real_chunk < 1):
         raise InvalidOptionError(f"Expected real_chunk ≥ 1 (or None for the resolution rule) but got {real_chunk!r}")
-
-
-def check_compile(compile: bool | str) -> None:
-    if compile not in (True, False, "auto"):
-        raise InvalidOptionError(f"Expected compile true, false or auto but got '{compile}'")
 
 
 def resolve_real_chunk(option: int | None, net: nn.Module, device: torch.device, resolution: int) -> int | None:
@@ -144,24 +133,3 @@ def copy_weights(dst: nn.Module, src: nn.Module) -> None:
 
 def split(images: torch.Tensor, chunk: int | None) -> tuple[torch.Tensor, ...]:
     return (images,) if chunk is None else images.split(chunk)
-
-
-class CompiledOrEager(Generic[T]):
-    """Calls ``compiled`` until it first fails (no C++ compiler, an unsupported op), then ``eager``.
-
-    The failure is logged once; a failure of the eager function itself propagates.
-    """
-
-    def __init__(self, eager: Callable[..., T], compiled: Callable[..., T] | None, what: str) -> None:
-        self.eager = eager
-        self.compiled = compiled
-        self.what = what
-
-    def __call__(self, *args: object) -> T:
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args)
-            except Exception as err:  # noqa: BLE001 - any compiler failure: the eager path is exact
-                log.warning("torch.compile failed for %s (%s); continuing in eager mode", self.what, err)
-                self.compiled = None
-        return self.eager(*args)

@@ -26,8 +26,6 @@ import torch
 import torch.nn.functional as F
 from ddbench_plugins.matchers._realside import (
     PRECISIONS,
-    CompiledOrEager,
-    check_compile,
     check_precision,
     check_real_chunk,
     copy_weights,
@@ -40,6 +38,7 @@ from ddbench_plugins.matchers._realside import (
 )
 from torch import Tensor, nn
 
+from ddbench.engine.compiling import CompiledOrEager, check_compile
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import IdentityContext, MatchContext, Matcher, RealSampler
 

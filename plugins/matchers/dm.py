@@ -19,8 +19,6 @@ from typing import Any
 
 import torch
 from ddbench_plugins.matchers._realside import (
-    CompiledOrEager,
-    check_compile,
     check_precision,
     check_real_chunk,
     copy_weights,
@@ -33,6 +31,7 @@ from ddbench_plugins.matchers._realside import (
 )
 from torch import Tensor, nn
 
+from ddbench.engine.compiling import CompiledOrEager, check_compile
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import IdentityContext, MatchContext, Matcher, RealSampler
 
