@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from ddbench_plugins.priors.ld3m import LD3MPrior
 from torch import Tensor
@@ -58,3 +60,15 @@ def engine_step(
         p.grad = None
     loss, _ = split_backward_step(prior, matcher, state, labels, real, chunk_size=chunk)
     return loss
+
+
+def parse_variants(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """``name=k=v,k=v;name2=...`` → [(name, prior options)]."""
+    from ddbench.running.grid import parse_key_values
+
+    variants = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, options = part.partition("=")
+        pairs = [o for o in options.split(",") if o]
+        variants.append((name, parse_key_values(pairs, "--variants") if pairs else {}))
+    return variants

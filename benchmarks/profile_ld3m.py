@@ -1,8 +1,9 @@
 """Where an LD3M + DM iteration's time goes on Fashion-MNIST, stage by stage, through the real engine.
 
 Each iteration runs `ddbench.engine.distill.split_backward_step` exactly as a run does; the prior's
-noise draws, the backend's denoiser and decoder calls and the matcher's loss are wrapped with
-clocks, and ``Tensor.backward`` with a flag, so every call is attributed to a stage:
+noise draws, its guided denoiser calls (both guidance halves in one batch, compiled or not) and
+decoder calls and the matcher's loss are wrapped with clocks, and ``Tensor.backward`` with a flag,
+so every call is attributed to a stage:
 
 - ``noise``: the per-sample reparameterised noise of q(z_T | Z) and of the reverse steps;
 - ``denoiser (no grad)`` / ``decoder (no grad)``: the pass that makes the images for the loss;
@@ -39,6 +40,7 @@ from typing import Any
 
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
+from ld3m_common import parse_variants
 from record import emit, table
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -93,18 +95,6 @@ class StageClock:
         return timed_call
 
 
-def parse_variants(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """``name=k=v,k=v;name2=...`` → [(name, prior options)]."""
-    from ddbench.running.grid import parse_key_values
-
-    variants = []
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        name, _, options = part.partition("=")
-        pairs = [o for o in options.split(",") if o]
-        variants.append((name, parse_key_values(pairs, "--variants") if pairs else {}))
-    return variants
-
-
 def build(data: Any, ipc: int, options: dict[str, Any], dm_options: dict[str, Any]) -> tuple[Any, ...]:
     prior = registry.create("prior", "ld3m", **options)
     prior.setup(data, torch.device("cpu"))
@@ -118,9 +108,10 @@ def build(data: Any, ipc: int, options: dict[str, Any], dm_options: dict[str, An
 
 
 def instrument(prior: Any, matcher: Any, clock: StageClock) -> None:
-    backend = prior.backend
-    backend.denoise = clock.wrap(backend.denoise, "denoiser (no grad)", "denoiser (graph)", "denoiser recompute")
-    backend.decode = clock.wrap(backend.decode, "decoder (no grad)", "decoder (graph)")
+    # the clocks wrap the prior's calls into its (possibly compiled) guided denoiser and decoder,
+    # never code inside a compiled region
+    prior.guided_eps = clock.wrap(prior.guided_eps, "denoiser (no grad)", "denoiser (graph)", "denoiser recompute")
+    prior._decode = clock.wrap(prior._decode, "decoder (no grad)", "decoder (graph)")
     prior.noise = clock.wrap(prior.noise, "noise", "noise")
     matcher.loss = clock.wrap(matcher.loss, "DM loss", "DM loss")
 

@@ -113,3 +113,14 @@ def test_torch_says_nothing_about_cuda_on_a_cpu_run(tmp_path):
     assert "No CUDA runtime is found" in bare.stderr  # the notice this filter exists for
     ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert ours.returncode == 0 and "No CUDA runtime is found" not in ours.stderr, ours.stderr
+
+
+def test_dynamos_lru_cache_warning_is_filtered_and_nothing_else():
+    code = (
+        "import ddbench, warnings\n"
+        "warnings.warn('Dynamo detected a call to a `functools.lru_cache`-wrapped function at x', UserWarning)\n"
+        "warnings.warn('another warning', UserWarning)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "another warning" in out.stderr, out.stderr
+    assert "Dynamo detected" not in out.stderr

@@ -36,6 +36,7 @@ def fake_data(channels: int = 1, res: int = 16, per_class: int = 6) -> RealData:
 def make_prior(data: RealData | None = None, **options) -> tuple[LD3MPrior, LatentState]:
     data = data or fake_data()
     options.setdefault("T", 3)
+    options.setdefault("precision", "fp32")  # these tests check the arithmetic; bf16 has its own
     prior = registry.create("prior", "ld3m", **options)
     prior.setup(data, torch.device("cpu"))
     g = torch.Generator().manual_seed(1)
@@ -256,6 +257,52 @@ def test_split_backward_matches_full_backward() -> None:
         # where a missing gradient path would differ by O(1)
         scale = float(grad.abs().max())
         torch.testing.assert_close(grad, state.params[key].grad, rtol=1e-4, atol=1e-3 * scale)
+
+
+def _generate_with_grads(prior: LD3MPrior, state: LatentState) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    for p in state.params.values():
+        p.grad = None
+    images = prior.generate(state, torch.arange(K * IPC))
+    images.square().mean().backward()
+    return images.detach(), {k: v.grad.clone() for k, v in state.params.items()}
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_compiled_generation_matches_eager(checkpoint: bool, caplog) -> None:
+    """``compile=True`` compiles the guided denoiser and the decoder for real (no fall-back) and gives
+    the eager images and gradients up to rounding; recomputed (checkpointed) calls run eager."""
+    eager, state = make_prior(T=2, compile=False, checkpoint=checkpoint)
+    expected = _generate_with_grads(eager, state)
+    compiled, state = make_prior(T=2, compile=True, checkpoint=checkpoint)
+    got = _generate_with_grads(compiled, state)
+    assert compiled._guided.compiled is not None and compiled._decode.compiled is not None
+    assert "torch.compile failed" not in caplog.text
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-4, atol=1e-5)
+    for key in ("z", "c"):
+        scale = float(expected[1][key].abs().max())
+        torch.testing.assert_close(got[1][key], expected[1][key], rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_compile_and_precision_auto_resolve_for_the_run(monkeypatch) -> None:
+    """What ``auto`` means is decided per run (IPC, device, the CPU's bf16 units) and recorded as such."""
+    from ddbench_plugins.priors.ld3m import prior as prior_module
+
+    from ddbench.interfaces import IdentityContext
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not prior_module.compiles("auto", 1, cpu) and prior_module.compiles("auto", 10, cpu)
+    assert not prior_module.compiles("auto", 10, cuda)  # unmeasured on GPUs: eager there
+    assert prior_module.compiles(True, 1, cuda) and not prior_module.compiles(False, 10, cpu)
+    prior = registry.create("prior", "ld3m")
+    assert (prior.precision, prior.compile) == ("auto", "auto")  # the defaults
+    for fast in (True, False):
+        monkeypatch.setattr(prior_module, "bf16_is_fast", lambda device, fast=fast: fast)
+        for ipc in (1, 10):
+            options = prior.effective_options(IdentityContext("fashion-mnist", 28, ipc, cpu))
+            assert options["precision"] == ("bf16" if fast else "fp32")
+            assert options["compile"] is (ipc == 10)
+    with pytest.raises(InvalidOptionError, match="compile"):
+        LD3MPrior(compile="sometimes")
 
 
 def test_grey_data_with_rgb_model_and_resizing() -> None:

@@ -39,6 +39,7 @@ variant; benchmarks/README.md has the accuracies.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -54,6 +55,7 @@ from ddbench_plugins.priors.ld3m.backends import build_tiny, load_backend, packa
 from ddbench_plugins.priors.ld3m.sampler import RESIDUALS, DDIMSchedule, forward_diffuse, reverse_process
 from torch import Tensor
 
+from ddbench.engine.compiling import CompiledOrEager, check_compile
 from ddbench.engine.hardware import bf16_is_fast
 from ddbench.errors import InvalidOptionError
 from ddbench.interfaces import IdentityContext, LatentState, Prior, RealData
@@ -68,6 +70,17 @@ PRECISIONS = ("fp32", "bf16", "auto")
 SEED_RANGE = 2**62
 #: decoded pixels regenerated with a graph at once (`generation_chunk`)
 GRAPH_PIXELS = 2**19
+#: ``compile="auto"`` compiles on a CPU from this IPC: compiling is paid once per process and pays
+#: back only through a larger set's per-iteration saving (benchmarks/README.md, "Compiled and in
+#: bfloat16"); on GPUs it is unmeasured, so ``auto`` stays eager there
+COMPILE_MIN_IPC = 10
+
+
+def compiles(option: bool | str, ipc: int, device: torch.device) -> bool:
+    """What the ``compile`` option does for a run of ``ipc`` images per class on ``device``."""
+    if isinstance(option, bool):
+        return option
+    return device.type == "cpu" and ipc >= COMPILE_MIN_IPC
 
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
@@ -111,8 +124,13 @@ class LD3MPrior(Prior):
             images are the same either way.
         precision: ``fp32``, ``bf16`` (the denoiser and decoder under bfloat16 autocast; latents,
             Eq. 12's arithmetic and the learnable Z and c stay fp32; on a CPU self-attention then
-            avoids torch's fused kernel, `attention`) or ``auto`` (bf16 where the hardware has fast
-            bf16, e.g. AMX CPUs and recent GPUs).
+            avoids torch's fused kernel, `attention`) or ``auto`` (the default: bf16 where the
+            hardware has fast bf16, e.g. AMX CPUs and recent GPUs; on Fashion-MNIST bf16 scores as
+            fp32 at IPC 1 and 10, benchmarks/README.md).
+        compile: torch.compile the guided denoiser call and the decoder (the same values up to
+            rounding; falls back to eager where compiling fails): True, False or ``auto`` (on a CPU
+            from IPC `COMPILE_MIN_IPC`). Only generations with a graph are compiled; denoiser calls
+            that ``checkpoint`` recomputes run eager.
         class_ids: model class id of each dataset class; default the ImageNet indices of an
             ImageNet subset's classes on a 1000-class model (cin256), else the identity.
         seed: weight seed of the random parts (``generator`` random or untrained).
@@ -130,9 +148,10 @@ class LD3MPrior(Prior):
     neutral_options = ("checkpoint",)
     #: not what makes a variant in a report's label: the dataset's class mapping
     housekeeping_options = ("class_ids",)
-    # sweep estimates: the tiny LDM's generation and backward, the same under DM and DC
-    # (benchmarks/iteration_cost.py, two threads, scaled to one core); the matcher's part is pixels'
-    seconds_per_generation = (1.4, 10.9)
+    # sweep estimates: the tiny LDM's generation and backward with the default options, the same
+    # under DM and DC (benchmarks/iteration_cost.py: its share of pixel + DM's time, times DM's
+    # declared figure); the matcher's part is pixels'
+    seconds_per_generation = (1.9, 6.3)
 
     @classmethod
     def generator_label(cls, options: Mapping[str, Any]) -> str:
@@ -164,7 +183,8 @@ class LD3MPrior(Prior):
         resample_noise: bool = False,
         forward_noise: bool = False,
         checkpoint: bool | Literal["auto"] = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
+        compile: bool | Literal["auto"] = "auto",
         class_ids: Sequence[int] | None = None,
         seed: int = 0,
     ) -> None:
@@ -202,6 +222,8 @@ class LD3MPrior(Prior):
         self.checkpoint = checkpoint
         self._checkpoint_policy = CheckpointPolicy()
         self.precision = _choice("precision", precision, PRECISIONS)
+        check_compile(compile, "ld3m compile")
+        self.compile = compile
         self.class_ids = None if class_ids is None else [int(i) for i in class_ids]
         self.seed = int(seed)
         self.backend: LatentDiffusionBackend | None = None
@@ -231,6 +253,7 @@ class LD3MPrior(Prior):
         options = super().effective_options(context)
         options["generator"], options["model_dir"] = self.resolve_model(context.dataset)
         options["precision"] = self.resolve_precision(context.device)
+        options["compile"] = compiles(self.compile, context.ipc, context.device)
         return options
 
     def resolve_precision(self, device: torch.device) -> str:
@@ -296,6 +319,15 @@ class LD3MPrior(Prior):
         self.schedule = DDIMSchedule.from_alphas_cumprod(
             scheduler.alphas_cumprod, scheduler.timesteps, float(scheduler.final_alpha_cumprod), self.eta
         )
+        self._guided = CompiledOrEager(self._guided_eager, None, "the LD3M denoiser")
+        self._decode = CompiledOrEager(self._decode_eager, None, "the LD3M decoder")
+
+    def _compile_generator(self, ipc: int) -> None:
+        """Compile the guided denoiser call and the decoder if ``compile`` says so for this IPC
+        (once per prior: the compiled functions are kept across init_state calls)."""
+        if compiles(self.compile, ipc, self.device) and self._guided.compiled is None:
+            self._guided.compiled = torch.compile(self._guided_eager, dynamic=False)
+            self._decode.compiled = torch.compile(self._decode_eager, dynamic=False)
 
     def generation_chunk(self) -> int | None:
         # what a graph holds grows with the decoded pixels (the checkpointed denoiser calls keep
@@ -339,6 +371,7 @@ class LD3MPrior(Prior):
         params = {k: v.requires_grad_(True) for k, v in tensors.items() if k in self.learn}
         buffers = {k: v for k, v in tensors.items() if k not in self.learn}
         buffers["noise_seed"] = seeds
+        self._compile_generator(ipc=n // max(1, int(labels.unique().numel())))
         return LatentState(params=params, buffers=buffers)
 
     def is_learnable(self, name: str) -> bool:
@@ -360,8 +393,13 @@ class LD3MPrior(Prior):
         draws = [torch.randn(size, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
         return torch.stack(draws).to(self.device)
 
-    def guided_eps(self, z_t: Tensor, t: Tensor, c: Tensor) -> Tensor:
-        """Classifier-free guided noise prediction ε̂_u + s·(ε̂_c − ε̂_u), one batched denoiser call."""
+    def guided_eps(self, z_t: Tensor, t: Tensor, c: Tensor, eager: bool = False) -> Tensor:
+        """Classifier-free guided noise prediction ε̂_u + s·(ε̂_c − ε̂_u), one batched denoiser call
+        (compiled if ``compile`` says so, unless ``eager``)."""
+        self._require_setup()
+        return self._guided_eager(z_t, t, c) if eager else self._guided(z_t, t, c)
+
+    def _guided_eager(self, z_t: Tensor, t: Tensor, c: Tensor) -> Tensor:
         backend = self._require_setup()
         if self.guidance_scale == 1.0:
             with self._autocast():
@@ -371,6 +409,11 @@ class LD3MPrior(Prior):
             out = backend.denoise(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([uc, c])).float()
         eps_u, eps_c = out.chunk(2)
         return eps_u + self.guidance_scale * (eps_c - eps_u)
+
+    def _decode_eager(self, latents: Tensor) -> Tensor:
+        backend = self._require_setup()
+        with self._autocast():
+            return backend.decode(latents).float()
 
     def latents(self, state: LatentState, indices: Tensor) -> Tensor:
         """z_0 for the given samples (before decoding)."""
@@ -387,14 +430,19 @@ class LD3MPrior(Prior):
         step_noise = noise[:, 1:] if self.eta > 0 else None
         first_t = torch.full((len(z),), int(self.schedule.timesteps[0]), device=z.device, dtype=torch.long)
         calls = self.T - 1 if self.residual == "mean" else self.T  # Eq. 12 skips the call its first step ignores
-        checkpoint = self._checkpoint_policy(self.checkpoint, self.guided_eps, z_T, first_t, c, calls)
+        # the policy measures what autograd saves on the eager path: probing the compiled one would
+        # compile it for the probe's batch sizes
+        eager_eps = functools.partial(self.guided_eps, eager=True)
+        checkpoint = self._checkpoint_policy(self.checkpoint, eager_eps, z_T, first_t, c, calls)
+        # compiled calls serve the distillation steps; a compiled call inside torch.utils.checkpoint
+        # fails on recomputation, and passes without a graph (saving images) would compile anew
+        eps_fn = eager_eps if checkpoint or not torch.is_grad_enabled() else self.guided_eps
         return reverse_process(
-            z_T, c, self.guided_eps, self.schedule, step_noise, self.residual, anchor=anchor, checkpoint=checkpoint
+            z_T, c, eps_fn, self.schedule, step_noise, self.residual, anchor=anchor, checkpoint=checkpoint
         )
 
     def generate(self, state: LatentState, indices: Tensor) -> Tensor:
-        backend = self._require_setup()
+        self._require_setup()
         latents = self.latents(state, indices)
-        with self._autocast():
-            decoded = backend.decode(latents).float()
-        return self.to_data_images(decoded)
+        decode = self._decode if torch.is_grad_enabled() else self._decode_eager  # as for the denoiser
+        return self.to_data_images(decode(latents))
