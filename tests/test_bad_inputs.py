@@ -130,8 +130,14 @@ def _edited_row(sql: str) -> Callable[[Env], None]:
     """One statement run on the store copy, as a hand edit or a foreign tool would."""
 
     def make(env: Env) -> None:
-        with sqlite3.connect(env.out / "results.sqlite") as conn:
-            conn.execute(sql)
+        # closed here, not when garbage collection gets to it: closing the last connection folds
+        # the write-ahead log into the database, which must happen before the test's "before" digest
+        conn = sqlite3.connect(env.out / "results.sqlite")
+        try:
+            with conn:
+                conn.execute(sql)
+        finally:
+            conn.close()
 
     return make
 

@@ -346,3 +346,23 @@ def test_specs_from_options_resolve_once_for_a_sweep(fmnist):
     assert [resolve_spec(s, fmnist).run_id for s in specs] == [s.run_id for s in resolved]
     assert resolved[0].identity["dataset"]["key"]["fingerprint"].startswith("sha256:")
     assert resolved[0].identity["dataset"]["found_at"] == fmnist.data_root
+
+
+def test_a_variant_label_shows_what_differs_from_the_default_in_the_runs_context(fmnist, monkeypatch):
+    """``auto`` resolved as it would be by default is no variant; pinning the other value is."""
+    from ddbench_plugins.priors.ld3m import prior as ld3m_prior
+
+    from ddbench.results.report import prior_label, recorded_labels
+    from ddbench.results.report.rows import spec_prior_label
+
+    monkeypatch.setattr(ld3m_prior, "bf16_is_fast", lambda device: True)
+
+    def label(spec: RunSpec) -> str:
+        return prior_label("ld3m", spec.plugin_options("prior"), recorded_labels(spec.to_dict()))
+
+    default = resolve_spec(RunSpec(prior="ld3m", matcher="dm", ipc=10), fmnist)
+    assert default.plugin_options("prior")["precision"] == "bf16"
+    assert label(default) == "ld3m[generator=trained]" and spec_prior_label("ld3m", default.to_dict()) == "ld3m"
+    pinned = resolve_spec(RunSpec(prior="ld3m", matcher="dm", ipc=10, prior_options={"precision": "fp32"}), fmnist)
+    assert label(pinned) == "ld3m[precision=fp32,generator=trained]"
+    assert spec_prior_label("ld3m", pinned.to_dict()) == "ld3m[precision=fp32]"  # the typed options

@@ -30,7 +30,7 @@ import torch
 
 from ddbench import registry
 from ddbench.engine.spec import RunEnv, RunSpec
-from ddbench.errors import DataNotFoundError, InvalidOptionError
+from ddbench.errors import DataNotFoundError, DDBenchError, InvalidOptionError
 from ddbench.interfaces import IdentityContext
 from ddbench.util.fingerprint import path_digest
 
@@ -72,14 +72,15 @@ def _path_key(label: str, option: str, value: Any) -> str | None:
         raise InvalidOptionError(f"{label}: cannot read option {option}={value!r} ({err})") from None
 
 
-def plugin_labels(cls: type, effective: dict[str, Any]) -> dict[str, Any]:
+def plugin_labels(cls: type, effective: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """What reports show of a plugin, recorded with the run so they read it from the store
-    (never hashed): its display order, its option defaults and the options a variant label leaves
-    out, for a prior which generator made the images and whether it starts from real images, for a
-    matcher whether it distils."""
+    (never hashed): its display order, its option defaults (``defaults``: what they resolve to in
+    this run's context, so that ``auto`` resolved as by default is no variant) and the options a
+    variant label leaves out, for a prior which generator made the images and whether it starts
+    from real images, for a matcher whether it distils."""
     labels: dict[str, Any] = {
         "display_order": getattr(cls, "display_order", None),
-        "defaults": _plain(registry.option_defaults(cls)),
+        "defaults": {**_plain(registry.option_defaults(cls)), **(defaults or {})},
         "hidden_options": sorted({*cls.neutral_options, *cls.path_options, *cls.housekeeping_options}),
         "path_options": list(cls.path_options),
     }
@@ -117,10 +118,20 @@ class Resolver:
                 "options": effective,
                 # what the run id hashes: model paths by their content, neutral options left out
                 "key": {k: paths.get(k, v) for k, v in effective.items() if k not in neutral},
-                "labels": plugin_labels(type(plugin), effective),
+                "labels": plugin_labels(
+                    type(plugin), effective, self._default_options(family, name, context) if options else effective
+                ),
             }
             self._plugins[key] = (record, plugin)
         return self._plugins[key]
+
+    def _default_options(self, family: str, name: str, context: IdentityContext) -> dict[str, Any] | None:
+        """The effective options of the plugin built with no options in ``context``; None where it
+        cannot be built so (an option without a default)."""
+        try:
+            return self._plugin(family, name, {}, context)[0]["options"]
+        except DDBenchError:
+            return None
 
     def _dataset(self, name: str, res: int | None) -> tuple[dict[str, Any], int | None]:
         """The dataset's identity record and the resolution a run will load it at."""
