@@ -321,11 +321,15 @@ class LD3MPrior(Prior):
         )
         self._guided = CompiledOrEager(self._guided_eager, None, "the LD3M denoiser")
         self._decode = CompiledOrEager(self._decode_eager, None, "the LD3M decoder")
+        self._compile_decided = False
 
     def _compile_generator(self, ipc: int) -> None:
-        """Compile the guided denoiser call and the decoder if ``compile`` says so for this IPC
-        (once per prior: the compiled functions are kept across init_state calls)."""
-        if compiles(self.compile, ipc, self.device) and self._guided.compiled is None:
+        """Compile the guided denoiser call and the decoder if ``compile`` says so for this IPC,
+        once per backend: a later init_state keeps them, and a failed compile stays eager."""
+        if self._compile_decided:
+            return
+        self._compile_decided = True
+        if compiles(self.compile, ipc, self.device):
             self._guided.compiled = torch.compile(self._guided_eager, dynamic=False)
             self._decode.compiled = torch.compile(self._decode_eager, dynamic=False)
 
