@@ -20,7 +20,8 @@ the machine's drift hits every setting alike; the table shows medians.
 
 A variant's ``chunk`` sets the engine's chunk size for it (default: the prior's `generation_chunk`),
 ``attention=diffusers`` gives its UNet diffusers' own attention processor in place of ddbench's
-(`ddbench_plugins.priors.ld3m.attention`); its other keys are ld3m options. ``--pixel`` adds
+(`ddbench_plugins.priors.ld3m.attention`), and ``upsample=diffusers`` turns its nearest ×2 upsampling back into diffusers' `Upsample2D` (from
+`ddbench_plugins.priors.ld3m.upsample`); its other keys are ld3m options. ``--pixel`` adds
 pixel + DM on the same images and real batches, interleaved with the others, for the ratio the
 LD3M speed target is stated in. ``--flops`` counts each variant's matrix-product and convolution
 floating-point operations in one more, untimed iteration (torch's FlopCounterMode, forward and
@@ -39,7 +40,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from ddbench_plugins.priors.ld3m.upsample import NearestUpsample2D
 from diffusers.models.attention_processor import AttnProcessor2_0
+from diffusers.models.upsampling import Upsample2D
 from ld3m_common import parse_variants
 from record import emit, table
 from torch.utils.flop_counter import FlopCounterMode
@@ -191,9 +194,14 @@ def main() -> None:
         options = dict(options)
         chunk = int(options.pop("chunk", 0)) or args.chunk
         attention = options.pop("attention", "ddbench")
+        upsample = options.pop("upsample", "ddbench")
         prior, matcher, state, labels = build(data, args.ipc, options, dm_options)
         if attention == "diffusers":
             prior.backend.unet.set_attn_processor(AttnProcessor2_0())
+        if upsample == "diffusers":
+            for module in prior.backend.modules():
+                if isinstance(module, NearestUpsample2D):
+                    module.__class__ = Upsample2D
         clock = StageClock()
         instrument(prior, matcher, clock)
         built[name] = (prior, matcher, state, labels, clock, chunk or prior.generation_chunk())

@@ -8,9 +8,11 @@ conditioning (learned embedding rows and the unconditional one), the noise predi
 embedding, as the class-conditional ImageNet LDM), `ClassEmbedder`, DDIMScheduler — and serves two
 of the prior's backends: ``tiny`` (CPU-sized, random or trained by ``ddbench prior train ld3m``) and
 ``cin256`` (the paper's model, converted by ``ddbench prior convert-ldm``); ``DiTBackend`` (dit.py)
-serves ``dit``. A directory written by
-`save_pretrained` has one diffusers sub-folder per component plus ``ld3m_backend.json``. The interface
-both implement is `LatentDiffusionBackend` (backend_base.py); `load_backend` reads either kind.
+serves ``dit``. Its UNet computes attention with `LDMAttention` (attention.py), and the UNet and
+the autoencoder upsample with `NearestUpsample2D` (upsample.py): diffusers' values, faster on a
+CPU. A directory written by `save_pretrained` has one diffusers sub-folder per component plus
+``ld3m_backend.json``. The interface both implement is `LatentDiffusionBackend` (backend_base.py);
+`load_backend` reads either kind.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from ddbench_plugins.priors.ld3m.attention import LDMAttention
 from ddbench_plugins.priors.ld3m.backend_base import BACKEND_FILE, FORMAT_VERSION, LOAD_OPTIONS, LatentDiffusionBackend
 from ddbench_plugins.priors.ld3m.dit import DiTBackend, is_dit_pipeline
+from ddbench_plugins.priors.ld3m.upsample import use_nearest_upsample
 from diffusers import DDIMScheduler, UNet2DConditionModel, VQModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
@@ -110,6 +113,8 @@ class LDMBackend(LatentDiffusionBackend):
             )
         self.vqvae = vqvae
         unet.set_attn_processor(LDMAttention())
+        use_nearest_upsample(unet)
+        use_nearest_upsample(vqvae)
         self.unet = unet
         self.embedder = embedder
         self.scheduler = scheduler

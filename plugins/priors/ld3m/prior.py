@@ -141,7 +141,8 @@ class LD3MPrior(Prior):
     #: Z = E(X) of the real images with init="real"; only a trained model gives them back (a random
     #: denoiser or autoencoder turns them into noise)
     starts_from_real = {"init": "real", "generator": "trained"}
-    version = 1
+    #: 2: nearest upsampling by expand/reshape (upsample.py): the same images, gradients to rounding
+    version = 2
     #: the run id hashes the model's weights and config, not where they lie
     path_options = ("model_dir",)
     #: gradient checkpointing recomputes the same values

@@ -1,0 +1,53 @@
+"""The LDM's nearest-neighbour ×2 upsampling, with the same values and a cheaper backward.
+
+diffusers' `Upsample2D` (nearest ×2, then a 3 × 3 convolution) makes its input contiguous at a
+batch of 64 or more and calls ``F.interpolate``. In a graph compiled by torch.compile on a CPU, that
+copy leaves the channels-last layout the convolutions run in, and the interpolation's backward
+becomes a scatter-add (``index_put`` with accumulation). `NearestUpsample2D` repeats every pixel
+with ``expand`` and ``reshape`` in the input's own layout: each output is a copy of the same input
+value as before, and the backward sums each 2 × 2 block (benchmarks/README.md, "LD3M speed").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.models.upsampling import Upsample2D
+from torch import Tensor, nn
+
+
+def repeat_pixels(images: Tensor) -> Tensor:
+    """(N, C, H, W) → (N, C, 2H, 2W), every pixel repeated 2 × 2 (nearest ×2), layout kept."""
+    n, c, h, w = images.shape
+    if images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous():
+        pixels_last = images.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(n, h, 2, w, 2, c)
+        return pixels_last.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+    return images[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+
+def _covered(module: Upsample2D) -> bool:
+    """Nearest ×2 then the convolution named ``conv``: the configuration every LDM here uses."""
+    return (
+        module.norm is None
+        and not module.use_conv_transpose
+        and module.interpolate
+        and module.use_conv
+        and module.name == "conv"
+    )
+
+
+class NearestUpsample2D(Upsample2D):
+    """`Upsample2D` whose ×2 nearest repetition is `repeat_pixels` (module docstring)."""
+
+    def forward(self, hidden_states: Tensor, output_size: int | None = None, *args: Any, **kwargs: Any) -> Tensor:
+        if output_size is not None or args or kwargs:
+            return super().forward(hidden_states, output_size, *args, **kwargs)  # odd sizes: diffusers' path
+        return self.conv(repeat_pixels(hidden_states))
+
+
+def use_nearest_upsample(model: nn.Module) -> None:
+    """Turn every covered `Upsample2D` of ``model`` into a `NearestUpsample2D` (same weights, same state dict)."""
+    for module in model.modules():
+        if type(module) is Upsample2D and _covered(module):
+            module.__class__ = NearestUpsample2D
