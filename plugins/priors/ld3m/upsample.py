@@ -5,7 +5,8 @@ batch of 64 or more and calls ``F.interpolate``. In a graph compiled by torch.co
 copy leaves the channels-last layout the convolutions run in, and the interpolation's backward
 becomes a scatter-add (``index_put`` with accumulation). `NearestUpsample2D` repeats every pixel
 with ``expand`` and ``reshape`` in the input's own layout: each output is a copy of the same input
-value as before, and the backward sums each 2 × 2 block (benchmarks/README.md, "LD3M speed").
+value as before, and the backward sums each 2 × 2 block (benchmarks/README.md, "Nearest
+upsampling without a scatter").
 """
 
 from __future__ import annotations
