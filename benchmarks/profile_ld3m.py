@@ -23,9 +23,9 @@ A variant's ``chunk`` sets the engine's chunk size for it (default: the prior's 
 (`ddbench_plugins.priors.ld3m.attention`) and ``upsample=diffusers`` its upsamplers diffusers' own
 `Upsample2D` in place of `ddbench_plugins.priors.ld3m.upsample`'s; its other keys are ld3m
 options. ``--pixel`` adds pixel + DM on the same images and real batches, interleaved with the
-others, for the ratio the LD3M speed target is stated in. ``--flops`` counts each variant's matrix-product and convolution
-floating-point operations in one more, untimed iteration (torch's FlopCounterMode, forward and
-backward), and adds the rate they ran at: how much of a time ratio is the arithmetic itself; and
+others, for the ratio the LD3M speed target is stated in. ``--flops`` counts each variant's
+matrix-product and convolution floating-point operations in one more, untimed iteration (torch's
+FlopCounterMode, forward and backward), and adds the rate they ran at: how much of a time ratio is the arithmetic itself; and
 a table of the UNet's blocks' shares of one forward call's arithmetic (the first variant's UNet).
 """
 
