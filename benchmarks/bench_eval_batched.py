@@ -6,6 +6,9 @@ seed (``batched=False``, today's path) and as one batched model (``batched=True`
 alternate in one process (sequential first for even cells, batched first for odd ones), so a noisy
 machine slows both alike. Per variant it prints the wall time, the training and test seconds the
 engine records, and every seed's accuracy; ``--repeats`` re-times each cell and reports medians.
+It also gives the sequential variant's training seconds per image and epoch and its test seconds
+per image: at ``--threads 1`` on a quiet machine, the figures behind an evaluator's cost hint
+(`Evaluator.seconds_per_image`).
 
 The full protocol (300 epochs here, over the 10 000 test images) is too slow for a shared two-core
 machine, so ``--epochs`` and ``--test-size`` shrink it; the table also gives each variant's time
@@ -71,6 +74,7 @@ def extrapolate(record: dict[str, Any], epochs: int, test_size: int, full_epochs
 COLUMNS = [
     "evaluator", "IPC", "sequential wall / CPU s", "batched wall / CPU s", "batched / sequential: wall, CPU, full",
     "full budget, sequential → batched", "accuracy % per seed, sequential / batched",
+    "sequential s per image-epoch / per test image",
 ]  # fmt: skip
 
 
@@ -88,6 +92,7 @@ def cell_rows(cells: list[dict[str, Any]]) -> list[list[str]]:
             f"{cell['full_budget_batched_over_sequential']:.2f}",
             f"{seq['full_budget_s_median']:.0f} s → {bat['full_budget_s_median']:.0f} s",
             accuracies[0] + (" / same" if accuracies[0] == accuracies[1] else f" / {accuracies[1]}"),
+            f"{cell['seconds_per_image_epoch']:.4f} / {cell['seconds_per_test_image']:.5f}",
         ])  # fmt: skip
     return rows
 
@@ -151,8 +156,14 @@ def main() -> None:
             ratio = summary["batched"]["wall_s_median"] / summary["sequential"]["wall_s_median"]
             cpu_ratio = summary["batched"]["cpu_s_median"] / summary["sequential"]["cpu_s_median"]
             full_ratio = summary["batched"]["full_budget_s_median"] / summary["sequential"]["full_budget_s_median"]
+            sequential = timings["sequential"]
+            per_image_epoch = statistics.median(r["train_s"] for r in sequential) / (
+                len(seeds) * args.epochs * len(labels)
+            )
+            per_test_image = statistics.median(r["test_s"] for r in sequential) / (len(seeds) * test_size)
             cells.append({"evaluator": evaluator, "ipc": ipc, "batched_over_sequential": ratio, "cpu_batched_over_sequential": cpu_ratio,
-                          "full_budget_batched_over_sequential": full_ratio, **summary})  # fmt: skip
+                          "full_budget_batched_over_sequential": full_ratio, "seconds_per_image_epoch": per_image_epoch,
+                          "seconds_per_test_image": per_test_image, **summary})  # fmt: skip
     total = time.perf_counter() - started
     note = (
         f"Fashion-MNIST, random real images, DC protocol at {args.epochs} epochs, first {test_size} test images, "
