@@ -31,11 +31,12 @@ from ddbench.util.fileio import FileLock
 
 # ------------------------------------------------------------------------------------ cost model
 #
-# One-core CPU seconds at 28 px, from what each plugin declares: a matcher's seconds per iteration
-# with raw pixels (`Matcher.seconds_per_iteration`, scaled by its `cost_option`), times the prior's
-# `cost_factor`, plus the prior's `seconds_per_generation`; an evaluator's `seconds_per_image`; a
-# matcher's shared `preparation` (MTT's expert trajectories). Other resolutions scale with the pixel
-# count. A rough guide, not a measurement.
+# One-core CPU seconds at 28 px (one thread of a quiet machine; benchmarks/README.md, "Cost
+# hints"), from what each plugin declares: a matcher's seconds per iteration with raw pixels
+# (`Matcher.seconds_per_iteration`, scaled by its `cost_option`), times the prior's `cost_factor`,
+# plus the prior's `seconds_per_generation`; an evaluator's `seconds_per_image`; a matcher's shared
+# `preparation` (MTT's expert trajectories). Other resolutions scale with the pixel count. A rough
+# guide, not a measurement.
 
 #: per iteration for a matcher that declares no cost
 DEFAULT_SECONDS_PER_ITERATION = 5.0
@@ -158,9 +159,10 @@ def plan_sweep(specs: Sequence[RunSpec], env: RunEnv, store: ResultsStore | None
     return planned
 
 
-#: two torch threads on a 2-vCPU machine finish one run's work about this much faster than one
-#: (a rough factor: they rarely give 2x)
-TWO_THREAD_SPEEDUP = 1.6
+#: two torch threads on a 2-vCPU machine finish one run's work this much faster than one
+#: (benchmarks/iteration_cost.py --threads 1,2); two one-thread runs at once each keep their
+#: one-thread speed (two copies of it at once)
+TWO_THREAD_SPEEDUP = 1.8
 
 
 def run_speedup(workers: int, cores: int | None = None) -> float:

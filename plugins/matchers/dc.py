@@ -144,10 +144,9 @@ class GradientMatching(Matcher):
     version = 1
     display_order = 0
     lr_scale = 1.0  # the reference scale: priors' base learning rates are DC's
-    # sweep estimates, one core: IPC 1 from the fmnist-cpu sweep (benchmarks/suite_cost.py); IPC 10
-    # is that sweep's figure at batch_real 32 times the same-run ratio of the compiled inner training
-    # to the eager one (benchmarks/profile_dc.py), stated at batch_real 256 through cost_option
-    seconds_per_iteration = (19.5, 872.0)
+    # sweep estimates, one core of a quiet machine: pixel + DC at one thread (benchmarks/iteration_cost.py
+    # --threads 1), at batch_real 256 (cost_option scales it)
+    seconds_per_iteration = (6.8, 240.0)
     cost_option = ("batch_real", 256, 0.8)
 
     def __init__(

@@ -47,8 +47,9 @@ class DistributionMatching(Matcher):
     version = 1
     display_order = 1
     lr_scale = 10.0  # protocols.md: DM's rates are ten times DC's for every prior
-    # sweep estimates: one-core figures from the fmnist-cpu sweep (benchmarks/suite_cost.py)
-    seconds_per_iteration = (1.1, 1.5)
+    # sweep estimates, one core of a quiet machine: pixel + DM at one thread
+    # (benchmarks/iteration_cost.py --threads 1,2)
+    seconds_per_iteration = (0.52, 0.79)
     cost_option = ("batch_real", 256, 0.88)
 
     def __init__(

@@ -149,10 +149,10 @@ class LD3MPrior(Prior):
     neutral_options = ("checkpoint",)
     #: not what makes a variant in a report's label: the dataset's class mapping
     housekeeping_options = ("class_ids",)
-    # sweep estimates: the tiny LDM's generation and backward with the default options, the same
-    # under DM and DC (benchmarks/iteration_cost.py: its share of pixel + DM's time, times DM's
-    # declared figure); the matcher's part is pixels'
-    seconds_per_generation = (1.9, 6.3)
+    # sweep estimates, one core: the tiny LDM's generation and backward with the default options,
+    # the same under DM and DC (benchmarks/iteration_cost.py --threads 1,2: its s/it over pixel +
+    # DM's at one thread); the matcher's part is pixels'
+    seconds_per_generation = (0.66, 3.4)
 
     @classmethod
     def generator_label(cls, options: Mapping[str, Any]) -> str:
