@@ -25,8 +25,9 @@ A variant's ``chunk`` sets the engine's chunk size for it (default: the prior's 
 options. ``--pixel`` adds pixel + DM on the same images and real batches, interleaved with the
 others, for the ratio the LD3M speed target is stated in. ``--flops`` counts each variant's
 matrix-product and convolution floating-point operations in one more, untimed iteration (torch's
-FlopCounterMode, forward and backward), and adds the rate they ran at: how much of a time ratio is the arithmetic itself; and
-a table of the UNet's blocks' shares of one forward call's arithmetic (the first variant's UNet).
+FlopCounterMode, forward and backward), and adds the rate they ran at: how much of a time ratio is
+the arithmetic itself; and a table of the UNet's blocks' shares of one forward call's arithmetic
+(the first variant's UNet).
 """
 
 from __future__ import annotations

@@ -267,7 +267,8 @@ class Prior(Plugin):
     cost_factor: ClassVar[tuple[float, float]] = (1.0, 1.0)
     #: one-core CPU seconds that generating the set and back-propagating through the generator add
     #: to an iteration at 28 px, at IPC 1 and IPC 10, whatever the matcher (a cheap matcher such as
-    #: DM makes this most of an iteration; `benchmarks/iteration_cost.py` measures it)
+    #: DM makes this most of an iteration; `benchmarks/iteration_cost.py --threads 1` measures it
+    #: over pixel + DM, on a quiet machine)
     seconds_per_generation: ClassVar[tuple[float, float]] = (0.0, 0.0)
     #: whether `init_state` starts from the real images it is given (pixels: the images; a latent
     #: prior: their encoding), so that a matcher that does not distil (`Matcher.distils` False, the
@@ -391,7 +392,8 @@ class Matcher(Plugin):
     #: (the published rates factorise as DC ×1, DM ×10, MTT ×10⁴)
     lr_scale: ClassVar[float] = 1.0
     #: one-core CPU seconds per iteration with raw pixels at 28 px, at IPC 1 and IPC 10 (linear in
-    #: between), with the default options; None: unknown. A rough guide for sweep estimates.
+    #: between), with the default options (one thread of a quiet machine:
+    #: `benchmarks/iteration_cost.py --threads 1`); None: unknown. A rough guide for sweep estimates.
     seconds_per_iteration: ClassVar[tuple[float, float] | None] = None
     #: the option an iteration's cost grows with, its default, and the share of the cost that grows
     #: with it linearly (e.g. ``("batch_real", 256, 0.9)``)
@@ -472,8 +474,9 @@ class Evaluator(Plugin):
         return None
 
     # -- what tools read of an evaluator (see `Plugin`)
-    #: one-core CPU seconds at 28 px per training image per epoch and per test image; None:
-    #: unknown. A rough guide for sweep estimates.
+    #: one-core CPU seconds at 28 px per training image per epoch and per test image (one thread of a
+    #: quiet machine: `benchmarks/bench_eval_batched.py --threads 1`, seeds one after another, the
+    #: mean of IPC 1 and IPC 10); None: unknown. A rough guide for sweep estimates.
     seconds_per_image: ClassVar[tuple[float, float] | None] = None
 
     @abc.abstractmethod

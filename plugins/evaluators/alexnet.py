@@ -60,8 +60,7 @@ class AlexNetEvaluator(Evaluator):
     name = "alexnet"
     description = "AlexNet (small-image variant): 5 convs 128-192-256-192-192, 3 max-pools, no norm, linear head."
     display_order = 1
-    # sweep estimate, one core of a quiet machine: benchmarks/bench_eval_batched.py --threads 1, the
-    # mean of its IPC 1 and IPC 10 figures (seeds one after another)
+    # measured as `Evaluator.seconds_per_image` says (record eval-cost-1thread)
     seconds_per_image = (0.011, 0.0036)
     protocol_lrs: ClassVar[dict[str, float]] = {}  # AlexNet uses each protocol's own lr
     #: three 2× max-pools need at least 8 px (28 px is padded to 32)

@@ -114,8 +114,7 @@ class ConvNetEvaluator(Evaluator):
     name = "convnet"
     description = "ConvNet-D: conv3×3-128 → instance norm → ReLU → avgpool, depth by resolution (3 at ≤32 px)."
     display_order = 0
-    # sweep estimate, one core of a quiet machine: benchmarks/bench_eval_batched.py --threads 1, the
-    # mean of its IPC 1 and IPC 10 figures (seeds one after another)
+    # measured as `Evaluator.seconds_per_image` says (record eval-cost-1thread)
     seconds_per_image = (0.0039, 0.0014)
     protocol_lrs: ClassVar[dict[str, float]] = {}  # ConvNet uses each protocol's own lr
     min_resolution: ClassVar[int] = 8

@@ -63,8 +63,7 @@ class ResNet18Evaluator(Evaluator):
     name = "resnet18"
     description = "ResNet18, CIFAR-style stem (3×3 stride 1, no max-pool), instance norm in every block."
     display_order = 3
-    # sweep estimate, one core of a quiet machine: benchmarks/bench_eval_batched.py --threads 1, the
-    # mean of its IPC 1 and IPC 10 figures (seeds one after another)
+    # measured as `Evaluator.seconds_per_image` says (record eval-cost-1thread)
     seconds_per_image = (0.024, 0.0077)
     protocol_lrs: ClassVar[dict[str, float]] = {}  # ResNet18 uses each protocol's own lr
     #: with instance norm the last stage must be at least 2×2: a 1×1 map normalises to a constant

@@ -77,8 +77,7 @@ class VGG11Evaluator(Evaluator):
     name = "vgg11"
     description = "VGG11 with instance norm after every conv (small-image variant: 28 px padded to 32, flattened head)."
     display_order = 2
-    # sweep estimate, one core of a quiet machine: benchmarks/bench_eval_batched.py --threads 1, the
-    # mean of its IPC 1 and IPC 10 figures (seeds one after another)
+    # measured as `Evaluator.seconds_per_image` says (record eval-cost-1thread)
     seconds_per_image = (0.010, 0.0026)
     # GLaD trains VGG11 with a 10× smaller lr than the other architectures
     protocol_lrs: ClassVar[dict[str, float]] = {"glad": 1e-4}

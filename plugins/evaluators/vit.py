@@ -60,8 +60,7 @@ class ViTEvaluator(Evaluator):
     name = "vit"
     description = "ViT (timm): dim 512, depth 10, 8 heads, MLP 512, class token; patch 4 + LayerNorm < 128 px, patch 16 without ≥ 128 px."
     display_order = 4
-    # sweep estimate, one core of a quiet machine: benchmarks/bench_eval_batched.py --threads 1, the
-    # mean of its IPC 1 and IPC 10 figures (seeds one after another)
+    # measured as `Evaluator.seconds_per_image` says (record eval-cost-1thread)
     seconds_per_image = (0.049, 0.013)
     protocol_lrs: ClassVar[dict[str, float]] = {}  # ViT uses each protocol's own lr
     #: one 4-px patch (the automatic patch size below 128 px)

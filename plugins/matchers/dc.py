@@ -144,8 +144,7 @@ class GradientMatching(Matcher):
     version = 1
     display_order = 0
     lr_scale = 1.0  # the reference scale: priors' base learning rates are DC's
-    # sweep estimates, one core of a quiet machine: pixel + DC at one thread (benchmarks/iteration_cost.py
-    # --threads 1), at batch_real 256 (cost_option scales it)
+    # measured as `Matcher.seconds_per_iteration` says (records iteration-cost-dc, -dc-ipc10)
     seconds_per_iteration = (6.8, 240.0)
     cost_option = ("batch_real", 256, 0.8)
 

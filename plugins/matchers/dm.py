@@ -47,8 +47,7 @@ class DistributionMatching(Matcher):
     version = 1
     display_order = 1
     lr_scale = 10.0  # protocols.md: DM's rates are ten times DC's for every prior
-    # sweep estimates, one core of a quiet machine: pixel + DM at one thread
-    # (benchmarks/iteration_cost.py --threads 1,2)
+    # measured as `Matcher.seconds_per_iteration` says (record iteration-cost-dm)
     seconds_per_iteration = (0.52, 0.79)
     cost_option = ("batch_real", 256, 0.88)
 

@@ -93,8 +93,8 @@ class TrajectoryMatching(Matcher):
     version = 1
     display_order = 2
     lr_scale = 1e4  # protocols.md: MTT's rates are 10⁴ times DC's for every prior
-    # sweep estimates, one core of a quiet machine: pixel + MTT at one thread, default options
-    # (benchmarks/iteration_cost.py --threads 1, on a one-expert buffer built for it)
+    # measured as `Matcher.seconds_per_iteration` says, on a one-expert buffer built for it (record
+    # iteration-cost-mtt)
     seconds_per_iteration = (6.4, 38.0)
     cost_option = ("syn_steps", 50, 0.95)
     #: where the expert buffer lives and whether a missing one is trained: the same experts either way

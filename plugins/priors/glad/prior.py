@@ -87,7 +87,7 @@ class GLaDPrior(Prior):
     #: not what makes a variant in a report's label: where the code lies, how a GPU runs it, the
     #: dataset's class mapping
     housekeeping_options = ("stylegan_xl_src", "cuda_ops", "class_ids")
-    # sweep estimates, one core: the tiny generator's passes (benchmarks/iteration_cost.py, as for ld3m)
+    # the tiny generator, measured as `Prior.seconds_per_generation` says (record iteration-cost-dm)
     seconds_per_generation = (0.07, 0.84)
 
     @classmethod

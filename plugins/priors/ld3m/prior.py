@@ -149,9 +149,8 @@ class LD3MPrior(Prior):
     neutral_options = ("checkpoint",)
     #: not what makes a variant in a report's label: the dataset's class mapping
     housekeeping_options = ("class_ids",)
-    # sweep estimates, one core: the tiny LDM's generation and backward with the default options,
-    # the same under DM and DC (benchmarks/iteration_cost.py --threads 1,2: its s/it over pixel +
-    # DM's at one thread); the matcher's part is pixels'
+    # the tiny LDM with the default options, measured as `Prior.seconds_per_generation` says (record
+    # iteration-cost-dm); the same under DC (iteration-cost-dc), so the matcher's part is pixels'
     seconds_per_generation = (0.66, 3.4)
 
     @classmethod
