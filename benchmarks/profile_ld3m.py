@@ -21,9 +21,11 @@ the machine's drift hits every setting alike; the table shows medians.
 A variant's ``chunk`` sets the engine's chunk size for it (default: the prior's `generation_chunk`),
 ``attention=diffusers`` gives its UNet diffusers' own attention processor in place of ddbench's
 (`ddbench_plugins.priors.ld3m.attention`) and ``upsample=diffusers`` its upsamplers diffusers' own
-`Upsample2D` in place of `ddbench_plugins.priors.ld3m.upsample`'s; its other keys are ld3m
-options. ``--pixel`` adds pixel + DM on the same images and real batches, interleaved with the
-others, for the ratio the LD3M speed target is stated in. ``--flops`` counts each variant's
+`Upsample2D` in place of `ddbench_plugins.priors.ld3m.upsample`'s, ``guidance=batched`` runs
+both guidance halves through the whole UNet in place of sharing its class-free start
+(`ddbench_plugins.priors.ld3m.shared_prefix`); its other keys are ld3m options. ``--pixel`` adds
+pixel + DM on the same images and real batches, interleaved with the others, for the ratio the
+LD3M speed target is stated in. ``--flops`` counts each variant's
 matrix-product and convolution floating-point operations in one more, untimed iteration (torch's
 FlopCounterMode, forward and backward), and adds the rate they ran at: how much of a time ratio is
 the arithmetic itself; and a table of the UNet's blocks' shares of one forward call's arithmetic
@@ -196,7 +198,10 @@ def main() -> None:
         chunk = int(options.pop("chunk", 0)) or args.chunk
         attention = options.pop("attention", "ddbench")
         upsample = options.pop("upsample", "ddbench")
+        guidance = options.pop("guidance", "shared")
         prior, matcher, state, labels = build(data, args.ipc, options, dm_options)
+        if guidance == "batched":
+            prior.backend.shares_prefix = False
         if attention == "diffusers":
             prior.backend.unet.set_attn_processor(AttnProcessor2_0())
         if upsample == "diffusers":

@@ -9,6 +9,7 @@ import abc
 from pathlib import Path
 from typing import ClassVar
 
+import torch
 from diffusers import DDIMScheduler
 from torch import Tensor, nn
 
@@ -73,6 +74,13 @@ class LatentDiffusionBackend(nn.Module, abc.ABC):
     @abc.abstractmethod
     def denoise(self, z_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
         """Predicted noise ε̂(z_t, t, c); ``t`` is an int64 tensor of model timesteps (B,)."""
+
+    def denoise_pair(self, z_t: Tensor, t: Tensor, uncond: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """(ε̂(z_t, t, uncond), ε̂(z_t, t, cond)), classifier-free guidance's two halves; here one
+        `denoise` call on the doubled batch (a backend may share what both halves compute)."""
+        eps = self.denoise(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([uncond, cond]))
+        eps_u, eps_c = eps.chunk(2)
+        return eps_u, eps_c
 
     @abc.abstractmethod
     def save_pretrained(self, directory: str | Path) -> None: ...

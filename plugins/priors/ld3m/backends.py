@@ -8,11 +8,12 @@ conditioning (learned embedding rows and the unconditional one), the noise predi
 embedding, as the class-conditional ImageNet LDM), `ClassEmbedder`, DDIMScheduler — and serves two
 of the prior's backends: ``tiny`` (CPU-sized, random or trained by ``ddbench prior train ld3m``) and
 ``cin256`` (the paper's model, converted by ``ddbench prior convert-ldm``); ``DiTBackend`` (dit.py)
-serves ``dit``. Its UNet computes attention with `LDMAttention` (attention.py), and the UNet and
-the autoencoder upsample with `NearestUpsample2D` (upsample.py): diffusers' values, faster on a
-CPU. A directory written by `save_pretrained` has one diffusers sub-folder per component plus
-``ld3m_backend.json``. The interface both implement is `LatentDiffusionBackend` (backend_base.py);
-`load_backend` reads either kind.
+serves ``dit``. Its UNet computes attention with `LDMAttention` (attention.py), the UNet and the
+autoencoder upsample with `NearestUpsample2D` (upsample.py), and guidance's two halves share the
+UNet's class-free start (shared_prefix.py): diffusers' values, faster. A directory written by
+`save_pretrained` has one diffusers sub-folder per component plus ``ld3m_backend.json``. The
+interface both implement is `LatentDiffusionBackend` (backend_base.py); `load_backend` reads either
+kind.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from ddbench_plugins.priors.ld3m.attention import LDMAttention
 from ddbench_plugins.priors.ld3m.backend_base import BACKEND_FILE, FORMAT_VERSION, LOAD_OPTIONS, LatentDiffusionBackend
 from ddbench_plugins.priors.ld3m.dit import DiTBackend, is_dit_pipeline
+from ddbench_plugins.priors.ld3m.shared_prefix import denoise_pair, supports_shared_prefix
 from ddbench_plugins.priors.ld3m.upsample import use_nearest_upsample
 from diffusers import DDIMScheduler, UNet2DConditionModel, VQModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -116,6 +118,7 @@ class LDMBackend(LatentDiffusionBackend):
         use_nearest_upsample(unet)
         use_nearest_upsample(vqvae)
         self.unet = unet
+        self.shares_prefix = supports_shared_prefix(unet)
         self.embedder = embedder
         self.scheduler = scheduler
 
@@ -174,6 +177,11 @@ class LDMBackend(LatentDiffusionBackend):
 
     def denoise(self, z_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
         return self.unet(z_t, t, encoder_hidden_states=condition).sample
+
+    def denoise_pair(self, z_t: Tensor, t: Tensor, uncond: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+        if self.shares_prefix:
+            return denoise_pair(self.unet, z_t, t, uncond, cond)
+        return super().denoise_pair(z_t, t, uncond, cond)
 
     def with_random_denoiser(self, seed: int) -> LDMBackend:
         with torch.random.fork_rng(devices=[]):

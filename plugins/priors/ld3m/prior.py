@@ -141,8 +141,9 @@ class LD3MPrior(Prior):
     #: Z = E(X) of the real images with init="real"; only a trained model gives them back (a random
     #: denoiser or autoencoder turns them into noise)
     starts_from_real = {"init": "real", "generator": "trained"}
-    #: 2: nearest upsampling by expand/reshape (upsample.py): the same images, gradients to rounding
-    version = 2
+    #: 2: nearest upsampling by expand/reshape (upsample.py); 3: guidance halves share the UNet's
+    #: class-free start (shared_prefix.py). Each: the same images and gradients up to rounding
+    version = 3
     #: the run id hashes the model's weights and config, not where they lie
     path_options = ("model_dir",)
     #: gradient checkpointing recomputes the same values
@@ -398,8 +399,8 @@ class LD3MPrior(Prior):
         return torch.stack(draws).to(self.device)
 
     def guided_eps(self, z_t: Tensor, t: Tensor, c: Tensor, eager: bool = False) -> Tensor:
-        """Classifier-free guided noise prediction ε̂_u + s·(ε̂_c − ε̂_u), one batched denoiser call
-        (compiled if ``compile`` says so, unless ``eager``)."""
+        """Classifier-free guided noise prediction ε̂_u + s·(ε̂_c − ε̂_u), both halves in one
+        `denoise_pair` call (compiled if ``compile`` says so, unless ``eager``)."""
         self._require_setup()
         return self._guided_eager(z_t, t, c) if eager else self._guided(z_t, t, c)
 
@@ -410,8 +411,8 @@ class LD3MPrior(Prior):
                 return backend.denoise(z_t, t, c).float()
         uc = backend.unconditional_embedding(z_t.shape[0]).to(c.dtype)
         with self._autocast():
-            out = backend.denoise(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([uc, c])).float()
-        eps_u, eps_c = out.chunk(2)
+            eps_u, eps_c = backend.denoise_pair(z_t, t, uc, c)
+        eps_u, eps_c = eps_u.float(), eps_c.float()
         return eps_u + self.guidance_scale * (eps_c - eps_u)
 
     def _decode_eager(self, latents: Tensor) -> Tensor:

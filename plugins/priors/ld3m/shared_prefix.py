@@ -1,0 +1,131 @@
+"""Classifier-free guidance's two UNet calls with their class-free start computed once.
+
+Guidance runs the UNet on the same z_t and t under two conditionings, the unconditional class and
+c. In an LDM's UNet2DConditionModel the conditioning enters only through cross-attention, so
+everything before the first cross-attention — the time embedding, ``conv_in``, the down blocks
+without attention, and the first ResNet of the first cross-attention block — sees the same input
+in both halves. `denoise_pair` runs that prefix once on z_t, then duplicates its activations (and
+the skip connections it produced) and runs the rest of the UNet on both conditionings in one
+batch: the same values as diffusers' forward on the doubled batch, with the prefix's arithmetic
+(forward and backward) halved (benchmarks/README.md, "The guidance halves' class-free start").
+
+`supports_shared_prefix` names the UNet configurations this forward covers; any other UNet is
+called once on the doubled batch, as before.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.models.unets.unet_2d_blocks import CrossAttnDownBlock2D
+from torch import Tensor
+
+
+def supports_shared_prefix(unet: UNet2DConditionModel) -> bool:
+    """True when ``unet`` uses none of the inputs `denoise_pair`'s forward leaves out."""
+    config = unet.config
+    return (
+        config.class_embed_type is None
+        and config.addition_embed_type is None
+        and config.encoder_hid_dim_type is None
+        and config.time_cond_proj_dim is None
+        and not config.center_input_sample
+        and getattr(unet, "position_net", None) is None
+        and any(_has_cross_attention(block) for block in unet.down_blocks)
+    )
+
+
+def _has_cross_attention(block: torch.nn.Module) -> bool:
+    return bool(getattr(block, "has_cross_attention", False))
+
+
+def _twice(tensor: Tensor) -> Tensor:
+    return torch.cat([tensor, tensor])
+
+
+def denoise_pair(
+    unet: UNet2DConditionModel, z_t: Tensor, t: Tensor, uncond: Tensor, cond: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(ε̂(z_t, t, uncond), ε̂(z_t, t, cond)): diffusers' UNet2DConditionModel forward on
+    ``cat([z_t, z_t])`` under ``cat([uncond, cond])``, the class-free prefix run once."""
+    # 1. time embedding and 2. conv_in, as diffusers' forward does them
+    emb = unet.time_embedding(unet.get_time_embed(sample=z_t, timestep=t), None)
+    if unet.time_embed_act is not None:
+        emb = unet.time_embed_act(emb)
+    up_factor = 2**unet.num_upsamplers
+    forward_upsample_size = any(size % up_factor != 0 for size in z_t.shape[-2:])
+    sample = unet.conv_in(z_t)
+    skips: tuple[Tensor, ...] = (sample,)
+    condition = torch.cat([uncond, cond])
+
+    # 3. down: blocks without cross-attention on one half, then both halves from the first ResNet's output
+    blocks = list(unet.down_blocks)
+    first = next(i for i, block in enumerate(blocks) if _has_cross_attention(block))
+    for block in blocks[:first]:
+        sample, residuals = block(hidden_states=sample, temb=emb)
+        skips += residuals
+    for index, block in enumerate(blocks[first:]):
+        if index == 0 and type(block) is CrossAttnDownBlock2D:
+            sample, residuals = _cross_attn_down_from_shared(block, sample, emb, condition)
+            emb, skips = _twice(emb), tuple(_twice(skip) for skip in skips)
+        else:
+            if index == 0:
+                sample, emb, skips = _twice(sample), _twice(emb), tuple(_twice(skip) for skip in skips)
+            if _has_cross_attention(block):
+                sample, residuals = block(hidden_states=sample, temb=emb, encoder_hidden_states=condition)
+            else:
+                sample, residuals = block(hidden_states=sample, temb=emb)
+        skips += residuals
+
+    # 4. mid
+    if unet.mid_block is not None:
+        if _has_cross_attention(unet.mid_block):
+            sample = unet.mid_block(sample, emb, encoder_hidden_states=condition)
+        else:
+            sample = unet.mid_block(sample, emb)
+
+    # 5. up
+    upsample_size = None
+    for index, block in enumerate(unet.up_blocks):
+        residuals = skips[-len(block.resnets) :]
+        skips = skips[: -len(block.resnets)]
+        if index < len(unet.up_blocks) - 1 and forward_upsample_size:
+            upsample_size = skips[-1].shape[2:]
+        if _has_cross_attention(block):
+            sample = block(
+                hidden_states=sample,
+                temb=emb,
+                res_hidden_states_tuple=residuals,
+                encoder_hidden_states=condition,
+                upsample_size=upsample_size,
+            )
+        else:
+            sample = block(
+                hidden_states=sample, temb=emb, res_hidden_states_tuple=residuals, upsample_size=upsample_size
+            )
+
+    # 6. out
+    if unet.conv_norm_out is not None:
+        sample = unet.conv_act(unet.conv_norm_out(sample))
+    eps_u, eps_c = unet.conv_out(sample).chunk(2)
+    return eps_u, eps_c
+
+
+def _cross_attn_down_from_shared(
+    block: CrossAttnDownBlock2D, sample: Tensor, emb: Tensor, condition: Tensor
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """CrossAttnDownBlock2D's forward with its first ResNet on one half (``sample``, ``emb``) and
+    everything from its first cross-attention on both halves."""
+    residuals: tuple[Tensor, ...] = ()
+    emb_both = _twice(emb)
+    for index, (resnet, attention) in enumerate(zip(block.resnets, block.attentions, strict=True)):
+        sample = resnet(sample, emb if index == 0 else emb_both)
+        if index == 0:
+            sample = _twice(sample)
+        sample = attention(sample, encoder_hidden_states=condition, return_dict=False)[0]
+        residuals += (sample,)
+    if block.downsamplers is not None:
+        for downsampler in block.downsamplers:
+            sample = downsampler(sample)
+        residuals += (sample,)
+    return sample, residuals
