@@ -13,7 +13,7 @@ import click
 
 from ddbench.cli._completion import plugin_names
 from ddbench.util._console import stderr_console
-from ddbench.util.click_options import data_and_device_options
+from ddbench.util.click_options import data_and_device_options, eval_batch_option
 
 if TYPE_CHECKING:  # annotations only: importing them at run time would import torch
     from ddbench.engine.external import ExternalSet
@@ -117,11 +117,7 @@ console = stderr_console()
     help="Output directory (results.sqlite, runs/).",
 )
 @data_and_device_options
-@click.option(
-    "--eval-batch/--no-eval-batch",
-    default=None,
-    help="Train each evaluator's seeds as one batched model (equal scores up to float rounding), or one after another. [default: batched on a GPU, one after another on a CPU]",
-)
+@eval_batch_option
 def evaluate(path: Path, **opts: Any) -> None:
     """Score a synthetic set made elsewhere with ddbench's evaluators, seeds and store.
 

@@ -36,7 +36,7 @@ from ddbench.running.grid import (  # noqa: F401 - DEFAULT_DATASET, PAPER_DATASE
     split_values as _split,
 )
 from ddbench.util._console import stderr_console
-from ddbench.util.click_options import data_and_device_options
+from ddbench.util.click_options import data_and_device_options, eval_batch_option
 from ddbench.util.fileio import check_dir_could_be_made, check_writable_dir, describe_os_error, safe_name
 
 if TYPE_CHECKING:  # imported when needed: `ddbench --help` stays fast
@@ -185,11 +185,7 @@ def cli() -> None:
     "--resume/--no-resume", default=True, show_default=True, help="Continue interrupted runs from their checkpoints."
 )
 @click.option("--force", is_flag=True, help="Recompute even if the store already has this spec's results.")
-@click.option(
-    "--eval-batch/--no-eval-batch",
-    default=None,
-    help="Train each evaluator's seeds as one batched model (equal scores up to float rounding), or one after another. [default: batched on a GPU, one after another on a CPU]",
-)
+@eval_batch_option
 @click.option(
     "--soft-labels",
     "soft_labels",

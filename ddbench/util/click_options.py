@@ -28,3 +28,13 @@ def data_and_device_options(command: F) -> F:
     for option in reversed(_DATA_AND_DEVICE):  # click lists the last-applied decorator first
         command = option(command)
     return command
+
+
+#: ``--eval-batch/--no-eval-batch`` of the commands that score synthetic sets (``run``, ``evaluate``)
+eval_batch_option = click.option(
+    "--eval-batch/--no-eval-batch",
+    default=None,
+    help="Train each evaluator's seeds as one batched model (the same training up to float rounding, which long "
+    "training of deep networks can amplify), or one after another. [default: batched on a GPU, one after another "
+    "on a CPU]",
+)
