@@ -362,6 +362,9 @@ class MatchContext:
     device: torch.device
     dsa: Any  # ddbench.engine.dsa.DSA, or None when augmentation is off
     cache_dir: str | None = None  # where a matcher may keep derived data (e.g. MTT expert buffers)
+    #: the run's progress display for long set-up work (`ddbench.util.progress.ProgressArg`: pass it
+    #: on as ``progress=`` to `ddbench.engine.training.train_classifier`); None: silent
+    progress: Any = None
 
     @staticmethod
     def draw_seed() -> int:
@@ -399,9 +402,12 @@ class Matcher(Plugin):
     #: with it linearly (e.g. ``("batch_real", 256, 0.9)``)
     cost_option: ClassVar[tuple[str, float, float] | None] = None
 
-    def preparation(self, context: IdentityContext, train_images: int) -> Preparation | None:
+    def preparation(
+        self, context: IdentityContext, train_images: int, cache_dir: str | Path | None = None
+    ) -> Preparation | None:
         """Work done before distilling that runs of a sweep share (MTT's expert trajectories), for
-        the sweep's estimate; None when these options need none."""
+        the sweep's estimate; None when these options need none, or when it is already done in
+        ``cache_dir`` (the runs' `MatchContext.cache_dir`; None: unknown)."""
         return None
 
     def evaluation_overrides(self) -> dict[str, float]:

@@ -152,6 +152,30 @@ def test_the_headline_command_says_what_it_runs_in_one_line():
     assert "shorter" not in preview_lines([run], ["ld3m"], ["run", "--budget", "smoke"], "smoke")[0]
 
 
+def test_the_mtt_headline_counts_the_experts_it_will_train(tmp_path):
+    """`ddbench run --algo mtt` builds its missing experts: the estimate and its shorter budget say so
+    (tests/test_mtt.py: a buffer already in the runs' cache costs nothing)."""
+    from ddbench_plugins.matchers.mtt.matcher import EXPERT_SECONDS_PER_IMAGE_EPOCH
+
+    from ddbench.engine.spec import RunEnv, RunSpec
+    from ddbench.running.preview import one_core_seconds, preview_lines, with_budget
+    from ddbench.running.sweep import estimate_preparation, format_duration, plan_sweep, wall_seconds
+
+    spec = RunSpec(prior="pixel", matcher="mtt", ipc=10, iterations=1000, eval_seeds=(0, 1, 2))
+    env = RunEnv(out=tmp_path)
+    (planned,) = plan_sweep([spec], env, None)
+    experts = 10 * 22 * 60000 * EXPERT_SECONDS_PER_IMAGE_EPOCH  # default buffer at IPC 10, all of Fashion-MNIST
+    assert planned.estimate_seconds - one_core_seconds(spec) == pytest.approx(experts)
+    (line,) = preview_lines(
+        [planned], ["pixel"], ["run", "--algo", "mtt", "--ipc", "10"], None, cache_dir=env.cache_dir
+    )
+    assert f"estimated {format_duration(wall_seconds(planned.estimate_seconds))}" in line
+    demo = with_budget(spec, "demo")
+    assert f"--budget demo (≈ {format_duration(wall_seconds(one_core_seconds(demo) + experts))})" in line
+    no_build = dataclasses.replace(spec, matcher_options={"build_experts": False})
+    assert estimate_preparation(no_build, env.cache_dir) is None
+
+
 def test_the_preview_and_the_sweeps_first_eta_agree(monkeypatch):
     """One estimate per run: the line before it starts and the sweep's ETA use one conversion."""
     import io
@@ -227,7 +251,7 @@ def test_the_preview_shows_the_resolved_generator_as_text(monkeypatch, fmnist_av
     monkeypatch.setattr(cli_module, "console", Console(file=buffer, width=400))
     monkeypatch.setattr(cli_module, "_ARGV", ["run", "--prior", "ld3m", "--algo", "dm", "--ipc", "10"])
     spec = resolve_specs([RunSpec(prior="ld3m", matcher="dm", ipc=10)], RunEnv())[0]
-    cli_module._print_preview([_new_run(spec)], {"budget": None})
+    cli_module._print_preview([_new_run(spec)], {"budget": None}, RunEnv())
     assert "will run fashion-mnist · ld3m[generator=trained] + dm · IPC 10" in buffer.getvalue()
 
 

@@ -152,15 +152,41 @@ def test_default_hyperparameters_by_dataset():
 
 def test_missing_buffer_names_the_command_that_builds_it(tmp_path, tiny_data):
     with pytest.raises(DataNotFoundError) as err:
-        _mtt(tiny_data, tmp_path / "none")
+        _mtt(tiny_data, tmp_path / "none", build_experts=False)
     message = str(err.value)
     assert "ddbench experts --dataset tiny --res 16 --model convnet --num-experts 2 --epochs 3" in message
     assert "--train-per-class 12" in message and "build_experts=true" in message
 
 
-def test_build_experts_option_builds_the_buffer(tmp_path, tiny_data, fake_training):
-    matcher = _mtt(tiny_data, tmp_path, build_experts=True)
+def test_a_run_builds_the_missing_buffer_by_default(tmp_path, tiny_data, fake_training):
+    assert TrajectoryMatching().build_experts  # `ddbench run --algo mtt` as a newcomer types it
+    matcher = _mtt(tiny_data, tmp_path)
     assert fake_training == [0, 1] and len(matcher.experts) == 2
+
+
+def test_preparation_costs_only_the_experts_still_missing(tmp_path, tiny_data, fake_training):
+    from ddbench_plugins.matchers.mtt.matcher import EXPERT_SECONDS_PER_IMAGE_EPOCH
+
+    from ddbench.interfaces import IdentityContext
+
+    context = IdentityContext(dataset="tiny", resolution=16, ipc=1, device=torch.device("cpu"))
+    images = len(tiny_data.train_labels)
+    per_expert = 3 * images * EXPERT_SECONDS_PER_IMAGE_EPOCH  # max_start_epoch 2 + expert_epochs 1
+
+    def cost(**options) -> float | None:
+        defaults = dict(expert_epochs=1, max_start_epoch=2, num_experts=2)
+        prepared = TrajectoryMatching(**{**defaults, **options}).preparation(context, images, tmp_path / "cache")
+        return None if prepared is None else prepared.one_core_seconds
+
+    assert cost() == pytest.approx(2 * per_expert)
+    assert cost(build_experts=False) is None  # the run would stop and say how to build them
+    # one finished expert in the run's cache (as `ddbench experts` or an interrupted build leaves it)
+    config = ExpertConfig.for_data(tiny_data, epochs=3)
+    ExpertBuffer.at(tmp_path / "cache" / "experts", config).build(tiny_data, 1)
+    assert cost() == pytest.approx(per_expert)
+    _mtt(tiny_data, tmp_path / "cache" / "experts")  # the run finishes the buffer where it looks for it
+    assert fake_training == [0, 1] and cost() is None
+    assert cost(num_experts=3) == pytest.approx(per_expert)
 
 
 def test_loss_sends_gradients_to_images_and_learnable_lr(tmp_path, tiny_data, fake_training):

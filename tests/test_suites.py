@@ -284,8 +284,9 @@ def test_submitit_local_executor_completes_a_sweep(tmp_path, fmnist_slice):
 
 def test_a_failed_run_is_recorded_and_does_not_stop_the_sweep(tmp_path, fmnist_slice):
     suite = tmp_path / "failing.toml"
-    # MTT without expert trajectories (and without build_experts) fails in set-up; pixel + DM still runs
-    suite.write_text(SMALL_SUITE.format(iterations=2).replace('matchers = ["dm", "real"]', 'matchers = ["mtt", "dm"]'))
+    # MTT without expert trajectories, told not to build them, fails in set-up; pixel + DM still runs
+    text = SMALL_SUITE.format(iterations=2).replace('matchers = ["dm", "real"]', 'matchers = ["mtt", "dm"]')
+    suite.write_text(text.replace("dm.compile = false", "mtt.build_experts = false, dm.compile = false"))
     out = tmp_path / "out"
     result = CliRunner().invoke(
         cli, ["run", "--suite", str(suite), "--out", str(out), "--data-root", str(fmnist_slice), "--no-progress"]

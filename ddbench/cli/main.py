@@ -285,7 +285,7 @@ def run(**opts: Any) -> None:
         check_dir_could_be_made(env.out, "--out")  # what a real run would refuse first
     else:
         _check_before_running(specs, env, opts)
-        _print_preview(_plan(specs, env), opts)
+        _print_preview(_plan(specs, env), opts, env)
     _run_sweep(specs, env, opts)
 
 
@@ -385,7 +385,7 @@ def _meaningful_runs(specs: list[RunSpec], from_suite: bool) -> list[RunSpec]:
 _ARGV: list[str] | None = None
 
 
-def _print_preview(planned: list[PlannedRun], opts: dict[str, Any]) -> None:
+def _print_preview(planned: list[PlannedRun], opts: dict[str, Any], env: RunEnv) -> None:
     """Before anything starts: what will run, its estimated time here, and a shorter command."""
     from ddbench.results.report import prior_label, recorded_labels
     from ddbench.running.preview import preview_lines
@@ -401,7 +401,8 @@ def _print_preview(planned: list[PlannedRun], opts: dict[str, Any]) -> None:
     ]
     specs = [p.spec for p in planned]
     labels = [prior_label(s.prior, s.plugin_options("prior"), recorded_labels(s.to_dict()), s.lrs) for s in specs]
-    for line in preview_lines(planned, labels, argv, opts["budget"], workers=opts.get("workers") or 1):
+    workers = opts.get("workers") or 1
+    for line in preview_lines(planned, labels, argv, opts["budget"], workers=workers, cache_dir=env.cache_dir):
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # labels hold [..]
 
 

@@ -289,7 +289,12 @@ class Distiller:
         with registry.plugin_code("matcher", self.spec.matcher, type(self.matcher), "setup"):
             self.matcher.setup(
                 MatchContext(
-                    data=self.data, ipc=self.spec.ipc, device=self.device, dsa=self.dsa, cache_dir=self.cache_dir
+                    data=self.data,
+                    ipc=self.spec.ipc,
+                    device=self.device,
+                    dsa=self.dsa,
+                    cache_dir=self.cache_dir,
+                    progress=self.progress,
                 )
             )
 

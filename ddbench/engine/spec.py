@@ -193,8 +193,14 @@ class RunEnv:
     #: also log each run's per-iteration metrics as TensorBoard events (``ddbench run --tensorboard``)
     tensorboard: bool = False
     #: train an evaluator's seeds as one batched model (``--eval-batch/--no-eval-batch``); None: on a
-    #: GPU only (`ddbench.engine.evaluate.resolve_batched`). A score changes only by floating-point summation order.
+    #: GPU only (`ddbench.engine.evaluate.resolve_batched`). A score changes only by floating-point
+    #: rounding, which long training of deep networks can amplify.
     eval_batch: bool | None = None
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where runs keep what they derive and share (MTT's experts, soft-label teachers)."""
+        return Path(self.out) / "cache"
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.out / "runs" / spec.dataset / f"{spec.prior}-{spec.matcher}-ipc{spec.ipc}-{spec.run_id}"

@@ -165,7 +165,7 @@ def _distil(
             checkpoint_every=env.checkpoint_every,
             chunk_size=env.chunk_size,
             progress=bar,
-            cache_dir=str(env.out / "cache"),
+            cache_dir=str(env.cache_dir),
             tensorboard=env.tensorboard,
         )
         result = distiller.run(resume=env.resume)
@@ -201,7 +201,7 @@ def _evaluate_missing(
         console.print(f"soft labels: {soft.describe()}", highlight=False, markup=False)
         fingerprint = ((spec.identity or {}).get("dataset") or {}).get("key", {}).get("fingerprint")
         labels = teacher_labels(
-            synthetic.images, data, soft.teacher, spec.protocol, cache_dir=env.out / "cache", fingerprint=fingerprint,
+            synthetic.images, data, soft.teacher, spec.protocol, cache_dir=env.cache_dir, fingerprint=fingerprint,
             device=device, progress=bar, say=lambda text: console.print(text, highlight=False, markup=False),
         )  # fmt: skip
     scores, diverged = [], []

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 
 from ddbench.engine.spec import BUDGETS, RunSpec
 from ddbench.running.sweep import (
@@ -14,6 +15,7 @@ from ddbench.running.sweep import (
     estimate_distill_seconds,
     estimate_eval_seconds,
     format_duration,
+    preparation_seconds,
     wall_seconds,
 )
 
@@ -77,13 +79,19 @@ def shorter_command(argv: Sequence[str], budget: str) -> str:
 
 
 def preview_lines(
-    planned: Sequence[PlannedRun], labels: Sequence[str], argv: Sequence[str], budget: str | None, workers: int = 1
+    planned: Sequence[PlannedRun],
+    labels: Sequence[str],
+    argv: Sequence[str],
+    budget: str | None,
+    workers: int = 1,
+    cache_dir: Path | None = None,
 ) -> list[str]:
     """One line per run (at most 3 listed), then the estimate of what is left and a shorter command.
 
     ``planned`` is `plan_sweep`'s view of the runs (what the store already has costs nothing);
     ``labels`` are their prior labels (e.g. ``ld3m[generator=trained]``); ``budget`` is the preset
-    the user gave (None: the protocol's own figures); ``workers`` runs go at once."""
+    the user gave (None: the protocol's own figures); ``workers`` runs go at once; ``cache_dir`` is
+    the runs' cache, where shared preparations (MTT's experts) already done cost nothing."""
     specs = [p.spec for p in planned]
     todo = [(p, label) for p, label in zip(planned, labels) if p.state != "done"]
     done = len(planned) - len(todo)
@@ -98,7 +106,9 @@ def preview_lines(
         shorter = SHORTER_BUDGET.get(budget)
         if shorter is not None:
             # runs of another budget are other runs: none of them is in the store yet
-            short_total = wall_seconds(sum(one_core_seconds(with_budget(s, shorter)) for s in specs), workers)
+            short_specs = [with_budget(s, shorter) for s in specs]
+            short_seconds = sum(map(one_core_seconds, short_specs)) + sum(preparation_seconds(short_specs, cache_dir))
+            short_total = wall_seconds(short_seconds, workers)
             if short_total < total:
                 estimate += f"; shorter: {shorter_command(argv, shorter)} (≈ {format_duration(short_total)})"
     if len(planned) == 1:

@@ -15,6 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -101,20 +102,35 @@ def estimate_eval_seconds(spec: RunSpec) -> float:
     return per_seed * len(spec.eval_seeds) * _pixel_scale(spec)
 
 
-def estimate_preparation(spec: RunSpec) -> Preparation | None:
+def estimate_preparation(spec: RunSpec, cache_dir: Path | None = None) -> Preparation | None:
     """The shared work a spec's matcher does before distilling (`Matcher.preparation`), its cost
-    scaled to the spec's resolution and keyed by the data it is done on; None when there is none."""
+    scaled to the spec's resolution and keyed by the data it is done on; None when there is none
+    or ``cache_dir`` (the runs' cache) already holds it."""
     cls = _plugin_class("matcher", spec.matcher)
     if cls is None or cls.preparation is Matcher.preparation:
         return None  # building it would only say "none"
     matcher = registry.create("matcher", spec.matcher, **spec.plugin_options("matcher"))
     context = IdentityContext(dataset=spec.dataset, resolution=spec.res or 28, ipc=spec.ipc, device=torch.device("cpu"))
     train_images = (spec.train_per_class or DEFAULT_TRAIN_PER_CLASS) * DEFAULT_CLASSES
-    prepared = matcher.preparation(context, train_images)
+    prepared = matcher.preparation(context, train_images, cache_dir)
     if prepared is None:
         return None
     key = f"{spec.dataset}:{spec.res}:{spec.train_per_class}:{spec.matcher}:{prepared.key}"
     return Preparation(key, prepared.one_core_seconds * _pixel_scale(spec))
+
+
+def preparation_seconds(specs: Sequence[RunSpec], cache_dir: Path | None = None) -> list[float]:
+    """Each spec's share of the shared preparations: the first spec that needs one pays for it."""
+    prepared: set[str] = set()
+    shares = []
+    for spec in specs:
+        preparation = estimate_preparation(spec, cache_dir)
+        if preparation is None or preparation.key in prepared:
+            shares.append(0.0)
+        else:
+            prepared.add(preparation.key)
+            shares.append(preparation.one_core_seconds)
+    return shares
 
 
 # ---------------------------------------------------------------------------------------- plan
@@ -132,18 +148,13 @@ class PlannedRun:
 def plan_sweep(specs: Sequence[RunSpec], env: RunEnv, store: ResultsStore | None) -> list[PlannedRun]:
     """What a sweep would do with each spec, and its estimated 1-core cost."""
     snapshot = StoreSnapshot.read(store)
-    prepared: set[str] = set()
     planned = []
-    for spec in specs:
+    for spec, preparation in zip(specs, preparation_seconds(specs, env.cache_dir), strict=True):
         stored = snapshot.state(spec)  # "already done?" (ddbench.running.run_state)
         wanted = len(spec.evaluators) * len(spec.eval_seeds)
         missing = len(stored.missing)
         run_status = stored.status
-        distill = estimate_distill_seconds(spec)
-        preparation = estimate_preparation(spec)
-        if preparation is not None and preparation.key not in prepared:
-            prepared.add(preparation.key)  # done once, for the first run that needs it
-            distill += preparation.one_core_seconds
+        distill = estimate_distill_seconds(spec) + preparation
         evaluate = estimate_eval_seconds(spec) * (missing / max(1, wanted))
         if env.force:
             state, cost, missing = "new", distill + estimate_eval_seconds(spec), wanted
@@ -411,4 +422,5 @@ def _count_states(planned: Sequence[PlannedRun]) -> dict[str, int]:
 __all__ = [
     "PlannedRun", "SweepSummary", "SweepProgress", "plan_sweep", "print_plan", "run_sweep",
     "estimate_distill_seconds", "estimate_eval_seconds", "estimate_preparation", "format_duration",
+    "preparation_seconds",
 ]  # fmt: skip
