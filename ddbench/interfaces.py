@@ -184,6 +184,10 @@ class Plugin(abc.ABC):  # noqa: B024 - a base with no abstract method of its own
     #: options left out of a run's label in reports besides neutral and path options (source
     #: paths, settings fixed by the dataset): ``ld3m[diffusion=off]`` names only what makes a variant
     housekeeping_options: ClassVar[tuple[str, ...]] = ()
+    #: option values a ``--budget`` preset gives this plugin, by preset name (``smoke``, ``demo``),
+    #: under the user's own options: for a plugin whose full protocol costs what the preset's
+    #: iterations and epochs do not cut (MTT's expert buffer). The run records them like any option
+    budget_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def options(self) -> dict[str, Any]:
         """The constructor arguments that define this plugin instance, defaults applied."""

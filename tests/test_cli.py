@@ -170,10 +170,40 @@ def test_the_mtt_headline_counts_the_experts_it_will_train(tmp_path):
         [planned], ["pixel"], ["run", "--algo", "mtt", "--ipc", "10"], None, cache_dir=env.cache_dir
     )
     assert f"estimated {format_duration(wall_seconds(planned.estimate_seconds))}" in line
+    # the demo preset cuts the buffer too (`budget_options`): 2 experts of 4 epochs
     demo = with_budget(spec, "demo")
-    assert f"--budget demo (≈ {format_duration(wall_seconds(one_core_seconds(demo) + experts))})" in line
+    assert demo.matcher_options == {"num_experts": 2, "max_start_epoch": 2, "expert_epochs": 2, "syn_steps": 10}
+    demo_experts = 2 * 4 * 60000 * EXPERT_SECONDS_PER_IMAGE_EPOCH
+    assert f"--budget demo (≈ {format_duration(wall_seconds(one_core_seconds(demo) + demo_experts))})" in line
     no_build = dataclasses.replace(spec, matcher_options={"build_experts": False})
     assert estimate_preparation(no_build, env.cache_dir) is None
+
+
+def test_a_budget_gives_plugins_its_options_under_the_users():
+    from ddbench.engine.spec import RunSpec
+    from ddbench.running.grid import SpecGrid, build_specs
+    from ddbench.running.preview import with_budget
+
+    def matcher_options(**grid) -> dict:
+        (spec,) = build_specs(SpecGrid(datasets=["fashion-mnist"], matchers=["mtt"], ipcs=[10], **grid))
+        return spec.matcher_options
+
+    assert matcher_options() == {}  # the protocol's own settings
+    assert matcher_options(budget="smoke")["num_experts"] == 1
+    assert matcher_options(budget="demo", matcher_options={"num_experts": 5}) == {
+        "num_experts": 5,  # the user's own value wins
+        "max_start_epoch": 2,
+        "expert_epochs": 2,
+        "syn_steps": 10,
+    }
+    (dm,) = build_specs(SpecGrid(datasets=["fashion-mnist"], matchers=["dm"], budget="demo"))
+    assert dm.matcher_options == {} and dm.prior_options == {}  # plugins without presets: as typed
+    # the shorter budget the preview suggests swaps one preset's options for the other's, keeping the user's
+    demo = RunSpec(matcher="mtt", ipc=10, matcher_options={**matcher_options(budget="demo"), "lr_teacher": 0.02})
+    smoke = with_budget(demo, "smoke", current="demo")
+    assert smoke.matcher_options == {
+        "num_experts": 1, "max_start_epoch": 1, "expert_epochs": 1, "syn_steps": 5, "lr_teacher": 0.02,
+    }  # fmt: skip
 
 
 def test_the_preview_and_the_sweeps_first_eta_agree(monkeypatch):

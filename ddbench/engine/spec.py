@@ -207,6 +207,7 @@ class RunEnv:
 
 
 #: budget presets for `ddbench run --budget`; each sets defaults the user's explicit options override
+#: (plugins add option defaults of their own: `Plugin.budget_options`)
 BUDGETS: dict[str, dict[str, Any]] = {
     # seconds on a laptop CPU: proves the whole pipeline works, numbers mean little
     "smoke": {"iterations": 20, "eval_epochs": 50, "eval_seeds": (0,), "train_per_class": 500, "test_size": 2000},

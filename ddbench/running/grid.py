@@ -19,7 +19,7 @@ from typing import Any
 from ddbench import registry
 from ddbench.engine.protocols import get_protocol
 from ddbench.engine.spec import BUDGETS, REPORTS, RunSpec
-from ddbench.errors import InvalidOptionError, UnknownPluginError
+from ddbench.errors import DDBenchError, InvalidOptionError, UnknownPluginError
 
 #: the paper's datasets, tried in this order when `ddbench run` gets no --dataset
 PAPER_DATASETS = (
@@ -85,6 +85,17 @@ def options_for(name: str, options: Mapping[str, Any], names: list[str]) -> dict
         elif scope not in names:
             raise InvalidOptionError(f"Option '{key}' is scoped to '{scope}', which is not among {names}")
     return chosen
+
+
+def budget_options(family: str, name: str, budget: str | None) -> dict[str, Any]:
+    """The options preset ``budget`` gives plugin ``name`` (`Plugin.budget_options`); {} for none."""
+    if not budget:
+        return {}
+    try:
+        cls = registry.get_plugin_class(family, name)
+    except DDBenchError:
+        return {}  # an unknown name fails in check_names, with its own message
+    return dict(cls.budget_options.get(budget, {}))
 
 
 def check_names(family: str, names: Iterable[str]) -> None:
@@ -200,7 +211,8 @@ def build_specs(grid: SpecGrid, validate: bool = True) -> list[RunSpec]:
     """The cross product datasets × priors × matchers × IPCs of a grid, as RunSpecs.
 
     ``grid.datasets`` must be filled in (`ddbench run` picks the paper's datasets on disk first).
-    Budget presets set defaults that the grid's explicit values override.
+    Budget presets set defaults that the grid's explicit values override, plugin options included
+    (`Plugin.budget_options`).
     """
     if not grid.datasets:
         raise InvalidOptionError("Expected at least one dataset (--dataset NAME)")
@@ -237,8 +249,14 @@ def build_specs(grid: SpecGrid, validate: bool = True) -> list[RunSpec]:
             prior=p,
             matcher=m,
             ipc=i,
-            prior_options=options_for(p, grid.prior_options, grid.priors),
-            matcher_options=options_for(m, grid.matcher_options, grid.matchers),
+            prior_options={
+                **budget_options("prior", p, grid.budget),
+                **options_for(p, grid.prior_options, grid.priors),
+            },
+            matcher_options={
+                **budget_options("matcher", m, grid.budget),
+                **options_for(m, grid.matcher_options, grid.matchers),
+            },
             **common,
         )  # fmt: skip
         # a value given twice (--ipc 1,1) is one run, not the same run twice

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ddbench.engine.spec import BUDGETS, RunSpec
+from ddbench.running.grid import budget_options
 from ddbench.running.sweep import (
     PlannedRun,
     estimate_distill_seconds,
@@ -33,10 +34,19 @@ def spec_seconds(spec: RunSpec) -> float:
     return wall_seconds(one_core_seconds(spec))
 
 
-def with_budget(spec: RunSpec, budget: str) -> RunSpec:
-    """``spec`` as the budget preset would have made it (the preset's values replace the spec's)."""
-    preset = dict(BUDGETS[budget])
-    return dataclasses.replace(spec, **preset)
+def with_budget(spec: RunSpec, budget: str, current: str | None = None) -> RunSpec:
+    """``spec`` as the budget preset would have made it: the preset's values replace the spec's, and
+    its plugin options (`Plugin.budget_options`) those the ``current`` preset gave; another run, so
+    not yet resolved (its identity is left out)."""
+    options = {}
+    for family, name, typed in (
+        ("prior", spec.prior, spec.prior_options),
+        ("matcher", spec.matcher, spec.matcher_options),
+    ):
+        given = budget_options(family, name, current)
+        own = {k: v for k, v in typed.items() if k not in given or given[k] != v}
+        options[f"{family}_options"] = {**budget_options(family, name, budget), **own}
+    return dataclasses.replace(spec, **BUDGETS[budget], **options, identity=None)
 
 
 def _distils(matcher: str) -> bool:
@@ -106,7 +116,7 @@ def preview_lines(
         shorter = SHORTER_BUDGET.get(budget)
         if shorter is not None:
             # runs of another budget are other runs: none of them is in the store yet
-            short_specs = [with_budget(s, shorter) for s in specs]
+            short_specs = [with_budget(s, shorter, budget) for s in specs]
             short_seconds = sum(map(one_core_seconds, short_specs)) + sum(preparation_seconds(short_specs, cache_dir))
             short_total = wall_seconds(short_seconds, workers)
             if short_total < total:

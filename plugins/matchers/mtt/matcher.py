@@ -101,6 +101,13 @@ class TrajectoryMatching(Matcher):
     cost_option = ("syn_steps", 50, 0.95)
     #: where the expert buffer lives and whether a missing one is trained: the same experts either way
     neutral_options = ("expert_dir", "build_experts")
+    #: the full expert buffer (10 experts of max_start_epoch + expert_epochs epochs on the whole
+    #: training set) takes hours of a CPU, which cutting iterations and epochs leaves: the presets
+    #: take fmnist-cpu's smaller buffer and student (2 experts of 4 epochs, 10 steps), smoke less
+    budget_options = {
+        "smoke": {"num_experts": 1, "max_start_epoch": 1, "expert_epochs": 1, "syn_steps": 5},
+        "demo": {"num_experts": 2, "max_start_epoch": 2, "expert_epochs": 2, "syn_steps": 10},
+    }
 
     def __init__(
         self,
