@@ -176,6 +176,12 @@ def spec_version(spec: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def cache_dir_under(out: str | Path) -> Path:
+    """Where the runs of output directory ``out`` keep what they derive and share (MTT's experts,
+    soft-label teachers, full-data networks)."""
+    return Path(out) / "cache"
+
+
 @dataclasses.dataclass
 class RunEnv:
     """Where and how a spec runs; not part of its identity."""
@@ -199,8 +205,7 @@ class RunEnv:
 
     @property
     def cache_dir(self) -> Path:
-        """Where runs keep what they derive and share (MTT's experts, soft-label teachers)."""
-        return Path(self.out) / "cache"
+        return cache_dir_under(self.out)
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.out / "runs" / spec.dataset / f"{spec.prior}-{spec.matcher}-ipc{spec.ipc}-{spec.run_id}"

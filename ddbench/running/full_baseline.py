@@ -25,7 +25,7 @@ import torch
 from ddbench.engine.full_data import FullDataKey, cache_path, data_identity, full_data_model, real_test_accuracy
 from ddbench.engine.protocols import get_protocol
 from ddbench.engine.soft_labels import protocol_key
-from ddbench.engine.spec import SPEC_VERSION
+from ddbench.engine.spec import SPEC_VERSION, cache_dir_under
 from ddbench.interfaces import RealData
 from ddbench.results.store import FULL_DATA, ResultsStore
 from ddbench.util.progress import ProgressArg
@@ -110,7 +110,7 @@ def run_full_data_baseline(
                 say(f"  {evaluator} seed {seed}: {100 * stored[(evaluator, seed)]:.2f} % (stored)")
                 continue
             model_key = FullDataKey.of(data, fingerprint, evaluator, protocol, epochs, seed)
-            model = full_data_model(data, model_key, Path(out) / "cache", device, progress, say)
+            model = full_data_model(data, model_key, cache_dir_under(out), device, progress, say)
             accuracy = real_test_accuracy(model, data, device)
             record = _score_record(protocol, epochs, key, model_key, train_per_class)
             store.add_score(run_id, evaluator, seed, record, accuracy, None, None, None, None)

@@ -33,7 +33,7 @@ from ddbench import registry
 from ddbench.engine.external import SOFT_LATENT, ExternalSet
 from ddbench.engine.protocols import get_protocol
 from ddbench.engine.soft_labels import SoftLabels, protocol_key, teacher_soft_labels
-from ddbench.engine.spec import SPEC_VERSION
+from ddbench.engine.spec import SPEC_VERSION, cache_dir_under
 from ddbench.engine.synthetic import SyntheticSet
 from ddbench.engine.teacher import teacher_labels
 from ddbench.errors import DataNotFoundError, InvalidOptionError
@@ -397,7 +397,7 @@ def score_prepared(
         if labels is None:
             labels = prepared.labels if settings.teacher is None else teacher_labels(
                 prepared.images, data, settings.teacher.teacher, settings.protocol,  # type: ignore[arg-type]
-                cache_dir=None if store is None else (out or store.path.parent) / "cache",
+                cache_dir=None if store is None else cache_dir_under(out or store.path.parent),
                 fingerprint=fingerprint, device=settings.device, progress=progress, say=say,
             )  # fmt: skip
         results = evaluate_and_record_seeds(

@@ -97,6 +97,7 @@ def experts(
     from ddbench_plugins.matchers.mtt.experts import ExpertBuffer, ExpertConfig, default_root
 
     from ddbench import registry
+    from ddbench.engine.spec import cache_dir_under
     from ddbench.running.pipeline import resolve_device
     from ddbench.util.progress import make_progress
 
@@ -108,7 +109,7 @@ def experts(
         data, model=model, epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
         weight_decay=weight_decay, dsa=dsa, seed=seed,
     )  # fmt: skip
-    root = expert_dir or default_root(out / "cache")
+    root = expert_dir or default_root(cache_dir_under(out))
     buffer = ExpertBuffer.at(root, config)
     done = len(buffer)
     if done:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ddbench import registry
 from ddbench.engine.protocols import EvalProtocol
 from ddbench.engine.seeding import derive_seed, seed_everything
+from ddbench.engine.spec import cache_dir_under
 from ddbench.errors import CorruptFileError, InvalidOptionError
 from ddbench.interfaces import RealData
 from ddbench.util.fileio import FileLock, write_atomic, write_json_atomic
@@ -343,7 +344,7 @@ def train_expert(
 
 def default_root(cache_dir: str | Path | None) -> Path:
     """Where buffers live: ``<cache_dir>/experts`` (the run's cache), else ``ddbench-out/cache/experts``."""
-    return Path(cache_dir or Path("ddbench-out") / "cache") / "experts"
+    return Path(cache_dir or cache_dir_under("ddbench-out")) / "experts"
 
 
 def balanced_per_class(data: RealData) -> int | None:

@@ -39,6 +39,11 @@ def _has_cross_attention(block: torch.nn.Module) -> bool:
     return bool(getattr(block, "has_cross_attention", False))
 
 
+def _conditioning(block: torch.nn.Module, condition: Tensor) -> dict[str, Tensor]:
+    """The keyword a block takes the conditioning by: only blocks with cross-attention see it."""
+    return {"encoder_hidden_states": condition} if _has_cross_attention(block) else {}
+
+
 def _twice(tensor: Tensor) -> Tensor:
     return torch.cat([tensor, tensor])
 
@@ -52,37 +57,30 @@ def denoise_pair(
     emb = unet.time_embedding(unet.get_time_embed(sample=z_t, timestep=t), None)
     if unet.time_embed_act is not None:
         emb = unet.time_embed_act(emb)
-    up_factor = 2**unet.num_upsamplers
-    forward_upsample_size = any(size % up_factor != 0 for size in z_t.shape[-2:])
+    forward_upsample_size = any(size % 2**unet.num_upsamplers != 0 for size in z_t.shape[-2:])
     sample = unet.conv_in(z_t)
     skips: tuple[Tensor, ...] = (sample,)
     condition = torch.cat([uncond, cond])
+    emb_both = _twice(emb)
 
-    # 3. down: blocks without cross-attention on one half, then both halves from the first ResNet's output
+    # 3. down: the blocks before the first cross-attention on one half, then both halves
     blocks = list(unet.down_blocks)
     first = next(i for i, block in enumerate(blocks) if _has_cross_attention(block))
     for block in blocks[:first]:
         sample, residuals = block(hidden_states=sample, temb=emb)
         skips += residuals
-    for index, block in enumerate(blocks[first:]):
-        if index == 0 and type(block) is CrossAttnDownBlock2D:
-            sample, residuals = _cross_attn_down_from_shared(block, sample, emb, condition)
-            emb, skips = _twice(emb), tuple(_twice(skip) for skip in skips)
-        else:
-            if index == 0:
-                sample, emb, skips = _twice(sample), _twice(emb), tuple(_twice(skip) for skip in skips)
-            if _has_cross_attention(block):
-                sample, residuals = block(hidden_states=sample, temb=emb, encoder_hidden_states=condition)
-            else:
-                sample, residuals = block(hidden_states=sample, temb=emb)
+    if type(blocks[first]) is CrossAttnDownBlock2D:
+        sample, residuals = _cross_attn_down_from_shared(blocks[first], sample, emb, emb_both, condition)
+    else:
+        sample, residuals = blocks[first](hidden_states=_twice(sample), temb=emb_both, encoder_hidden_states=condition)
+    skips = tuple(_twice(skip) for skip in skips) + residuals
+    for block in blocks[first + 1 :]:
+        sample, residuals = block(hidden_states=sample, temb=emb_both, **_conditioning(block, condition))
         skips += residuals
 
     # 4. mid
     if unet.mid_block is not None:
-        if _has_cross_attention(unet.mid_block):
-            sample = unet.mid_block(sample, emb, encoder_hidden_states=condition)
-        else:
-            sample = unet.mid_block(sample, emb)
+        sample = unet.mid_block(sample, emb_both, **_conditioning(unet.mid_block, condition))
 
     # 5. up
     upsample_size = None
@@ -91,18 +89,13 @@ def denoise_pair(
         skips = skips[: -len(block.resnets)]
         if index < len(unet.up_blocks) - 1 and forward_upsample_size:
             upsample_size = skips[-1].shape[2:]
-        if _has_cross_attention(block):
-            sample = block(
-                hidden_states=sample,
-                temb=emb,
-                res_hidden_states_tuple=residuals,
-                encoder_hidden_states=condition,
-                upsample_size=upsample_size,
-            )
-        else:
-            sample = block(
-                hidden_states=sample, temb=emb, res_hidden_states_tuple=residuals, upsample_size=upsample_size
-            )
+        sample = block(
+            hidden_states=sample,
+            temb=emb_both,
+            res_hidden_states_tuple=residuals,
+            upsample_size=upsample_size,
+            **_conditioning(block, condition),
+        )
 
     # 6. out
     if unet.conv_norm_out is not None:
@@ -112,16 +105,13 @@ def denoise_pair(
 
 
 def _cross_attn_down_from_shared(
-    block: CrossAttnDownBlock2D, sample: Tensor, emb: Tensor, condition: Tensor
+    block: CrossAttnDownBlock2D, sample: Tensor, emb: Tensor, emb_both: Tensor, condition: Tensor
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """CrossAttnDownBlock2D's forward with its first ResNet on one half (``sample``, ``emb``) and
-    everything from its first cross-attention on both halves."""
+    everything from its first cross-attention on both halves (``emb_both``)."""
     residuals: tuple[Tensor, ...] = ()
-    emb_both = _twice(emb)
     for index, (resnet, attention) in enumerate(zip(block.resnets, block.attentions, strict=True)):
-        sample = resnet(sample, emb if index == 0 else emb_both)
-        if index == 0:
-            sample = _twice(sample)
+        sample = _twice(resnet(sample, emb)) if index == 0 else resnet(sample, emb_both)
         sample = attention(sample, encoder_hidden_states=condition, return_dict=False)[0]
         residuals += (sample,)
     if block.downsamplers is not None:
