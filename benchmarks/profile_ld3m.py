@@ -23,13 +23,15 @@ A variant's ``chunk`` sets the engine's chunk size for it (default: the prior's 
 (`ddbench_plugins.priors.ld3m.attention`) and ``upsample=diffusers`` its upsamplers diffusers' own
 `Upsample2D` in place of `ddbench_plugins.priors.ld3m.upsample`'s, ``guidance=batched`` runs
 both guidance halves through the whole UNet in place of sharing its class-free start
-(`ddbench_plugins.priors.ld3m.shared_prefix`); its other keys are ld3m options. ``--pixel`` adds
-pixel + DM on the same images and real batches, interleaved with the others, for the ratio the
-LD3M speed target is stated in. ``--flops`` counts each variant's
-matrix-product and convolution floating-point operations in one more, untimed iteration (torch's
-FlopCounterMode, forward and backward), and adds the rate they ran at: how much of a time ratio is
-the arithmetic itself; and a table of the UNet's blocks' shares of one forward call's arithmetic
-(the first variant's UNet).
+(`ddbench_plugins.priors.ld3m.shared_prefix`), ``group_norm=torch`` gives the LDM torch's own
+GroupNorm in place of `ddbench_plugins.priors.ld3m.group_norm`'s per-channel sums, and
+``autoencoder_attention=diffusers`` its autoencoder diffusers' own attention processor; its other
+keys are ld3m options. ``--pixel`` adds pixel + DM on the same images and real batches,
+interleaved with the others, for the ratio the LD3M speed target is stated in. ``--flops`` counts
+each variant's matrix-product and convolution floating-point operations in one more, untimed
+iteration (torch's FlopCounterMode, forward and backward), and adds the rate they ran at: how much
+of a time ratio is the arithmetic itself; and a table of the UNet's blocks' shares of one forward
+call's arithmetic (the first variant's UNet).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from ddbench_plugins.priors.ld3m.group_norm import ChannelSumGroupNorm
 from ddbench_plugins.priors.ld3m.upsample import NearestUpsample2D
-from diffusers.models.attention_processor import AttnProcessor2_0
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from diffusers.models.upsampling import Upsample2D
 from ld3m_common import parse_variants
 from record import emit, table
@@ -199,6 +202,8 @@ def main() -> None:
         attention = options.pop("attention", "ddbench")
         upsample = options.pop("upsample", "ddbench")
         guidance = options.pop("guidance", "shared")
+        group_norm = options.pop("group_norm", "ddbench")
+        autoencoder_attention = options.pop("autoencoder_attention", "ddbench")
         prior, matcher, state, labels = build(data, args.ipc, options, dm_options)
         if guidance == "batched":
             prior.backend.shares_prefix = False
@@ -208,6 +213,14 @@ def main() -> None:
             for module in prior.backend.modules():
                 if isinstance(module, NearestUpsample2D):
                     module.__class__ = Upsample2D
+        if autoencoder_attention == "diffusers":
+            for module in prior.backend.vqvae.modules():
+                if isinstance(module, Attention):
+                    module.set_processor(AttnProcessor2_0())
+        if group_norm == "torch":
+            for module in prior.backend.modules():
+                if isinstance(module, ChannelSumGroupNorm):
+                    module.__class__ = torch.nn.GroupNorm
         clock = StageClock()
         instrument(prior, matcher, clock)
         built[name] = (prior, matcher, state, labels, clock, chunk or prior.generation_chunk())

@@ -1,4 +1,4 @@
-"""The LDM UNet's attention processor gives diffusers' values and takes its shortcuts."""
+"""The LDM's attention processor gives diffusers' values and takes its shortcuts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from ddbench_plugins.priors.ld3m import attention
 from ddbench_plugins.priors.ld3m.attention import LDMAttention
 from ddbench_plugins.priors.ld3m.backends import build_tiny
-from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
 
 def _eps_and_grads(unet: torch.nn.Module, autocast: bool = False) -> tuple[torch.Tensor, ...]:
@@ -63,5 +63,24 @@ def test_bf16_on_a_cpu_takes_the_plain_path_and_stays_close_to_diffusers(monkeyp
     unet.set_attn_processor(AttnProcessor2_0())
     theirs = _eps_and_grads(unet, autocast=True)
     for mine, reference in zip(ours, theirs, strict=True):
+        scale = float(reference.abs().max())
+        assert float((mine - reference).abs().max()) <= 0.05 * scale  # bf16 rounding, not another function
+
+
+def test_the_autoencoder_attention_uses_it_and_stays_close_to_diffusers_in_bf16() -> None:
+    vqvae = build_tiny(1, 10, seed=3).vqvae
+    layers = [m for m in vqvae.modules() if isinstance(m, Attention)]
+    assert layers and all(isinstance(m.processor, LDMAttention) for m in layers)
+    outputs = []
+    for processor in (None, AttnProcessor2_0()):
+        if processor is not None:
+            for layer in layers:
+                layer.set_processor(processor)
+        latents = torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            images = vqvae.decode(latents, force_not_quantize=True).sample.float()
+        (images * torch.linspace(-1, 1, images.numel()).view_as(images)).sum().backward()
+        outputs.append((images.detach(), latents.grad))
+    for mine, reference in zip(*outputs, strict=True):
         scale = float(reference.abs().max())
         assert float((mine - reference).abs().max()) <= 0.05 * scale  # bf16 rounding, not another function

@@ -1,4 +1,4 @@
-"""The LDM UNet's attention, computed as diffusers computes it, with two shortcuts that keep its values.
+"""The LDM's attention, computed as diffusers computes it, with two shortcuts that keep its values.
 
 - **Cross-attention on the class embedding has one key.** The LDM's ClassEmbedder gives one token
   per sample, so the softmax over the keys is exactly 1 and the output at every position is
@@ -6,8 +6,12 @@
   output is the same and the gradients differ only by rounding (the query and key got none).
 - **Self-attention in bfloat16 on a CPU** runs as a plain batched product and softmax (diffusers'
   `AttnProcessor`) instead of torch's fused CPU kernel, whose bfloat16 backward is slow at the tiny
-  model's head width of 4 (benchmarks/README.md, "The UNet's attention, and bfloat16"). On a GPU,
-  and in float32, the fused kernel (`AttnProcessor2_0`) stays.
+  model's head width of 4 (benchmarks/README.md, "The UNet's attention, and bfloat16"), and at the
+  autoencoder's one head of 64 over 14 × 14 positions. On a GPU, and in float32, the fused kernel
+  (`AttnProcessor2_0`) stays.
+
+`use_ldm_attention` gives every attention layer of a model (the UNet's and the autoencoder's) this
+processor.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def _reduced_precision_on_cpu(hidden_states: Tensor) -> bool:
 
 
 class LDMAttention:
-    """Attention processor for every attention layer of an LDM's UNet (module docstring)."""
+    """Attention processor for every attention layer of an LDM (module docstring)."""
 
     def __init__(self) -> None:
         self.fused = AttnProcessor2_0()
@@ -72,3 +76,11 @@ class LDMAttention:
         if attn.residual_connection:
             out = out + hidden_states
         return out / attn.rescale_output_factor
+
+
+def use_ldm_attention(model: torch.nn.Module) -> None:
+    """Give every diffusers `Attention` layer of ``model`` an `LDMAttention` processor."""
+    processor = LDMAttention()
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.set_processor(processor)

@@ -8,9 +8,10 @@ conditioning (learned embedding rows and the unconditional one), the noise predi
 embedding, as the class-conditional ImageNet LDM), `ClassEmbedder`, DDIMScheduler — and serves two
 of the prior's backends: ``tiny`` (CPU-sized, random or trained by ``ddbench prior train ld3m``) and
 ``cin256`` (the paper's model, converted by ``ddbench prior convert-ldm``); ``DiTBackend`` (dit.py)
-serves ``dit``. Its UNet computes attention with `LDMAttention` (attention.py), the UNet and the
-autoencoder upsample with `NearestUpsample2D` (upsample.py), and guidance's two halves share the
-UNet's class-free start (shared_prefix.py): diffusers' values, faster. A directory written by
+serves ``dit``. Its UNet and autoencoder compute attention with `LDMAttention` (attention.py),
+upsample with `NearestUpsample2D` (upsample.py) and, compiled for a CPU, normalise with
+`ChannelSumGroupNorm` (group_norm.py); guidance's two halves share the UNet's class-free start
+(shared_prefix.py). Each gives diffusers' values up to rounding, faster. A directory written by
 `save_pretrained` has one diffusers sub-folder per component plus ``ld3m_backend.json``. The
 interface both implement is `LatentDiffusionBackend` (backend_base.py); `load_backend` reads either
 kind.
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ddbench_plugins.priors.ld3m.attention import LDMAttention
+from ddbench_plugins.priors.ld3m.attention import use_ldm_attention
 from ddbench_plugins.priors.ld3m.backend_base import BACKEND_FILE, FORMAT_VERSION, LOAD_OPTIONS, LatentDiffusionBackend
 from ddbench_plugins.priors.ld3m.dit import DiTBackend, is_dit_pipeline
+from ddbench_plugins.priors.ld3m.group_norm import use_channel_sum_group_norm
 from ddbench_plugins.priors.ld3m.shared_prefix import denoise_pair, supports_shared_prefix
 from ddbench_plugins.priors.ld3m.upsample import use_nearest_upsample
 from diffusers import DDIMScheduler, UNet2DConditionModel, VQModel
@@ -114,9 +116,12 @@ class LDMBackend(LatentDiffusionBackend):
                 f"{vqvae.config.latent_channels}"
             )
         self.vqvae = vqvae
-        unet.set_attn_processor(LDMAttention())
+        use_ldm_attention(unet)
+        use_ldm_attention(vqvae)
         use_nearest_upsample(unet)
         use_nearest_upsample(vqvae)
+        use_channel_sum_group_norm(unet)
+        use_channel_sum_group_norm(vqvae)
         self.unet = unet
         self.shares_prefix = supports_shared_prefix(unet)
         self.embedder = embedder

@@ -142,8 +142,10 @@ class LD3MPrior(Prior):
     #: denoiser or autoencoder turns them into noise)
     starts_from_real = {"init": "real", "generator": "trained"}
     #: 2: nearest upsampling by expand/reshape (upsample.py); 3: guidance halves share the UNet's
-    #: class-free start (shared_prefix.py). Each: the same images and gradients up to rounding
-    version = 3
+    #: class-free start (shared_prefix.py); 4: compiled group norms as per-channel sums
+    #: (group_norm.py) and the autoencoder's attention on `LDMAttention`. Each: the same images and
+    #: gradients up to rounding
+    version = 4
     #: the run id hashes the model's weights and config, not where they lie
     path_options = ("model_dir",)
     #: gradient checkpointing recomputes the same values
@@ -151,8 +153,8 @@ class LD3MPrior(Prior):
     #: not what makes a variant in a report's label: the dataset's class mapping
     housekeeping_options = ("class_ids",)
     # the tiny LDM with the default options, measured as `Prior.seconds_per_generation` says (record
-    # iteration-cost-dm); the same under DC (iteration-cost-dc), so the matcher's part is pixels'
-    seconds_per_generation = (0.66, 3.4)
+    # iteration-cost-dm-group-norm); the same under DC (iteration-cost-dc), so the matcher's part is pixels'
+    seconds_per_generation = (0.69, 2.54)
 
     @classmethod
     def generator_label(cls, options: Mapping[str, Any]) -> str:
