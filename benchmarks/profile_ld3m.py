@@ -21,9 +21,11 @@ the machine's drift hits every setting alike; the table shows medians.
 A variant's ``chunk`` sets the engine's chunk size for it (default: the prior's `generation_chunk`),
 ``attention=diffusers`` gives its UNet diffusers' own attention processor in place of ddbench's
 (`ddbench_plugins.priors.ld3m.attention`) and ``upsample=diffusers`` its upsamplers diffusers' own
-`Upsample2D` in place of `ddbench_plugins.priors.ld3m.upsample`'s, ``guidance=batched`` runs
+`Upsample2D` in place of `ddbench_plugins.priors.ld3m.upsample`'s (``upsample=traced-layout``: its
+own, repeating in the layout the input was traced in when compiled), ``guidance=batched`` runs
 both guidance halves through the whole UNet in place of sharing its class-free start
-(`ddbench_plugins.priors.ld3m.shared_prefix`), ``group_norm=torch`` gives the LDM torch's own
+(`ddbench_plugins.priors.ld3m.shared_prefix`; ``guidance=shared-resnet`` ends that start before the
+first transformer, as it first did), ``group_norm=torch`` gives the LDM torch's own
 GroupNorm in place of `ddbench_plugins.priors.ld3m.group_norm`'s per-channel sums, and
 ``autoencoder_attention=diffusers`` its autoencoder diffusers' own attention processor; its other
 keys are ld3m options. ``--pixel`` adds pixel + DM on the same images and real batches,
@@ -207,12 +209,18 @@ def main() -> None:
         prior, matcher, state, labels = build(data, args.ipc, options, dm_options)
         if guidance == "batched":
             prior.backend.shares_prefix = False
+        if guidance == "shared-resnet":
+            prior.backend.shares_self_attention = False
         if attention == "diffusers":
             prior.backend.unet.set_attn_processor(AttnProcessor2_0())
         if upsample == "diffusers":
             for module in prior.backend.modules():
                 if isinstance(module, NearestUpsample2D):
                     module.__class__ = Upsample2D
+        if upsample == "traced-layout":
+            for module in prior.backend.modules():
+                if isinstance(module, NearestUpsample2D):
+                    module.channels_last_when_compiled = False
         if autoencoder_attention == "diffusers":
             for module in prior.backend.vqvae.modules():
                 if isinstance(module, Attention):

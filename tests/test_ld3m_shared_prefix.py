@@ -107,3 +107,18 @@ def test_the_tiny_ldm_shares_its_prefix_and_its_random_denoiser_too() -> None:
         batched = backend.denoise_pair(z, t, uncond, cond)
     for ours, theirs in zip(shared, batched, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_the_first_self_attention_runs_once_for_both_halves_and_gives_the_same_values() -> None:
+    unet = _unet()
+    transformer = next(b for b in unet.down_blocks if getattr(b, "has_cross_attention", False)).attentions[0]
+    rows: list[int] = []
+    hook = transformer.transformer_blocks[0].attn1.register_forward_pre_hook(lambda _, args: rows.append(len(args[0])))
+    z, t, uncond, cond = _inputs(3, 8, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        through = denoise_pair(unet, z, t, uncond, cond)
+        before = denoise_pair(unet, z, t, uncond, cond, through_self_attention=False)
+    hook.remove()
+    assert rows == [3, 6]  # one half, then (the prefix ending at the ResNet) both
+    for ours, theirs in zip(through, before, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)

@@ -55,3 +55,14 @@ def test_the_tiny_ldm_upsamples_with_it_and_keeps_its_state_dict() -> None:
     }
     for name, model in plain.items():
         assert set(getattr(reference, name).state_dict()) == set(model.state_dict())
+
+
+def test_compiled_for_a_cpu_it_repeats_an_nchw_input_into_channels_last() -> None:
+    torch.manual_seed(0)
+    module = Upsample2D(5, use_conv=True)
+    use_nearest_upsample(module)
+    images = _images(channels_last=False)
+    assert repeat_pixels(images, channels_last=True).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(repeat_pixels(images, channels_last=True), repeat_pixels(images), rtol=0, atol=0)
+    compiled = torch.compile(module)(images)
+    torch.testing.assert_close(compiled, module(images), rtol=1e-5, atol=1e-5)

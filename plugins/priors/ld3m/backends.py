@@ -124,6 +124,7 @@ class LDMBackend(LatentDiffusionBackend):
         use_channel_sum_group_norm(vqvae)
         self.unet = unet
         self.shares_prefix = supports_shared_prefix(unet)
+        self.shares_self_attention = True  # the shared prefix goes on through the first self-attention
         self.embedder = embedder
         self.scheduler = scheduler
 
@@ -185,7 +186,7 @@ class LDMBackend(LatentDiffusionBackend):
 
     def denoise_pair(self, z_t: Tensor, t: Tensor, uncond: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
         if self.shares_prefix:
-            return denoise_pair(self.unet, z_t, t, uncond, cond)
+            return denoise_pair(self.unet, z_t, t, uncond, cond, self.shares_self_attention)
         return super().denoise_pair(z_t, t, uncond, cond)
 
     def with_random_denoiser(self, seed: int) -> LDMBackend:

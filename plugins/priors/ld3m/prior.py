@@ -143,9 +143,9 @@ class LD3MPrior(Prior):
     starts_from_real = {"init": "real", "generator": "trained"}
     #: 2: nearest upsampling by expand/reshape (upsample.py); 3: guidance halves share the UNet's
     #: class-free start (shared_prefix.py); 4: compiled group norms as per-channel sums
-    #: (group_norm.py) and the autoencoder's attention on `LDMAttention`. Each: the same images and
-    #: gradients up to rounding
-    version = 4
+    #: (group_norm.py) and the autoencoder's attention on `LDMAttention`; 5: the shared start goes
+    #: on through the first self-attention. Each: the same images and gradients up to rounding
+    version = 5
     #: the run id hashes the model's weights and config, not where they lie
     path_options = ("model_dir",)
     #: gradient checkpointing recomputes the same values
