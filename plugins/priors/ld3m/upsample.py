@@ -4,8 +4,9 @@ diffusers' `Upsample2D` (nearest ×2, then a 3 × 3 convolution) makes its input
 batch of 64 or more and calls ``F.interpolate``. In a graph compiled by torch.compile on a CPU, that
 copy leaves the channels-last layout the convolutions run in, and the interpolation's backward
 becomes a scatter-add (``index_put`` with accumulation). `NearestUpsample2D` repeats every pixel
-with ``expand`` and ``reshape`` in the input's own layout: each output is a copy of the same input
-value as before, and the backward sums each 2 × 2 block (benchmarks/README.md, "Nearest
+with ``expand`` and ``reshape`` in the input's own layout, and in channels-last in a graph
+compiled for a CPU (`NearestUpsample2D.channels_last_when_compiled`): each output is a copy of the
+same input value as before, and the backward sums each 2 × 2 block (benchmarks/README.md, "Nearest
 upsampling without a scatter").
 """
 
