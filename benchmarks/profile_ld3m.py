@@ -171,6 +171,11 @@ def unet_block_shares(unet: torch.nn.Module) -> dict[str, float]:
     return shares
 
 
+def modules_of(model: torch.nn.Module, kind: type) -> list[torch.nn.Module]:
+    """``model``'s modules of ``kind`` (a list: the caller may change their class)."""
+    return [module for module in model.modules() if isinstance(module, kind)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ipc", type=int, default=10)
@@ -207,28 +212,23 @@ def main() -> None:
         group_norm = options.pop("group_norm", "ddbench")
         autoencoder_attention = options.pop("autoencoder_attention", "ddbench")
         prior, matcher, state, labels = build(data, args.ipc, options, dm_options)
+        backend = prior.backend
         if guidance == "batched":
-            prior.backend.shares_prefix = False
-        if guidance == "shared-resnet":
-            prior.backend.shares_self_attention = False
+            backend.shares_prefix = False  # only ever switched off: not every UNet supports it
+        backend.shares_self_attention = guidance != "shared-resnet"
         if attention == "diffusers":
-            prior.backend.unet.set_attn_processor(AttnProcessor2_0())
-        if upsample == "diffusers":
-            for module in prior.backend.modules():
-                if isinstance(module, NearestUpsample2D):
-                    module.__class__ = Upsample2D
-        if upsample == "traced-layout":
-            for module in prior.backend.modules():
-                if isinstance(module, NearestUpsample2D):
-                    module.channels_last_when_compiled = False
+            backend.unet.set_attn_processor(AttnProcessor2_0())
+        for module in modules_of(backend, NearestUpsample2D):
+            if upsample == "diffusers":
+                module.__class__ = Upsample2D
+            elif upsample == "traced-layout":
+                module.channels_last_when_compiled = False
         if autoencoder_attention == "diffusers":
-            for module in prior.backend.vqvae.modules():
-                if isinstance(module, Attention):
-                    module.set_processor(AttnProcessor2_0())
+            for module in modules_of(backend.vqvae, Attention):
+                module.set_processor(AttnProcessor2_0())
         if group_norm == "torch":
-            for module in prior.backend.modules():
-                if isinstance(module, ChannelSumGroupNorm):
-                    module.__class__ = torch.nn.GroupNorm
+            for module in modules_of(backend, ChannelSumGroupNorm):
+                module.__class__ = torch.nn.GroupNorm
         clock = StageClock()
         instrument(prior, matcher, clock)
         built[name] = (prior, matcher, state, labels, clock, chunk or prior.generation_chunk())
