@@ -27,8 +27,10 @@ both guidance halves through the whole UNet in place of sharing its class-free s
 (`ddbench_plugins.priors.ld3m.shared_prefix`; ``guidance=shared-resnet`` ends that start before the
 first transformer, as it first did), ``group_norm=torch`` gives the LDM torch's own
 GroupNorm in place of `ddbench_plugins.priors.ld3m.group_norm`'s per-channel sums, and
-``autoencoder_attention=diffusers`` its autoencoder diffusers' own attention processor; its other
-keys are ld3m options. ``--pixel`` adds pixel + DM on the same images and real batches,
+``autoencoder_attention=diffusers`` its autoencoder diffusers' own attention processor,
+``wrapper=python`` compiles its generator with inductor's Python wrapper in place of the C++ one
+(`CPU_COMPILE_OPTIONS`), and ``linear=addmm`` gives its UNet torch's Linear (the bias inside the
+product) in place of `ddbench_plugins.priors.ld3m.linear`'s; its other keys are ld3m options. ``--pixel`` adds pixel + DM on the same images and real batches,
 interleaved with the others, for the ratio the LD3M speed target is stated in. ``--flops`` counts
 each variant's matrix-product and convolution floating-point operations in one more, untimed
 iteration (torch's FlopCounterMode, forward and backward), and adds the rate they ran at: how much
@@ -45,9 +47,12 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from unittest import mock
 
 import torch
 from ddbench_plugins.priors.ld3m.group_norm import ChannelSumGroupNorm
+from ddbench_plugins.priors.ld3m.linear import BiasAfterLinear
+from ddbench_plugins.priors.ld3m.prior import CPU_COMPILE_OPTIONS
 from ddbench_plugins.priors.ld3m.upsample import NearestUpsample2D
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from diffusers.models.upsampling import Upsample2D
@@ -211,7 +216,11 @@ def main() -> None:
         guidance = options.pop("guidance", "shared")
         group_norm = options.pop("group_norm", "ddbench")
         autoencoder_attention = options.pop("autoencoder_attention", "ddbench")
-        prior, matcher, state, labels = build(data, args.ipc, options, dm_options)
+        wrapper = options.pop("wrapper", "cpp")
+        linear = options.pop("linear", "ddbench")
+        # the options are read when init_state (in build) compiles the generator
+        with mock.patch.dict(CPU_COMPILE_OPTIONS, {"cpp_wrapper": wrapper == "cpp"}):
+            prior, matcher, state, labels = build(data, args.ipc, options, dm_options)
         backend = prior.backend
         if guidance == "batched":
             backend.shares_prefix = False  # only ever switched off: not every UNet supports it
@@ -226,6 +235,9 @@ def main() -> None:
         if autoencoder_attention == "diffusers":
             for module in modules_of(backend.vqvae, Attention):
                 module.set_processor(AttnProcessor2_0())
+        if linear == "addmm":
+            for module in modules_of(backend, BiasAfterLinear):
+                module.__class__ = torch.nn.Linear
         if group_norm == "torch":
             for module in modules_of(backend, ChannelSumGroupNorm):
                 module.__class__ = torch.nn.GroupNorm

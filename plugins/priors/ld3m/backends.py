@@ -10,7 +10,8 @@ of the prior's backends: ``tiny`` (CPU-sized, random or trained by ``ddbench pri
 ``cin256`` (the paper's model, converted by ``ddbench prior convert-ldm``); ``DiTBackend`` (dit.py)
 serves ``dit``. Its UNet and autoencoder compute attention with `LDMAttention` (attention.py),
 upsample with `NearestUpsample2D` (upsample.py) and, compiled for a CPU, normalise with
-`ChannelSumGroupNorm` (group_norm.py); guidance's two halves share the UNet's class-free start
+`ChannelSumGroupNorm` (group_norm.py) and add the UNet's linear biases after the product
+(`BiasAfterLinear`, linear.py); guidance's two halves share the UNet's class-free start
 (shared_prefix.py). Each gives diffusers' values up to rounding, faster. A directory written by
 `save_pretrained` has one diffusers sub-folder per component plus ``ld3m_backend.json``. The
 interface both implement is `LatentDiffusionBackend` (backend_base.py); `load_backend` reads either
@@ -28,6 +29,7 @@ from ddbench_plugins.priors.ld3m.attention import use_ldm_attention
 from ddbench_plugins.priors.ld3m.backend_base import BACKEND_FILE, FORMAT_VERSION, LOAD_OPTIONS, LatentDiffusionBackend
 from ddbench_plugins.priors.ld3m.dit import DiTBackend, is_dit_pipeline
 from ddbench_plugins.priors.ld3m.group_norm import use_channel_sum_group_norm
+from ddbench_plugins.priors.ld3m.linear import use_bias_after_product
 from ddbench_plugins.priors.ld3m.shared_prefix import denoise_pair, supports_shared_prefix
 from ddbench_plugins.priors.ld3m.upsample import use_nearest_upsample
 from diffusers import DDIMScheduler, UNet2DConditionModel, VQModel
@@ -122,6 +124,7 @@ class LDMBackend(LatentDiffusionBackend):
         use_nearest_upsample(vqvae)
         use_channel_sum_group_norm(unet)
         use_channel_sum_group_norm(vqvae)
+        use_bias_after_product(unet)
         self.unet = unet
         self.shares_prefix = supports_shared_prefix(unet)
         self.shares_self_attention = True  # the shared prefix goes on through the first self-attention

@@ -74,6 +74,10 @@ GRAPH_PIXELS = 2**19
 #: back only through a larger set's per-iteration saving (benchmarks/README.md, "Compiled and in
 #: bfloat16"); on GPUs it is unmeasured, so ``auto`` stays eager there
 COMPILE_MIN_IPC = 10
+#: inductor options of the generator compiled for a CPU: its C++ wrapper calls each graph's few
+#: hundred kernels from C++, not one Python call at a time (benchmarks/README.md, "The compiled
+#: graphs' C++ wrapper"); the kernels, and so the images, are the same
+CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}
 
 
 def compiles(option: bool | str, ipc: int, device: torch.device) -> bool:
@@ -144,8 +148,9 @@ class LD3MPrior(Prior):
     #: 2: nearest upsampling by expand/reshape (upsample.py); 3: guidance halves share the UNet's
     #: class-free start (shared_prefix.py); 4: compiled group norms as per-channel sums
     #: (group_norm.py) and the autoencoder's attention on `LDMAttention`; 5: the shared start goes
-    #: on through the first self-attention. Each: the same images and gradients up to rounding
-    version = 5
+    #: on through the first self-attention; 6: compiled linear layers add their bias after the
+    #: product (linear.py). Each: the same images and gradients up to rounding
+    version = 6
     #: the run id hashes the model's weights and config, not where they lie
     path_options = ("model_dir",)
     #: gradient checkpointing recomputes the same values
@@ -333,8 +338,9 @@ class LD3MPrior(Prior):
             return
         self._compile_decided = True
         if compiles(self.compile, ipc, self.device):
-            self._guided.compiled = torch.compile(self._guided_eager, dynamic=False)
-            self._decode.compiled = torch.compile(self._decode_eager, dynamic=False)
+            options = dict(CPU_COMPILE_OPTIONS) if self.device.type == "cpu" else None
+            self._guided.compiled = torch.compile(self._guided_eager, dynamic=False, options=options)
+            self._decode.compiled = torch.compile(self._decode_eager, dynamic=False, options=options)
 
     def generation_chunk(self) -> int | None:
         # what a graph holds grows with the decoded pixels (the checkpointed denoiser calls keep
