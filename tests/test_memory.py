@@ -14,11 +14,13 @@ from ddbench.engine.memory import PeakMemory, current_rss_bytes
 SIZE = 96 * 2**20
 
 
-def _touch_and_release(size: int = SIZE) -> None:
-    """Make ``size`` bytes resident, then hand them back to the system (an anonymous map, unmapped)."""
+def _touch_and_release(size: int = SIZE, hold_seconds: float = 0.0) -> None:
+    """Make ``size`` bytes resident (a fresh anonymous map: not memory the allocator keeps), hold
+    them ``hold_seconds``, then hand them back to the system."""
     block = mmap.mmap(-1, size)
     view = (ctypes.c_char * size).from_buffer(block)
     ctypes.memset(view, 1, size)
+    time.sleep(hold_seconds)
     del view
     block.close()
 
@@ -65,9 +67,6 @@ def test_without_the_kernels_peak_a_thread_samples(monkeypatch) -> None:
     start = current_rss_bytes()
     with PeakMemory("cpu", interval=0.001) as mem:
         assert not mem._kernel_peak and mem._thread is not None
-        block = bytearray(SIZE)  # resident while the sampler looks
-        block[:: memory._PAGE] = b"\x01" * len(block[:: memory._PAGE])
-        time.sleep(0.05)
-        del block
+        _touch_and_release(hold_seconds=0.05)  # resident while the sampler looks
     assert mem.peak_bytes >= start + SIZE * 0.9
     assert mem._thread is not None and not mem._thread.is_alive()

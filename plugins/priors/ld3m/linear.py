@@ -2,12 +2,12 @@
 
 For a linear layer with a bias, torch's CPU ``addmm`` first writes the bias into every row of the
 output and then adds the product onto it: two passes over the output, the first a broadcast copy.
-At the tiny UNet's shapes (a GEGLU's 64 → 512 over every position of a batch) that copy is a few
-per cent of a guided denoiser call. `BiasAfterLinear` computes the product alone and adds the
+At the tiny UNet's shapes (a GEGLU's 64 → 512 over every position of a batch) that copy is as
+large as the product's own output. `BiasAfterLinear` computes the product alone and adds the
 bias as an elementwise step, which inductor fuses into the pointwise kernel that follows (the
 GEGLU's activation, a residual sum). The values are the layer's up to rounding: under bfloat16
 autocast the product is rounded to bfloat16 before the bias is added; benchmarks/README.md, "The
-linear layers' bias after the product", has the speed.
+compiled graphs' C++ wrapper, and the linear layers' bias after the product", has the speed.
 
 Everywhere else — eager, on GPUs — the module is torch's Linear as it was.
 """

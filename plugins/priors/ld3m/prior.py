@@ -76,7 +76,8 @@ GRAPH_PIXELS = 2**19
 COMPILE_MIN_IPC = 10
 #: inductor options of the generator compiled for a CPU: its C++ wrapper calls each graph's few
 #: hundred kernels from C++, not one Python call at a time (benchmarks/README.md, "The compiled
-#: graphs' C++ wrapper"); the kernels, and so the images, are the same
+#: graphs' C++ wrapper, and the linear layers' bias after the product"); the kernels, and so the
+#: images, are the same
 CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}
 
 
