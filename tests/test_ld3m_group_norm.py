@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from compiled_swaps import assert_swapped_only_while_compiling, forward_backward
 from ddbench_plugins.priors.ld3m import group_norm as group_norm_module
 from ddbench_plugins.priors.ld3m.backends import build_tiny
 from ddbench_plugins.priors.ld3m.group_norm import (
@@ -35,16 +36,14 @@ def test_values_and_gradients_match_torch(shape: tuple[int, ...], affine: bool) 
     groups = 2
     weight = torch.linspace(0.5, 1.5, shape[1]).requires_grad_(True) if affine else None
     bias = torch.linspace(-1, 1, shape[1]).requires_grad_(True) if affine else None
-    outputs = []
-    for norm in (F.group_norm, channel_sum_group_norm):
-        x = _activations(shape, channels_last=len(shape) == 4).requires_grad_(True)
-        for p in (weight, bias):
-            if p is not None:
-                p.grad = None
-        out = norm(x, groups, weight, bias, 1e-5)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        outputs.append([out.detach(), x.grad] + ([weight.grad, bias.grad] if affine else []))
-    for ours, theirs in zip(outputs[1], outputs[0], strict=True):
+    x = _activations(shape, channels_last=len(shape) == 4)
+
+    def with_groups(norm):
+        return lambda inputs, w, b: norm(inputs, groups, w, b, 1e-5)
+
+    expected = forward_backward(with_groups(F.group_norm), x, weight, bias)
+    got = forward_backward(with_groups(channel_sum_group_norm), x, weight, bias)
+    for ours, theirs in zip(got, expected, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
@@ -59,23 +58,21 @@ def test_bfloat16_input_keeps_its_dtype_and_torch_values_under_autocast() -> Non
 
 
 def test_the_module_uses_the_sums_only_while_compiling(monkeypatch) -> None:
-    calls = []
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return channel_sum_group_norm(*args, **kwargs)
-
-    monkeypatch.setattr(group_norm_module, "channel_sum_group_norm", counted)
     torch.manual_seed(0)
     norm = nn.GroupNorm(2, 8)
     use_channel_sum_group_norm(norm)
     assert type(norm) is ChannelSumGroupNorm
     x = _activations((2, 8, 3, 3), channels_last=True)
-    eager = norm(x)
-    assert not calls and torch.equal(eager, F.group_norm(x, 2, norm.weight, norm.bias, norm.eps))
-    compiled = torch.compile(norm)(x)
-    assert calls  # traced through the sums
-    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    assert_swapped_only_while_compiling(
+        monkeypatch,
+        group_norm_module,
+        "channel_sum_group_norm",
+        norm,
+        x,
+        F.group_norm(x, 2, norm.weight, norm.bias, norm.eps),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_every_group_norm_of_the_ldm_is_replaced() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from compiled_swaps import assert_swapped_only_while_compiling, forward_backward
 from ddbench_plugins.priors.ld3m import linear as linear_module
 from ddbench_plugins.priors.ld3m.backends import build_tiny
 from ddbench_plugins.priors.ld3m.linear import BiasAfterLinear, bias_after_product, use_bias_after_product
@@ -17,14 +18,9 @@ def _layer_and_input() -> tuple[nn.Linear, torch.Tensor]:
 
 def test_values_and_gradients_match_torch() -> None:
     layer, x = _layer_and_input()
-    results = []
-    for fn in (F.linear, bias_after_product):
-        inputs = x.clone().requires_grad_(True)
-        layer.zero_grad()
-        out = fn(inputs, layer.weight, layer.bias)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append([out.detach(), inputs.grad, layer.weight.grad, layer.bias.grad])
-    for ours, theirs in zip(results[1], results[0], strict=True):
+    expected = forward_backward(F.linear, x, layer.weight, layer.bias)
+    got = forward_backward(bias_after_product, x, layer.weight, layer.bias)
+    for ours, theirs in zip(got, expected, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
@@ -38,21 +34,19 @@ def test_bfloat16_autocast_keeps_the_products_dtype_and_torch_values() -> None:
 
 
 def test_the_module_adds_the_bias_after_only_while_compiling(monkeypatch) -> None:
-    calls = []
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return bias_after_product(*args, **kwargs)
-
-    monkeypatch.setattr(linear_module, "bias_after_product", counted)
     layer, x = _layer_and_input()
     use_bias_after_product(layer)
     assert type(layer) is BiasAfterLinear
-    eager = layer(x)
-    assert not calls and torch.equal(eager, F.linear(x, layer.weight, layer.bias))
-    compiled = torch.compile(layer)(x)
-    assert calls  # traced through the product and the bias
-    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    assert_swapped_only_while_compiling(
+        monkeypatch,
+        linear_module,
+        "bias_after_product",
+        layer,
+        x,
+        F.linear(x, layer.weight, layer.bias),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_a_layer_without_bias_stays_one_product(monkeypatch) -> None:
