@@ -10,7 +10,11 @@ from torch import Tensor
 
 from ddbench import registry
 from ddbench.engine.distill import split_backward_step
-from ddbench.interfaces import LatentState, Matcher, RealData, RealSampler, class_labels
+from ddbench.engine.dsa import DSA
+from ddbench.engine.seeding import derive_seed, generator, seed_everything
+from ddbench.interfaces import LatentState, MatchContext, Matcher, Prior, RealData, RealSampler, class_labels
+
+CPU = torch.device("cpu")
 
 
 def load_data(train_per_class: int = 64) -> RealData:
@@ -53,13 +57,41 @@ def make_prior(
 
 
 def engine_step(
-    prior: LD3MPrior, matcher: Matcher, state: LatentState, labels: Tensor, real: RealSampler | None, chunk: int
+    prior: Prior, matcher: Matcher, state: LatentState, labels: Tensor, real: RealSampler | None, chunk: int
 ) -> float:
     """One split-backward loss evaluation, exactly as the engine runs it; gradients land in state.params."""
     for p in state.params.values():
         p.grad = None
     loss, _ = split_backward_step(prior, matcher, state, labels, real, chunk_size=chunk)
     return loss
+
+
+def dm_setup(
+    data: RealData,
+    prior_name: str,
+    ipc: int,
+    prior_options: dict[str, Any] | None = None,
+    dm_options: dict[str, Any] | None = None,
+) -> tuple[Prior, Matcher, LatentState, Tensor]:
+    """(prior, DM matcher, state, labels) on the CPU, the set initialised from real images with a
+    run's seed streams; the prior's first generation with a graph compiles what a run compiles."""
+    prior = registry.create("prior", prior_name, **(prior_options or {}))
+    prior.setup(data, CPU)
+    matcher = registry.create("matcher", "dm", **(dm_options or {}))
+    matcher.setup(MatchContext(data=data, ipc=ipc, device=CPU, dsa=DSA()))
+    labels = class_labels(data.num_classes, ipc)
+    gen = generator(0, "real-init")
+    real = torch.cat([data.sample_class(c, ipc, gen) for c in range(data.num_classes)])
+    return prior, matcher, prior.init_state(real, labels, gen), labels
+
+
+def dm_iteration(
+    data: RealData, prior: Prior, matcher: Matcher, state: LatentState, labels: Tensor, it: int, chunk: int
+) -> float:
+    """Iteration ``it`` of a `dm_setup` distillation, seeded and with real batches as a run's (`engine_step`)."""
+    seed_everything(derive_seed(0, "iteration", it))
+    matcher.begin_iteration(it)
+    return engine_step(prior, matcher, state, labels, RealSampler(data, generator(0, "real", it), CPU), chunk)
 
 
 def parse_variants(text: str) -> list[tuple[str, dict[str, Any]]]:

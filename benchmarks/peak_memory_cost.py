@@ -25,16 +25,13 @@ from collections.abc import Callable, Iterator
 from unittest import mock
 
 import torch
+from ld3m_common import dm_iteration, dm_setup
 from record import emit, table
 
 from ddbench import registry
 from ddbench.engine import memory
 from ddbench.engine.allocator import tune_allocator
-from ddbench.engine.distill import split_backward_step
-from ddbench.engine.dsa import DSA
 from ddbench.engine.memory import PeakMemory
-from ddbench.engine.seeding import derive_seed, generator, seed_everything
-from ddbench.interfaces import MatchContext, RealSampler, class_labels
 
 SAMPLING_INTERVAL = 0.005  # PeakMemory's default interval
 
@@ -54,26 +51,9 @@ def measured(setting: str, peaks: list[int]) -> Iterator[None]:
 
 def make_step(data, prior_name: str, ipc: int) -> Callable[[int], None]:
     """One engine step of ``prior_name`` + DM at ``ipc`` (its first call compiles what the run compiles)."""
-    prior = registry.create("prior", prior_name)
-    prior.setup(data, torch.device("cpu"))
-    matcher = registry.create("matcher", "dm")
-    matcher.setup(MatchContext(data=data, ipc=ipc, device=torch.device("cpu"), dsa=DSA()))
-    labels = class_labels(data.num_classes, ipc)
-    gen = generator(0, "real-init")
-    real = torch.cat([data.sample_class(c, ipc, gen) for c in range(data.num_classes)])
-    state = prior.init_state(real, labels, gen)
+    prior, matcher, state, labels = dm_setup(data, prior_name, ipc)
     chunk = prior.generation_chunk() or len(labels)
-
-    def step(it: int) -> None:
-        seed_everything(derive_seed(0, "iteration", it))
-        matcher.begin_iteration(it)
-        for p in state.params.values():
-            p.grad = None
-        split_backward_step(
-            prior, matcher, state, labels, RealSampler(data, generator(0, "real", it), torch.device("cpu")), chunk
-        )
-
-    return step
+    return lambda it: dm_iteration(data, prior, matcher, state, labels, it, chunk)
 
 
 def main() -> None:

@@ -56,16 +56,12 @@ from ddbench_plugins.priors.ld3m.prior import CPU_COMPILE_OPTIONS
 from ddbench_plugins.priors.ld3m.upsample import NearestUpsample2D
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from diffusers.models.upsampling import Upsample2D
-from ld3m_common import parse_variants
+from ld3m_common import dm_iteration, dm_setup, parse_variants
 from record import emit, table
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddbench import registry
 from ddbench.engine.allocator import tune_allocator
-from ddbench.engine.distill import split_backward_step
-from ddbench.engine.dsa import DSA
-from ddbench.engine.seeding import derive_seed, generator, seed_everything
-from ddbench.interfaces import MatchContext, RealSampler, class_labels
 
 STAGES = (
     "noise",
@@ -109,18 +105,6 @@ class StageClock:
                 return fn(*args, **kwargs)
 
         return timed_call
-
-
-def build(data: Any, ipc: int, options: dict[str, Any], dm_options: dict[str, Any]) -> tuple[Any, ...]:
-    prior = registry.create("prior", "ld3m", **options)
-    prior.setup(data, torch.device("cpu"))
-    matcher = registry.create("matcher", "dm", **dm_options)
-    matcher.setup(MatchContext(data=data, ipc=ipc, device=torch.device("cpu"), dsa=DSA()))
-    labels = class_labels(data.num_classes, ipc)
-    gen = generator(0, "real-init")
-    real = torch.cat([data.sample_class(c, ipc, gen) for c in range(data.num_classes)])
-    state = prior.init_state(real, labels, gen)
-    return prior, matcher, state, labels
 
 
 def instrument(prior: Any, matcher: Any, clock: StageClock) -> None:
@@ -220,7 +204,7 @@ def main() -> None:
         linear = options.pop("linear", "ddbench")
         # the options are read when init_state (in build) compiles the generator
         with mock.patch.dict(CPU_COMPILE_OPTIONS, {"cpp_wrapper": wrapper == "cpp"}):
-            prior, matcher, state, labels = build(data, args.ipc, options, dm_options)
+            prior, matcher, state, labels = dm_setup(data, "ld3m", args.ipc, options, dm_options)
         backend = prior.backend
         if guidance == "batched":
             backend.shares_prefix = False  # only ever switched off: not every UNet supports it
@@ -245,29 +229,18 @@ def main() -> None:
         instrument(prior, matcher, clock)
         built[name] = (prior, matcher, state, labels, clock, chunk or prior.generation_chunk())
     if args.pixel:
-        prior = registry.create("prior", "pixel")
-        prior.setup(data, torch.device("cpu"))
-        matcher = registry.create("matcher", "dm", **dm_options)
-        matcher.setup(MatchContext(data=data, ipc=args.ipc, device=torch.device("cpu"), dsa=DSA()))
-        labels = class_labels(data.num_classes, args.ipc)
-        gen = generator(0, "real-init")
-        real = torch.cat([data.sample_class(c, args.ipc, gen) for c in range(data.num_classes)])
+        prior, matcher, state, labels = dm_setup(data, "pixel", args.ipc, dm_options=dm_options)
         clock = StageClock()
         matcher.loss = clock.wrap(matcher.loss, "DM loss", "DM loss")
-        built["pixel + DM"] = (prior, matcher, prior.init_state(real, labels, gen), labels, clock, 10)
+        built["pixel + DM"] = (prior, matcher, state, labels, clock, 10)
         variants.append(("pixel + DM", {}))
     per_variant: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
 
     def step(name: str, it: int) -> None:
         prior, matcher, state, labels, clock, chunk = built[name]
         clock.seconds.clear()
-        seed_everything(derive_seed(0, "iteration", it))
-        real = RealSampler(data, generator(0, "real", it), torch.device("cpu"))
-        matcher.begin_iteration(it)
-        for p in state.params.values():
-            p.grad = None
         with backward_clock(clock):
-            split_backward_step(prior, matcher, state, labels, real, chunk)
+            dm_iteration(data, prior, matcher, state, labels, it, chunk)
 
     for it in range(args.iterations + 1):  # iteration 0 warms up (and compiles)
         for name, _ in variants:
